@@ -25,12 +25,16 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 __all__ = [
+    "AuditLogError",
     "AuthenticationError",
     "CallerError",
+    "CheckpointError",
     "ConfigurationError",
+    "ConsistencyProofError",
     "CryptoError",
     "FraudhubError",
     "HolderError",
+    "InclusionProofError",
     "InvalidElementError",
     "InvalidIndicator",
     "InvalidRequest",
@@ -178,6 +182,25 @@ class HolderError(PeerError):
     def __init__(self, holder: int, message: str) -> None:
         super().__init__(f"key holder {holder}: {message}")
         self.holder = holder
+
+
+class AuditLogError(PeerError):
+    """The hub's audit log does not verify (a proof, a checkpoint or an event is wrong).
+
+    The message names what is wrong; it never holds event contents.
+    """
+
+
+class InclusionProofError(AuditLogError):
+    """An RFC 9162 inclusion proof did not verify."""
+
+
+class ConsistencyProofError(AuditLogError):
+    """An RFC 9162 consistency proof did not verify (rewrite, truncation or fork)."""
+
+
+class CheckpointError(AuditLogError):
+    """A signed checkpoint is malformed, unsigned by a known key, or badly signed."""
 
 
 class ProofError(PeerError):
