@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 __all__ = [
+    "AlreadyExists",
     "AuditLogError",
     "AuthenticationError",
     "CallerError",
@@ -128,6 +129,12 @@ class QuotaExhausted(CallerError):
 
 class NotFound(CallerError):
     grpc_status: ClassVar[str] = "NOT_FOUND"
+
+
+class AlreadyExists(CallerError):
+    """The thing to create exists already (e.g. an institution id)."""
+
+    grpc_status: ClassVar[str] = "ALREADY_EXISTS"
 
 
 @dataclass(frozen=True)
