@@ -31,8 +31,8 @@ from client_sdk.errors import CryptoError, InvalidRequest
 
 __all__ = [
     "LABEL_KEY_INFO",
-    "MAX_LABEL_BYTES",
     "MATCH_TOKEN_INFO",
+    "MAX_LABEL_BYTES",
     "OPRF_INPUT_PREFIX",
     "TOKEN_BYTES",
     "LabelError",
@@ -98,9 +98,7 @@ def _aad(token: bytes, kind: str, contributor: str) -> bytes:
     return token + kind.encode() + b"\x00" + contributor.encode()
 
 
-def seal_label(
-    label_key: bytes, token: bytes, kind: str, contributor: str, label: bytes
-) -> bytes:
+def seal_label(label_key: bytes, token: bytes, kind: str, contributor: str, label: bytes) -> bytes:
     """Seal ``label`` so only a holder of the raw value can open it."""
     if len(label) > MAX_LABEL_BYTES:
         raise InvalidRequest(f"label longer than {MAX_LABEL_BYTES} bytes")
@@ -108,9 +106,7 @@ def seal_label(
     return nonce + ChaCha20Poly1305(label_key).encrypt(nonce, label, _aad(token, kind, contributor))
 
 
-def open_label(
-    label_key: bytes, token: bytes, kind: str, contributor: str, sealed: bytes
-) -> bytes:
+def open_label(label_key: bytes, token: bytes, kind: str, contributor: str, sealed: bytes) -> bytes:
     """Open a sealed label; raise :class:`LabelError` on any mismatch."""
     if len(sealed) < NONCE_BYTES + TAG_BYTES or len(label_key) != 32:
         raise LabelError("sealed label cannot be opened")
