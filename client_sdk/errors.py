@@ -38,6 +38,7 @@ __all__ = [
     "InclusionProofError",
     "InvalidElementError",
     "InvalidIndicator",
+    "InvalidItems",
     "InvalidRequest",
     "ItemError",
     "NotFound",
@@ -174,6 +175,18 @@ class InvalidIndicator(CallerError):
 
     def item(self) -> ItemError:
         return ItemError(self.index if self.index is not None else -1, self.kind, self.reason)
+
+
+class InvalidItems(InvalidRequest):
+    """Some items of a batch are invalid; ``items`` says which and why.
+
+    The hub sends each item as a google.rpc.BadRequest field violation and the
+    SDK rebuilds this error from them (``client_sdk.transport``).
+    """
+
+    def __init__(self, message: str, items: tuple[ItemError, ...]) -> None:
+        super().__init__(message)
+        self.items = items
 
 
 # --- peer errors -------------------------------------------------------------
