@@ -1,0 +1,112 @@
+"""Match tokens, label keys and sealed labels (client_sdk.tokens)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from client_sdk import oprf, tokens
+from client_sdk.errors import CryptoError, InvalidRequest
+
+SK = oprf.derive_key_pair(bytes(32), b"tokens test", oprf.Mode.VOPRF)[0]
+
+
+def keys_for(kind: str, value: str) -> tokens.TokenKeys:
+    return tokens.derive_token_keys(
+        oprf.evaluate(SK, tokens.oprf_input(kind, value), oprf.Mode.VOPRF)
+    )
+
+
+def test_oprf_input_encoding() -> None:
+    assert tokens.oprf_input("phone", "+8613800138000") == b"fraudhub/v1\x00phone\x00+8613800138000"
+    assert tokens.oprf_input("bank_card", "6222") != tokens.oprf_input("bank_account", "6222")
+    with pytest.raises(InvalidRequest):
+        tokens.oprf_input("bad\x00kind", "x")
+    with pytest.raises(InvalidRequest):
+        tokens.oprf_input("url", "x" * 70000)
+
+
+def test_token_and_label_key_are_independent_and_deterministic() -> None:
+    a, b = keys_for("phone", "+8613800138000"), keys_for("phone", "+8613800138000")
+    assert a == b
+    assert len(a.match_token) == len(a.label_key) == 32
+    assert a.match_token != a.label_key
+    assert keys_for("phone", "+8613800138001").match_token != a.match_token
+    assert a.label_key.hex() not in repr(a)
+    with pytest.raises(CryptoError):
+        tokens.derive_token_keys(b"short")
+
+
+CONTEXT = ("phone", "bank-a")
+
+
+@settings(max_examples=30, deadline=None)
+@given(label=st.binary(max_size=tokens.MAX_LABEL_BYTES))
+def test_seal_open_round_trip(label: bytes) -> None:
+    k = keys_for("phone", "+8613800138000")
+    sealed = tokens.seal_label(k.label_key, k.match_token, *CONTEXT, label)
+    assert tokens.open_label(k.label_key, k.match_token, *CONTEXT, sealed) == label
+
+
+def _sealed() -> tuple[tokens.TokenKeys, bytes]:
+    k = keys_for("phone", "+8613800138000")
+    return k, tokens.seal_label(k.label_key, k.match_token, *CONTEXT, b"case 2026-0417: mule")
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_any_flipped_ciphertext_byte_fails(data: st.DataObject) -> None:
+    k, sealed = _sealed()
+    i = data.draw(st.integers(0, len(sealed) - 1))
+    bit = data.draw(st.integers(0, 7))
+    forged = bytearray(sealed)
+    forged[i] ^= 1 << bit
+    with pytest.raises(tokens.LabelError):
+        tokens.open_label(k.label_key, k.match_token, *CONTEXT, bytes(forged))
+
+
+@settings(max_examples=20, deadline=None)
+@given(i=st.integers(0, 31), bit=st.integers(0, 7))
+def test_any_flipped_token_byte_fails(i: int, bit: int) -> None:
+    k, sealed = _sealed()
+    token = bytearray(k.match_token)
+    token[i] ^= 1 << bit
+    with pytest.raises(tokens.LabelError):
+        tokens.open_label(k.label_key, bytes(token), *CONTEXT, sealed)
+
+
+@pytest.mark.parametrize(
+    ("kind", "contributor"),
+    [
+        ("email", "bank-a"),
+        ("phonf", "bank-a"),
+        ("phone", "bank-b"),
+        ("phone", "bank-a\x00"),
+        ("phone\x00bank", "-a"),
+    ],
+)
+def test_other_kind_or_contributor_fails(kind: str, contributor: str) -> None:
+    k, sealed = _sealed()
+    with pytest.raises(tokens.LabelError):
+        tokens.open_label(k.label_key, k.match_token, kind, contributor, sealed)
+
+
+def test_wrong_key_and_truncation_fail_with_one_opaque_error() -> None:
+    k, sealed = _sealed()
+    messages = set()
+    for key, blob in [(os.urandom(32), sealed), (k.label_key, sealed[:20]), (b"short", sealed)]:
+        with pytest.raises(tokens.LabelError) as info:
+            tokens.open_label(key, k.match_token, *CONTEXT, blob)
+        messages.add(str(info.value))
+    assert messages == {"sealed label cannot be opened"}
+
+
+def test_label_size_bound() -> None:
+    k = keys_for("url", "https://example.test/")
+    with pytest.raises(InvalidRequest):
+        tokens.seal_label(
+            k.label_key, k.match_token, "url", "x", b"x" * (tokens.MAX_LABEL_BYTES + 1)
+        )
