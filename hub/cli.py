@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from client_sdk.errors import FraudhubError
 
 # Command modules, in the order their commands appear in --help.
-COMMAND_MODULES: tuple[str, ...] = ("hub.ceremony",)
+COMMAND_MODULES: tuple[str, ...] = ("hub.ceremony", "hub.policy_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
