@@ -157,10 +157,10 @@ def blind(input: bytes, mode: Mode, *, blind: bytes | None = None) -> tuple[byte
     """
     _check_input(input)
     r = sodium.scalar_random() if blind is None else _secret_scalar(blind)
-    element = hash_to_group(input, mode)
-    if not sodium.is_valid_element(element):
-        raise InvalidElementError("input hashes to the identity (InvalidInputError)")
-    return r, sodium.scalarmult(r, element)
+    try:  # libsodium refuses an identity input element (RFC InvalidInputError)
+        return r, sodium.scalarmult(r, hash_to_group(input, mode))
+    except InvalidElementError:
+        raise InvalidElementError("input hashes to the identity (InvalidInputError)") from None
 
 
 def blind_evaluate(sk: bytes, blinded_element: bytes) -> bytes:
@@ -267,9 +267,8 @@ def verify_proof(
     _check_batch(blinded_elements, evaluated_elements)
     if len(proof) != PROOF_BYTES:
         raise ProofError("proof must be 64 bytes")
-    deserialize_element(pk)
-    for e in (*blinded_elements, *evaluated_elements):
-        deserialize_element(e)
+    # Every element goes through a libsodium scalar multiplication below, which
+    # refuses non-canonical encodings and the identity: no separate decoding pass.
     c, s = deserialize_scalar(proof[:32]), deserialize_scalar(proof[32:])
     d_i = _composite_scalars(pk, blinded_elements, evaluated_elements, mode)
     m = _weighted_sum(d_i, blinded_elements)
@@ -298,9 +297,10 @@ def blind_evaluate_batch(
     k = _secret_scalar(sk)
     evaluated = []
     for i, b in enumerate(blinded_elements):
-        if not sodium.is_valid_element(b):
-            raise InvalidElementError(f"blinded element {i} is not a valid element")
-        evaluated.append(sodium.scalarmult(k, b))
+        try:  # libsodium refuses non-canonical encodings and the identity
+            evaluated.append(sodium.scalarmult(k, b))
+        except InvalidElementError:
+            raise InvalidElementError(f"blinded element {i} is not a valid element") from None
     return evaluated, generate_proof(k, pk, blinded_elements, evaluated, Mode.VOPRF, r=r)
 
 
@@ -316,4 +316,12 @@ def finalize_batch(
     if not len(inputs) == len(blinds) == len(blinded_elements) == len(evaluated_elements):
         raise InvalidRequest("batch lists differ in length")
     verify_proof(pk, blinded_elements, evaluated_elements, proof, Mode.VOPRF)
-    return [finalize(x, r, e) for x, r, e in zip(inputs, blinds, evaluated_elements, strict=True)]
+    for x in inputs:
+        _check_input(x)
+    for r in blinds:
+        _secret_scalar(r)
+    inverses = sodium.scalar_invert_batch(list(blinds))
+    return [
+        finalize_unblinded(x, sodium.scalarmult(r_inv, e))
+        for x, r_inv, e in zip(inputs, inverses, evaluated_elements, strict=True)
+    ]

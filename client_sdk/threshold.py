@@ -375,8 +375,8 @@ def combine(
     chosen = sorted(verified)[: public.threshold]
     lambdas = [lagrange_at_zero(chosen, i) for i in chosen]
     outputs = []
-    for j, (x, r) in enumerate(zip(batch.inputs, batch.blinds, strict=True)):
-        r_inv = sodium.scalar_invert(r)
+    inverses = sodium.scalar_invert_batch(list(batch.blinds))
+    for j, (x, r_inv) in enumerate(zip(batch.inputs, inverses, strict=True)):
         acc: bytes | None = None
         for lam, i in zip(lambdas, chosen, strict=True):
             term = sodium.scalarmult(
