@@ -596,7 +596,12 @@ def parse_scenarios(text: str, source: str = "<string>") -> list[Scenario]:
             institution = reader.string(body["institution"][1], f"{where}.institution")
         case_reference = None
         if "case_reference" in body:
-            case_reference = reader.string(body["case_reference"][1], f"{where}.case_reference")
+            # Taken as written: a blank reference must be refused like a missing one.
+            case_reference = str(
+                reader.scalar(
+                    body["case_reference"][1], f"{where}.case_reference", _STR, "a string"
+                )
+            )
         # Role, action, kind and purpose are taken as written (even unknown or
         # empty ones) because scenarios test that the engine refuses them.
         fields = {
