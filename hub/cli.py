@@ -18,7 +18,12 @@ from collections.abc import Sequence
 from client_sdk.errors import FraudhubError
 
 # Command modules, in the order their commands appear in --help.
-COMMAND_MODULES: tuple[str, ...] = ("hub.ceremony", "hub.policy_cli")
+COMMAND_MODULES: tuple[str, ...] = (
+    "hub.ceremony",
+    "hub.policy_cli",
+    "hub.keyholder_cli",
+    "hub.institution_cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
