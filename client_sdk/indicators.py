@@ -59,7 +59,8 @@ domain           lower-case IDNA A-labels (UTS 46, non-transitional, STD3), one
                  trailing dot dropped, at least two labels, top-level label
                  starting with a letter (IP addresses are kind ``ip``).
 wallet           ``CHAIN:address``, CHAIN from :data:`WALLET_CHAINS` (^).  BTC
-                 is checked by ``stdnum.bitcoin`` (bech32 lower-cased); EVM
+                 is checked by ``stdnum.bitcoin`` (base58 kept, bech32
+                 lower-cased), witness v1+ (Taproot) as BIP 350 bech32m; EVM
                  chains need ``0x`` + 40 hex digits and are lower-cased (EIP-55
                  mixed-case checksums are not checked: Keccak-256 is not in the
                  standard library); Tron chains need a base58check ``T``
@@ -196,6 +197,9 @@ _URL_CHARS = _UNRESERVED | frozenset(":/?#[]@!$&'()*+,;=")
 _NETLOC = re.compile(r"(?P<host>\[[^\]]*\]|[^:\[\]]*)(?::(?P<port>[0-9]*))?")
 _DEFAULT_PORTS: Mapping[str, int] = {"http": 80, "https": 443}
 _HEX = frozenset(string.hexdigits)
+_BECH32_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"  # BIP 173
+_BC_HRP_EXPANDED = (3, 3, 0, 2, 3)  # BIP 173 hrp_expand("bc")
+_BECH32M_CONSTANT = 0x2BC830A3  # BIP 350
 
 _PHONE_PARSE_REASONS: Mapping[int, str] = {
     phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: "unknown country calling code",
@@ -515,13 +519,40 @@ def _tron_address(address: str) -> str:
     return address
 
 
+def _segwit_v1_address(address: str) -> str:
+    """A BIP 350 bech32m address (witness v1-16, e.g. Taproot ``bc1p...``).
+
+    stdnum.bitcoin checks only BIP 173 bech32, which BIP 350 keeps for witness
+    v0; its checksum primitive is reused here with the bech32m constant.
+    """
+    if not 14 <= len(address) <= 90 or not set(address[3:]) <= set(_BECH32_CHARSET):
+        raise _Reject("a bech32m address is 14 to 90 bech32 characters")
+    values = [_BECH32_CHARSET.index(char) for char in address[3:]]
+    if bitcoin.bech32_checksum([*_BC_HRP_EXPANDED, *values]) != _BECH32M_CONSTANT:
+        raise _Reject("Bitcoin address check digits do not match")
+    try:
+        program = bitcoin.b32decode(values[1:-6])
+    except ValidationError:
+        raise _Reject("Bitcoin address has invalid padding") from None
+    if values[0] > 16 or not 2 <= len(program) <= 40:
+        raise _Reject("Bitcoin address has an invalid witness version or program")
+    return address
+
+
+def _bitcoin_address(address: str) -> str:
+    if not address.isascii() or not address.isalnum():
+        raise _Reject("a Bitcoin address is base58 or bech32")
+    lowered = address.lower()
+    if lowered.startswith("bc1") and lowered[3:4] != "q":
+        return _segwit_v1_address(lowered)
+    return _stdnum_validate(bitcoin.validate, address, "Bitcoin address")
+
+
 def _wallet(text: str, _region: str) -> str:
     chain, address = _split_prefix(_nfkc(text), "CHAIN:address")
     chain = chain.upper()
     if chain in _BTC_CHAINS:
-        if not address.isascii() or not address.isalnum():
-            raise _Reject("a Bitcoin address is base58 or bech32")
-        address = _stdnum_validate(bitcoin.validate, address, "Bitcoin address")
+        address = _bitcoin_address(address)
     elif chain in _EVM_CHAINS:
         address = address.lower()
         if not _EVM_ADDRESS.fullmatch(address):
