@@ -1,0 +1,176 @@
+"""The hub store (hub.store) on a real SQLite file and a real PostgreSQL schema."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlmodel import SQLModel, select
+
+import hub.auditlog
+from client_sdk.errors import AlreadyExists, NotFound, QuotaExhausted
+from hub import store
+from hub.matching import Contribution
+from hub.models import Indicator, Institution
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+assert hub.auditlog  # its tables are part of the migrated schema
+
+
+def token(n: int) -> bytes:
+    return n.to_bytes(32, "big")
+
+
+def contribution(n: int, *, kind: str = "phone", days: int = 30, **changes: object) -> Contribution:
+    fields: dict[str, object] = {
+        "token": token(n),
+        "kind": kind,
+        "key_epoch": 1,
+        "category": "scam_phone",
+        "confidence": 60,
+        "observed_at": NOW - timedelta(days=1),
+        "expires_at": NOW + timedelta(days=days),
+        "sealed_label": None,
+    }
+    fields.update(changes)
+    return Contribution(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def hub_store(database_url: str) -> Iterator[store.Store]:
+    s = store.Store(database_url)
+    s.migrate()
+    yield s
+    s.dispose()
+
+
+def contribute(s: store.Store, who: str, items: list[Contribution]) -> store.ContributionCounts:
+    with s.session() as session:
+        counts = store.upsert_contributions(session, who, items, NOW)
+        session.commit()
+    return counts
+
+
+def test_migrated_schema_equals_the_models(hub_store: store.Store) -> None:
+    with hub_store.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, SQLModel.metadata) == []
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path: object) -> None:
+    s = store.Store(store.sqlite_url(tmp_path))  # type: ignore[arg-type]
+    with s.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    s.dispose()
+
+
+def test_retried_batch_does_not_duplicate(hub_store: store.Store) -> None:
+    batch = [contribution(1), contribution(2), contribution(2, kind="bank_card")]
+    assert contribute(hub_store, "bank-a", batch) == store.ContributionCounts(3, 0)
+    assert contribute(hub_store, "bank-a", batch) == store.ContributionCounts(0, 3)
+    # The same token from another institution is its own contribution.
+    assert contribute(hub_store, "bank-b", batch[:1]) == store.ContributionCounts(1, 0)
+    # Repeats inside one batch count once.
+    assert contribute(hub_store, "bank-b", [contribution(9)] * 3) == store.ContributionCounts(1, 2)
+    with hub_store.session() as session:
+        assert len(session.exec(select(Indicator)).all()) == 5
+
+
+def test_recontribution_refreshes_metadata(hub_store: store.Store) -> None:
+    contribute(hub_store, "bank-a", [contribution(1, confidence=10)])
+    contribute(hub_store, "bank-a", [contribution(1, confidence=99, category="money_mule")])
+    with hub_store.session() as session:
+        found = store.find_active(session, [("phone", token(1), 1)], NOW)
+    [sighting] = found[("phone", token(1), 1)]
+    assert (sighting.confidence, sighting.category) == (99, "money_mule")
+
+
+def test_find_active_skips_revoked_expired_and_other_keys(hub_store: store.Store) -> None:
+    contribute(hub_store, "bank-a", [contribution(1), contribution(2), contribution(3, days=1)])
+    contribute(hub_store, "bank-b", [contribution(1)])
+    with hub_store.session() as session:
+        assert store.revoke(session, "bank-a", [("phone", token(2), 1)], "false_positive", NOW) == 1
+        session.commit()
+    later = NOW + timedelta(days=2)
+    queries = [
+        ("phone", token(1), 1),
+        ("phone", token(2), 1),  # revoked
+        ("phone", token(3), 1),  # expired at `later`
+        ("bank_card", token(1), 1),  # same token, other kind
+        ("phone", token(1), 2),  # other key epoch
+    ]
+    with hub_store.session() as session:
+        found = store.find_active(session, queries, later)
+    assert set(found) == {("phone", token(1), 1)}
+    assert sorted(s.contributor for s in found[("phone", token(1), 1)]) == ["bank-a", "bank-b"]
+
+
+def test_revoke_touches_only_the_contributors_rows(hub_store: store.Store) -> None:
+    contribute(hub_store, "bank-a", [contribution(1)])
+    contribute(hub_store, "bank-b", [contribution(1)])
+    key = ("phone", token(1), 1)
+    with hub_store.session() as session:
+        assert store.revoke(session, "bank-c", [key], "false_positive", NOW) == 0
+        assert store.revoke(session, "bank-a", [key], "false_positive", NOW) == 1
+        # Revoking again finds nothing active.
+        assert store.revoke(session, "bank-a", [key], "false_positive", NOW) == 0
+        session.commit()
+    with hub_store.session() as session:
+        rows = session.exec(select(Indicator).order_by(Indicator.contributor)).all()
+        assert [(r.contributor, r.revoke_reason) for r in rows] == [
+            ("bank-a", "false_positive"),
+            ("bank-b", None),
+        ]
+        assert rows[0].revoked_at == NOW
+
+
+def test_quota_counts_in_the_callers_transaction(hub_store: store.Store) -> None:
+    with hub_store.session() as session:
+        assert store.consume_quota(session, "bank-a", "match:x", "2026-11-24", 6, 10) == 6
+        session.commit()
+    with hub_store.session() as session, pytest.raises(QuotaExhausted):
+        store.consume_quota(session, "bank-a", "match:x", "2026-11-24", 5, 10)
+    # The refused increment rolled back with its transaction.
+    with hub_store.session() as session:
+        assert store.consume_quota(session, "bank-a", "match:x", "2026-11-24", 4, 10) == 10
+        assert store.consume_quota(session, "bank-a", "match:x", "2026-11-25", 4, 10) == 4
+        assert store.consume_quota(session, "bank-b", "match:x", "2026-11-24", 4, 10) == 4
+        session.commit()
+
+
+def test_institution_registry(hub_store: store.Store) -> None:
+    with hub_store.session() as session:
+        store.add_institution(
+            session, Institution(id="bank-a", role="bank", public_key=bytes(32), created_at=NOW)
+        )
+        store.add_institution(
+            session, Institution(id="carrier-x", role="carrier", public_key=bytes(32))
+        )
+        session.commit()
+    with hub_store.session() as session, pytest.raises(AlreadyExists):
+        store.add_institution(session, Institution(id="bank-a", role="bank", public_key=b""))
+    with hub_store.session() as session:
+        store.disable_institution(session, "carrier-x", NOW)
+        session.commit()
+        with pytest.raises(NotFound):
+            store.disable_institution(session, "nobody", NOW)
+    with hub_store.session() as session:
+        assert [i.id for i in store.list_institutions(session)] == ["bank-a"]
+        everyone = store.list_institutions(session, include_disabled=True)
+        assert [(i.id, i.enabled) for i in everyone] == [("bank-a", True), ("carrier-x", False)]
+        assert store.get_institution(session, "bank-a").created_at == NOW
+
+
+def test_timestamps_are_utc_and_naive_ones_are_refused(hub_store: store.Store) -> None:
+    contribute(hub_store, "bank-a", [contribution(1)])
+    with hub_store.session() as session:
+        row = session.exec(select(Indicator)).one()
+        assert row.expires_at.tzinfo is UTC
+        assert row.expires_at == NOW + timedelta(days=30)
+    naive = contribution(2, expires_at=datetime(2030, 1, 1))
+    with pytest.raises(sa.exc.StatementError):
+        contribute(hub_store, "bank-a", [naive])
