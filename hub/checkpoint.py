@@ -147,6 +147,11 @@ class LogVerifier:
         self.key_id = key_id(name, public_key)
         self._key = Ed25519PublicKey.from_public_bytes(public_key)
 
+    def verifier_key(self) -> str:
+        """This key as a ``name+keyid+base64key`` string."""
+        encoded = base64.b64encode(bytes([_ALG_ED25519]) + self.public_key).decode()
+        return f"{self.name}+{self.key_id.hex()}+{encoded}"
+
     @classmethod
     def from_verifier_key(cls, vkey: str) -> LogVerifier:
         """Parse ``name+keyid+base64key``; raises ConfigurationError if malformed."""

@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hub.policy_cli",
     "hub.keyholder_cli",
     "hub.institution_cli",
+    "hub.audit_cli",
 )
 
 

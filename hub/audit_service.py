@@ -1,0 +1,359 @@
+"""The Audit servicer: checkpoints, events, proofs and reports for regulators.
+
+A thin adapter over :mod:`hub.auditlog`.  Guarantees:
+
+- Only the ``regulator`` role may call it: :data:`METHOD_ROLES` (alias
+  :data:`AUDIT_ROLES`) is this service's part of the hub's per-method role
+  table; the hub's ``AuthInterceptor`` enforces it before a method runs (every
+  other role gets PERMISSION_DENIED, which the hub's refusal interceptor
+  audits).  This module never checks roles itself.
+- Every call the servicer answers is itself audited (action ``Audit.<Method>``,
+  ``item_count`` = events or proof hashes returned): reading the log leaves a
+  trace in it.  A streaming call is audited when the stream ends, with what was
+  actually sent.
+- Checkpoints are signed with the hub's Ed25519 log key (``<data_dir>/log-key.pem``,
+  created if missing) under the key name :data:`DEFAULT_ORIGIN`; they are made
+  every :data:`CHECKPOINT_EVERY_EVENTS` events or :data:`CHECKPOINT_EVERY_SECONDS`
+  seconds by a :class:`Checkpointer` thread that lives as long as the gRPC
+  server, and on request (``GetCheckpoint(fresh=true)``).
+- Proofs read O(log n) stored nodes; ``ListEvents`` pages through the log by
+  leaf index, :data:`PAGE_SIZE` rows per database read.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+from fraudhub.v1 import audit_pb2, audit_pb2_grpc
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy.exc import SQLAlchemyError
+from typing_extensions import override
+
+from client_sdk.errors import FraudhubError, InvalidRequest, NotFound
+from hub import auditlog
+from hub.audit_report import InstitutionReport, aggregate
+from hub.auth import current_principal
+from hub.checkpoint import LogSigner, load_or_create_log_key
+from hub.config import HubConfig, LivePolicy
+from hub.events import AuditEvent, decode, request_digest
+from hub.models import utcnow
+from hub.store import StorageError, Store
+
+__all__ = [
+    "AUDIT_ROLES",
+    "CHECKPOINT_EVERY_EVENTS",
+    "CHECKPOINT_EVERY_SECONDS",
+    "DEFAULT_ORIGIN",
+    "LOG_KEY_FILENAME",
+    "METHOD_ROLES",
+    "PAGE_SIZE",
+    "AuditService",
+    "Checkpointer",
+    "log_signer",
+    "register",
+]
+
+log = logging.getLogger(__name__)
+
+SERVICE = "fraudhub.v1.Audit"
+#: The log's origin line and the key name of its signatures.
+DEFAULT_ORIGIN = "fraudhub/audit-log"
+LOG_KEY_FILENAME = "log-key.pem"
+CHECKPOINT_EVERY_EVENTS = 1000
+CHECKPOINT_EVERY_SECONDS = 60.0
+PAGE_SIZE = 1000
+
+#: The Audit service's rows of the hub's per-method role table: regulators only.
+METHOD_ROLES: dict[str, frozenset[str]] = {
+    f"/{SERVICE}/{name}": frozenset({"regulator"})
+    for name in (
+        "GetCheckpoint",
+        "ListEvents",
+        "GetInclusionProof",
+        "GetConsistencyProof",
+        "GetReport",
+    )
+}
+AUDIT_ROLES = METHOD_ROLES
+
+
+def _dt(message: Message, name: str) -> datetime | None:
+    if not message.HasField(name):
+        return None
+    stamp: Timestamp = getattr(message, name)
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+class AuditService(audit_pb2_grpc.AuditServicer):
+    """The Audit RPCs over one :class:`Store` (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        signer: LogSigner,
+        *,
+        origin: str = DEFAULT_ORIGIN,
+        policy: LivePolicy | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        self._store = store
+        self._signer = signer
+        self._origin = origin
+        self._policy = policy
+        self._clock = clock
+        self._page_size = page_size
+
+    # --- auditing the auditor --------------------------------------------------
+
+    def _event(self, method: str, request: Message, count: int, outcome: str) -> AuditEvent:
+        who = current_principal()
+        return AuditEvent(
+            time=self._clock(),
+            institution=who.institution,
+            role=who.role,
+            action=f"Audit.{method}",
+            purpose="",
+            legal_basis="",
+            case_ref_digest="",
+            kinds=(),
+            item_count=count,
+            match_count=0,
+            outcome=outcome,
+            reasons=(),
+            policy_version=self._policy.current.version if self._policy else "",
+            request_digest=request_digest(request.SerializeToString(deterministic=True)),
+        )
+
+    def _audit_alone(self, event: AuditEvent) -> None:
+        try:
+            with self._store.session() as session:
+                auditlog.append(session, event)
+                session.commit()
+        except SQLAlchemyError as exc:
+            raise StorageError("the hub's database failed") from exc
+
+    # --- RPCs ------------------------------------------------------------------
+
+    @override
+    def GetCheckpoint(
+        self, request: audit_pb2.GetCheckpointRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.SignedCheckpoint:
+        try:
+            with self._store.session() as session:
+                latest = auditlog.latest_checkpoint(session)
+                if request.fresh or latest is None:
+                    if auditlog.tree_size(session) == 0:
+                        raise NotFound("the audit log is empty: no checkpoint yet")
+                    note = auditlog.create_checkpoint(
+                        session, self._signer, self._origin, self._clock()
+                    )
+                else:
+                    note = latest.note
+                auditlog.append(session, self._event("GetCheckpoint", request, 1, "ok"))
+                session.commit()
+        except SQLAlchemyError as exc:
+            raise StorageError("the hub's database failed") from exc
+        return audit_pb2.SignedCheckpoint(note=note)
+
+    @override
+    def ListEvents(
+        self, request: audit_pb2.ListEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[audit_pb2.AuditEventRecord]:
+        f = request.filter
+        event_filter = auditlog.EventFilter(
+            institution=f.institution or None,
+            action=f.action or None,
+            tier=f.tier or None,
+            kind=f.kind or None,
+            outcome=f.outcome or None,
+            since=_dt(f, "since"),
+            until=_dt(f, "until"),
+        )
+        end = request.end or None
+        remaining = request.limit or None
+        position = request.start
+        sent = 0
+        outcome = "CANCELLED"
+        try:
+            while remaining is None or remaining > 0:
+                page = min(self._page_size, remaining or self._page_size)
+                try:
+                    with self._store.session() as session:
+                        rows = auditlog.list_events(
+                            session, position, end, event_filter, limit=page
+                        )
+                except SQLAlchemyError as exc:
+                    raise StorageError("the hub's database failed") from exc
+                for row in rows:
+                    yield audit_pb2.AuditEventRecord(leaf_index=row.leaf_index, encoded=row.body)
+                    sent += 1
+                if len(rows) < page:
+                    break
+                position = rows[-1].leaf_index + 1
+                if remaining is not None:
+                    remaining -= len(rows)
+            outcome = "ok"
+        except FraudhubError as exc:
+            outcome = exc.grpc_status
+            raise
+        finally:
+            # Audited when the stream ends, however it ends, with what was sent.
+            try:
+                self._audit_alone(self._event("ListEvents", request, sent, outcome))
+            except FraudhubError:
+                log.error("could not audit Audit.ListEvents")
+
+    @override
+    def GetInclusionProof(
+        self, request: audit_pb2.GetInclusionProofRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.InclusionProof:
+        try:
+            with self._store.session() as session:
+                hashes = auditlog.inclusion_proof(session, request.leaf_index, request.tree_size)
+                auditlog.append(
+                    session, self._event("GetInclusionProof", request, len(hashes), "ok")
+                )
+                session.commit()
+        except SQLAlchemyError as exc:
+            raise StorageError("the hub's database failed") from exc
+        return audit_pb2.InclusionProof(
+            leaf_index=request.leaf_index, tree_size=request.tree_size, hashes=hashes
+        )
+
+    @override
+    def GetConsistencyProof(
+        self, request: audit_pb2.GetConsistencyProofRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.ConsistencyProof:
+        try:
+            with self._store.session() as session:
+                hashes = auditlog.consistency_proof(session, request.old_size, request.new_size)
+                auditlog.append(
+                    session, self._event("GetConsistencyProof", request, len(hashes), "ok")
+                )
+                session.commit()
+        except SQLAlchemyError as exc:
+            raise StorageError("the hub's database failed") from exc
+        return audit_pb2.ConsistencyProof(
+            old_size=request.old_size, new_size=request.new_size, hashes=hashes
+        )
+
+    @override
+    def GetReport(
+        self, request: audit_pb2.GetReportRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.Report:
+        since, until = _dt(request, "from"), _dt(request, "to")
+        if since is not None and until is not None and since >= until:
+            raise InvalidRequest("report window: 'from' must be before 'to'")
+        window = auditlog.EventFilter(since=since, until=until)
+        events: list[AuditEvent] = []
+        position = 0
+        try:
+            with self._store.session() as session:
+                while True:
+                    rows = auditlog.list_events(
+                        session, position, None, window, limit=self._page_size
+                    )
+                    events.extend(decode(r.body) for r in rows)
+                    if len(rows) < self._page_size:
+                        break
+                    position = rows[-1].leaf_index + 1
+                auditlog.append(session, self._event("GetReport", request, len(events), "ok"))
+                session.commit()
+        except SQLAlchemyError as exc:
+            raise StorageError("the hub's database failed") from exc
+        return audit_pb2.Report(
+            events=len(events), institutions=[_report_message(r) for r in aggregate(events)]
+        )
+
+
+def _report_message(report: InstitutionReport) -> audit_pb2.InstitutionReport:
+    return audit_pb2.InstitutionReport(
+        institution=report.institution,
+        requests=report.requests,
+        items=report.items,
+        matches=report.matches,
+        match_rate=report.match_rate,
+        refusals=report.refusals,
+        refusals_by_reason=dict(report.refusals_by_reason),
+        requests_by_tier=dict(report.requests_by_tier),
+        requests_by_purpose=dict(report.requests_by_purpose),
+    )
+
+
+class Checkpointer:
+    """Signs a checkpoint whenever N events or T seconds have accumulated.
+
+    :meth:`run_once` does one check; :meth:`run_until` loops until ``stopped``
+    returns True (the hub passes ``server.wait_for_termination``, so the thread
+    ends with the gRPC server).  Failures are logged, never raised: a missed
+    checkpoint is made at the next tick.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        signer: LogSigner,
+        *,
+        origin: str = DEFAULT_ORIGIN,
+        every_events: int = CHECKPOINT_EVERY_EVENTS,
+        every_seconds: float = CHECKPOINT_EVERY_SECONDS,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._signer = signer
+        self._origin = origin
+        self._every_events = every_events
+        self._every_seconds = every_seconds
+        self._clock = clock
+
+    def run_once(self) -> str | None:
+        """Sign a checkpoint if one is due; return its note, or None."""
+        with self._store.session() as session:
+            now = self._clock()
+            if not auditlog.checkpoint_due(
+                session, now, every_events=self._every_events, every_seconds=self._every_seconds
+            ):
+                return None
+            note = auditlog.create_checkpoint(session, self._signer, self._origin, now)
+            session.commit()
+        return note
+
+    def run_until(self, stopped: Callable[[float], bool], tick: float = 1.0) -> None:
+        while not stopped(tick):
+            try:
+                self.run_once()
+            except (FraudhubError, SQLAlchemyError) as exc:
+                log.error("periodic checkpoint failed: %s: %s", type(exc).__name__, exc)
+
+
+def log_signer(data_dir: Path, origin: str = DEFAULT_ORIGIN) -> LogSigner:
+    """The hub's checkpoint signer from ``<data_dir>/log-key.pem`` (created if missing)."""
+    return LogSigner(origin, load_or_create_log_key(Path(data_dir) / LOG_KEY_FILENAME))
+
+
+def register(server: grpc.Server, store: Store, policy: LivePolicy, config: HubConfig) -> str:
+    """Add the Audit servicer and its checkpoint thread to ``server``; return the service name.
+
+    The thread waits on ``server.wait_for_termination`` between ticks, so it
+    stops when the server stops.
+    """
+    signer = log_signer(config.data_dir)
+    audit_pb2_grpc.add_AuditServicer_to_server(AuditService(store, signer, policy=policy), server)
+    checkpointer = Checkpointer(store, signer)
+
+    def stopped(timeout: float) -> bool:
+        # wait_for_termination returns True when it TIMED OUT (server still running).
+        return not server.wait_for_termination(timeout)
+
+    threading.Thread(
+        target=checkpointer.run_until, args=(stopped,), name="fraudhub-checkpoints", daemon=True
+    ).start()
+    log.info("audit log key %s", signer.verifier_key())
+    return SERVICE
