@@ -259,7 +259,8 @@ def _stdnum_validate(validate: Callable[[str], str], number: str, subject: str) 
     except ValidationError as error:
         raise _Reject(_stdnum_reason(error, subject)) from None
     except (ValueError, LookupError):
-        # Some stdnum validators index or int() the input before checking it.
+        # Not stdnum's contract, but a validator that int()s or indexes its input
+        # first would raise with the input in the message: never let that escape.
         raise _Reject(f"{subject} is malformed") from None
 
 
@@ -275,14 +276,14 @@ def _split_prefix(text: str, what: str) -> tuple[str, str]:
 
 def _phone(text: str, region: str) -> str:
     text = _nfkc(text)
+    # No letters: phonenumbers would read vanity numbers (1-800-FLOWERS) and
+    # extensions ("ext. 12", "#12"), neither of which has an E.164 form.
     if not _PHONE_TEXT.fullmatch(text):
         raise _Reject("a phone number may contain only digits, spaces and + - . ( )")
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as error:
         raise _Reject(_PHONE_PARSE_REASONS.get(error.error_type, "not a phone number")) from None
-    if number.extension:
-        raise _Reject("extensions are not part of E.164")
     if not phonenumbers.is_valid_number(number):
         raise _Reject("not a valid number for its country (phonenumbers)")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
