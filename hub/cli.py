@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hub.keyholder_cli",
     "hub.institution_cli",
     "hub.audit_cli",
+    "hub.serve_cli",
 )
 
 

@@ -44,4 +44,7 @@ def register(sub: Any) -> argparse._SubParsersAction[argparse.ArgumentParser]:
         "--out", type=Path, required=True, help="private key file to create (PEM, mode 0600)"
     )
     keygen.set_defaults(func=_cmd_keygen)
+    from hub.serve_cli import register_institution_actions
+
+    register_institution_actions(actions)
     return actions

@@ -1,0 +1,240 @@
+"""The Admin servicer and the database-backed institution registry.
+
+Guarantees:
+
+- Only the operator role reaches these methods (the hub's role table in
+  ``hub.server``); every call, allowed or refused, is audited with the target
+  institution id as a reason code, never a key.
+- :class:`DatabaseRegistry` is the hub's
+  :class:`~hub.auth.InstitutionRegistry`: a disabled institution is refused
+  from its next call on this replica (the cache is invalidated on change) and
+  within :data:`REGISTRY_TTL` seconds on other replicas.
+- A policy reload that does not validate is refused (FAILED_PRECONDITION with
+  file, line and field) and the running policy stays.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+import grpc
+from fraudhub.v1 import admin_pb2, admin_pb2_grpc, common_pb2
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
+
+from client_sdk.errors import ConfigurationError, FraudhubError, InvalidRequest
+from hub import auditlog, store
+from hub.auth import ROLES, current_principal
+from hub.auth import Institution as RegisteredInstitution
+from hub.config import LivePolicy
+from hub.events import AuditEvent, request_digest
+from hub.models import Institution, utcnow
+from hub.policy import Principal
+
+__all__ = ["REGISTRY_TTL", "AdminService", "DatabaseRegistry", "to_registered"]
+
+log = logging.getLogger(__name__)
+
+# Seconds another replica may keep serving a disabled institution.
+REGISTRY_TTL = 2.0
+MAX_REASON = 256
+
+
+def to_registered(row: Institution) -> RegisteredInstitution:
+    """The auth layer's view of a registry row (validates id, role and key)."""
+    return RegisteredInstitution(
+        id=row.id,
+        name=row.display_name,
+        role=row.role,
+        public_key=bytes(row.public_key),
+        disabled=not row.enabled,
+    )
+
+
+class DatabaseRegistry:
+    """Institutions from the hub's database, cached for :data:`REGISTRY_TTL` seconds."""
+
+    def __init__(self, hub_store: store.Store, *, ttl: float = REGISTRY_TTL) -> None:
+        self._store = hub_store
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, RegisteredInstitution | None]] = {}
+
+    def lookup(self, institution_id: str) -> RegisteredInstitution | None:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(institution_id)
+            if cached is not None and now - cached[0] < self._ttl:
+                return cached[1]
+        with self._store.session() as session:
+            row = session.get(Institution, institution_id)
+            found = to_registered(row) if row is not None else None
+        with self._lock:
+            self._cache[institution_id] = (now, found)
+        return found
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+
+def _institution_message(row: Institution) -> admin_pb2.Institution:
+    created = Timestamp()
+    created.FromDatetime(row.created_at)
+    return admin_pb2.Institution(
+        id=row.id,
+        name=row.display_name,
+        role=common_pb2.Role.Value(row.role.upper()),
+        public_key=bytes(row.public_key),
+        disabled=not row.enabled,
+        created_at=created,
+    )
+
+
+class AdminService(admin_pb2_grpc.AdminServicer):
+    """Institution registry and policy reload (see the module docstring)."""
+
+    def __init__(
+        self,
+        hub_store: store.Store,
+        policy: LivePolicy,
+        registry: DatabaseRegistry,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = hub_store
+        self._policy = policy
+        self._registry = registry
+        self._clock = clock
+
+    def _audited(
+        self,
+        action: str,
+        request: Message,
+        target: str,
+        work: Callable[[Session, datetime], Message],
+    ) -> Message:
+        caller = current_principal()
+        principal = Principal(caller.institution, caller.role)
+        now = self._clock()
+        reasons = (f"TARGET:{target}",) if target else ()
+
+        def event(outcome: str, extra: tuple[str, ...] = ()) -> AuditEvent:
+            return AuditEvent(
+                time=now,
+                institution=principal.institution,
+                role=principal.role,
+                action=action,
+                purpose="administration",
+                legal_basis="",
+                case_ref_digest="",
+                kinds=(),
+                item_count=1,
+                match_count=0,
+                outcome=outcome,
+                reasons=reasons + extra,
+                policy_version=self._policy.current.version,
+                request_digest=request_digest(request.SerializeToString(deterministic=True)),
+            )
+
+        try:
+            with self._store.session() as session:
+                response = work(session, now)
+                auditlog.append(session, event("ok"))
+                session.commit()
+        except (FraudhubError, SQLAlchemyError) as exc:
+            outcome = exc.grpc_status if isinstance(exc, FraudhubError) else "error"
+            with self._store.session() as session:
+                auditlog.append(session, event(outcome))
+                session.commit()
+            if isinstance(exc, SQLAlchemyError):
+                raise store.StorageError("the hub's database failed") from None
+            raise
+        return response
+
+    def AddInstitution(  # noqa: N802 - the name is the RPC's
+        self, request: admin_pb2.AddInstitutionRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.Institution:
+        given = request.institution
+        role = (
+            common_pb2.Role.Name(given.role).lower()
+            if given.role in common_pb2.Role.values()
+            else ""
+        )
+
+        def work(session: Session, now: datetime) -> Message:
+            if role not in ROLES:
+                raise InvalidRequest(f"role must be one of {', '.join(ROLES)}")
+            if len(given.name) > 200:
+                raise InvalidRequest("name is longer than 200 characters")
+            row = Institution(
+                id=given.id,
+                role=role,
+                public_key=given.public_key,
+                display_name=given.name,
+                created_at=now,
+            )
+            try:
+                to_registered(row)
+            except ConfigurationError as exc:
+                raise InvalidRequest(str(exc)) from None
+            store.add_institution(session, row)
+            return _institution_message(row)
+
+        target = given.id if _is_identifier(given.id) else ""
+        result = self._audited("Admin.AddInstitution", request, target, work)
+        self._registry.invalidate()
+        assert isinstance(result, admin_pb2.Institution)
+        return result
+
+    def ListInstitutions(  # noqa: N802 - the name is the RPC's
+        self, request: admin_pb2.ListInstitutionsRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListInstitutionsResponse:
+        def work(session: Session, now: datetime) -> Message:
+            rows = store.list_institutions(session, include_disabled=request.include_disabled)
+            return admin_pb2.ListInstitutionsResponse(
+                institutions=[_institution_message(r) for r in rows]
+            )
+
+        result = self._audited("Admin.ListInstitutions", request, "", work)
+        assert isinstance(result, admin_pb2.ListInstitutionsResponse)
+        return result
+
+    def DisableInstitution(  # noqa: N802 - the name is the RPC's
+        self, request: admin_pb2.DisableInstitutionRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.Institution:
+        def work(session: Session, now: datetime) -> Message:
+            if len(request.reason) > MAX_REASON:
+                raise InvalidRequest(f"reason is longer than {MAX_REASON} characters")
+            return _institution_message(store.disable_institution(session, request.id, now))
+
+        target = request.id if _is_identifier(request.id) else ""
+        result = self._audited("Admin.DisableInstitution", request, target, work)
+        self._registry.invalidate()
+        assert isinstance(result, admin_pb2.Institution)
+        return result
+
+    def ReloadPolicy(  # noqa: N802 - the name is the RPC's
+        self, request: admin_pb2.ReloadPolicyRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ReloadPolicyResponse:
+        def work(session: Session, now: datetime) -> Message:
+            version, previous = self._policy.reload()
+            return admin_pb2.ReloadPolicyResponse(policy_version=version, previous_version=previous)
+
+        result = self._audited("Admin.ReloadPolicy", request, "", work)
+        assert isinstance(result, admin_pb2.ReloadPolicyResponse)
+        return result
+
+
+def _is_identifier(value: str) -> bool:
+    try:
+        RegisteredInstitution(id=value, name="", role="bank", public_key=bytes(32))
+    except ConfigurationError:
+        return False
+    return True

@@ -1,0 +1,220 @@
+"""``fraudhub serve`` and the hub's registry actions of ``fraudhub institution``.
+
+``serve`` runs a hub until SIGTERM or SIGINT (graceful stop), reloads its
+policy on SIGHUP, and prints the bound port on stdout so ``--listen
+127.0.0.1:0`` works in scripts.
+
+``institution add|list|disable|export`` work on the hub's database directly
+(the operator's bootstrap path: the first operator institution cannot be
+registered over an authenticated RPC).  Each change is appended to the audit
+log as done by the local operator (``local-operator``), in the same
+transaction as the change.  ``export`` writes the JSON registry that key
+holders read (``hub.auth.JsonFileRegistry``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import sys
+from pathlib import Path
+from typing import Any
+
+from client_sdk.errors import ConfigurationError
+from hub import auditlog
+from hub.admin import to_registered
+from hub.auth import ROLES, dump_registry
+from hub.config import DEFAULT_LISTEN, DEFAULT_POLICY, HubConfig
+from hub.events import AuditEvent
+from hub.models import Institution, utcnow
+from hub.server import HubServer
+from hub.store import (
+    Store,
+    add_institution,
+    disable_institution,
+    list_institutions,
+    sqlite_url,
+)
+
+__all__ = ["LOCAL_OPERATOR", "register", "register_institution_actions"]
+
+#: The audit log's name for changes made with this CLI on the hub's machine.
+LOCAL_OPERATOR = "local-operator"
+
+
+def _add_database_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir", type=Path, required=True, help="the hub's data directory (state, TLS)"
+    )
+    parser.add_argument(
+        "--database-url", help="PostgreSQL URL (default: SQLite file in the data directory)"
+    )
+
+
+def _store(args: argparse.Namespace) -> Store:
+    store = Store(args.database_url or sqlite_url(args.data_dir))
+    store.migrate()
+    return store
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    config = HubConfig(
+        data_dir=args.data_dir,
+        public_key=args.public,
+        listen=args.listen,
+        database_url=args.database_url,
+        policy_paths=tuple(args.policy or [DEFAULT_POLICY]),
+        insecure=args.insecure,
+        max_workers=args.workers,
+    )
+    hub = HubServer(config)
+    port = hub.start()
+    hub.install_signal_handlers()
+    print(f"hub listening on port {port}")
+    sys.stdout.flush()
+    hub.wait()
+    return 0
+
+
+def register(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="run the hub (Exchange, Admin, Audit over gRPC)")
+    _add_database_arguments(serve)
+    serve.add_argument(
+        "--public", type=Path, required=True, help="public.json of the OPRF key (keys deal)"
+    )
+    serve.add_argument("--listen", default=DEFAULT_LISTEN, help=f"host:port ({DEFAULT_LISTEN})")
+    serve.add_argument(
+        "--policy",
+        type=Path,
+        action="append",
+        help="policy file; repeat for overrides (stricter wins). Default: policies/default.yaml",
+    )
+    serve.add_argument("--insecure", action="store_true", help="serve WITHOUT TLS (development)")
+    serve.add_argument("--workers", type=int, default=8, help="RPC worker threads (default 8)")
+    serve.set_defaults(func=_cmd_serve)
+
+
+# --- institution add | list | disable | export ----------------------------------------
+
+
+def _audit_local(store_session: Any, action: str, target: str) -> None:
+    auditlog.append(
+        store_session,
+        AuditEvent(
+            time=utcnow(),
+            institution=LOCAL_OPERATOR,
+            role="operator",
+            action=action,
+            purpose="administration",
+            legal_basis="",
+            case_ref_digest="",
+            kinds=(),
+            item_count=1,
+            match_count=0,
+            outcome="ok",
+            reasons=(f"TARGET:{target}", "VIA:cli"),
+            policy_version="",
+            request_digest="",
+        ),
+    )
+
+
+def _public_key(args: argparse.Namespace) -> bytes:
+    text = args.public_key
+    if args.public_key_file is not None:
+        try:
+            text = args.public_key_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot read {args.public_key_file}: {exc.strerror}"
+            ) from None
+    if not text:
+        raise ConfigurationError("give --public-key or --public-key-file")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigurationError("the public key must be base64 (institution keygen)") from None
+
+
+def _cmd_add(args: argparse.Namespace) -> int:
+    row = Institution(
+        id=args.id,
+        role=args.role,
+        public_key=_public_key(args),
+        display_name=args.name or args.id,
+        created_at=utcnow(),
+    )
+    to_registered(row)  # validates id, role and key length (ConfigurationError)
+    store = _store(args)
+    with store.session() as session:
+        add_institution(session, row)
+        _audit_local(session, "Admin.AddInstitution", row.id)
+        session.commit()
+    store.dispose()
+    print(f"registered {row.id} ({row.role})")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    store = _store(args)
+    with store.session() as session:
+        rows = list_institutions(session, include_disabled=args.all)
+    store.dispose()
+    print(f"{'id':<24} {'role':<10} {'status':<9} name")
+    for row in rows:
+        status = "enabled" if row.enabled else "disabled"
+        print(f"{row.id:<24} {row.role:<10} {status:<9} {row.display_name}")
+    return 0
+
+
+def _cmd_disable(args: argparse.Namespace) -> int:
+    store = _store(args)
+    with store.session() as session:
+        row = disable_institution(session, args.id, utcnow())
+        _audit_local(session, "Admin.DisableInstitution", row.id)
+        session.commit()
+    store.dispose()
+    print(f"disabled {args.id}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    store = _store(args)
+    with store.session() as session:
+        rows = list_institutions(session, include_disabled=True)
+    store.dispose()
+    text = dump_registry([to_registered(r) for r in rows]) + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.write_text(text)
+        print(f"wrote {len(rows)} institution(s) to {args.out}")
+    return 0
+
+
+def register_institution_actions(actions: Any) -> None:
+    """Add ``add``, ``list``, ``disable`` and ``export`` to the ``institution`` group."""
+    add = actions.add_parser("add", help="register an institution at the hub")
+    _add_database_arguments(add)
+    add.add_argument("--id", required=True, help="1..64 characters of [a-z0-9._-]")
+    add.add_argument("--role", required=True, choices=ROLES)
+    add.add_argument("--name", help="display name")
+    add.add_argument("--public-key", default="", help="base64 Ed25519 public key (keygen)")
+    add.add_argument("--public-key-file", type=Path, help="the <key>.pub file of keygen")
+    add.set_defaults(func=_cmd_add)
+
+    listing = actions.add_parser("list", help="list registered institutions")
+    _add_database_arguments(listing)
+    listing.add_argument("--all", action="store_true", help="include disabled institutions")
+    listing.set_defaults(func=_cmd_list)
+
+    disable = actions.add_parser("disable", help="refuse every later call of an institution")
+    _add_database_arguments(disable)
+    disable.add_argument("--id", required=True)
+    disable.set_defaults(func=_cmd_disable)
+
+    export = actions.add_parser("export", help="write the registry JSON for key holders")
+    _add_database_arguments(export)
+    export.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    export.set_defaults(func=_cmd_export)
