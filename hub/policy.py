@@ -117,7 +117,11 @@ class Disclosure(IntEnum):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who asks: an institution id and its role (bank, carrier, regulator, operator)."""
+    """Who asks: an institution id and its role (bank, carrier, regulator, operator).
+
+    Rules are written per role; the institution is carried so that quotas and
+    audit events can be kept per institution, and is never used to decide.
+    """
 
     institution: str
     role: str
@@ -125,7 +129,11 @@ class Principal:
 
 @dataclass(frozen=True)
 class Context:
-    """Facts about a request that rules may depend on."""
+    """Facts about a request that rules may depend on.
+
+    ``case_reference``: the caller's case number; a blank one counts as none.
+    The policy only tests its presence; it never stores or returns it.
+    """
 
     case_reference: str | None = None
 

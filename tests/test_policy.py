@@ -34,7 +34,13 @@ from hub.policy import (
     explain_reason,
     load_policy,
 )
-from hub.policy_schema import parse_layer, parse_scenarios, read_scenarios, run_scenarios
+from hub.policy_schema import (
+    Scenario,
+    parse_layer,
+    parse_scenarios,
+    read_scenarios,
+    run_scenarios,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = str(ROOT / "policies" / "default.yaml")
@@ -68,8 +74,8 @@ def test_scenario_table_is_large_and_covers_every_tier_and_action() -> None:
 
 
 @pytest.mark.parametrize("scenario", _SCENARIOS, ids=[s.name for s in _SCENARIOS])
-def test_default_policy_scenario(default_policy: Policy, scenario: object) -> None:
-    (result,) = run_scenarios(default_policy, [scenario])  # type: ignore[list-item]
+def test_default_policy_scenario(default_policy: Policy, scenario: Scenario) -> None:
+    (result,) = run_scenarios(default_policy, [scenario])
     assert result.mismatches == (), f"{SCENARIOS}:{result.scenario.line}"
 
 
