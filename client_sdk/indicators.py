@@ -33,7 +33,8 @@ bank_account     ``BANKCODE:ACCOUNT`` where BANKCODE is 2-16 and ACCOUNT 4-34
                  ``IBAN:<compact>``; ``IBAN`` is reserved as a bank code.
 national_id      ``CC:number`` with CC from :data:`NATIONAL_ID_COUNTRIES`,
                  the number in the compact form of the stdnum module for that
-                 country's personal identity number.  A bare 18-character
+                 country's personal identity number (SE: the 12-digit form
+                 with the century).  A bare 18-character
                  value is a CN resident ID (``stdnum.cn.ric``: region, birth
                  date and ISO 7064 check digit, ``X`` upper-case).  Countries
                  without a stdnum module (HK, MO, TW, GB, ...) are refused
@@ -98,6 +99,7 @@ from stdnum.exceptions import (
     InvalidLength,
     ValidationError,
 )
+from stdnum.se import personnummer
 
 from client_sdk.errors import ConfigurationError, InvalidIndicator
 
@@ -353,11 +355,25 @@ def _national_id(text: str, _region: str) -> str:
         # Only the 18-character second-generation ID; 15-digit first-generation
         # numbers expired in 2013 and have no check digit.
         return "CN:" + _stdnum_validate(ric.validate, _drop_separators(number), "CN resident ID")
-    # Other modules strip their own separators; some carry meaning (the FI and SE
-    # century signs), so they are not dropped here.
+    if country == "SE":
+        return "SE:" + _personnummer(number)
+    # Other modules strip their own separators; some carry meaning (the FI
+    # century sign), so they are not dropped here.
     return f"{country}:" + _stdnum_validate(
         _national_id_validator(country), number, "identity number"
     )
+
+
+def _personnummer(number: str) -> str:
+    """The 12-digit form (century included) of a Swedish personnummer.
+
+    It is written with 10 digits (``YYMMDD-NNNC``, ``+`` from the year its
+    holder turns 100) or 12; stdnum keeps whichever it was given.  Only the
+    12-digit form is one text per person that never changes.
+    """
+    compact = _stdnum_validate(personnummer.validate, number, "identity number")
+    century = personnummer.get_birth_date(compact).year // 100
+    return f"{century}{compact.replace('-', '').replace('+', '')[-10:]}"
 
 
 def _device_id(text: str, _region: str) -> str:
