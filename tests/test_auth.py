@@ -6,8 +6,11 @@ import base64
 import json
 import stat
 import time
+from concurrent import futures
 from pathlib import Path
+from typing import Any
 
+import grpc
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -30,6 +33,7 @@ from client_sdk.errors import (
     PermissionDenied,
     Unavailable,
 )
+from client_sdk.transport import ChannelSecurity, errors_from_status, open_channel
 from hub.auth import (
     AuthInterceptor,
     Institution,
@@ -40,7 +44,9 @@ from hub.auth import (
     dump_registry,
     parse_registry,
 )
+from hub.errors import ErrorInterceptor
 from hub.policy import Principal
+from hub.tls import bind
 
 AUD = "fraudhub:hub"
 BANK_KEY = generate_key()
@@ -346,3 +352,48 @@ def test_registry_errors_name_the_entry(text: str, message: str) -> None:
     text = text.replace("%s", public_key_b64(BANK_KEY))
     with pytest.raises(ConfigurationError, match=message):
         parse_registry(text)
+
+
+# --- the interceptor on a real server: every handler shape sees the principal ----------
+
+
+def test_interceptor_passes_the_principal_to_every_handler_shape() -> None:
+    def who(request: Any, context: grpc.ServicerContext) -> bytes:
+        return current_principal().institution.encode()
+
+    def who_stream(request: Any, context: grpc.ServicerContext) -> Any:
+        for _ in range(2):
+            yield current_principal().institution.encode()
+
+    def who_after_stream(requests: Any, context: grpc.ServicerContext) -> bytes:
+        return b"%d:" % sum(1 for _ in requests) + current_principal().role.encode()
+
+    methods = {
+        "Unary": grpc.unary_unary_rpc_method_handler(who),
+        "Server": grpc.unary_stream_rpc_method_handler(who_stream),
+        "Client": grpc.stream_unary_rpc_method_handler(who_after_stream),
+        "Both": grpc.stream_stream_rpc_method_handler(who_stream),
+    }
+    table = {f"/t.T/{name}": {"bank"} for name in methods}
+    interceptor = AuthInterceptor(_verifier(), table)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(2), interceptors=[ErrorInterceptor(), interceptor]
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", methods),))
+    port = bind(server, "127.0.0.1:0", None, insecure=True)
+    server.start()
+    security = ChannelSecurity(insecure=True)
+    auth = BearerAuth(InstitutionKey("bank-a", BANK_KEY), AUD)
+    try:
+        channel = open_channel(f"127.0.0.1:{port}", security, auth)
+        assert channel.unary_unary("/t.T/Unary")(b"", timeout=10) == b"bank-a"
+        assert list(channel.unary_stream("/t.T/Server")(b"", timeout=10)) == [b"bank-a"] * 2
+        assert channel.stream_unary("/t.T/Client")(iter([b"", b""]), timeout=10) == b"2:bank"
+        assert list(channel.stream_stream("/t.T/Both")(iter([b""]), timeout=10)) == [b"bank-a"] * 2
+        carrier = BearerAuth(InstitutionKey("carrier-b", CARRIER_KEY), AUD)
+        denied = open_channel(f"127.0.0.1:{port}", security, carrier)
+        with pytest.raises(grpc.RpcError) as info:
+            denied.unary_unary("/t.T/Unary")(b"", timeout=10)
+        assert isinstance(errors_from_status(info.value), PermissionDenied)
+    finally:
+        server.stop(None)
