@@ -15,7 +15,8 @@ What this module guarantees (DESIGN.md, "Indicators"):
 - Nothing is guessed: a value that is not clearly one indicator is refused.
 - The prohibited kinds exist only to be refused, whatever the value.
 
-Canonical forms and accepted input, per kind (``^`` = case-insensitive input):
+Canonical forms and accepted input, per kind.  Prefixes (bank codes, ``CC``,
+``IMEI``/``MEID``, chains, platforms) are accepted in any letter case.
 
 ===============  ==============================================================
 phone            E.164 (``+8613800138000``).  Digits, spaces, ``+ - . ( )``;
@@ -25,7 +26,8 @@ phone            E.164 (``+8613800138000``).  Digits, spaces, ``+ - . ( )``;
                  refused.
 bank_card        12-19 ASCII digits, Luhn-valid; spaces and dashes dropped.
 bank_account     ``BANKCODE:ACCOUNT`` where BANKCODE is 2-16 and ACCOUNT 4-34
-                 characters of ``A-Z0-9`` (^, spaces and dashes dropped).
+                 characters of ``A-Z0-9`` (upper-cased, spaces and dashes
+                 dropped).
                  BANKCODE is whatever code system the members agree on (CNAPS,
                  BIC, a short name such as ``ICBC``); codes of different
                  systems are never mapped onto each other.  An IBAN, bare or
@@ -33,11 +35,11 @@ bank_account     ``BANKCODE:ACCOUNT`` where BANKCODE is 2-16 and ACCOUNT 4-34
                  ``IBAN:<compact>``; ``IBAN`` is reserved as a bank code.
 national_id      ``CC:number`` with CC from :data:`NATIONAL_ID_COUNTRIES`,
                  the number in the compact form of the stdnum module for that
-                 country's personal identity number (SE: the 12-digit form
-                 with the century).  A bare 18-character
-                 value is a CN resident ID (``stdnum.cn.ric``: region, birth
-                 date and ISO 7064 check digit, ``X`` upper-case).  Countries
-                 without a stdnum module (HK, MO, TW, GB, ...) are refused
+                 country's personal identity number (for SE the 12-digit
+                 form, which keeps the century).  A bare 18-character value
+                 is a CN resident ID (``stdnum.cn.ric``: region, birth date
+                 and ISO 7064 check digit, ``X`` upper-case).  Countries
+                 without such a module (HK, MO, TW, GB, ...) are refused
                  rather than stored unchecked.
 device_id        ``IMEI:<15 digits>`` (Luhn, ``stdnum.imei``) or
                  ``MEID:<14 hex digits>`` (``stdnum.meid``, hex or 18-digit
@@ -59,7 +61,7 @@ url              ``scheme://host[:port]/path[?query]``: http/https only;
 domain           lower-case IDNA A-labels (UTS 46, non-transitional, STD3), one
                  trailing dot dropped, at least two labels, top-level label
                  starting with a letter (IP addresses are kind ``ip``).
-wallet           ``CHAIN:address``, CHAIN from :data:`WALLET_CHAINS` (^).  BTC
+wallet           ``CHAIN:address``, CHAIN from :data:`WALLET_CHAINS`.  BTC
                  is checked by ``stdnum.bitcoin`` (base58 kept, bech32
                  lower-cased), witness v1+ (Taproot) as BIP 350 bech32m; EVM
                  chains need ``0x`` + 40 hex digits and are lower-cased (EIP-55
@@ -68,7 +70,7 @@ wallet           ``CHAIN:address``, CHAIN from :data:`WALLET_CHAINS` (^).  BTC
                  address.  Other chains keep the address verbatim (case
                  matters in base58) after trimming.
 social_account   ``platform:handle``: platform ``[a-z0-9][a-z0-9._-]{0,31}``
-                 (^); handle with one leading ``@`` dropped, NFKC-normalised
+                 lower-cased; handle with one leading ``@`` dropped, NFKC-normalised
                  and lower-cased, made of letters, digits and ``. _ -``.
 ===============  ==============================================================
 
@@ -395,7 +397,9 @@ def _device_id(text: str, _region: str) -> str:
 
 def _domain_name(text: str) -> str:
     """Lower-case A-label form of a DNS name; shared by domain, email and url."""
-    name = text[:-1] if text.endswith((".", "。")) else text
+    name = _nfkc(text)  # fullwidth and halfwidth full stops become "." and "。"
+    if name.endswith((".", "。")):
+        name = name[:-1]  # the DNS root
     try:
         ascii_name = idna.encode(name, uts46=True, std3_rules=True).decode("ascii")
     except (idna.IDNAError, UnicodeError):
