@@ -2,7 +2,8 @@
 
 There is exactly one ``institution`` parser: :func:`register` creates it
 and adds ``keygen``; the hub's registry actions (``add``, ``list``,
-``disable``, ``export``) are added to the same group in :func:`register`.
+``disable``, ``export``, implemented in ``hub.serve_cli``) are added to the
+same group by :func:`register`.
 
 ``keygen`` makes an institution's Ed25519 key pair: the private key as PEM
 (mode 0600, never overwritten) and the public key, raw 32 bytes in base64,

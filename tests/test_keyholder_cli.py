@@ -1,0 +1,85 @@
+"""``fraudhub init``, ``institution keygen`` and a ``fraudhub keyholder`` process."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fraudhub.v1 import keyholder_pb2, keyholder_pb2_grpc
+
+from client_sdk.auth import (
+    BearerAuth,
+    InstitutionKey,
+    keyholder_audience,
+    load_private_key,
+    public_key_bytes,
+)
+from client_sdk.threshold import deal
+from client_sdk.transport import ChannelSecurity, open_channel
+from hub.auth import Institution, dump_registry
+from hub.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.e2e
+
+
+def test_init_and_keygen(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["init", "--data-dir", str(tmp_path), "--holders", "2"]) == 0
+    assert (tmp_path / "tls" / "keyholder-2.key").exists()
+    assert main(["init", "--data-dir", str(tmp_path)]) == 2  # refuses to re-initialise
+    key_path = tmp_path / "bank-a.pem"
+    assert main(["institution", "keygen", "--out", str(key_path)]) == 0
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    public = base64.b64decode((tmp_path / "bank-a.pem.pub").read_text())
+    assert public == public_key_bytes(load_private_key(key_path))
+    assert base64.b64encode(public).decode() in capsys.readouterr().out
+
+
+def test_keyholder_process_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    assert main(["init", "--data-dir", str(tmp_path), "--holders", "1"]) == 0
+    key_path = tmp_path / "bank-a.pem"
+    assert main(["institution", "keygen", "--out", str(key_path)]) == 0
+    key = load_private_key(key_path)
+    registry = tmp_path / "institutions.json"
+    registry.write_text(
+        dump_registry([Institution("bank-a", "Bank A", "bank", public_key_bytes(key))])
+    )
+    shares, public = deal(1, 1)
+    share_path, public_path = tmp_path / "share-1.json", tmp_path / "public.json"
+    share_path.write_text(shares[0].to_json())
+    share_path.chmod(0o600)
+    public_path.write_text(public.to_json())
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "protos")])}
+    command = [sys.executable, "-m", "hub.cli", "keyholder", "--listen", "127.0.0.1:0"]
+    command += ["--share", str(share_path), "--public", str(public_path)]
+    command += ["--registry", str(registry), "--state-dir", str(tmp_path / "state")]
+    command += ["--data-dir", str(tmp_path)]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert "listening on port" in line, process.stderr.read() if process.stderr else ""
+        port = int(line.rsplit(" ", 1)[1])
+        security = ChannelSecurity.from_ca_file(str(tmp_path / "tls" / "ca.pem"))
+        auth = BearerAuth(InstitutionKey("bank-a", key), keyholder_audience(1))
+        channel = open_channel(f"127.0.0.1:{port}", security, auth)
+        stub = keyholder_pb2_grpc.KeyHolderStub(channel)
+        info = stub.GetKeyInfo(keyholder_pb2.GetKeyInfoRequest(), timeout=10)
+        assert info.public_share == public.public_shares[1]
+        channel.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert (tmp_path / "state" / "quota.sqlite3").exists()
