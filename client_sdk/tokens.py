@@ -67,8 +67,8 @@ class TokenKeys:
     match_token: bytes
     label_key: bytes = b""
 
-    def __repr__(self) -> str:  # keep the label key out of logs and tracebacks
-        return f"TokenKeys(match_token={self.match_token.hex()[:8]}..., label_key=<hidden>)"
+    def __repr__(self) -> str:  # keep tokens and the label key out of logs and tracebacks
+        return "TokenKeys(match_token=<hidden>, label_key=<hidden>)"
 
 
 def oprf_input(kind: str, canonical_value: str) -> bytes:

@@ -36,6 +36,7 @@ def test_token_and_label_key_are_independent_and_deterministic() -> None:
     assert a.match_token != a.label_key
     assert keys_for("phone", "+8613800138001").match_token != a.match_token
     assert a.label_key.hex() not in repr(a)
+    assert a.match_token.hex()[:8] not in repr(a)
     with pytest.raises(CryptoError):
         tokens.derive_token_keys(b"short")
 
