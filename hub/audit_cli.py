@@ -167,7 +167,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     with _channel(args) as channel:
         try:
             result = verify_log(
-                GrpcLogClient(channel), verifier, previous, origin=args.origin, full=args.full
+                GrpcLogClient(channel),
+                verifier,
+                previous,
+                origin=args.origin,
+                fresh=not args.no_fresh,
+                full=args.full,
+                deep=args.deep,
             )
         except AuditLogError as exc:
             print(f"fraudhub audit verify: FAILED: {exc}", file=sys.stderr)
@@ -267,6 +273,16 @@ def register(sub: Any) -> None:
         "--full",
         action="store_true",
         help="rebuild the root from event 0, re-checking already verified events",
+    )
+    verify.add_argument(
+        "--deep",
+        action="store_true",
+        help="also check the inclusion proof of every fetched event (one request each)",
+    )
+    verify.add_argument(
+        "--no-fresh",
+        action="store_true",
+        help="verify the hub's latest scheduled checkpoint; do not ask it to sign one now",
     )
     verify.set_defaults(func=_cmd_verify)
 

@@ -35,7 +35,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.exc import SQLAlchemyError
 from typing_extensions import override
 
-from client_sdk.errors import FraudhubError, InvalidRequest, NotFound
+from client_sdk.errors import FraudhubError, InvalidRequest
 from hub import auditlog
 from hub.audit_report import InstitutionReport, aggregate
 from hub.auth import current_principal
@@ -119,7 +119,7 @@ class AuditService(audit_pb2_grpc.AuditServicer):
             institution=who.institution,
             role=who.role,
             action=f"Audit.{method}",
-            purpose="",
+            purpose="audit",
             legal_basis="",
             case_ref_digest="",
             kinds=(),
@@ -149,8 +149,6 @@ class AuditService(audit_pb2_grpc.AuditServicer):
             with self._store.session() as session:
                 latest = auditlog.latest_checkpoint(session)
                 if request.fresh or latest is None:
-                    if auditlog.tree_size(session) == 0:
-                        raise NotFound("the audit log is empty: no checkpoint yet")
                     note = auditlog.create_checkpoint(
                         session, self._signer, self._origin, self._clock()
                     )

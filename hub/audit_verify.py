@@ -216,15 +216,22 @@ def verify_log(
     previous: VerifiedState | None,
     *,
     origin: str | None = None,
+    fresh: bool = True,
     full: bool = False,
+    deep: bool = False,
 ) -> VerifyResult:
     """Verify the hub's latest checkpoint and events against ``previous``.
 
+    ``fresh`` asks the hub to sign a checkpoint of its current tree first
+    (otherwise the latest one it made on its own schedule is checked).
     ``full`` rebuilds the root from event 0 instead of from the stored compact
-    range (detects edits of already verified events too).  Raises AuditLogError
-    (CheckpointError, ConsistencyProofError) naming what is wrong.
+    range (detects edits of already verified events too).  ``deep`` also checks
+    the inclusion proof of every fetched event, which exercises every stored
+    node hash of the hub (one request per event: for investigations, not for
+    routine runs).  Raises AuditLogError (CheckpointError,
+    ConsistencyProofError) naming what is wrong.
     """
-    note = client.get_checkpoint(True)
+    note = client.get_checkpoint(fresh)
     expected_origin = origin or (previous.origin if previous else None)
     checkpoint = open_checkpoint(note, verifier, origin=expected_origin)
     old_size = previous.size if previous else 0
@@ -265,6 +272,22 @@ def verify_log(
         compact.append(leaf)
     if compact.root() != checkpoint.root_hash:
         raise _explain_mismatch(client, base, leaves, checkpoint)
+    if deep:
+        for offset, leaf in enumerate(leaves):
+            index = base.size + offset
+            try:
+                merkle.verify_inclusion(
+                    leaf,
+                    index,
+                    checkpoint.size,
+                    client.inclusion_proof(index, checkpoint.size),
+                    checkpoint.root_hash,
+                )
+            except InclusionProofError as exc:
+                raise InclusionProofError(
+                    f"bad stored hash: the hub's inclusion proof for event {index} does not "
+                    f"verify against the signed checkpoint of size {checkpoint.size} ({exc})"
+                ) from exc
     state = VerifiedState(
         verifier_key=verifier.verifier_key(),
         origin=checkpoint.origin,

@@ -65,8 +65,9 @@ class AuditServicer:
     """Missing associated documentation comment in .proto file."""
 
     def GetCheckpoint(self, request, context):
-        """The latest signed checkpoint.  With fresh = true the hub first signs a new
-        one if the log grew since the last.  NOT_FOUND before the first event.
+        """The latest signed checkpoint.  With fresh = true (or before the first
+        checkpoint) the hub first signs one of the current tree if it grew since
+        the last; an empty log has a checkpoint of size 0.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -39,8 +39,9 @@ class AuditStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AuditAsyncStub: ...
     GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetCheckpointRequest, _audit_pb2.SignedCheckpoint]
-    """The latest signed checkpoint.  With fresh = true the hub first signs a new
-    one if the log grew since the last.  NOT_FOUND before the first event.
+    """The latest signed checkpoint.  With fresh = true (or before the first
+    checkpoint) the hub first signs one of the current tree if it grew since
+    the last; an empty log has a checkpoint of size 0.
     """
     ListEvents: _grpc.UnaryStreamMultiCallable[_audit_pb2.ListEventsRequest, _audit_pb2.AuditEventRecord]
     """Events in leaf order, filtered; streamed in pages read from the database."""
@@ -59,8 +60,9 @@ class AuditStub:
 class AuditAsyncStub(AuditStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetCheckpoint: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetCheckpointRequest, _audit_pb2.SignedCheckpoint]  # type: ignore[assignment]
-    """The latest signed checkpoint.  With fresh = true the hub first signs a new
-    one if the log grew since the last.  NOT_FOUND before the first event.
+    """The latest signed checkpoint.  With fresh = true (or before the first
+    checkpoint) the hub first signs one of the current tree if it grew since
+    the last; an empty log has a checkpoint of size 0.
     """
     ListEvents: _aio.UnaryStreamMultiCallable[_audit_pb2.ListEventsRequest, _audit_pb2.AuditEventRecord]  # type: ignore[assignment]
     """Events in leaf order, filtered; streamed in pages read from the database."""
@@ -82,8 +84,9 @@ class AuditServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_pb2.GetCheckpointRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.SignedCheckpoint, _abc.Awaitable[_audit_pb2.SignedCheckpoint]]:
-        """The latest signed checkpoint.  With fresh = true the hub first signs a new
-        one if the log grew since the last.  NOT_FOUND before the first event.
+        """The latest signed checkpoint.  With fresh = true (or before the first
+        checkpoint) the hub first signs one of the current tree if it grew since
+        the last; an empty log has a checkpoint of size 0.
         """
 
     @_abc_1.abstractmethod
