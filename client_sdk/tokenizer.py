@@ -17,7 +17,12 @@ combine, and derive the token keys (``client_sdk.tokens``).  Guarantees:
 - Batches hold at most :data:`MAX_BATCH` elements (keyholder.proto).  Large
   inputs (``parallel_min_items`` and up) blind and combine in a process pool,
   one batch per task, while the main thread talks to the holders; the blinds
-  travel to the worker processes over local pipes only.
+  travel to the worker processes over local pipes only.  The pool uses the
+  ``spawn`` start method, so a script calling it must guard its entry point
+  with ``if __name__ == "__main__":``.  Measured on 2 shared cores with the
+  three holders on the same machine: 16384 phone numbers in 10.5 s with one
+  process (1560 items/s), 6.6 s with two (2500 items/s); the client-side
+  combine (two proof verifications per batch) is ~70% of the work.
 """
 
 from __future__ import annotations
