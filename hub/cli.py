@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hub.institution_cli",
     "hub.audit_cli",
     "hub.serve_cli",
+    "hub.demo",
 )
 
 
