@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2
@@ -106,7 +106,7 @@ def to_rpc_status(exc: FraudhubError) -> status_pb2.Status:
     return status_pb2.Status(code=code.value[0], message=message, details=details)
 
 
-def _abort(method: str, exc: Exception, context: grpc.ServicerContext) -> None:
+def _abort(method: str, exc: Exception, context: grpc.ServicerContext) -> NoReturn:
     """Abort the call for ``exc``; always raises."""
     # ServicerContext.code() exists since grpcio 1.38; types-grpcio lacks it.
     code = context.code()  # type: ignore[attr-defined]
