@@ -11,6 +11,8 @@ from typing import Any
 
 import grpc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from client_sdk.errors import (
     AlreadyExists,
@@ -35,6 +37,8 @@ from client_sdk.transport import (
     ChannelSecurity,
     RetryPolicy,
     call_with_retry,
+    decode_field_violation,
+    encode_field_violation,
     errors_from_status,
     open_channel,
 )
@@ -250,3 +254,15 @@ def test_retries_stop_at_the_deadline() -> None:
     with pytest.raises(Unavailable):
         call_with_retry(call, policy, clock=clock, sleep=clock.sleep, rng=random.Random(1))
     assert clock.now <= 5 + 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    index=st.integers(min_value=0, max_value=10_000),
+    kind=st.from_regex(r"[a-z_]{0,20}", fullmatch=True),
+    reason=st.text(max_size=80),
+    field=st.from_regex(r"[a-z_][a-z0-9_.]{0,20}", fullmatch=True),
+)
+def test_field_violations_round_trip(index: int, kind: str, reason: str, field: str) -> None:
+    item = ItemError(index, kind, reason, field)
+    assert decode_field_violation(encode_field_violation(item)) == item
