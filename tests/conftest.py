@@ -56,3 +56,86 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     with postgres_schema_url("hub_test") as url:
         yield url
+
+
+# --- end-to-end: a hub and 3 key holders (2-of-3) on loopback -------------------
+
+E2E_INSTITUTIONS = {
+    "bank-a": "bank",
+    "bank-b": "bank",
+    "carrier-x": "carrier",
+    "regulator-r": "regulator",
+    "operator-o": "operator",
+}
+
+
+def _switchable_liar() -> type:
+    """A key holder servicer that lies (a wrong, valid element) while ``lying`` is set."""
+    from fraudhub.v1 import keyholder_pb2
+
+    from client_sdk import oprf
+    from hub.keyholder import KeyHolderServicer
+
+    class SwitchableLiar(KeyHolderServicer):
+        lying = False
+
+        def BlindEvaluate(
+            self, request: keyholder_pb2.BlindEvaluateRequest, context: object
+        ) -> keyholder_pb2.BlindEvaluateResponse:
+            reply = super().BlindEvaluate(request, context)  # type: ignore[arg-type]
+            if type(self).lying:
+                reply.evaluated_elements[0] = oprf.GENERATOR
+            return reply
+
+    return SwitchableLiar
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def e2e_world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[object]:
+    """A started ``hub.deployment.LocalDeployment`` with the E2E institutions registered.
+
+    Key holder 1's servicer can be made to lie (``world.liar.lying = True``).
+    The policy is a copy of policies/default.yaml in ``world.policy_path``,
+    so tests can break it and reload.  On PostgreSQL the hub uses a fresh
+    schema of the shared test database.
+    """
+    import shutil
+
+    from hub.config import DEFAULT_POLICY
+    from hub.deployment import LocalDeployment
+
+    root = tmp_path_factory.mktemp(f"e2e-{request.param}")
+    policy_path = root / "policy.yaml"
+    shutil.copyfile(DEFAULT_POLICY, policy_path)
+    liar = _switchable_liar()
+
+    @contextmanager
+    def database() -> Iterator[str | None]:
+        if request.param == "sqlite":
+            yield None
+        else:
+            with postgres_schema_url("hub_e2e") as url:
+                yield url
+
+    with (
+        database() as url,
+        LocalDeployment(
+            root / "data",
+            root / "clients",
+            database_url=url,
+            policy_paths=(policy_path,),
+            servicers={1: liar},
+            log_to_file=False,
+            grace=0.2,
+        ) as world,
+    ):
+        world.start()
+        for institution, role in E2E_INSTITUTIONS.items():
+            world.register(institution, role)
+        world.policy_path = policy_path  # type: ignore[attr-defined]
+        world.liar = liar  # type: ignore[attr-defined]
+        yield world
