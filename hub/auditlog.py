@@ -23,8 +23,9 @@ Guarantees:
   ``BEGIN IMMEDIATE``: the write lock is held from the first statement, so the
   size read inside it is current.  In both cases ``(level, node_index)`` and the
   leaf index are primary keys, so a lost race fails instead of forking the tree.
-- Appending reads at most log2(n) stored nodes (the left siblings the new leaf
-  completes); roots and proofs read at most 2*log2(n)+1 nodes in ONE query
+- Appending reads at most log2(n)+1 stored nodes once per transaction (the
+  perfect subtrees of the current tree, cached for later appends of the same
+  transaction); roots and proofs read at most 2*log2(n)+1 nodes in ONE query
   (:class:`SessionNodeSource`); nothing rehashes the log.
 - :func:`create_checkpoint` refuses to sign (raises :class:`AuditLogCorrupt`) if
   the stored tree no longer matches the latest checkpoint it signed, so the hub
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
+import sqlalchemy.orm
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from client_sdk.errors import InvalidRequest, NotFound, ServerError
@@ -151,6 +153,21 @@ def _event_table() -> sa.Table:
     return table
 
 
+# Statements built once: constructing SQLAlchemy expressions per call costs more
+# than running them on SQLite.
+_NODES = _node_table()
+_EVENTS = _event_table()
+_SELECT_NODES = sa.select(_NODES.c.level, _NODES.c.node_index, _NODES.c.hash).where(
+    sa.tuple_(_NODES.c.level, _NODES.c.node_index).in_(sa.bindparam("ids", expanding=True))
+)
+_SELECT_SIZE = sa.select(
+    sa.select(sa.func.max(_NODES.c.node_index)).where(_NODES.c.level == 0).scalar_subquery(),
+    sa.select(sa.func.max(_EVENTS.c.leaf_index)).scalar_subquery(),
+)
+_INSERT_EVENT = sa.insert(_EVENTS)
+_INSERT_NODES = sa.insert(_NODES)
+
+
 class SessionNodeSource:
     """A :class:`hub.merkle.NodeSource` reading ``audit_node`` in one query per call."""
 
@@ -161,15 +178,10 @@ class SessionNodeSource:
     def get_nodes(self, ids: Sequence[merkle.NodeId]) -> Mapping[merkle.NodeId, bytes]:
         wanted = list(dict.fromkeys(ids))
         found: dict[merkle.NodeId, bytes] = {}
-        table = _node_table()
         for start in range(0, len(wanted), _IN_CHUNK):
             chunk = wanted[start : start + _IN_CHUNK]
             rows = self._session.execute(
-                sa.select(table.c.level, table.c.node_index, table.c.hash).where(
-                    sa.tuple_(table.c.level, table.c.node_index).in_(
-                        [(n.level, n.index) for n in chunk]
-                    )
-                )
+                _SELECT_NODES, {"ids": [(n.level, n.index) for n in chunk]}
             ).all()
             self.reads += len(rows)
             for level, index, digest in rows:
@@ -188,33 +200,62 @@ def _lock_for_append(session: Session) -> None:
 
 
 def tree_size(session: Session) -> int:
-    """Number of leaves in the stored tree (one indexed read of the last leaf hash)."""
-    table = _node_table()
-    last = session.execute(
-        sa.select(sa.func.max(table.c.node_index)).where(table.c.level == 0)
-    ).scalar_one()
-    return 0 if last is None else int(last) + 1
+    """Number of leaves in the stored tree: one past the last event or leaf hash.
+
+    Both tables are read (two indexed lookups of a maximum), so deleting the
+    last row of either one does not silently shorten the log: the other table
+    still counts it, and the missing row then shows up as a gap or a missing node.
+    """
+    last = session.execute(_SELECT_SIZE).one()
+    known = [int(v) for v in last if v is not None]
+    return max(known) + 1 if known else 0
 
 
 def _csv(values: Sequence[str]) -> str:
     return "," + ",".join(values) + "," if values else ""
 
 
+@dataclass
+class _Frontier:
+    """The tree size and its perfect subtrees, valid inside one transaction."""
+
+    size: int
+    nodes: dict[merkle.NodeId, bytes]
+
+
+# session.info key of the cached frontier; see append().
+_FRONTIER = "fraudhub.auditlog.frontier"
+
+
+@sa.event.listens_for(sa.orm.Session, "after_transaction_end")
+def _forget_frontier(session: sa.orm.Session, _transaction: sa.orm.SessionTransaction) -> None:
+    # Any commit, rollback or savepoint end may change the stored tree.
+    session.info.pop(_FRONTIER, None)
+
+
 def append(session: Session, event: AuditEvent) -> int:
     """Add ``event`` and the complete subtrees it finishes to ``session``; return its index.
 
-    Does not commit.  Raises sqlalchemy errors from the database unchanged (the
-    caller's transaction then rolls back with its work).
+    Does not commit.  The first append of a transaction takes the lock and reads
+    the tree size and its perfect subtrees (one query each); later appends in
+    the same transaction reuse them from ``session.info`` (the lock is held
+    until the transaction ends, and any transaction or savepoint end drops the
+    cache).  Raises sqlalchemy errors from the database unchanged (the caller's
+    transaction then rolls back with its work).
     """
-    _lock_for_append(session)
-    index = tree_size(session)
+    frontier: _Frontier | None = session.info.get(_FRONTIER)
+    if frontier is None:
+        _lock_for_append(session)
+        size = tree_size(session)
+        ids = merkle.root_nodes(size)
+        stored = SessionNodeSource(session).get_nodes(ids) if ids else {}
+        frontier = _Frontier(size, dict(stored))
+    index = frontier.size
     body = event.encode()
     leaf = merkle.leaf_hash(body)
-    siblings = merkle.left_sibling_ids(index)
-    known = SessionNodeSource(session).get_nodes(siblings) if siblings else {}
-    nodes = merkle.new_complete_nodes(index, leaf, known)
+    nodes = merkle.new_complete_nodes(index, leaf, frontier.nodes)
     session.execute(
-        sa.insert(_event_table()),
+        _INSERT_EVENT,
         [
             {
                 "leaf_index": index,
@@ -230,8 +271,12 @@ def append(session: Session, event: AuditEvent) -> int:
         ],
     )
     session.execute(
-        sa.insert(_node_table()),
+        _INSERT_NODES,
         [{"level": n.level, "node_index": n.index, "hash": h} for n, h in nodes],
+    )
+    pool = {**frontier.nodes, **dict(nodes)}
+    session.info[_FRONTIER] = _Frontier(
+        index + 1, {n: pool[n] for n in merkle.root_nodes(index + 1)}
     )
     return index
 

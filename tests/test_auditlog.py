@@ -261,3 +261,34 @@ def test_concurrent_appends_are_serialized_on_postgresql() -> None:
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+def test_many_appends_in_one_transaction_with_savepoints(engine: Engine) -> None:
+    bodies: list[bytes] = []
+    with Session(engine) as session:
+        for i in range(5):
+            auditlog.append(session, event(i))
+            bodies.append(event(i).encode())
+        # A rolled-back savepoint leaves no trace and no stale cached size.
+        nested = session.begin_nested()
+        auditlog.append(session, event(99))
+        nested.rollback()
+        for i in range(5, 9):
+            auditlog.append(session, event(i))
+            bodies.append(event(i).encode())
+        # A released savepoint keeps its event; the next append follows it.
+        nested = session.begin_nested()
+        auditlog.append(session, event(9))
+        bodies.append(event(9).encode())
+        nested.commit()
+        assert auditlog.append(session, event(10)) == 10
+        bodies.append(event(10).encode())
+        session.commit()
+    with Session(engine) as session:
+        assert [s.body for s in auditlog.list_events(session, 0, None)] == bodies
+        for size in range(1, len(bodies) + 1):
+            assert auditlog.root_at(session, size) == merkle.root_hash(bodies[:size])
+    # A later transaction continues from the committed tree.
+    assert fill(engine, 3, start=11) and True
+    with Session(engine) as session:
+        assert auditlog.tree_size(session) == 14
