@@ -1,0 +1,116 @@
+"""No raw value reaches the hub's or the key holders' disks or logs.
+
+Runs an end-to-end scenario (contributions with labels, matches, revocations,
+malformed and refused calls, a bulk CSV run) and ``fraudhub demo``, then reads
+every file of both data directories (SQLite database, WAL and shared memory,
+audit key, registry, logs) and fails if any raw value, its digits-only form
+or a label text appears in one (``tests/leakcheck.py``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import grpc
+import pytest
+from fraudhub.v1 import exchange_pb2, exchange_pb2_grpc
+from leakcheck import assert_no_leak, digits_of
+from test_demo import ROOT, run_fraudhub
+
+from client_sdk import Indicator
+from client_sdk.auth import mint_jwt
+from client_sdk.errors import PermissionDenied
+from client_sdk.transport import open_channel
+from hub.deployment import LocalDeployment
+
+EXAMPLES = ROOT / "examples"
+
+SCENARIO = {
+    "phone": ["+86 135 5501 2345", "13655012346", "+86-137-5501-2347"],
+    "bank_card": ["6258 0740 3980 1163", "6288889912271554"],
+    "national_id": ["330106200109202340", "310104199207074563"],
+    "email": ["Mule.Account@Example-Leak.cn"],
+    "url": ["https://leak-check.example-phish.cn/pay?id=77"],
+}
+LABELS = ["victim paid 12000 yuan on 3 Oct", "contact officer Wang 021-5550199"]
+
+
+def example_values() -> list[str]:
+    values: list[str] = []
+    for path in EXAMPLES.glob("*.csv"):
+        with path.open(newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                values.append(row["value"])
+                if row.get("label"):
+                    values.append(row["label"])
+    return values
+
+
+def all_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def scenario(world: LocalDeployment, tmp_path: Path) -> None:
+    for institution, role in (("bank-a", "bank"), ("bank-b", "bank"), ("carrier-x", "carrier")):
+        world.register(institution, role)
+    items = [
+        Indicator(kind, value, "money_mule", 70, label=LABELS[i % 2])
+        for i, (kind, value) in enumerate((k, v) for k, vs in SCENARIO.items() for v in vs)
+    ]
+    for bank in ("bank-a", "bank-b"):
+        world.client(bank).contribute(items, purpose="fraud_reporting", case_reference="CASE-9")
+    pairs = [(k, v) for k, vs in SCENARIO.items() for v in vs]
+    world.client("carrier-x").match(pairs, purpose="sim_activation_screening")
+    world.client("bank-b").match(pairs, purpose="payment_screening")
+    world.client("bank-a").revoke(pairs[:2], reason="false_positive")
+    # Invalid values never leave the client; refused calls are audited without them.
+    world.client("bank-a").contribute(
+        [Indicator("phone", "12345678901234567", "scam_phone")], purpose="fraud_reporting"
+    )
+    with pytest.raises(PermissionDenied):
+        world.client("carrier-x").match(pairs[3:5], purpose="payment_screening")
+    bulk = tmp_path / "bulk.csv"
+    bulk.write_text(
+        "kind,value,category,label\n" + "".join(f"{k},{v},phishing,{LABELS[0]}\n" for k, v in pairs)
+    )
+    world.client("bank-a").contribute_csv(bulk, purpose="fraud_reporting", progress=False)
+    world.client("bank-b").match_csv(
+        bulk, io.StringIO(), purpose="payment_screening", progress=False
+    )
+    exchange = exchange_pb2_grpc.ExchangeStub(open_channel(world.hub_address, world.security))
+    token = mint_jwt(world.keys["carrier-x"].private_key, "carrier-x", "wrong-audience")
+    with pytest.raises(grpc.RpcError):
+        exchange.Match(
+            exchange_pb2.MatchRequest(purpose="x", queries=[]),
+            metadata=[("authorization", f"Bearer {token}")],
+        )
+
+
+@pytest.mark.e2e
+def test_no_raw_value_in_databases_wal_or_logs(tmp_path: Path) -> None:
+    hub_dir = tmp_path / "e2e"
+    with LocalDeployment(hub_dir, tmp_path / "clients") as world:
+        world.start()
+        scenario(world, tmp_path)
+        # Read the WAL before shutdown checkpoints it into the database.
+        live = {p: p.read_bytes() for p in all_files(hub_dir)}
+    demo_dir = tmp_path / "demo"
+    done = run_fraudhub("demo", "--data-dir", str(demo_dir))
+    assert done.returncode == 0, done.stderr
+
+    files = {**live, **{p: p.read_bytes() for p in all_files(hub_dir) + all_files(demo_dir)}}
+    names = {p.name for p in files}
+    assert {"hub.sqlite3", "hub.sqlite3-wal", "servers.log", "quota.sqlite3"} <= names
+    secrets = [v for vs in SCENARIO.values() for v in vs] + LABELS + example_values()
+    assert len(secrets) > 30
+    for path, data in files.items():
+        text = data.decode("latin-1")
+        try:
+            assert_no_leak(text, secrets)
+        except AssertionError:
+            raise AssertionError(f"a raw value leaked into {path}") from None
+    # The check itself sees a value when there is one.
+    with pytest.raises(AssertionError):
+        assert_no_leak("x" + digits_of(SCENARIO["phone"][0]) + "x", secrets)
