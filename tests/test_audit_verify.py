@@ -23,36 +23,21 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import grpc
 import pytest
 import sqlalchemy as sa
+from _audit_hub import RunningHub
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fraudhub.v1 import audit_pb2, audit_pb2_grpc, exchange_pb2, exchange_pb2_grpc
+from fraudhub.v1 import audit_pb2, audit_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, SQLModel
 
-from client_sdk.auth import (
-    HUB_AUDIENCE,
-    BearerAuth,
-    InstitutionKey,
-    generate_key,
-    public_key_bytes,
-    save_private_key,
-)
 from client_sdk.errors import AuditLogError
-from client_sdk.transport import ChannelSecurity, open_channel
 from hub import auditlog, merkle
-from hub.audit_service import DEFAULT_ORIGIN, LOG_KEY_FILENAME, log_signer
+from hub.audit_service import DEFAULT_ORIGIN, LOG_KEY_FILENAME
 from hub.audit_verify import VerifiedState, verify_log
-from hub.ceremony import deal_to_directory
 from hub.checkpoint import Checkpoint, LogSigner, LogVerifier, load_or_create_log_key
-from hub.cli import main
-from hub.config import HubConfig
 from hub.events import AuditEvent, decode, request_digest
-from hub.models import Institution
-from hub.server import HubServer
-from hub.store import SQLITE_FILENAME, add_institution
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 ORIGIN = "fraudhub.test/audit"
@@ -265,95 +250,6 @@ def test_untampered_log_passes_full_and_deep(tmp_path: Path) -> None:
 
 
 # --- end to end against a running hub --------------------------------------------
-
-
-class RunningHub:
-    """A real hub on loopback, its regulator and bank credentials, and its database."""
-
-    def __init__(self, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        self.root = root
-        self.capsys = capsys
-        _, public = deal_to_directory(1, 1, root / "keys")
-        self.config = HubConfig(
-            data_dir=root / "data", public_key=public, listen="127.0.0.1:0", insecure=True
-        )
-        self.server = HubServer(self.config)
-        self.port = self.server.start()
-        with self.server.store.session() as session:
-            for institution, role in (("reg-1", "regulator"), ("bank-a", "bank")):
-                key = generate_key()
-                save_private_key(key, root / f"{institution}.pem")
-                add_institution(
-                    session,
-                    Institution(id=institution, role=role, public_key=public_key_bytes(key)),
-                )
-            session.commit()
-        self.log_key = log_signer(self.config.data_dir).verifier_key()
-        self.state = root / "audit-state.json"
-        self.db = self.config.data_dir / SQLITE_FILENAME
-
-    def restart(self) -> None:
-        self.server.stop(0)
-        self.server = HubServer(self.config)
-        self.port = self.server.start()
-
-    def stop(self) -> None:
-        self.server.stop(0)
-
-    def channel(self, institution: str) -> grpc.Channel:
-        auth = BearerAuth(
-            InstitutionKey.load(institution, self.root / f"{institution}.pem"), HUB_AUDIENCE
-        )
-        return open_channel(f"127.0.0.1:{self.port}", ChannelSecurity(insecure=True), auth)
-
-    def traffic(self, calls: int) -> None:
-        """``calls`` real Match RPCs by the bank: one audit event each."""
-        with self.channel("bank-a") as channel:
-            stub = exchange_pb2_grpc.ExchangeStub(channel)
-            for _ in range(calls):
-                stub.Match(
-                    exchange_pb2.MatchRequest(
-                        purpose="payment_screening",
-                        queries=[
-                            exchange_pb2.MatchQuery(token=os.urandom(32), kind="url", key_epoch=1)
-                        ],
-                    ),
-                    timeout=10,
-                )
-
-    def cli(self, *args: str, institution: str = "reg-1") -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        status = main(
-            [
-                "audit",
-                args[0],
-                "--hub",
-                f"127.0.0.1:{self.port}",
-                "--insecure",
-                "--institution",
-                institution,
-                "--key",
-                str(self.root / f"{institution}.pem"),
-                *args[1:],
-            ]
-        )
-        out, err = self.capsys.readouterr()
-        return status, out, err
-
-    def verify(self, *extra: str) -> tuple[int, str]:
-        status, out, err = self.cli(
-            "verify", "--log-key", self.log_key, "--state", str(self.state), *extra
-        )
-        return status, out + err
-
-    def verified_size(self) -> int:
-        state = VerifiedState.load(self.state)
-        assert state is not None
-        return state.size
-
-    def sql(self) -> sqlite3.Connection:
-        """A second connection to the hub's database file: the attacker's."""
-        return sqlite3.connect(self.db, isolation_level=None, timeout=30)
 
 
 @pytest.fixture

@@ -1,0 +1,127 @@
+"""A real hub on loopback for the audit tests, and the regulator's CLI against it.
+
+The hub is ``hub.server.HubServer`` on a SQLite file in a temporary directory,
+plaintext gRPC on port 0 (``insecure``: TLS is covered by the transport tests),
+with one regulator (``reg-1``) and one bank (``bank-a``) registered.  Tests
+edit its database file through :meth:`RunningHub.sql`, a second connection,
+while it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import grpc
+import pytest
+from fraudhub.v1 import exchange_pb2, exchange_pb2_grpc
+
+from client_sdk.auth import (
+    HUB_AUDIENCE,
+    BearerAuth,
+    InstitutionKey,
+    generate_key,
+    public_key_bytes,
+    save_private_key,
+)
+from client_sdk.transport import ChannelSecurity, open_channel
+from hub.audit_service import log_signer
+from hub.audit_verify import VerifiedState
+from hub.ceremony import deal_to_directory
+from hub.cli import main
+from hub.config import HubConfig
+from hub.models import Institution
+from hub.server import HubServer
+from hub.store import SQLITE_FILENAME, add_institution
+
+__all__ = ["RunningHub"]
+
+
+class RunningHub:
+    """A real hub on loopback, its regulator and bank credentials, and its database."""
+
+    def __init__(self, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.root = root
+        self.capsys = capsys
+        _, public = deal_to_directory(1, 1, root / "keys")
+        self.config = HubConfig(
+            data_dir=root / "data", public_key=public, listen="127.0.0.1:0", insecure=True
+        )
+        self.server = HubServer(self.config)
+        self.port = self.server.start()
+        with self.server.store.session() as session:
+            for institution, role in (("reg-1", "regulator"), ("bank-a", "bank")):
+                key = generate_key()
+                save_private_key(key, root / f"{institution}.pem")
+                add_institution(
+                    session,
+                    Institution(id=institution, role=role, public_key=public_key_bytes(key)),
+                )
+            session.commit()
+        self.log_key = log_signer(self.config.data_dir).verifier_key()
+        self.state = root / "audit-state.json"
+        self.db = self.config.data_dir / SQLITE_FILENAME
+
+    def restart(self) -> None:
+        self.server.stop(0)
+        self.server = HubServer(self.config)
+        self.port = self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop(0)
+
+    def channel(self, institution: str) -> grpc.Channel:
+        auth = BearerAuth(
+            InstitutionKey.load(institution, self.root / f"{institution}.pem"), HUB_AUDIENCE
+        )
+        return open_channel(f"127.0.0.1:{self.port}", ChannelSecurity(insecure=True), auth)
+
+    def traffic(self, calls: int) -> None:
+        """``calls`` real Match RPCs by the bank: one audit event each."""
+        with self.channel("bank-a") as channel:
+            stub = exchange_pb2_grpc.ExchangeStub(channel)
+            for _ in range(calls):
+                stub.Match(
+                    exchange_pb2.MatchRequest(
+                        purpose="payment_screening",
+                        queries=[
+                            exchange_pb2.MatchQuery(token=os.urandom(32), kind="url", key_epoch=1)
+                        ],
+                    ),
+                    timeout=10,
+                )
+
+    def cli(self, *args: str, institution: str = "reg-1") -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        status = main(
+            [
+                "audit",
+                args[0],
+                "--hub",
+                f"127.0.0.1:{self.port}",
+                "--insecure",
+                "--institution",
+                institution,
+                "--key",
+                str(self.root / f"{institution}.pem"),
+                *args[1:],
+            ]
+        )
+        out, err = self.capsys.readouterr()
+        return status, out, err
+
+    def verify(self, *extra: str) -> tuple[int, str]:
+        status, out, err = self.cli(
+            "verify", "--log-key", self.log_key, "--state", str(self.state), *extra
+        )
+        return status, out + err
+
+    def verified_size(self) -> int:
+        state = VerifiedState.load(self.state)
+        assert state is not None
+        return state.size
+
+    def sql(self) -> sqlite3.Connection:
+        """A second connection to the hub's database file: the attacker's."""
+        return sqlite3.connect(self.db, isolation_level=None, timeout=30)

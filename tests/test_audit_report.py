@@ -1,0 +1,85 @@
+"""Per-institution report aggregation and rendering (hub.audit_report)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from hub.audit_report import aggregate, is_match_action, render
+from hub.events import AuditEvent
+
+T = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def ev(
+    institution: str,
+    action: str = "Exchange.Match",
+    *,
+    items: int = 0,
+    matches: int = 0,
+    outcome: str = "ok",
+    reasons: tuple[str, ...] = (),
+    tiers: tuple[str, ...] = ("public",),
+    purpose: str = "payment_screening",
+) -> AuditEvent:
+    return AuditEvent(
+        time=T,
+        institution=institution,
+        role="bank",
+        action=action,
+        purpose=purpose,
+        legal_basis="",
+        case_ref_digest="",
+        kinds=(),
+        item_count=items,
+        match_count=matches,
+        outcome=outcome,
+        reasons=reasons,
+        policy_version="v1",
+        request_digest="",
+        tiers=tiers,
+    )
+
+
+EVENTS = [
+    ev("bank-a", items=100, matches=5),
+    ev("bank-a", "Exchange.MatchStream", items=300, matches=15, tiers=("sensitive", "public")),
+    ev("bank-a", "Exchange.Contribute", items=50, purpose="fraud_reporting"),
+    ev("bank-a", outcome="denied", reasons=("purpose_not_allowed", "tier_sensitive")),
+    ev("carrier-b", outcome="RESOURCE_EXHAUSTED", tiers=(), purpose=""),
+]
+
+
+def test_match_actions() -> None:
+    assert is_match_action("Exchange.Match") and is_match_action("Exchange.MatchStream")
+    assert not is_match_action("Exchange.Contribute") and not is_match_action("Audit.GetReport")
+
+
+def test_aggregate() -> None:
+    a, c = aggregate(EVENTS)
+    assert (a.institution, a.requests, a.items, a.matches, a.refusals) == ("bank-a", 4, 400, 20, 1)
+    assert a.match_rate == pytest.approx(0.05)
+    assert dict(a.refusals_by_reason) == {"purpose_not_allowed": 1, "tier_sensitive": 1}
+    assert dict(a.requests_by_tier) == {"public": 4, "sensitive": 1}
+    assert dict(a.requests_by_purpose) == {"payment_screening": 3, "fraud_reporting": 1}
+    assert (c.institution, c.requests, c.match_rate) == ("carrier-b", 1, 0.0)
+    assert dict(c.refusals_by_reason) == {"RESOURCE_EXHAUSTED": 1}
+    assert dict(c.requests_by_tier) == {"unrecorded": 1}
+    assert dict(c.requests_by_purpose) == {"none": 1}
+
+
+def test_render_formats() -> None:
+    reports = aggregate(EVENTS)
+    as_json = json.loads(render(reports, "json"))
+    assert as_json[0]["match_rate"] == 0.05 and as_json[1]["institution"] == "carrier-b"
+    rows = list(csv.DictReader(io.StringIO(render(reports, "csv"))))
+    assert rows[0]["refusals_by_reason"] == "purpose_not_allowed=1 tier_sensitive=1"
+    table = render(reports, "table").splitlines()
+    assert table[0].split()[:3] == ["institution", "requests", "items"]
+    assert table[1].split()[:5] == ["bank-a", "4", "400", "20", "0.0500"]
+    with pytest.raises(ValueError, match="unknown report format"):
+        render(reports, "xml")

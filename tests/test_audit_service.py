@@ -1,0 +1,222 @@
+"""The Audit gRPC service of a running hub (hub.audit_service).
+
+Real hub, real SQLite file, loopback gRPC: listing with paging and filters,
+proofs that verify against the signed checkpoint, reports, argument errors,
+self-auditing of the regulator's reads, periodic checkpoints and the role table.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from _audit_hub import RunningHub
+from fraudhub.v1 import audit_pb2, audit_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from hub import auditlog, merkle
+from hub.audit_service import METHOD_ROLES, Checkpointer, log_signer
+from hub.checkpoint import LogVerifier, open_checkpoint
+from hub.events import AuditEvent, decode
+
+pytestmark = pytest.mark.e2e
+
+T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+
+
+def event(i: int) -> AuditEvent:
+    return AuditEvent(
+        time=T0 + timedelta(minutes=i),
+        institution="bank-a" if i % 2 else "carrier-c",
+        role="bank" if i % 2 else "carrier",
+        action="Exchange.Match",
+        purpose="payment_screening",
+        legal_basis="policy:match-public",
+        case_ref_digest="",
+        kinds=("phone",) if i % 3 == 0 else ("url",),
+        tiers=("context_dependent",) if i % 3 == 0 else ("public",),
+        item_count=10,
+        match_count=i % 4,
+        outcome="ok" if i % 10 else "RESOURCE_EXHAUSTED",
+        reasons=() if i % 10 else ("daily_quota",),
+        policy_version="v1",
+        request_digest="",
+    )
+
+
+@pytest.fixture
+def hub(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[RunningHub]:
+    running = RunningHub(tmp_path, capsys)
+    # 2,500 events written by the hub's own log code, in two transactions.
+    with running.server.store.session() as session:
+        for i in range(1200):
+            auditlog.append(session, event(i))
+        session.commit()
+    with running.server.store.session() as session:
+        for i in range(1200, 2500):
+            auditlog.append(session, event(i))
+        session.commit()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def stub(hub: RunningHub) -> Iterator[audit_pb2_grpc.AuditStub]:
+    with hub.channel("reg-1") as channel:
+        yield audit_pb2_grpc.AuditStub(channel)
+
+
+def _ts(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def test_list_events_pages_through_the_whole_log(stub: audit_pb2_grpc.AuditStub) -> None:
+    records = list(stub.ListEvents(audit_pb2.ListEventsRequest(end=2500)))
+    assert [r.leaf_index for r in records] == list(range(2500))  # > 2 pages of 1000
+    assert [decode(r.encoded) for r in records[:3]] == [event(0), event(1), event(2)]
+    limited = list(stub.ListEvents(audit_pb2.ListEventsRequest(start=998, limit=5)))
+    assert [r.leaf_index for r in limited] == [998, 999, 1000, 1001, 1002]
+
+
+def test_list_events_filters(stub: audit_pb2_grpc.AuditStub) -> None:
+    def indexes(**fields: object) -> list[int]:
+        request = audit_pb2.ListEventsRequest(end=60, filter=audit_pb2.EventFilter(**fields))
+        return [r.leaf_index for r in stub.ListEvents(request)]
+
+    assert indexes(institution="bank-a") == list(range(1, 60, 2))
+    assert indexes(tier="context_dependent") == list(range(0, 60, 3))
+    assert indexes(kind="phone") == list(range(0, 60, 3))
+    assert indexes(outcome="RESOURCE_EXHAUSTED") == list(range(0, 60, 10))
+    assert indexes(action="Exchange.Contribute") == []
+    window = {"since": _ts(T0 + timedelta(minutes=5)), "until": _ts(T0 + timedelta(minutes=9))}
+    assert indexes(**window) == [5, 6, 7, 8]
+
+
+def test_proofs_verify_against_the_signed_checkpoint(
+    hub: RunningHub, stub: audit_pb2_grpc.AuditStub
+) -> None:
+    verifier = LogVerifier.from_verifier_key(hub.log_key)
+    note = stub.GetCheckpoint(audit_pb2.GetCheckpointRequest(fresh=True)).note
+    checkpoint = open_checkpoint(note, verifier)
+    assert checkpoint.size == 2500  # signed before its own audit event was appended
+    bodies = [r.encoded for r in stub.ListEvents(audit_pb2.ListEventsRequest(end=2500))]
+    assert merkle.root_hash(bodies) == checkpoint.root_hash
+    for index in (0, 1, 1234, 2499):
+        proof = stub.GetInclusionProof(
+            audit_pb2.GetInclusionProofRequest(leaf_index=index, tree_size=2500)
+        )
+        merkle.verify_inclusion(
+            merkle.leaf_hash(bodies[index]), index, 2500, list(proof.hashes), checkpoint.root_hash
+        )
+    proof = stub.GetConsistencyProof(
+        audit_pb2.GetConsistencyProofRequest(old_size=1000, new_size=2500)
+    )
+    merkle.verify_consistency(
+        1000, 2500, merkle.root_hash(bodies[:1000]), checkpoint.root_hash, list(proof.hashes)
+    )
+    # Without fresh, the same checkpoint comes back while the hub signed no newer one.
+    again = stub.GetCheckpoint(audit_pb2.GetCheckpointRequest())
+    assert again.note == note
+
+
+@pytest.mark.parametrize(
+    ("method", "request_message"),
+    [
+        ("GetInclusionProof", audit_pb2.GetInclusionProofRequest(leaf_index=5, tree_size=5)),
+        ("GetInclusionProof", audit_pb2.GetInclusionProofRequest(leaf_index=0, tree_size=10**9)),
+        ("GetConsistencyProof", audit_pb2.GetConsistencyProofRequest(old_size=9, new_size=8)),
+        ("GetConsistencyProof", audit_pb2.GetConsistencyProofRequest(old_size=1, new_size=10**9)),
+    ],
+)
+def test_bad_proof_arguments_are_invalid_argument(
+    stub: audit_pb2_grpc.AuditStub, method: str, request_message: object
+) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        getattr(stub, method)(request_message)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_report(stub: audit_pb2_grpc.AuditStub) -> None:
+    request = audit_pb2.GetReportRequest()
+    getattr(request, "from").CopyFrom(_ts(T0))
+    request.to.CopyFrom(_ts(T0 + timedelta(minutes=20)))
+    report = stub.GetReport(request)
+    assert report.events == 20
+    by_id = {r.institution: r for r in report.institutions}
+    bank = by_id["bank-a"]
+    assert (bank.requests, bank.items, bank.refusals) == (10, 100, 0)
+    assert bank.matches == sum(i % 4 for i in range(1, 20, 2))
+    carrier = by_id["carrier-c"]
+    assert dict(carrier.refusals_by_reason) == {"daily_quota": 2}
+    assert dict(carrier.requests_by_tier) == {"context_dependent": 4, "public": 6}
+    backwards = audit_pb2.GetReportRequest()
+    getattr(backwards, "from").CopyFrom(_ts(T0 + timedelta(days=1)))
+    backwards.to.CopyFrom(_ts(T0))
+    with pytest.raises(grpc.RpcError) as info:
+        stub.GetReport(backwards)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_the_regulators_reads_are_audited(stub: audit_pb2_grpc.AuditStub) -> None:
+    list(stub.ListEvents(audit_pb2.ListEventsRequest(start=10, limit=7)))
+    stub.GetInclusionProof(audit_pb2.GetInclusionProofRequest(leaf_index=3, tree_size=2500))
+    own = [
+        decode(r.encoded)
+        for r in stub.ListEvents(
+            audit_pb2.ListEventsRequest(filter=audit_pb2.EventFilter(institution="reg-1"))
+        )
+    ]
+    assert [(e.action, e.item_count, e.outcome, e.purpose) for e in own] == [
+        ("Audit.ListEvents", 7, "ok", "audit"),
+        ("Audit.GetInclusionProof", 12, "ok", "audit"),  # ceil(log2(2500)) hashes
+    ]
+    assert all(e.role == "regulator" and len(e.request_digest) == 64 for e in own)
+
+
+def test_only_regulators_may_call_audit(hub: RunningHub) -> None:
+    assert set(METHOD_ROLES.values()) == {frozenset({"regulator"})}
+    assert len(METHOD_ROLES) == len(audit_pb2.DESCRIPTOR.services_by_name["Audit"].methods)
+    with hub.channel("bank-a") as channel:
+        bank_stub = audit_pb2_grpc.AuditStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            bank_stub.GetReport(audit_pb2.GetReportRequest())
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as info:
+            list(bank_stub.ListEvents(audit_pb2.ListEventsRequest()))
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_periodic_checkpoints(hub: RunningHub) -> None:
+    signer = log_signer(hub.config.data_dir)
+    clock = [T0]
+    checkpointer = Checkpointer(
+        hub.server.store, signer, every_events=100, every_seconds=60, clock=lambda: clock[0]
+    )
+    verifier = LogVerifier.from_verifier_key(hub.log_key)
+    first = checkpointer.run_once()  # no checkpoint yet and 2,500 events: due
+    assert first is not None and open_checkpoint(first, verifier).size == 2500
+    assert checkpointer.run_once() is None  # nothing new
+    with hub.server.store.session() as session:
+        for i in range(2500, 2550):
+            auditlog.append(session, event(i))
+        session.commit()
+    assert checkpointer.run_once() is None  # 50 < 100 events, 0 s < 60 s
+    clock[0] = T0 + timedelta(seconds=61)
+    later = checkpointer.run_once()
+    assert later is not None and open_checkpoint(later, verifier).size == 2550
+
+
+def test_checkpoint_thread_ends_with_the_server(hub: RunningHub) -> None:
+    threads = [t for t in threading.enumerate() if t.name == "fraudhub-checkpoints"]
+    assert threads and all(t.is_alive() for t in threads)
+    hub.stop()
+    for thread in threads:
+        thread.join(timeout=5)
+        assert not thread.is_alive()
+    hub.restart()  # the fixture stops it again
