@@ -1,11 +1,14 @@
 """``fraudhub audit ...``: the regulator's tools over the hub's Audit service.
 
-- ``verify``: checks the hub's latest signed checkpoint against the pinned log
-  key and the last verified checkpoint kept in a local state file, then every
-  new event (:mod:`hub.audit_verify`).  Exit 0 and the state file advances when
-  the log verifies; exit 1 with one line naming what is wrong otherwise
-  (edited, deleted or reordered event, truncated log, forked checkpoint, bad
-  signature, unknown key); the state file is then left as it was.
+- ``verify``: asks the hub to sign a checkpoint of its current tree (``--no-fresh``:
+  take the latest one it signed on its own schedule), checks it against the
+  pinned log key and the last verified checkpoint kept in a local state file,
+  then every new event (:mod:`hub.audit_verify`); ``--full`` re-checks from event
+  0, ``--deep`` also checks every fetched event's inclusion proof.  Exit 0 and
+  the state file advances when the log verifies; exit 1 with one line naming
+  what is wrong otherwise (edited, deleted or reordered event, truncated,
+  forked or rewritten log, bad signature, unknown key); the state file is then
+  left as it was.  Other failures (hub unreachable, PERMISSION_DENIED) exit 2.
 - ``report --from --to [--format table|csv|json]``: per-institution requests,
   items, matches, match rate, refusals by reason, requests by tier and purpose.
 - ``anomalies [--from --to]``: volume spikes, match-rate outliers, sensitive

@@ -34,6 +34,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,8 +73,8 @@ __all__ = [
 # pg_advisory_xact_lock key of the audit log ("fraudhub audit" as a number):
 # every hub replica appending to the same database takes the same lock.
 APPEND_LOCK_KEY = 0x6672_6175_6468_7562 & 0x7FFF_FFFF_FFFF_FFFF
-# Rows per IN (...) list: a proof needs about 2*log2(n) nodes, far below this.
-_IN_CHUNK = 500
+# Nodes per query: a proof needs about 2*log2(n) nodes, far below this.
+_IN_CHUNK = 200
 
 
 class AuditLogCorrupt(ServerError):
@@ -157,9 +158,25 @@ def _event_table() -> sa.Table:
 # than running them on SQLite.
 _NODES = _node_table()
 _EVENTS = _event_table()
-_SELECT_NODES = sa.select(_NODES.c.level, _NODES.c.node_index, _NODES.c.hash).where(
-    sa.tuple_(_NODES.c.level, _NODES.c.node_index).in_(sa.bindparam("ids", expanding=True))
-)
+
+
+@functools.lru_cache(maxsize=256)
+def _select_nodes(count: int) -> sa.Select[tuple[int, int, bytes]]:
+    """``SELECT ... WHERE (level = :l0 AND node_index = :i0) OR ...`` for ``count`` nodes.
+
+    An OR of primary-key equalities, not a row-value ``IN``: SQLite plans
+    ``(level, node_index) IN (...)`` as a full table scan, but each OR term as
+    one primary-key index search (PostgreSQL: a BitmapOr of index scans).
+    """
+    terms = [
+        sa.and_(
+            _NODES.c.level == sa.bindparam(f"l{k}"), _NODES.c.node_index == sa.bindparam(f"i{k}")
+        )
+        for k in range(count)
+    ]
+    return sa.select(_NODES.c.level, _NODES.c.node_index, _NODES.c.hash).where(sa.or_(*terms))
+
+
 _SELECT_SIZE = sa.select(
     sa.select(sa.func.max(_NODES.c.node_index)).where(_NODES.c.level == 0).scalar_subquery(),
     sa.select(sa.func.max(_EVENTS.c.leaf_index)).scalar_subquery(),
@@ -180,9 +197,11 @@ class SessionNodeSource:
         found: dict[merkle.NodeId, bytes] = {}
         for start in range(0, len(wanted), _IN_CHUNK):
             chunk = wanted[start : start + _IN_CHUNK]
-            rows = self._session.execute(
-                _SELECT_NODES, {"ids": [(n.level, n.index) for n in chunk]}
-            ).all()
+            params: dict[str, int] = {}
+            for k, n in enumerate(chunk):
+                params[f"l{k}"] = n.level
+                params[f"i{k}"] = n.index
+            rows = self._session.execute(_select_nodes(len(chunk)), params).all()
             self.reads += len(rows)
             for level, index, digest in rows:
                 found[merkle.NodeId(level, index)] = bytes(digest)

@@ -292,3 +292,21 @@ def test_many_appends_in_one_transaction_with_savepoints(engine: Engine) -> None
     assert fill(engine, 3, start=11) and True
     with Session(engine) as session:
         assert auditlog.tree_size(session) == 14
+
+
+def test_node_reads_search_the_primary_key_on_sqlite(tmp_path: Path) -> None:
+    """The node query is index searches only: no table scan, whatever the log size."""
+    eng = _sqlite_engine(tmp_path)
+    SQLModel.metadata.create_all(eng, tables=AUDIT_TABLES)
+    compiled = auditlog._select_nodes(3).compile(dialect=eng.dialect)
+    params = compiled.construct_params({"l0": 0, "i0": 1, "l1": 3, "i1": 2, "l2": 5, "i2": 0})
+    assert compiled.positiontup is not None
+    with eng.connect() as conn:
+        plan = conn.exec_driver_sql(
+            "EXPLAIN QUERY PLAN " + str(compiled),
+            tuple(params[name] for name in compiled.positiontup),
+        ).all()
+    details = [row[3] for row in plan]
+    assert not any(d.startswith("SCAN") for d in details), details
+    assert sum("SEARCH audit_node USING" in d for d in details) == 3, details
+    eng.dispose()
