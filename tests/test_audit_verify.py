@@ -486,3 +486,19 @@ def test_audit_service_is_for_regulators_only(hub: RunningHub) -> None:
             )
         ]
     assert [(e.action, e.outcome) for e in refused] == [("Audit.GetCheckpoint", "denied")]
+
+
+@pytest.mark.e2e
+def test_hub_refuses_to_sign_over_a_tree_edited_underneath_it(hub: RunningHub) -> None:
+    hub.traffic(3)
+    assert hub.verify()[0] == 0
+    with hub.sql() as conn:
+        size = conn.execute("SELECT max(tree_size) FROM audit_checkpoint").fetchone()[0]
+        top = merkle.root_nodes(size)[0]  # the largest subtree under the last checkpoint
+        conn.execute(
+            "UPDATE audit_node SET hash = ? WHERE level = ? AND node_index = ?",
+            (os.urandom(32), top.level, top.index),
+        )
+    status, out = hub.verify()
+    assert status == 2
+    assert "no longer matches checkpoint" in out and "refusing to sign" in out
