@@ -37,13 +37,44 @@ from hub.events import AuditEvent, request_digest
 from hub.models import Institution, utcnow
 from hub.policy import Principal
 
-__all__ = ["REGISTRY_TTL", "AdminService", "DatabaseRegistry", "to_registered"]
+__all__ = [
+    "LOCAL_OPERATOR",
+    "REGISTRY_TTL",
+    "AdminService",
+    "DatabaseRegistry",
+    "local_operator_event",
+    "to_registered",
+]
 
 log = logging.getLogger(__name__)
 
 # Seconds another replica may keep serving a disabled institution.
 REGISTRY_TTL = 2.0
 MAX_REASON = 256
+
+
+#: The audit log's name for registry changes made on the hub's machine, not over RPC.
+LOCAL_OPERATOR = "local-operator"
+
+
+def local_operator_event(action: str, target: str, via: str) -> AuditEvent:
+    """The audit event of a registry change made locally (CLI, demo), not over RPC."""
+    return AuditEvent(
+        time=utcnow(),
+        institution=LOCAL_OPERATOR,
+        role="operator",
+        action=action,
+        purpose="administration",
+        legal_basis="",
+        case_ref_digest="",
+        kinds=(),
+        item_count=1,
+        match_count=0,
+        outcome="ok",
+        reasons=(f"TARGET:{target}", f"VIA:{via}"),
+        policy_version="",
+        request_digest="",
+    )
 
 
 def to_registered(row: Institution) -> RegisteredInstitution:

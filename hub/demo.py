@@ -5,7 +5,8 @@ registers two banks, a carrier and a regulator, has the banks contribute
 ``examples/bank_a.csv`` and ``examples/bank_b.csv``, has the carrier screen
 ``examples/carrier_subscribers.csv`` and prints what the policy disclosed,
 revokes one indicator and shows it no longer matches, has the regulator
-verify the audit log, then shuts everything down.
+verify the audit log (signed checkpoint, every event's inclusion proof) over
+the Audit service, then shuts everything down.
 
 Every step checks its outcome; the exit status is 1 if one fails.  The data
 directory receives only the servers' state and logs (``hub.deployment``);
@@ -23,10 +24,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from client_sdk.auth import HUB_AUDIENCE, BearerAuth
 from client_sdk.client import HubClient, ItemFailure, MatchResult
 from client_sdk.errors import FraudhubError
 from client_sdk.indicators import canonicalize
-from hub import auditlog, merkle
+from client_sdk.transport import open_channel
+from hub.audit_cli import GrpcLogClient
+from hub.audit_service import log_signer
+from hub.audit_verify import verify_log
+from hub.checkpoint import LogVerifier
 from hub.deployment import LOG_FILENAME, LocalDeployment
 
 __all__ = ["EXAMPLES", "register", "run_demo"]
@@ -170,15 +176,22 @@ def run_demo(data_dir: Path, examples: Path = EXAMPLES) -> None:
             _table([target], after)
             _check(not _matched(after[0]), f"{target.get('subscriber')} no longer matches")
 
-            _say("\n5. regulator-r checks the audit log")
-            with world.hub.store.session() as session:
-                size = auditlog.tree_size(session)
-                events = auditlog.list_events(session, 0, None)
-                root = auditlog.root_at(session, size)
-            bodies = [e.body for e in events]
+            _say("\n5. regulator-r verifies the audit log over the Audit service")
+            # The regulator pins the hub's log key (the hub logs it at start).
+            verifier = LogVerifier.from_verifier_key(log_signer(data_dir).verifier_key())
+            channel = open_channel(
+                world.hub_address,
+                world.security,
+                BearerAuth(world.keys["regulator-r"], HUB_AUDIENCE),
+            )
+            try:
+                verified = verify_log(GrpcLogClient(channel), verifier, None, deep=True)
+            finally:
+                channel.close()
             _check(
-                merkle.root_hash(bodies) == root,
-                f"{size} audit events, RFC 9162 root {root.hex()[:16]}... recomputed",
+                verified.state.size > 0,
+                f"signed checkpoint of {verified.state.size} events verified, every event's "
+                f"inclusion proof checked (root {verified.state.root_hash.hex()[:16]}...)",
             )
             _say(f"\nServers' log: {data_dir / 'logs' / LOG_FILENAME}")
         _say("Stopped the hub and the key holders.")

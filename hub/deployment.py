@@ -35,11 +35,10 @@ from client_sdk.threshold import KeyShare, PublicKeyInfo
 from client_sdk.tokenizer import HolderEndpoint
 from client_sdk.transport import ChannelSecurity
 from hub import auditlog
-from hub.admin import to_registered
+from hub.admin import local_operator_event, to_registered
 from hub.auth import JsonFileRegistry, TokenVerifier, dump_registry
 from hub.ceremony import deal_to_directory, load_public, load_share
 from hub.config import DEFAULT_POLICY, HubConfig
-from hub.events import AuditEvent
 from hub.keyholder import KeyHolderServer, KeyHolderServicer, QuotaLedger
 from hub.models import Institution, utcnow
 from hub.server import HubServer
@@ -51,7 +50,6 @@ __all__ = ["LOG_FILENAME", "LocalDeployment", "RunningHolder"]
 log = logging.getLogger(__name__)
 
 LOG_FILENAME = "servers.log"
-LOCAL_OPERATOR = "local-operator"
 
 
 @dataclass
@@ -177,7 +175,9 @@ class LocalDeployment:
         to_registered(row)
         with self.hub.store.session() as session:
             add_institution(session, row)
-            auditlog.append(session, _registration_event(institution_id))
+            auditlog.append(
+                session, local_operator_event("Admin.AddInstitution", institution_id, "local")
+            )
             session.commit()
         self._export_registry()
         self.hub.registry.invalidate()
@@ -253,25 +253,6 @@ class LocalDeployment:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _registration_event(institution_id: str) -> AuditEvent:
-    return AuditEvent(
-        time=utcnow(),
-        institution=LOCAL_OPERATOR,
-        role="operator",
-        action="Admin.AddInstitution",
-        purpose="administration",
-        legal_basis="",
-        case_ref_digest="",
-        kinds=(),
-        item_count=1,
-        match_count=0,
-        outcome="ok",
-        reasons=(f"TARGET:{institution_id}", "VIA:local"),
-        policy_version="",
-        request_digest="",
-    )
 
 
 def _log_servers_to(path: Path) -> logging.Handler:

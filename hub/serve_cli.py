@@ -28,10 +28,9 @@ from typing import Any
 from client_sdk.client import BulkSummary, ClientConfig, HubClient
 from client_sdk.errors import ConfigurationError
 from hub import auditlog
-from hub.admin import to_registered
+from hub.admin import local_operator_event, to_registered
 from hub.auth import ROLES, dump_registry
 from hub.config import DEFAULT_LISTEN, DEFAULT_POLICY, HubConfig
-from hub.events import AuditEvent
 from hub.models import Institution, utcnow
 from hub.server import HubServer
 from hub.store import (
@@ -42,10 +41,7 @@ from hub.store import (
     sqlite_url,
 )
 
-__all__ = ["LOCAL_OPERATOR", "register", "register_institution_actions"]
-
-#: The audit log's name for changes made with this CLI on the hub's machine.
-LOCAL_OPERATOR = "local-operator"
+__all__ = ["register", "register_institution_actions"]
 
 
 def _add_database_arguments(parser: argparse.ArgumentParser) -> None:
@@ -170,28 +166,6 @@ def register(sub: Any) -> None:
 # --- institution add | list | disable | export ----------------------------------------
 
 
-def _audit_local(store_session: Any, action: str, target: str) -> None:
-    auditlog.append(
-        store_session,
-        AuditEvent(
-            time=utcnow(),
-            institution=LOCAL_OPERATOR,
-            role="operator",
-            action=action,
-            purpose="administration",
-            legal_basis="",
-            case_ref_digest="",
-            kinds=(),
-            item_count=1,
-            match_count=0,
-            outcome="ok",
-            reasons=(f"TARGET:{target}", "VIA:cli"),
-            policy_version="",
-            request_digest="",
-        ),
-    )
-
-
 def _public_key(args: argparse.Namespace) -> bytes:
     text = args.public_key
     if args.public_key_file is not None:
@@ -221,7 +195,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
     store = _store(args)
     with store.session() as session:
         add_institution(session, row)
-        _audit_local(session, "Admin.AddInstitution", row.id)
+        auditlog.append(session, local_operator_event("Admin.AddInstitution", row.id, "cli"))
         session.commit()
     store.dispose()
     print(f"registered {row.id} ({row.role})")
@@ -244,7 +218,7 @@ def _cmd_disable(args: argparse.Namespace) -> int:
     store = _store(args)
     with store.session() as session:
         row = disable_institution(session, args.id, utcnow())
-        _audit_local(session, "Admin.DisableInstitution", row.id)
+        auditlog.append(session, local_operator_event("Admin.DisableInstitution", row.id, "cli"))
         session.commit()
     store.dispose()
     print(f"disabled {args.id}")

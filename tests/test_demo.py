@@ -35,7 +35,7 @@ def test_demo_runs_every_step_and_exits_0(tmp_path: Path) -> None:
         "2. Banks contribute",
         "3. carrier-x screens its subscribers",
         "4. bank-a revokes one indicator",
-        "5. regulator-r checks the audit log",
+        "5. regulator-r verifies the audit log over the Audit service",
         "Demo finished: every step checked.",
     ):
         assert step in out

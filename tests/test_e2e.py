@@ -541,3 +541,31 @@ def test_policy_reload_refuses_a_broken_file(world: LocalDeployment) -> None:
         path.write_text(original)
     reply = admin.ReloadPolicy(admin_pb2.ReloadPolicyRequest())
     assert reply.policy_version == reply.previous_version == version
+
+
+def test_contribute_and_match_commands(
+    world: LocalDeployment, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hub.cli import main
+
+    source = tmp_path / "reports.csv"
+    source.write_text(
+        "kind,value,category,confidence\n"
+        f"phone,{phone(4001)},scam_phone,80\n"
+        "phone,not-a-phone,scam_phone,80\n"
+    )
+    config = world.client_config("bank-a")
+    args = ["--config", str(config), "--no-progress"]
+    assert main(["contribute", str(source), *args, "--purpose", REPORT]) == 1
+    captured = capsys.readouterr()
+    assert "1 of 2 rows stored" in captured.out and "row 2 (phone)" in captured.err
+    assert "not-a-phone" not in captured.err
+    queries = tmp_path / "queries.csv"
+    queries.write_text(f"ref,kind,value\nq1,phone,{phone(4001)}\nq2,phone,{phone(4002)}\n")
+    out = tmp_path / "out.csv"
+    carrier = world.client_config("carrier-x")
+    assert main(["match", str(queries), "--config", str(carrier), "--no-progress",
+                 "--purpose", SIM, "--out", str(out)]) == 0  # fmt: skip
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("ref,kind,matched,disclosure")
+    assert lines[1].startswith("q1,phone,yes,summary") and lines[2].startswith("q2,phone,no")

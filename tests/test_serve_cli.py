@@ -1,0 +1,125 @@
+"""``fraudhub serve`` as a process (TLS, health, SIGHUP reload, SIGTERM stop) and
+``fraudhub institution add|list|disable|export`` on the hub's database."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from test_demo import ROOT
+
+from client_sdk.auth import generate_key, public_key_b64
+from client_sdk.transport import ChannelSecurity, open_channel
+from hub import auditlog
+from hub.auth import parse_registry
+from hub.ceremony import deal_to_directory
+from hub.cli import main
+from hub.config import DEFAULT_POLICY
+from hub.store import Store, sqlite_url
+from hub.tls import init_tls
+
+
+def test_institution_registry_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    key = public_key_b64(generate_key())
+    assert (
+        main(["institution", "add", *data, "--id", "bank-a", "--role", "bank", "--public-key", key])
+        == 0
+    )
+    pub = tmp_path / "carrier.pub"
+    pub.write_text(public_key_b64(generate_key()) + "\n")
+    add_carrier = ["--id", "carrier-x", "--role", "carrier", "--public-key-file", str(pub)]
+    assert main(["institution", "add", *data, *add_carrier, "--name", "Carrier X"]) == 0
+    # A second registration of the same id is refused with exit status 2.
+    assert (
+        main(["institution", "add", *data, "--id", "bank-a", "--role", "bank", "--public-key", key])
+        == 2
+    )
+    assert "already exists" in capsys.readouterr().err
+    assert main(["institution", "disable", *data, "--id", "carrier-x"]) == 0
+    capsys.readouterr()
+    assert main(["institution", "list", *data]) == 0
+    listing = capsys.readouterr().out
+    assert "bank-a" in listing and "carrier-x" not in listing
+    assert main(["institution", "list", *data, "--all"]) == 0
+    assert "disabled" in capsys.readouterr().out
+    out = tmp_path / "registry.json"
+    assert main(["institution", "export", *data, "--out", str(out)]) == 0
+    registry = {i.id: i for i in parse_registry(out.read_text())}
+    assert registry["carrier-x"].disabled and not registry["bank-a"].disabled
+    assert registry["carrier-x"].name == "Carrier X"
+    store = Store(sqlite_url(tmp_path))
+    with store.session() as session:
+        events = [json.loads(e.body) for e in auditlog.list_events(session, 0, None)]
+    store.dispose()
+    assert [(e["institution"], e["action"]) for e in events] == [
+        ("local-operator", "Admin.AddInstitution"),
+        ("local-operator", "Admin.AddInstitution"),
+        ("local-operator", "Admin.DisableInstitution"),
+    ]
+
+
+def test_bad_public_key_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["institution", "add", "--data-dir", str(tmp_path), "--id", "bank-a", "--role", "bank"]
+    assert main([*args, "--public-key", "not base64!"]) == 2
+    assert main([*args, "--public-key", public_key_b64(generate_key())[:-8]]) == 2
+    assert "base64" in capsys.readouterr().err
+
+
+def _health(port: int, ca: Path) -> int:
+    channel = open_channel(f"127.0.0.1:{port}", ChannelSecurity.from_ca_file(str(ca)))
+    try:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="fraudhub.v1.Exchange"), timeout=5
+        )
+        return int(reply.status)
+    finally:
+        channel.close()
+
+
+def test_serve_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> None:
+    init_tls(tmp_path, holders=3)
+    _, public = deal_to_directory(2, 3, tmp_path / "keys")
+    policy = tmp_path / "policy.yaml"
+    shutil.copyfile(DEFAULT_POLICY, policy)
+    env_path = f"{ROOT / 'protos'}:{ROOT}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hub.cli", "serve", "--data-dir", str(tmp_path),
+         "--public", str(public), "--listen", "127.0.0.1:0", "--policy", str(policy)],
+        cwd=ROOT, env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("hub listening on port "), line
+        port = int(line.rsplit(" ", 1)[1])
+        ca = tmp_path / "tls" / "ca.pem"
+        assert _health(port, ca) == health_pb2.HealthCheckResponse.SERVING
+        # Plaintext is refused by a TLS server.
+        insecure = open_channel(f"127.0.0.1:{port}", ChannelSecurity(insecure=True))
+        with pytest.raises(grpc.RpcError):
+            health_pb2_grpc.HealthStub(insecure).Check(health_pb2.HealthCheckRequest(), timeout=2)
+        insecure.close()
+        policy.write_text("format: fraudhub-policy/1\nrules: [\n")
+        process.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert process.poll() is None
+        assert _health(port, ca) == health_pb2.HealthCheckResponse.SERVING
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.stderr is not None
+    errors = process.stderr.read()
+    assert "policy reload refused, the running policy stays" in errors
