@@ -33,6 +33,7 @@ from fraudhub.v1 import audit_pb2, audit_pb2_grpc
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
 from typing_extensions import override
 
 from client_sdk.errors import FraudhubError, InvalidRequest
@@ -250,24 +251,28 @@ class AuditService(audit_pb2_grpc.AuditServicer):
         if since is not None and until is not None and since >= until:
             raise InvalidRequest("report window: 'from' must be before 'to'")
         window = auditlog.EventFilter(since=since, until=until)
-        events: list[AuditEvent] = []
-        position = 0
+        counted = [0]
+
+        def window_events(session: Session) -> Iterator[AuditEvent]:
+            # Page by page: the report holds aggregates, never the whole window.
+            position = 0
+            while True:
+                rows = auditlog.list_events(session, position, None, window, limit=self._page_size)
+                counted[0] += len(rows)
+                yield from (decode(r.body) for r in rows)
+                if len(rows) < self._page_size:
+                    return
+                position = rows[-1].leaf_index + 1
+
         try:
             with self._store.session() as session:
-                while True:
-                    rows = auditlog.list_events(
-                        session, position, None, window, limit=self._page_size
-                    )
-                    events.extend(decode(r.body) for r in rows)
-                    if len(rows) < self._page_size:
-                        break
-                    position = rows[-1].leaf_index + 1
-                auditlog.append(session, self._event("GetReport", request, len(events), "ok"))
+                reports = aggregate(window_events(session))
+                auditlog.append(session, self._event("GetReport", request, counted[0], "ok"))
                 session.commit()
         except SQLAlchemyError as exc:
             raise StorageError("the hub's database failed") from exc
         return audit_pb2.Report(
-            events=len(events), institutions=[_report_message(r) for r in aggregate(events)]
+            events=counted[0], institutions=[_report_message(r) for r in reports]
         )
 
 
