@@ -552,7 +552,8 @@ def _count_quota(quota: dict[tuple[str, int], int], decision: Decision) -> None:
     limit = decision.obligations.daily_quota
     if limit is None:
         return
-    bucket = decision.obligations.quota_bucket or (decision.rules[0] if decision.rules else "")
+    # The policy names the bucket (ACTION/PURPOSE/TIER); a rule id stands in otherwise.
+    bucket = decision.obligations.quota_bucket or "/".join(decision.rules[:1])
     key = (bucket, limit)
     quota[key] = quota.get(key, 0) + 1
 
@@ -566,7 +567,7 @@ def _consume(
 ) -> None:
     day = now.astimezone(UTC).date().isoformat()
     for (bucket, limit), amount in sorted(quota.items()):
-        consume_quota(session, principal.institution, f"{action}:{bucket}", day, amount, limit)
+        consume_quota(session, principal.institution, bucket or action, day, amount, limit)
 
 
 def _match_result(

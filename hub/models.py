@@ -123,6 +123,6 @@ class QuotaUsage(SQLModel, table=True):
     __tablename__ = "quota_usage"
 
     institution: str = Field(primary_key=True, max_length=64)
-    bucket: str = Field(primary_key=True, max_length=64)
+    bucket: str = Field(primary_key=True, max_length=128)
     day: str = Field(primary_key=True, max_length=10)  # ISO date, UTC
     used: int = Field(default=0)

@@ -69,6 +69,9 @@ E2E_INSTITUTIONS = {
 }
 
 
+E2E_EMPTY_OVERRIDE = "format: fraudhub-policy/1\nname: e2e-override\nrules: []\n"
+
+
 def _switchable_liar() -> type:
     """A key holder servicer that lies (a wrong, valid element) while ``lying`` is set."""
     from fraudhub.v1 import keyholder_pb2
@@ -99,9 +102,10 @@ def e2e_world(
     """A started ``hub.deployment.LocalDeployment`` with the E2E institutions registered.
 
     Key holder 1's servicer can be made to lie (``world.liar.lying = True``).
-    The policy is a copy of policies/default.yaml in ``world.policy_path``,
-    so tests can break it and reload.  On PostgreSQL the hub uses a fresh
-    schema of the shared test database.
+    The policy is a copy of policies/default.yaml in ``world.policy_path`` and
+    an empty override in ``world.override_path``, so tests can break or narrow
+    it and reload (restoring :data:`E2E_EMPTY_OVERRIDE` afterwards).  On
+    PostgreSQL the hub uses a fresh schema of the shared test database.
     """
     import shutil
 
@@ -111,6 +115,8 @@ def e2e_world(
     root = tmp_path_factory.mktemp(f"e2e-{request.param}")
     policy_path = root / "policy.yaml"
     shutil.copyfile(DEFAULT_POLICY, policy_path)
+    override_path = root / "override.yaml"
+    override_path.write_text(E2E_EMPTY_OVERRIDE)
     liar = _switchable_liar()
 
     @contextmanager
@@ -127,7 +133,7 @@ def e2e_world(
             root / "data",
             root / "clients",
             database_url=url,
-            policy_paths=(policy_path,),
+            policy_paths=(policy_path, override_path),
             servicers={1: liar},
             log_to_file=False,
             grace=0.2,
@@ -137,5 +143,6 @@ def e2e_world(
         for institution, role in E2E_INSTITUTIONS.items():
             world.register(institution, role)
         world.policy_path = policy_path  # type: ignore[attr-defined]
+        world.override_path = override_path  # type: ignore[attr-defined]
         world.liar = liar  # type: ignore[attr-defined]
         yield world

@@ -31,6 +31,7 @@ from client_sdk.client import Contributed, ItemFailure, MatchResult
 from client_sdk.errors import (
     InvalidIndicator,
     PolicyDenied,
+    QuotaExhausted,
     Unavailable,
 )
 from client_sdk.tokenizer import Tokenizer
@@ -569,3 +570,54 @@ def test_contribute_and_match_commands(
     lines = out.read_text().splitlines()
     assert lines[0].startswith("ref,kind,matched,disclosure")
     assert lines[1].startswith("q1,phone,yes,summary") and lines[2].startswith("q2,phone,no")
+
+
+def test_quota_is_counted_with_the_work_and_refusal_writes_nothing(
+    world: LocalDeployment,
+) -> None:
+    from conftest import E2E_EMPTY_OVERRIDE
+
+    from hub.models import QuotaUsage
+
+    bucket = "match/sim_activation_screening/context_dependent"
+
+    def used() -> int:
+        with world.hub.store.session() as session:
+            rows = session.exec(
+                select(QuotaUsage).where(
+                    QuotaUsage.institution == "carrier-x", QuotaUsage.bucket == bucket
+                )
+            ).all()
+        return sum(r.used for r in rows)
+
+    carrier = world.client("carrier-x")
+    carrier.match([("phone", phone(5001))], purpose=SIM)
+    start = used()
+    assert start >= 1
+    world.override_path.write_text(  # type: ignore[attr-defined]
+        "format: fraudhub-policy/1\nname: e2e-override\nrules:\n"
+        "  - id: e2e-tight-carrier-phone\n    action: match\n    roles: [carrier]\n"
+        "    purposes: [sim_activation_screening]\n    kinds: [phone]\n"
+        f"    disclosure: summary\n    daily_quota: {start + 2}\n    legal_basis: test quota\n"
+    )
+    admin = admin_pb2_grpc.AdminStub(
+        open_channel(
+            world.hub_address,
+            world.security,
+            BearerAuth(world.keys["operator-o"], HUB_AUDIENCE),
+        )
+    )
+    try:
+        admin.ReloadPolicy(admin_pb2.ReloadPolicyRequest())
+        carrier.match([("phone", phone(5002)), ("phone", phone(5003))], purpose=SIM)
+        assert used() == start + 2
+        with pytest.raises(QuotaExhausted):
+            carrier.match([("phone", phone(5004))], purpose=SIM)
+        # The refused call used nothing and left only its audit event.
+        assert used() == start + 2
+        event = last_event(world)
+        assert (event["outcome"], event["institution"]) == ("RESOURCE_EXHAUSTED", "carrier-x")
+        assert "LIMIT_RULE:e2e-tight-carrier-phone" in event["reasons"]
+    finally:
+        world.override_path.write_text(E2E_EMPTY_OVERRIDE)  # type: ignore[attr-defined]
+        admin.ReloadPolicy(admin_pb2.ReloadPolicyRequest())

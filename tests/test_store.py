@@ -174,3 +174,16 @@ def test_timestamps_are_utc_and_naive_ones_are_refused(hub_store: store.Store) -
     naive = contribution(2, expires_at=datetime(2030, 1, 1))
     with pytest.raises(sa.exc.StatementError):
         contribute(hub_store, "bank-a", [naive])
+
+
+def test_migrations_downgrade_to_nothing_and_back(hub_store: store.Store) -> None:
+    from alembic import command
+
+    with hub_store.engine.begin() as conn:
+        command.downgrade(store.alembic_config(conn), "base")
+    with hub_store.engine.connect() as conn:
+        assert set(sa.inspect(conn).get_table_names()) <= {"alembic_version"}
+    hub_store.migrate()
+    with hub_store.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, SQLModel.metadata) == []
