@@ -66,6 +66,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     explain.add_argument("--format", choices=("text", "json"), default="text")
     explain.set_defaults(func=_explain)
 
+    from hub.serve_cli import register_policy_reload
+
+    register_policy_reload(commands)
+
 
 def _check(args: argparse.Namespace) -> int:
     policy = load_policy(*args.files)

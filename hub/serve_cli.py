@@ -1,4 +1,10 @@
-"""``fraudhub serve``, ``contribute``, ``match`` and the hub's ``institution`` actions.
+"""``fraudhub serve``, ``contribute``, ``match``, ``policy reload`` and the hub's
+``institution`` actions.
+
+``policy reload`` asks a running hub to re-read its policy files
+(Admin.ReloadPolicy, operator role); a file that does not validate is refused
+with its file, line and field, and the hub keeps its running policy.  SIGHUP
+to ``fraudhub serve`` does the same from the hub's machine.
 
 ``contribute FILE`` and ``match FILE`` run an institution's bulk job with the
 SDK (``client_sdk.HubClient``) from a client JSON file; they exit 1 if any row
@@ -25,8 +31,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import grpc
+from fraudhub.v1 import admin_pb2, admin_pb2_grpc
+
+from client_sdk.auth import HUB_AUDIENCE, BearerAuth, InstitutionKey
 from client_sdk.client import BulkSummary, ClientConfig, HubClient
 from client_sdk.errors import ConfigurationError
+from client_sdk.transport import ChannelSecurity, errors_from_status, open_channel
 from hub import auditlog
 from hub.admin import local_operator_event, to_registered
 from hub.auth import ROLES, dump_registry
@@ -41,7 +52,7 @@ from hub.store import (
     sqlite_url,
 )
 
-__all__ = ["register", "register_institution_actions"]
+__all__ = ["register", "register_institution_actions", "register_policy_reload"]
 
 
 def _add_database_arguments(parser: argparse.ArgumentParser) -> None:
@@ -161,6 +172,45 @@ def register(sub: Any) -> None:
     serve.add_argument("--insecure", action="store_true", help="serve WITHOUT TLS (development)")
     serve.add_argument("--workers", type=int, default=8, help="RPC worker threads (default 8)")
     serve.set_defaults(func=_cmd_serve)
+
+
+# --- policy reload ------------------------------------------------------------------------
+
+
+def _cmd_policy_reload(args: argparse.Namespace) -> int:
+    key = InstitutionKey.load(args.institution, args.key)
+    if args.insecure:
+        security = ChannelSecurity(insecure=True)
+    elif args.ca is not None:
+        security = ChannelSecurity.from_ca_file(str(args.ca))
+    else:
+        raise ConfigurationError("give --ca (the hub's CA certificate) or --insecure")
+    channel = open_channel(args.hub, security, BearerAuth(key, HUB_AUDIENCE))
+    try:
+        reply = admin_pb2_grpc.AdminStub(channel).ReloadPolicy(
+            admin_pb2.ReloadPolicyRequest(), timeout=args.timeout
+        )
+    except grpc.RpcError as exc:
+        raise errors_from_status(exc) from None
+    finally:
+        channel.close()
+    changed = "changed" if reply.policy_version != reply.previous_version else "unchanged"
+    print(f"policy {reply.policy_version} ({changed}; was {reply.previous_version})")
+    return 0
+
+
+def register_policy_reload(commands: Any) -> None:
+    """Add ``reload`` to the ``policy`` group: Admin.ReloadPolicy as an operator."""
+    reload = commands.add_parser(
+        "reload", help="make a running hub re-read its policy files (operator role)"
+    )
+    reload.add_argument("--hub", required=True, help="host:port of the hub")
+    reload.add_argument("--institution", required=True, help="the operator institution's id")
+    reload.add_argument("--key", type=Path, required=True, help="its private key (PEM)")
+    reload.add_argument("--ca", type=Path, help="CA certificate of the hub (tls/ca.pem)")
+    reload.add_argument("--insecure", action="store_true", help="plaintext (development only)")
+    reload.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+    reload.set_defaults(func=_cmd_policy_reload)
 
 
 # --- institution add | list | disable | export ----------------------------------------

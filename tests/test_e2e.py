@@ -621,3 +621,23 @@ def test_quota_is_counted_with_the_work_and_refusal_writes_nothing(
     finally:
         world.override_path.write_text(E2E_EMPTY_OVERRIDE)  # type: ignore[attr-defined]
         admin.ReloadPolicy(admin_pb2.ReloadPolicyRequest())
+
+
+def test_policy_reload_command(world: LocalDeployment, capsys: pytest.CaptureFixture[str]) -> None:
+    from hub.cli import main
+
+    base = [
+        "policy",
+        "reload",
+        "--hub",
+        world.hub_address,
+        "--ca",
+        str(world.data_dir / "tls/ca.pem"),
+    ]
+    operator = ["--institution", "operator-o", "--key", str(world.client_dir / "operator-o.pem")]
+    assert main([*base, *operator]) == 0
+    assert f"policy {world.hub.policy.current.version} (unchanged" in capsys.readouterr().out
+    # A bank may not reload the policy.
+    bank = ["--institution", "bank-a", "--key", str(world.client_dir / "bank-a.pem")]
+    assert main([*base, *bank]) == 2
+    assert "may not call" in capsys.readouterr().err
