@@ -14,8 +14,9 @@ and non-personal metadata to the hub.  Guarantees:
 - Every request carries the caller's purpose and optional case reference
   (the policy decides on them; the audit log keeps the purpose and only a
   digest of the case reference).
-- UNAVAILABLE is retried with exponential backoff within the
-  :class:`~client_sdk.transport.RetryPolicy` deadline.  Retrying is safe:
+- UNAVAILABLE from the hub, and too few key holders answering, are retried
+  with exponential backoff within the :class:`~client_sdk.transport.RetryPolicy`
+  deadline.  Retrying is safe:
   contributions are idempotent per (institution, kind, token, epoch) and
   matches do not change stored data.
 - The bulk variants (:meth:`HubClient.contribute_csv`,
@@ -31,6 +32,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import random
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,6 +56,7 @@ from client_sdk.errors import (
     InvalidItems,
     InvalidRequest,
     PolicyDenied,
+    Unavailable,
 )
 from client_sdk.threshold import PublicKeyInfo
 from client_sdk.tokenizer import HolderEndpoint, Tokenizer
@@ -352,8 +356,25 @@ class HubClient:
                 )
             except InvalidIndicator as exc:
                 failures.append(ItemFailure(index, kind, exc.at(index)))
-        keys = self._tokenizer.tokenize([(kind, canonical) for _, kind, canonical in valid])
+        keys = self._tokenize_retrying([(kind, canonical) for _, kind, canonical in valid])
         return {index: (kind, k) for (index, kind, _), k in zip(valid, keys, strict=True)}, failures
+
+    def _tokenize_retrying(self, pairs: Sequence[tuple[str, str]]) -> list[TokenKeys]:
+        """Tokenize, retrying Unavailable (too few holders up) within the retry deadline.
+
+        A holder that answered wrongly is excluded by the tokenizer, not retried.
+        """
+        end = time.monotonic() + self._retry.deadline
+        backoffs = self._retry.backoffs(random.Random())  # noqa: S311 - jitter only
+        while True:
+            try:
+                return self._tokenizer.tokenize(pairs)
+            except Unavailable:
+                pause = next(backoffs, None)
+                if pause is None or time.monotonic() + pause >= end:
+                    raise
+                log.info("too few key holders answered; retrying in %.2fs", pause)
+                time.sleep(pause)
 
     def _unary(
         self,

@@ -35,7 +35,7 @@ from client_sdk.errors import (
     Unavailable,
 )
 from client_sdk.tokenizer import Tokenizer
-from client_sdk.transport import errors_from_status, open_channel
+from client_sdk.transport import RetryPolicy, errors_from_status, open_channel
 from hub import auditlog
 from hub.deployment import LocalDeployment
 from hub.models import Indicator as IndicatorRow
@@ -228,10 +228,12 @@ def test_two_holders_down_fail_unavailable_and_write_nothing(world: LocalDeploym
     world.stop_holder(2)
     world.stop_holder(3)
     rows, events = rows_of(world, "bank-a"), audit_size(world)
+    client = world.client("bank-a", retry=RetryPolicy(deadline=0.6, initial_backoff=0.1))
+    start = time.monotonic()
     with pytest.raises(Unavailable):
-        world.client("bank-a").contribute(
-            [Indicator("phone", phone(1601), "scam_phone")], purpose=REPORT
-        )
+        client.contribute([Indicator("phone", phone(1601), "scam_phone")], purpose=REPORT)
+    # Retried with backoff within its deadline, then gave up.
+    assert time.monotonic() - start < 5
     assert (rows_of(world, "bank-a"), audit_size(world)) == (rows, events)
 
 
