@@ -196,6 +196,14 @@ class _ContributeTally:
     invalid: list[ItemError] = field(default_factory=list)
     policy_version: str = ""
 
+    def merge(self, other: _ContributeTally) -> None:
+        self.accepted += other.accepted
+        self.duplicates += other.duplicates
+        self.rejected.extend(other.rejected)
+        self.clipped.extend(other.clipped)
+        self.invalid.extend(other.invalid)
+        self.policy_version = other.policy_version
+
     def response(self) -> exchange_pb2.ContributeResponse:
         return exchange_pb2.ContributeResponse(
             accepted=self.accepted,
@@ -325,7 +333,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         draft.case_reference = request.case_reference or None
         draft.item_count = len(request.indicators)
 
-        def work(session: Session, now: datetime) -> None:
+        def work(session: Session, now: datetime) -> _ContributeTally:
             _check_envelope(request.purpose, request.case_reference, len(request.indicators))
             context = Context(case_reference=request.case_reference or None)
             decisions: dict[str, Decision] = {}
@@ -377,15 +385,14 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 )
             _consume(session, principal, quota, now, "contribute")
             counts = upsert_contributions(session, principal.institution, accepted, now)
-            tally.accepted += counts.accepted
-            tally.duplicates += counts.duplicates
-            tally.rejected.extend(rejected)
-            tally.clipped.extend(clipped)
-            tally.invalid.extend(invalid)
             if invalid:
                 draft.reasons.append("INVALID_ITEMS")
+            return _ContributeTally(
+                counts.accepted, counts.duplicates, rejected, clipped, invalid, policy.version
+            )
 
-        self._transact(principal, draft, work)
+        # Counted only once the message committed.
+        tally.merge(self._transact(principal, draft, work))
 
     # --- Revoke --------------------------------------------------------------
 
