@@ -643,3 +643,60 @@ def test_policy_reload_command(world: LocalDeployment, capsys: pytest.CaptureFix
     bank = ["--institution", "bank-a", "--key", str(world.client_dir / "bank-a.pem")]
     assert main([*base, *bank]) == 2
     assert "may not call" in capsys.readouterr().err
+
+
+def _details(error: grpc.RpcError, response: Any) -> list[str]:
+    """Field names of the BadRequest in ``error``; unpacks the partial answer into ``response``."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    fields: list[str] = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields = [v.field for v in bad.field_violations]
+        elif detail.Is(response.DESCRIPTOR):
+            detail.Unpack(response)
+    return fields
+
+
+def test_streams_name_malformed_items_across_the_stream(world: LocalDeployment) -> None:
+    tokens = [hashlib.sha256(f"e2e-stream-{i}".encode()).digest() for i in range(4)]
+
+    def indicator(token: bytes) -> exchange_pb2.Indicator:
+        item = exchange_pb2.Indicator(
+            token=token, kind="domain", category=common_pb2.PHISHING, confidence=60, key_epoch=1
+        )
+        item.observed_at.GetCurrentTime()
+        return item
+
+    messages = [
+        exchange_pb2.ContributeRequest(purpose=REPORT, indicators=[indicator(tokens[0])]),
+        exchange_pb2.ContributeRequest(
+            purpose=REPORT, indicators=[indicator(tokens[1]), indicator(b"bad")]
+        ),
+    ]
+    with pytest.raises(grpc.RpcError) as error:
+        stub(world, "bank-a").ContributeStream(iter(messages))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    summary = exchange_pb2.ContributeResponse()
+    assert _details(error.value, summary) == ["indicators[2]"]
+    assert summary.accepted == 2
+
+    def query(token: bytes, kind: str = "domain") -> exchange_pb2.MatchQuery:
+        return exchange_pb2.MatchQuery(token=token, kind=kind, key_epoch=1)
+
+    requests = [
+        exchange_pb2.MatchRequest(purpose=PAYMENT, queries=[query(tokens[0]), query(tokens[3])]),
+        exchange_pb2.MatchRequest(purpose=PAYMENT, queries=[query(tokens[1], "no_such_kind")]),
+        exchange_pb2.MatchRequest(purpose=PAYMENT, queries=[query(tokens[1])]),
+    ]
+    received: list[exchange_pb2.MatchResponse] = []
+    with pytest.raises(grpc.RpcError) as failed:
+        for reply in stub(world, "bank-b").MatchStream(iter(requests)):
+            received.append(reply)
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _details(failed.value, exchange_pb2.MatchResponse()) == ["queries[2]"]
+    # Every message was answered before the status; result indices are per message.
+    assert [[r.matched for r in reply.results] for reply in received] == [[True, False], [], [True]]
+    assert [r.index for r in received[0].results] == [0, 1]
