@@ -415,8 +415,9 @@ class HubClient:
     ) -> list[Contributed | ItemFailure]:
         """Contribute ``items``; one result per item, in order.
 
-        Raises for whole-request failures only (Unavailable, PermissionDenied
-        when the policy refuses every item of a batch, AuthenticationError...).
+        An item the policy refuses is an :class:`ItemFailure` holding a
+        :class:`PolicyDenied` with the reason codes.  Raises only for failures
+        of the whole call (Unavailable, AuthenticationError, a role refusal...).
         """
         return self._contribute(items, purpose, case_reference, streaming=False)
 
@@ -459,10 +460,15 @@ class HubClient:
             results.update(_contribute_results(messages, response, invalid))
         else:
             for batch in batches:
-                response, invalid = self._unary(
-                    partial_call(self._stub.Contribute, request(batch)),
-                    exchange_pb2.ContributeResponse,
-                )
+                try:
+                    response, invalid = self._unary(
+                        partial_call(self._stub.Contribute, request(batch)),
+                        exchange_pb2.ContributeResponse,
+                    )
+                except PolicyDenied as refused:
+                    # The policy refused every item of this batch: each item says so.
+                    results.update({i: ItemFailure(i, m.kind, refused) for i, m in batch})
+                    continue
                 results.update(_contribute_results(batch, response, invalid))
         return [results[i] for i in range(len(items))]
 
@@ -524,7 +530,11 @@ class HubClient:
         purpose: str,
         case_reference: str | None = None,
     ) -> list[MatchResult | ItemFailure]:
-        """Screen ``(kind, value)`` pairs; one result per pair, in order."""
+        """Screen ``(kind, value)`` pairs; one result per pair, in order.
+
+        A pair the policy refuses is an :class:`ItemFailure` holding a
+        :class:`PolicyDenied`; raises only for failures of the whole call.
+        """
         return self._match(values, purpose, case_reference, streaming=False)
 
     def _match(
@@ -560,10 +570,14 @@ class HubClient:
             results.update(self._match_results(entries, exchange_pb2.MatchResponse(), invalid))
         else:
             for batch in batches:
-                response, invalid = self._unary(
-                    partial_call(self._stub.Match, request(batch)),
-                    exchange_pb2.MatchResponse,
-                )
+                try:
+                    response, invalid = self._unary(
+                        partial_call(self._stub.Match, request(batch)),
+                        exchange_pb2.MatchResponse,
+                    )
+                except PolicyDenied as refused:
+                    results.update({i: ItemFailure(i, kind, refused) for i, (kind, _) in batch})
+                    continue
                 results.update(self._match_results(batch, response, invalid))
         return [results[i] for i in range(len(values))]
 

@@ -448,9 +448,20 @@ def test_retention_is_clipped_and_k_threshold_applies(world: LocalDeployment) ->
 
 
 def test_purpose_not_allowed_is_refused(world: LocalDeployment) -> None:
-    with pytest.raises(PolicyDenied) as refused:
-        world.client("carrier-x").match([("bank_card", "6222029015443425")], purpose=PAYMENT)
-    assert refused.value.reasons
+    results = world.client("carrier-x").match(
+        [("bank_card", "6222029015443425"), ("phone", phone(1951))], purpose=PAYMENT
+    )
+    assert [type(r) for r in results] == [ItemFailure, ItemFailure]
+    for failure in results:
+        assert isinstance(failure, ItemFailure) and isinstance(failure.error, PolicyDenied)
+        assert "DENY_NO_RULE" in failure.error.reasons
+    # A mixed batch: the allowed kind is answered, the refused one says why.
+    mixed = world.client("carrier-x").match(
+        [("bank_card", "6222029015443425"), ("phone", phone(1951))], purpose=SIM
+    )
+    assert isinstance(mixed[1], MatchResult)
+    assert isinstance(mixed[0], MatchResult) and mixed[0].disclosure == "none"
+    assert not mixed[0].matched and "DENY_NO_RULE" in mixed[0].reasons
 
 
 # --- bulk, admin, policy reload ------------------------------------------------------------

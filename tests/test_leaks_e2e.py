@@ -21,7 +21,7 @@ from test_demo import ROOT, run_fraudhub
 
 from client_sdk import Indicator
 from client_sdk.auth import mint_jwt
-from client_sdk.errors import PermissionDenied
+from client_sdk.client import ItemFailure
 from client_sdk.transport import open_channel
 from hub.deployment import LocalDeployment
 
@@ -69,8 +69,8 @@ def scenario(world: LocalDeployment, tmp_path: Path) -> None:
     world.client("bank-a").contribute(
         [Indicator("phone", "12345678901234567", "scam_phone")], purpose="fraud_reporting"
     )
-    with pytest.raises(PermissionDenied):
-        world.client("carrier-x").match(pairs[3:5], purpose="payment_screening")
+    refused = world.client("carrier-x").match(pairs[3:5], purpose="payment_screening")
+    assert all(isinstance(r, ItemFailure) for r in refused)
     bulk = tmp_path / "bulk.csv"
     bulk.write_text(
         "kind,value,category,label\n" + "".join(f"{k},{v},phishing,{LABELS[0]}\n" for k, v in pairs)
