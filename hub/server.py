@@ -109,15 +109,25 @@ class RefusalAuditInterceptor(grpc.ServerInterceptor):
     caller; for an authentication failure the caller is unknown.
     """
 
-    def __init__(self, store: Store, policy: LivePolicy, audited: Collection[str]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        policy: LivePolicy,
+        audited: Collection[str],
+        registry: DatabaseRegistry,
+    ) -> None:
         self._store = store
         self._policy = policy
         self._audited = frozenset(audited)
+        self._registry = registry
 
     def _record(self, method: str, exc: FraudhubError, context: grpc.ServicerContext) -> None:
         institution, role = UNAUTHENTICATED_CALLER, "none"
         if isinstance(exc, PermissionDenied):
-            institution, role = _verified_caller(context)
+            issuer = _verified_issuer(context)
+            registered = self._registry.lookup(issuer) if issuer else None
+            if registered is not None:
+                institution, role = registered.id, registered.role
         service, _, name = method.lstrip("/").partition("/")
         event = AuditEvent(
             time=utcnow(),
@@ -181,19 +191,18 @@ class RefusalAuditInterceptor(grpc.ServerInterceptor):
         return wrap_handler(handler, wrapper)
 
 
-def _verified_caller(context: grpc.ServicerContext) -> tuple[str, str]:
-    """Issuer of a token that verified but whose role was refused; role unknown here."""
+def _verified_issuer(context: grpc.ServicerContext) -> str | None:
+    """Issuer of the call's token; only called once the token verified (role refusal)."""
     for key, value in context.invocation_metadata() or ():
         if key == "authorization":
             text = value.decode() if isinstance(value, bytes) else value
             try:
                 claims = jwt.decode(text.partition(" ")[2], options={"verify_signature": False})
             except jwt.PyJWTError:
-                break
+                return None
             issuer = claims.get("iss")
-            if isinstance(issuer, str) and issuer:
-                return issuer, "refused"
-    return UNAUTHENTICATED_CALLER, "none"
+            return issuer if isinstance(issuer, str) else None
+    return None
 
 
 class HubServer:
@@ -216,7 +225,7 @@ class HubServer:
             ),
             interceptors=[
                 ErrorInterceptor(),
-                RefusalAuditInterceptor(self.store, self.policy, roles),
+                RefusalAuditInterceptor(self.store, self.policy, roles, self.registry),
                 AuthInterceptor(verifier, roles),
             ],
             options=[
