@@ -31,6 +31,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -118,6 +119,49 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def child_pids() -> set[int]:
+    """Current child processes of this process (all threads), from /proc."""
+    pids: set[int] = set()
+    for children in Path("/proc/self/task").glob("*/children"):
+        try:
+            pids.update(int(p) for p in children.read_text().split())
+        except OSError:
+            continue
+    return pids
+
+
+class WorkerRss:
+    """Samples the peak RSS of the client's crypto worker processes while they live.
+
+    ``getrusage(RUSAGE_CHILDREN)`` would report the parent's size for a
+    spawned child (the fork before exec counts), so the workers' own VmHWM is
+    read from /proc every ``interval`` seconds.
+    """
+
+    def __init__(self, exclude: set[int], interval: float = 0.25) -> None:
+        self.peak = 0.0
+        self._exclude = exclude
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            for pid in child_pids() - self._exclude:
+                try:
+                    self.peak = max(self.peak, peak_rss_mib(pid))
+                except OSError:
+                    continue
+
+    def __enter__(self) -> WorkerRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def setup(root: Path) -> tuple[Path, Path, Path]:
     """TLS, key shares, registered institutions; returns (data, clients, public.json)."""
     data, clients = root / "data", root / "clients"
@@ -200,25 +244,24 @@ def main(argv: list[str] | None = None) -> int:
             contributions, screening = root / "contribute.csv", root / "screen.csv"
             write_csv(contributions, n, 0, contribute=True)
             write_csv(screening, n, n // 2, contribute=False)
-            with client("bank-a") as bank:
-                start = time.perf_counter()
-                stored = bank.contribute_csv(
-                    contributions, purpose="fraud_reporting", window=args.window, progress=False
-                )
-                contribute_s = time.perf_counter() - start
-            with client("carrier-x") as carrier:
-                start = time.perf_counter()
-                screened = carrier.match_csv(
-                    screening,
-                    io.StringIO(),
-                    purpose="sim_activation_screening",
-                    window=args.window,
-                    progress=False,
-                )
-                screen_s = time.perf_counter() - start
+            with WorkerRss({p.pid for p in processes.values()}) as workers:
+                with client("bank-a") as bank:
+                    start = time.perf_counter()
+                    stored = bank.contribute_csv(
+                        contributions, purpose="fraud_reporting", window=args.window, progress=False
+                    )
+                    contribute_s = time.perf_counter() - start
+                with client("carrier-x") as carrier:
+                    start = time.perf_counter()
+                    screened = carrier.match_csv(
+                        screening,
+                        io.StringIO(),
+                        purpose="sim_activation_screening",
+                        window=args.window,
+                        progress=False,
+                    )
+                    screen_s = time.perf_counter() - start
             rss = {name: peak_rss_mib(p.pid) for name, p in processes.items()}
-            # Only the tokenizer's worker processes have been reaped so far.
-            workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         finally:
             for process in processes.values():
                 process.terminate()
@@ -244,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("peak RSS (MiB):")
     print(f"  {'client':<14}{self_rss:>8.0f}")
-    if workers:
-        print(f"  {'crypto worker':<14}{workers:>8.0f}  (largest of the client's pool)")
+    if workers.peak:
+        print(f"  {'crypto worker':<14}{workers.peak:>8.0f}  (largest of the client's pool)")
     else:
         print(f"  {'crypto worker':<14}{'-':>8}  (windows too small for the process pool)")
     for name, mib in rss.items():
