@@ -51,6 +51,8 @@ class HubConfig:
     max_workers: int = 8
     # Grace period for in-flight RPCs on SIGTERM.
     shutdown_grace: float = 5.0
+    # Seconds between deletions of expired indicators.
+    expiry_sweep_interval: float = 3600.0
 
     @property
     def url(self) -> str:

@@ -14,6 +14,8 @@ Guarantees:
 - Every Exchange and Admin call is audited: the servicers audit what they
   decide, :class:`RefusalAuditInterceptor` audits UNAUTHENTICATED and
   role refusals before any servicer runs.
+- Expired indicators are deleted at start and every
+  ``HubConfig.expiry_sweep_interval`` seconds (audited as ``Hub.ExpirySweep``).
 - :meth:`HubServer.stop` lets in-flight calls finish for the grace period and
   marks the server NOT_SERVING first; SIGTERM and SIGINT do that, SIGHUP
   reloads the policy (a broken file is logged and the running policy stays).
@@ -48,7 +50,7 @@ from hub.events import AuditEvent
 from hub.exchange import ExchangeService
 from hub.models import utcnow
 from hub.rpc import Behavior, wrap_handler
-from hub.store import Store
+from hub.store import Store, delete_expired
 
 __all__ = ["HUB_METHOD_ROLES", "HubServer", "RefusalAuditInterceptor", "method_names"]
 
@@ -56,6 +58,8 @@ log = logging.getLogger(__name__)
 
 # Institution id recorded for a caller whose token did not verify.
 UNAUTHENTICATED_CALLER = "unauthenticated"
+# Institution id of the hub's own housekeeping in the audit log.
+HUB_INSTITUTION = "hub"
 
 
 def method_names(service: Any) -> list[str]:
@@ -250,9 +254,54 @@ class HubServer:
         reflection.enable_server_reflection(names, self.server)
         self._service_names = names
 
+    def sweep_expired(self) -> int:
+        """Delete expired indicators and audit how many; return the count.
+
+        The retention cap takes effect here: an expired indicator already never
+        matches, the sweep removes its token from the database.
+        """
+        now = utcnow()
+        with self.store.session() as session:
+            deleted = delete_expired(session, now)
+            if deleted:
+                auditlog.append(
+                    session,
+                    AuditEvent(
+                        time=now,
+                        institution=HUB_INSTITUTION,
+                        role="operator",
+                        action="Hub.ExpirySweep",
+                        purpose="",
+                        legal_basis="",
+                        case_ref_digest="",
+                        kinds=(),
+                        item_count=deleted,
+                        match_count=0,
+                        outcome="ok",
+                        reasons=("RETENTION_EXPIRED",),
+                        policy_version=self.policy.current.version,
+                        request_digest="",
+                    ),
+                )
+            session.commit()
+        if deleted:
+            log.info("expiry sweep deleted %d indicator(s)", deleted)
+        return deleted
+
+    def _sweep_until_stopped(self) -> None:
+        while not self._stopped.wait(self.config.expiry_sweep_interval):
+            try:
+                self.sweep_expired()
+            except Exception as exc:  # the next sweep retries; serving goes on
+                log.error("expiry sweep failed: %s", type(exc).__name__)
+
     def start(self) -> int:
         """Migrate the database, bind and start; return the bound port."""
         self.store.migrate()
+        self.sweep_expired()
+        threading.Thread(
+            target=self._sweep_until_stopped, name="fraudhub-expiry", daemon=True
+        ).start()
         credentials = None
         if not self.config.insecure:
             data_dir = self.config.tls_dir or self.config.data_dir

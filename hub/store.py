@@ -15,7 +15,8 @@ Guarantees:
 - Contributions are idempotent per ``(contributor, kind, token, key_epoch)``:
   the write is an ``INSERT ... ON CONFLICT DO UPDATE``, so a retried or
   concurrent batch refreshes the row and never duplicates it.
-- Revoked and expired indicators are never returned by :func:`find_active`.
+- Revoked and expired indicators are never returned by :func:`find_active`;
+  :func:`delete_expired` removes expired ones for good.
 - Storage failures surface as :class:`StorageError` (a ServerError).
 """
 
@@ -45,6 +46,7 @@ __all__ = [
     "Store",
     "add_institution",
     "consume_quota",
+    "delete_expired",
     "disable_institution",
     "find_active",
     "get_institution",
@@ -305,6 +307,18 @@ def find_active(
                     Sighting(contributor, category, confidence, observed, label)
                 )
     return found
+
+
+def delete_expired(session: Session, now: datetime) -> int:
+    """Delete every indicator whose ``expires_at`` has passed; return how many.
+
+    Expired rows never match already; deleting them is the retention cap
+    taking effect (data minimisation).  Uses the ``expires_at`` index.  Does
+    not commit.
+    """
+    table = Indicator.__table__  # type: ignore[attr-defined]
+    result = session.execute(sa.delete(table).where(table.c.expires_at <= now))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def consume_quota(

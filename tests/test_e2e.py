@@ -210,6 +210,11 @@ def test_expiry(world: LocalDeployment) -> None:
     assert only(carrier.match([("phone", value)], purpose=SIM)).matched
     time.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 0.05)
     assert not only(carrier.match([("phone", value)], purpose=SIM)).matched
+    # The sweep deletes expired rows for good and audits how many.
+    assert world.hub.sweep_expired() >= 1
+    event = last_event(world)
+    assert (event["action"], event["institution"]) == ("Hub.ExpirySweep", "hub")
+    assert world.hub.sweep_expired() == 0
 
 
 # --- key holders ------------------------------------------------------------------

@@ -187,3 +187,12 @@ def test_migrations_downgrade_to_nothing_and_back(hub_store: store.Store) -> Non
     with hub_store.engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, SQLModel.metadata) == []
+
+
+def test_delete_expired_removes_only_expired_rows(hub_store: store.Store) -> None:
+    contribute(hub_store, "bank-a", [contribution(1, days=1), contribution(2, days=10)])
+    with hub_store.session() as session:
+        assert store.delete_expired(session, NOW + timedelta(days=2)) == 1
+        session.commit()
+    with hub_store.session() as session:
+        assert [bytes(r.token) for r in session.exec(select(Indicator)).all()] == [token(2)]
