@@ -34,6 +34,7 @@ from hub.auth import ROLES, current_principal
 from hub.auth import Institution as RegisteredInstitution
 from hub.config import LivePolicy
 from hub.events import AuditEvent, request_digest
+from hub.exchange import audit_outcome
 from hub.models import Institution, utcnow
 from hub.policy import Principal
 
@@ -180,7 +181,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 auditlog.append(session, event("ok"))
                 session.commit()
         except (FraudhubError, SQLAlchemyError) as exc:
-            outcome = exc.grpc_status if isinstance(exc, FraudhubError) else "error"
+            outcome = audit_outcome(exc)
             with self._store.session() as session:
                 auditlog.append(session, event(outcome))
                 session.commit()

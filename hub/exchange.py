@@ -74,7 +74,7 @@ from hub.models import utcnow
 from hub.policy import Context, Decision, Disclosure, Policy, Principal
 from hub.store import StorageError, Store, consume_quota, find_active, revoke, upsert_contributions
 
-__all__ = ["MAX_CASE_REFERENCE", "MAX_ITEMS", "ExchangeService"]
+__all__ = ["MAX_CASE_REFERENCE", "MAX_ITEMS", "ExchangeService", "audit_outcome"]
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,13 @@ def _legal_basis(rules: Iterable[str]) -> str:
     return basis
 
 
-def _outcome(exc: BaseException) -> str:
+def audit_outcome(exc: BaseException) -> str:
+    """The audit event outcome of a failed call (interfaces.md vocabulary).
+
+    ``denied`` for a role or policy refusal, ``invalid`` for a malformed
+    request, the gRPC status name for other caller errors (quota,
+    authentication...), ``error`` for the hub's own failures.
+    """
     if isinstance(exc, PermissionDenied):
         return "denied"
     if isinstance(exc, InvalidRequest):
@@ -266,7 +272,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
             draft.reasons.extend(r for r in exc.reasons if r not in draft.reasons)
         try:
             with self._store.session() as session:
-                auditlog.append(session, draft.event(principal, _outcome(exc), now))
+                auditlog.append(session, draft.event(principal, audit_outcome(exc), now))
                 session.commit()
         except (FraudhubError, SQLAlchemyError) as audit_exc:
             # The request fails anyway; the operator must see that its audit did too.

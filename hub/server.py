@@ -47,7 +47,7 @@ from hub.ceremony import load_public
 from hub.config import HubConfig, LivePolicy
 from hub.errors import ErrorInterceptor
 from hub.events import AuditEvent
-from hub.exchange import ExchangeService
+from hub.exchange import ExchangeService, audit_outcome
 from hub.models import utcnow
 from hub.rpc import Behavior, wrap_handler
 from hub.store import Store, delete_expired
@@ -144,7 +144,7 @@ class RefusalAuditInterceptor(grpc.ServerInterceptor):
             kinds=(),
             item_count=0,
             match_count=0,
-            outcome="denied" if isinstance(exc, PermissionDenied) else exc.grpc_status,
+            outcome=audit_outcome(exc),
             reasons=(type(exc).__name__,),
             policy_version=self._policy.current.version,
             request_digest="",

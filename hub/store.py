@@ -17,7 +17,10 @@ Guarantees:
   concurrent batch refreshes the row and never duplicates it.
 - Revoked and expired indicators are never returned by :func:`find_active`;
   :func:`delete_expired` removes expired ones for good.
-- Storage failures surface as :class:`StorageError` (a ServerError).
+- Query functions raise fraudhub errors for the caller's mistakes
+  (:class:`~client_sdk.errors.AlreadyExists`, ``NotFound``,
+  ``QuotaExhausted``) and let SQLAlchemy errors through; the servicers turn
+  those into :class:`StorageError` (a ServerError) without their message.
 """
 
 from __future__ import annotations

@@ -718,3 +718,28 @@ def test_streams_name_malformed_items_across_the_stream(world: LocalDeployment) 
     # Every message was answered before the status; result indices are per message.
     assert [[r.matched for r in reply.results] for reply in received] == [[True, False], [], [True]]
     assert [r.index for r in received[0].results] == [0, 1]
+
+
+def test_admin_refuses_malformed_institutions(world: LocalDeployment) -> None:
+    admin = admin_pb2_grpc.AdminStub(
+        open_channel(
+            world.hub_address, world.security, BearerAuth(world.keys["operator-o"], HUB_AUDIENCE)
+        )
+    )
+    key = public_key_bytes(Ed25519PrivateKey.generate())
+    bad = {
+        "role": admin_pb2.Institution(
+            id="bank-y", role=common_pb2.ROLE_UNSPECIFIED, public_key=key
+        ),
+        "key": admin_pb2.Institution(id="bank-y", role=common_pb2.BANK, public_key=key[:31]),
+        "id": admin_pb2.Institution(id="Bank Y!", role=common_pb2.BANK, public_key=key),
+    }
+    for what, institution in bad.items():
+        with pytest.raises(grpc.RpcError) as error:
+            admin.AddInstitution(admin_pb2.AddInstitutionRequest(institution=institution))
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, what
+        event = last_event(world)
+        assert (event["action"], event["outcome"]) == ("Admin.AddInstitution", "invalid")
+    with pytest.raises(grpc.RpcError) as missing:
+        admin.DisableInstitution(admin_pb2.DisableInstitutionRequest(id="nobody"))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
