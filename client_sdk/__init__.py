@@ -17,7 +17,25 @@ Typical use::
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers see; at run time names load on first use
+    from client_sdk.auth import InstitutionKey
+    from client_sdk.client import (
+        BulkSummary,
+        ClientConfig,
+        Contributed,
+        HubClient,
+        Indicator,
+        ItemFailure,
+        Label,
+        MatchResult,
+        RevokeResult,
+    )
+    from client_sdk.errors import FraudhubError
+    from client_sdk.indicators import CATEGORIES, KINDS, canonicalize
+    from client_sdk.tokenizer import HolderEndpoint, Tokenizer
+    from client_sdk.transport import ChannelSecurity, RetryPolicy, errors_from_status
 
 __all__ = [
     "CATEGORIES",
