@@ -501,6 +501,13 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                         )
                     )
                     continue
+                if query.key_epoch != self._key_epoch:
+                    # A token of another epoch can never match: say so rather than "no match".
+                    reason = (
+                        f"token made under key epoch {query.key_epoch}, hub is at {self._key_epoch}"
+                    )
+                    invalid.append(ItemError(index, query.kind, reason, "queries"))
+                    continue
                 draft.kinds.add(query.kind)
                 decision = decisions.get(query.kind)
                 if decision is None:

@@ -704,6 +704,10 @@ def test_streams_name_malformed_items_across_the_stream(world: LocalDeployment) 
     def query(token: bytes, kind: str = "domain") -> exchange_pb2.MatchQuery:
         return exchange_pb2.MatchQuery(token=token, kind=kind, key_epoch=1)
 
+    stale = exchange_pb2.MatchQuery(token=tokens[0], kind="domain", key_epoch=7)
+    with pytest.raises(grpc.RpcError) as old_epoch:
+        stub(world, "bank-b").Match(exchange_pb2.MatchRequest(purpose=PAYMENT, queries=[stale]))
+    assert _details(old_epoch.value, exchange_pb2.MatchResponse()) == ["queries[0]"]
     requests = [
         exchange_pb2.MatchRequest(purpose=PAYMENT, queries=[query(tokens[0]), query(tokens[3])]),
         exchange_pb2.MatchRequest(purpose=PAYMENT, queries=[query(tokens[1], "no_such_kind")]),
