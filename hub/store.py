@@ -227,8 +227,10 @@ def _existing_keys(
     found: set[tuple[str, bytes, int]] = set()
     for start in range(0, len(keys), _IN_CHUNK):
         chunk = keys[start : start + _IN_CHUNK]
+        # contributor = and kind IN lead the unique index, so this is index lookups.
         statement = select(Indicator.kind, Indicator.token, Indicator.key_epoch).where(
             Indicator.contributor == contributor,
+            col(Indicator.kind).in_({kind for kind, _, _ in chunk}),
             col(Indicator.token).in_([token for _, token, _ in chunk]),
         )
         found.update((k, bytes(t), e) for k, t, e in session.exec(statement))
@@ -255,6 +257,7 @@ def revoke(
         rows = session.exec(
             select(Indicator).where(
                 Indicator.contributor == contributor,
+                col(Indicator.kind).in_({kind for kind, _, _ in chunk}),
                 col(Indicator.token).in_([token for _, token, _ in chunk]),
                 col(Indicator.revoked_at).is_(None),
             )
