@@ -65,6 +65,8 @@ SQLITE_FILENAME = "hub.sqlite3"
 # Seconds a writer waits for the SQLite lock before failing.
 SQLITE_BUSY_TIMEOUT = 30
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# pg_advisory_xact_lock key serializing schema migrations ("fhmigrat" in ASCII).
+MIGRATION_LOCK_KEY = int.from_bytes(b"fhmigrat", "big") & (2**63 - 1)
 # Keep IN lists well under SQLite's 32766 host-parameter limit.
 _IN_CHUNK = 900
 
@@ -113,6 +115,9 @@ class Store:
         from alembic import command
 
         with self.engine.begin() as connection:
+            if not self.is_sqlite:
+                # Replicas starting together migrate one after the other.
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
             command.upgrade(alembic_config(connection), "head")
 
     def dispose(self) -> None:

@@ -196,3 +196,28 @@ def test_delete_expired_removes_only_expired_rows(hub_store: store.Store) -> Non
         session.commit()
     with hub_store.session() as session:
         assert [bytes(r.token) for r in session.exec(select(Indicator)).all()] == [token(2)]
+
+
+def test_replicas_migrating_together_both_succeed(database_url: str) -> None:
+    import threading
+
+    stores = [store.Store(database_url) for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def migrate(s: store.Store) -> None:
+        try:
+            s.migrate()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=migrate, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with stores[0].engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, SQLModel.metadata) == []
+    for s in stores:
+        s.dispose()
