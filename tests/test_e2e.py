@@ -747,3 +747,18 @@ def test_admin_refuses_malformed_institutions(world: LocalDeployment) -> None:
     with pytest.raises(grpc.RpcError) as missing:
         admin.DisableInstitution(admin_pb2.DisableInstitutionRequest(id="nobody"))
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_case_reference_travels_and_only_its_digest_is_audited(world: LocalDeployment) -> None:
+    carrier = world.client("carrier-x")
+    query = [("national_id", "110101198503121239")]
+    [refused] = carrier.match(query, purpose="fraud_investigation")
+    assert isinstance(refused, ItemFailure) and isinstance(refused.error, PolicyDenied)
+    assert "DENY_CASE_REFERENCE_REQUIRED" in refused.error.reasons
+    case = "POLICE-2026-4471"
+    result = only(carrier.match(query, purpose="fraud_investigation", case_reference=case))
+    assert result.disclosure == "count"
+    event = last_event(world)
+    assert event["purpose"] == "fraud_investigation"
+    assert event["case_ref_digest"] == hashlib.sha256(case.encode()).hexdigest()
+    assert case not in json.dumps(event)
