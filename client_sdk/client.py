@@ -246,7 +246,7 @@ def _category_value(word: str) -> common_pb2.Category.ValueType:
 _Q = TypeVar("_Q", bound=Message)
 
 
-def partial_call(method: Callable[..., _R], request: _Q) -> Callable[[float], _R]:
+def _with_timeout(method: Callable[..., _R], request: _Q) -> Callable[[float], _R]:
     """``method(request, timeout=...)`` as a function of the timeout (for retries)."""
 
     def call(timeout: float) -> _R:
@@ -462,7 +462,7 @@ class HubClient:
             for batch in batches:
                 try:
                     response, invalid = self._unary(
-                        partial_call(self._stub.Contribute, request(batch)),
+                        _with_timeout(self._stub.Contribute, request(batch)),
                         exchange_pb2.ContributeResponse,
                     )
                 except PolicyDenied as refused:
@@ -514,7 +514,7 @@ class HubClient:
                 ],
             )
             response, _ = self._unary(
-                partial_call(self._stub.Revoke, request),
+                _with_timeout(self._stub.Revoke, request),
                 exchange_pb2.RevokeResponse,
             )
             revoked += response.revoked
@@ -572,7 +572,7 @@ class HubClient:
             for batch in batches:
                 try:
                     response, invalid = self._unary(
-                        partial_call(self._stub.Match, request(batch)),
+                        _with_timeout(self._stub.Match, request(batch)),
                         exchange_pb2.MatchResponse,
                     )
                 except PolicyDenied as refused:

@@ -91,9 +91,6 @@ class LocalDeployment:
         self._servicers = servicers or {}
         data_dir.mkdir(parents=True, exist_ok=True)
         client_dir.mkdir(parents=True, exist_ok=True)
-        self._log_handler: logging.Handler | None = None
-        if log_to_file:
-            self._log_handler = _log_servers_to(data_dir / "logs" / LOG_FILENAME)
         init_tls(data_dir, holders=holders)
         share_paths, public_path = deal_to_directory(threshold, holders, data_dir / "keys")
         self.public_path = public_path
@@ -116,6 +113,10 @@ class LocalDeployment:
         )
         self.hub.store.migrate()
         self._export_registry()
+        # Last, so a constructor that failed above leaves logging as it was.
+        self._log_handler: logging.Handler | None = None
+        if log_to_file:
+            self._log_handler = _log_servers_to(data_dir / "logs" / LOG_FILENAME)
         self.holders: dict[int, RunningHolder] = {}
         self.holder_ports: dict[int, int] = {}
         self.keys: dict[str, InstitutionKey] = {}
