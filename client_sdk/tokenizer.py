@@ -48,7 +48,13 @@ import grpc
 from fraudhub.v1 import keyholder_pb2, keyholder_pb2_grpc
 
 from client_sdk.auth import BearerAuth, InstitutionKey, keyholder_audience
-from client_sdk.errors import ConfigurationError, HolderError, Unavailable
+from client_sdk.errors import (
+    CallerError,
+    ConfigurationError,
+    FraudhubError,
+    HolderError,
+    Unavailable,
+)
 from client_sdk.threshold import (
     BlindedBatch,
     HolderResponse,
@@ -83,6 +89,10 @@ class HolderEndpoint:
 
 class _Refused(Exception):
     """A holder could not be used for this batch (down, or refused the call)."""
+
+    def __init__(self, error: FraudhubError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 # --- work done in pool processes (top-level so it pickles) ---------------------------
@@ -225,7 +235,7 @@ class Tokenizer:
         try:
             reply = self._stub(holder).BlindEvaluate(request, timeout=self._timeout)
         except grpc.RpcError as exc:
-            raise _Refused(str(errors_from_status(exc))) from None
+            raise _Refused(errors_from_status(exc)) from None
         if reply.index != holder.index:
             raise HolderError(holder.index, f"answered as holder {reply.index}")
         return HolderResponse(reply.index, reply.epoch, list(reply.evaluated_elements), reply.proof)
@@ -245,7 +255,10 @@ class Tokenizer:
         return deque(usable[i] for i in order)
 
     def _collect(
-        self, batch: BlindedBatch, have: dict[int, HolderResponse], failures: dict[int, str]
+        self,
+        batch: BlindedBatch,
+        have: dict[int, HolderResponse],
+        failures: dict[int, FraudhubError],
     ) -> None:
         """Ask more holders until ``have`` holds ``t`` answers or none is left to ask."""
         need = self._public.threshold
@@ -264,16 +277,16 @@ class Tokenizer:
                     have[holder.index] = future.result()
                 except _Refused as exc:
                     log.warning("key holder %d not used: %s", holder.index, exc)
-                    failures[holder.index] = str(exc)
+                    failures[holder.index] = exc.error
                     with self._lock:
                         self._last_failure[holder.index] = time.monotonic()
                 except HolderError as exc:
                     self._exclude(holder.index, str(exc))
-                    failures[holder.index] = "answered wrongly"
+                    failures[holder.index] = exc
 
     def _combine(self, batch: BlindedBatch, have: dict[int, HolderResponse]) -> list[bytes]:
         """OPRF outputs for ``batch``, replacing holders until ``t`` verify."""
-        failures: dict[int, str] = {}
+        failures: dict[int, FraudhubError] = {}
         while True:
             self._collect(batch, have, failures)
             if len(have) < self._public.threshold:
@@ -284,13 +297,25 @@ class Tokenizer:
                 if exc.holder not in have:
                     raise
                 self._exclude(exc.holder, str(exc))
-                failures[exc.holder] = "answered wrongly"
+                failures[exc.holder] = exc
                 del have[exc.holder]
 
     def _unavailable(
-        self, have: dict[int, HolderResponse], failures: dict[int, str]
-    ) -> Unavailable:
-        tried = "; ".join(f"holder {i}: {why}" for i, why in sorted(failures.items()))
+        self, have: dict[int, HolderResponse], failures: dict[int, FraudhubError]
+    ) -> FraudhubError:
+        """The error for a batch that fewer than ``t`` holders answered correctly.
+
+        When every holder asked refused the caller itself (authentication, role,
+        quota, a malformed request), that refusal is raised with its own class:
+        it is the caller's to fix and retrying cannot help.  Otherwise the batch
+        is Unavailable (retryable), naming every holder tried and why.
+        """
+        if failures and all(isinstance(e, CallerError) for e in failures.values()):
+            return failures[min(failures)]
+        tried = "; ".join(
+            f"holder {i}: {'answered wrongly' if isinstance(e, HolderError) else e}"
+            for i, e in sorted(failures.items())
+        )
         return Unavailable(
             f"{len(have)} of the {self._public.threshold} key holders needed answered "
             f"correctly ({tried or 'no holder left to ask'})"
@@ -337,7 +362,7 @@ class Tokenizer:
                 batch = blinding.popleft().result()
                 refill()
                 have: dict[int, HolderResponse] = {}
-                failures: dict[int, str] = {}
+                failures: dict[int, FraudhubError] = {}
                 self._collect(batch, have, failures)
                 if len(have) < self._public.threshold:
                     raise self._unavailable(have, failures)

@@ -13,7 +13,7 @@ from _keyholders import SEED, World, make_world, running_holders
 from fraudhub.v1 import keyholder_pb2
 
 from client_sdk import oprf
-from client_sdk.errors import ConfigurationError, Unavailable
+from client_sdk.errors import ConfigurationError, PermissionDenied, Unavailable
 from client_sdk.tokenizer import HolderEndpoint, Tokenizer
 from client_sdk.tokens import TokenKeys, derive_token_keys, oprf_input
 from hub.keyholder import KeyHolderServer, KeyHolderServicer
@@ -40,10 +40,12 @@ def expected_keys(world: World, items: list[tuple[str, str]]) -> list[TokenKeys]
     ]
 
 
-def tokenizer(world: World, servers: dict[int, KeyHolderServer], **options: int) -> Tokenizer:
+def tokenizer(
+    world: World, servers: dict[int, KeyHolderServer], caller: str = "bank-a", **options: int
+) -> Tokenizer:
     endpoints = [HolderEndpoint(i, f"127.0.0.1:{s.port}") for i, s in sorted(servers.items())]
     return Tokenizer(
-        endpoints, world.public, world.keys["bank-a"], world.security, timeout=10, **options
+        endpoints, world.public, world.keys[caller], world.security, timeout=10, **options
     )
 
 
@@ -159,3 +161,14 @@ def test_configuration_is_checked(world: World) -> None:
         Tokenizer(one + one, world.public, key, security)
     with pytest.raises(ConfigurationError, match="not in the public key"):
         Tokenizer([*one, HolderEndpoint(7, "127.0.0.1:1")], world.public, key, security)
+
+
+def test_a_refused_caller_gets_its_refusal_not_unavailable(
+    world: World, servers: dict[int, KeyHolderServer]
+) -> None:
+    """Regulators audit, they do not tokenize: every holder says PERMISSION_DENIED.
+
+    That is the caller's to fix, so it must not look like a retryable outage.
+    """
+    with tokenizer(world, servers, caller="regulator-c") as t, pytest.raises(PermissionDenied):
+        t.tokenize(ITEMS)
