@@ -220,3 +220,22 @@ def test_checkpoint_thread_ends_with_the_server(hub: RunningHub) -> None:
         thread.join(timeout=5)
         assert not thread.is_alive()
     hub.restart()  # the fixture stops it again
+
+
+def test_cli_report_and_anomalies_over_the_service(hub: RunningHub) -> None:
+    status, out, _ = hub.cli(
+        "report", "--from", "2026-11-20T08:00", "--to", "2026-11-20T08:20", "--format", "csv"
+    )
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("institution,requests,items,matches,match_rate,refusals")
+    assert [line.split(",")[:3] for line in lines[1:]] == [
+        ["bank-a", "10", "100"],
+        ["carrier-c", "10", "100"],
+    ]
+    status, out, _ = hub.cli("anomalies", "--from", "2026-11-19", "--to", "2026-11-23")
+    assert status == 1  # something was flagged
+    flags = out.splitlines()
+    assert len(flags) == 1
+    assert flags[0].startswith("[quota_exhaustion] carrier-c: 250 request(s) refused")
+    assert "daily_quota x250" in flags[0]
