@@ -8,9 +8,11 @@ A thin adapter over :mod:`hub.auditlog`.  Guarantees:
   other role gets PERMISSION_DENIED, which the hub's refusal interceptor
   audits).  This module never checks roles itself.
 - Every call the servicer answers is itself audited (action ``Audit.<Method>``,
-  ``item_count`` = events or proof hashes returned): reading the log leaves a
-  trace in it.  A streaming call is audited when the stream ends, with what was
-  actually sent.
+  purpose ``audit``, ``item_count`` = events or proof hashes returned), in the
+  transaction that did the work; a failed call (bad argument, storage error)
+  is audited on its own with its outcome.  Reading the log leaves a trace in
+  it.  A streaming call is audited when the stream ends, however it ends, with
+  what was actually sent.
 - Checkpoints are signed with the hub's Ed25519 log key (``<data_dir>/log-key.pem``,
   created if missing) under the key name :data:`DEFAULT_ORIGIN`; they are made
   every :data:`CHECKPOINT_EVERY_EVENTS` events or :data:`CHECKPOINT_EVERY_SECONDS`
@@ -27,6 +29,7 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 from fraudhub.v1 import audit_pb2, audit_pb2_grpc
@@ -36,7 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 from typing_extensions import override
 
-from client_sdk.errors import FraudhubError, InvalidRequest
+from client_sdk.errors import CallerError, FraudhubError, InvalidRequest, PermissionDenied
 from hub import auditlog
 from hub.audit_report import InstitutionReport, aggregate
 from hub.auth import current_principal
@@ -44,6 +47,7 @@ from hub.checkpoint import LogSigner, load_or_create_log_key
 from hub.config import HubConfig, LivePolicy
 from hub.events import AuditEvent, decode, request_digest
 from hub.models import utcnow
+from hub.policy import Principal
 from hub.store import StorageError, Store
 
 __all__ = [
@@ -61,6 +65,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 SERVICE = "fraudhub.v1.Audit"
 #: The log's origin line and the key name of its signatures.
@@ -113,8 +118,9 @@ class AuditService(audit_pb2_grpc.AuditServicer):
 
     # --- auditing the auditor --------------------------------------------------
 
-    def _event(self, method: str, request: Message, count: int, outcome: str) -> AuditEvent:
-        who = current_principal()
+    def _event(
+        self, who: Principal, method: str, request: Message, count: int, outcome: str
+    ) -> AuditEvent:
         return AuditEvent(
             time=self._clock(),
             institution=who.institution,
@@ -133,11 +139,36 @@ class AuditService(audit_pb2_grpc.AuditServicer):
         )
 
     def _audit_alone(self, event: AuditEvent) -> None:
+        """Append ``event`` in its own transaction; log (never raise) if that fails."""
         try:
             with self._store.session() as session:
                 auditlog.append(session, event)
                 session.commit()
+        except (FraudhubError, SQLAlchemyError) as exc:
+            # The call's own outcome stands; the operator must see the audit failed.
+            log.error("could not audit %s: %s", event.action, type(exc).__name__)
+
+    def _audited(
+        self, method: str, request: Message, work: Callable[[Session], tuple[_T, int]]
+    ) -> _T:
+        """Run ``work`` and append its audit event in one transaction.
+
+        ``work`` returns its result and the count to audit.  On failure the
+        transaction rolls back and the failure is audited on its own, then
+        re-raised (database errors as StorageError).
+        """
+        who = current_principal()
+        try:
+            with self._store.session() as session:
+                result, count = work(session)
+                auditlog.append(session, self._event(who, method, request, count, "ok"))
+                session.commit()
+            return result
+        except FraudhubError as exc:
+            self._audit_alone(self._event(who, method, request, 0, _outcome(exc)))
+            raise
         except SQLAlchemyError as exc:
+            self._audit_alone(self._event(who, method, request, 0, "error"))
             raise StorageError("the hub's database failed") from exc
 
     # --- RPCs ------------------------------------------------------------------
@@ -146,25 +177,23 @@ class AuditService(audit_pb2_grpc.AuditServicer):
     def GetCheckpoint(
         self, request: audit_pb2.GetCheckpointRequest, context: grpc.ServicerContext
     ) -> audit_pb2.SignedCheckpoint:
-        try:
-            with self._store.session() as session:
-                latest = auditlog.latest_checkpoint(session)
-                if request.fresh or latest is None:
-                    note = auditlog.create_checkpoint(
-                        session, self._signer, self._origin, self._clock()
-                    )
-                else:
-                    note = latest.note
-                auditlog.append(session, self._event("GetCheckpoint", request, 1, "ok"))
-                session.commit()
-        except SQLAlchemyError as exc:
-            raise StorageError("the hub's database failed") from exc
-        return audit_pb2.SignedCheckpoint(note=note)
+        def work(session: Session) -> tuple[str, int]:
+            latest = auditlog.latest_checkpoint(session)
+            if request.fresh or latest is None:
+                return auditlog.create_checkpoint(
+                    session, self._signer, self._origin, self._clock()
+                ), 1
+            return latest.note, 1
+
+        return audit_pb2.SignedCheckpoint(note=self._audited("GetCheckpoint", request, work))
 
     @override
     def ListEvents(
         self, request: audit_pb2.ListEventsRequest, context: grpc.ServicerContext
     ) -> Iterator[audit_pb2.AuditEventRecord]:
+        # Read now: the generator may be closed (client cancel) outside the
+        # interceptor's context, where the caller is no longer visible.
+        who = current_principal()
         f = request.filter
         event_filter = auditlog.EventFilter(
             institution=f.institution or None,
@@ -189,6 +218,7 @@ class AuditService(audit_pb2_grpc.AuditServicer):
                             session, position, end, event_filter, limit=page
                         )
                 except SQLAlchemyError as exc:
+                    outcome = "error"
                     raise StorageError("the hub's database failed") from exc
                 for row in rows:
                     yield audit_pb2.AuditEventRecord(leaf_index=row.leaf_index, encoded=row.body)
@@ -200,47 +230,38 @@ class AuditService(audit_pb2_grpc.AuditServicer):
                     remaining -= len(rows)
             outcome = "ok"
         except FraudhubError as exc:
-            outcome = exc.grpc_status
+            outcome = _outcome(exc)
             raise
         finally:
             # Audited when the stream ends, however it ends, with what was sent.
-            try:
-                self._audit_alone(self._event("ListEvents", request, sent, outcome))
-            except FraudhubError:
-                log.error("could not audit Audit.ListEvents")
+            self._audit_alone(self._event(who, "ListEvents", request, sent, outcome))
 
     @override
     def GetInclusionProof(
         self, request: audit_pb2.GetInclusionProofRequest, context: grpc.ServicerContext
     ) -> audit_pb2.InclusionProof:
-        try:
-            with self._store.session() as session:
-                hashes = auditlog.inclusion_proof(session, request.leaf_index, request.tree_size)
-                auditlog.append(
-                    session, self._event("GetInclusionProof", request, len(hashes), "ok")
-                )
-                session.commit()
-        except SQLAlchemyError as exc:
-            raise StorageError("the hub's database failed") from exc
+        def work(session: Session) -> tuple[list[bytes], int]:
+            hashes = auditlog.inclusion_proof(session, request.leaf_index, request.tree_size)
+            return hashes, len(hashes)
+
         return audit_pb2.InclusionProof(
-            leaf_index=request.leaf_index, tree_size=request.tree_size, hashes=hashes
+            leaf_index=request.leaf_index,
+            tree_size=request.tree_size,
+            hashes=self._audited("GetInclusionProof", request, work),
         )
 
     @override
     def GetConsistencyProof(
         self, request: audit_pb2.GetConsistencyProofRequest, context: grpc.ServicerContext
     ) -> audit_pb2.ConsistencyProof:
-        try:
-            with self._store.session() as session:
-                hashes = auditlog.consistency_proof(session, request.old_size, request.new_size)
-                auditlog.append(
-                    session, self._event("GetConsistencyProof", request, len(hashes), "ok")
-                )
-                session.commit()
-        except SQLAlchemyError as exc:
-            raise StorageError("the hub's database failed") from exc
+        def work(session: Session) -> tuple[list[bytes], int]:
+            hashes = auditlog.consistency_proof(session, request.old_size, request.new_size)
+            return hashes, len(hashes)
+
         return audit_pb2.ConsistencyProof(
-            old_size=request.old_size, new_size=request.new_size, hashes=hashes
+            old_size=request.old_size,
+            new_size=request.new_size,
+            hashes=self._audited("GetConsistencyProof", request, work),
         )
 
     @override
@@ -248,32 +269,45 @@ class AuditService(audit_pb2_grpc.AuditServicer):
         self, request: audit_pb2.GetReportRequest, context: grpc.ServicerContext
     ) -> audit_pb2.Report:
         since, until = _dt(request, "from"), _dt(request, "to")
-        if since is not None and until is not None and since >= until:
-            raise InvalidRequest("report window: 'from' must be before 'to'")
         window = auditlog.EventFilter(since=since, until=until)
-        counted = [0]
 
-        def window_events(session: Session) -> Iterator[AuditEvent]:
-            # Page by page: the report holds aggregates, never the whole window.
-            position = 0
-            while True:
-                rows = auditlog.list_events(session, position, None, window, limit=self._page_size)
-                counted[0] += len(rows)
-                yield from (decode(r.body) for r in rows)
-                if len(rows) < self._page_size:
-                    return
-                position = rows[-1].leaf_index + 1
+        def work(session: Session) -> tuple[audit_pb2.Report, int]:
+            if since is not None and until is not None and since >= until:
+                raise InvalidRequest("report window: 'from' must be before 'to'")
+            counted = 0
 
-        try:
-            with self._store.session() as session:
-                reports = aggregate(window_events(session))
-                auditlog.append(session, self._event("GetReport", request, counted[0], "ok"))
-                session.commit()
-        except SQLAlchemyError as exc:
-            raise StorageError("the hub's database failed") from exc
-        return audit_pb2.Report(
-            events=counted[0], institutions=[_report_message(r) for r in reports]
-        )
+            def window_events() -> Iterator[AuditEvent]:
+                # Page by page: the report holds aggregates, never the whole window.
+                nonlocal counted
+                position = 0
+                while True:
+                    rows = auditlog.list_events(
+                        session, position, None, window, limit=self._page_size
+                    )
+                    counted += len(rows)
+                    yield from (decode(r.body) for r in rows)
+                    if len(rows) < self._page_size:
+                        return
+                    position = rows[-1].leaf_index + 1
+
+            reports = aggregate(window_events())
+            message = audit_pb2.Report(
+                events=counted, institutions=[_report_message(r) for r in reports]
+            )
+            return message, counted
+
+        return self._audited("GetReport", request, work)
+
+
+def _outcome(exc: FraudhubError) -> str:
+    """The audit outcome of a failed call, in the Exchange service's vocabulary."""
+    if isinstance(exc, PermissionDenied):
+        return "denied"
+    if isinstance(exc, InvalidRequest):
+        return "invalid"
+    if isinstance(exc, CallerError):
+        return exc.grpc_status
+    return "error"
 
 
 def _report_message(report: InstitutionReport) -> audit_pb2.InstitutionReport:

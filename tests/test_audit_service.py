@@ -140,6 +140,14 @@ def test_bad_proof_arguments_are_invalid_argument(
     with pytest.raises(grpc.RpcError) as info:
         getattr(stub, method)(request_message)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # The refused call is audited too, with its outcome.
+    own = [
+        decode(r.encoded)
+        for r in stub.ListEvents(
+            audit_pb2.ListEventsRequest(filter=audit_pb2.EventFilter(institution="reg-1"))
+        )
+    ]
+    assert [(e.action, e.outcome) for e in own] == [(f"Audit.{method}", "invalid")]
 
 
 def test_report(stub: audit_pb2_grpc.AuditStub) -> None:
