@@ -109,7 +109,10 @@ class VerifiedState:
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigurationError(f"{source}: not a fraudhub audit state file") from exc
-        compact = merkle.CompactRange(state.size, state.compact_range)
+        try:
+            compact = merkle.CompactRange(state.size, state.compact_range)
+        except InvalidRequest as exc:
+            raise ConfigurationError(f"{source}: {exc}") from exc
         if compact.root() != state.root_hash:
             raise ConfigurationError(f"{source}: the compact range does not match its root")
         return state

@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, SQLModel
 
-from client_sdk.errors import AuditLogError
+from client_sdk.errors import AuditLogError, ConfigurationError
 from hub import auditlog, merkle
 from hub.audit_service import DEFAULT_ORIGIN, LOG_KEY_FILENAME
 from hub.audit_verify import VerifiedState, verify_log
@@ -502,3 +502,35 @@ def test_hub_refuses_to_sign_over_a_tree_edited_underneath_it(hub: RunningHub) -
     status, out = hub.verify()
     assert status == 2
     assert "no longer matches checkpoint" in out and "refusing to sign" in out
+
+
+def test_state_file_is_checked_when_loaded(tmp_path: Path) -> None:
+    signer = LogSigner(ORIGIN, Ed25519PrivateKey.generate())
+    bodies = [make_event(i).encode() for i in range(5)]
+    compact = merkle.CompactRange()
+    for b in bodies:
+        compact.append(merkle.leaf_hash(b))
+    state = VerifiedState(
+        verifier_key=signer.verifier_key(),
+        origin=ORIGIN,
+        size=5,
+        root_hash=compact.root(),
+        compact_range=tuple(compact.hashes),
+        note=signer.sign_checkpoint(Checkpoint(ORIGIN, 5, compact.root())),
+    )
+    path = tmp_path / "state.json"
+    state.save(path)
+    assert VerifiedState.load(path) == state
+    assert VerifiedState.load(tmp_path / "missing.json") is None
+    obj = json.loads(path.read_text())
+    obj["size"] = 7  # a compact range of 5 leaves (2 hashes) cannot describe 7 (3)
+    path.write_text(json.dumps(obj))
+    with pytest.raises(ConfigurationError, match="compact range of 7 leaves"):
+        VerifiedState.load(path)
+    obj["size"], obj["root_hash"] = 5, obj["compact_range"][0]
+    path.write_text(json.dumps(obj))
+    with pytest.raises(ConfigurationError, match="does not match its root"):
+        VerifiedState.load(path)
+    path.write_text("{}")
+    with pytest.raises(ConfigurationError, match="not a fraudhub audit state file"):
+        VerifiedState.load(path)
