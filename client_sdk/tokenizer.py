@@ -219,13 +219,13 @@ class Tokenizer:
 
     def _stub(self, holder: HolderEndpoint) -> keyholder_pb2_grpc.KeyHolderStub:
         with self._lock:
-            stub = self._stubs.get(holder.index)
-            if stub is None:
+            holder_stub = self._stubs.get(holder.index)
+            if holder_stub is None:
                 auth = BearerAuth(self._key, holder.jwt_audience)
                 channel = open_channel(holder.address, self._security, auth)
                 self._channels.append(channel)
-                stub = self._stubs[holder.index] = keyholder_pb2_grpc.KeyHolderStub(channel)
-            return stub
+                holder_stub = self._stubs[holder.index] = keyholder_pb2_grpc.KeyHolderStub(channel)
+            return holder_stub
 
     def _call(self, holder: HolderEndpoint, batch: BlindedBatch) -> HolderResponse:
         """One holder's (unverified) answer; raises _Refused or HolderError."""
