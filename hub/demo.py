@@ -34,10 +34,10 @@ from hub.audit_service import log_signer
 from hub.audit_verify import verify_log
 from hub.checkpoint import LogVerifier
 from hub.deployment import LOG_FILENAME, LocalDeployment
+from hub.resources import shipped
 
-__all__ = ["EXAMPLES", "register", "run_demo"]
+__all__ = ["register", "run_demo"]
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SCREENING_PURPOSE = "sim_activation_screening"
 REPORTING_PURPOSE = "fraud_reporting"
 
@@ -110,8 +110,12 @@ def _matched(result: MatchResult | ItemFailure) -> bool:
     return isinstance(result, MatchResult) and result.matched
 
 
-def run_demo(data_dir: Path, examples: Path = EXAMPLES) -> None:
-    """Run every step; raises DemoFailure or a FraudhubError if one fails."""
+def run_demo(data_dir: Path, examples: Path | None = None) -> None:
+    """Run every step; raises DemoFailure or a FraudhubError if one fails.
+
+    ``examples`` defaults to the shipped ``examples/`` directory.
+    """
+    examples = examples if examples is not None else shipped("examples")
     with tempfile.TemporaryDirectory(prefix="fraudhub-demo-clients-") as client_dir:
         _say(f"Starting a hub and 3 key holders (2-of-3) on loopback; state in {data_dir}")
         with LocalDeployment(data_dir, Path(client_dir)) as world:
