@@ -11,6 +11,9 @@
   left as it was.  Other failures (hub unreachable, PERMISSION_DENIED) exit 2.
 - ``report --from --to [--format table|csv|json]``: per-institution requests,
   items, matches, match rate, refusals by reason, requests by tier and purpose.
+- ``log-key --data-dir DIR``: run by the hub's OPERATOR on the hub's machine;
+  prints the verifier key of the hub's log key (creating the key if the hub
+  never ran), to hand to regulators out of band for ``verify --log-key``.
 - ``anomalies [--from --to]``: volume spikes, match-rate outliers, sensitive
   queries clustering on few case references, quota exhaustion
   (:mod:`hub.anomalies`); exit 1 if anything is flagged, so it can gate a job.
@@ -38,7 +41,9 @@ from client_sdk.auth import HUB_AUDIENCE, BearerAuth, InstitutionKey
 from client_sdk.errors import AuditLogError, ConfigurationError
 from client_sdk.transport import ChannelSecurity, errors_from_status, open_channel
 from hub.anomalies import Thresholds, detect
+from hub.argtypes import positive_float, positive_int
 from hub.audit_report import FORMATS, InstitutionReport, render
+from hub.audit_service import log_signer
 from hub.audit_verify import VerifiedState, verify_log
 from hub.checkpoint import LogVerifier
 from hub.events import AuditEvent, decode
@@ -190,6 +195,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_log_key(args: argparse.Namespace) -> int:
+    print(log_signer(args.data_dir).verifier_key())
+    return 0
+
+
 def _report_from_message(message: audit_pb2.InstitutionReport) -> InstitutionReport:
     return InstitutionReport(
         institution=message.institution,
@@ -200,6 +210,8 @@ def _report_from_message(message: audit_pb2.InstitutionReport) -> InstitutionRep
         refusals_by_reason=Counter(dict(message.refusals_by_reason)),
         requests_by_tier=Counter(dict(message.requests_by_tier)),
         requests_by_purpose=Counter(dict(message.requests_by_purpose)),
+        contributed=message.contributed,
+        revoked=message.revoked,
     )
 
 
@@ -253,7 +265,7 @@ def _connection_args(parser: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    """Add the ``audit`` command group (verify, report, anomalies)."""
+    """Add the ``audit`` command group (verify, log-key, report, anomalies)."""
     group = sub.add_parser("audit", help="verify and analyse the hub's audit log (regulators)")
     actions = group.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
 
@@ -289,6 +301,14 @@ def register(sub: Any) -> None:
     )
     verify.set_defaults(func=_cmd_verify)
 
+    log_key = actions.add_parser(
+        "log-key", help="print the hub's log verifier key (operator, on the hub's machine)"
+    )
+    log_key.add_argument(
+        "--data-dir", type=Path, required=True, help="the hub's data directory (log-key.pem)"
+    )
+    log_key.set_defaults(func=_cmd_log_key)
+
     report = actions.add_parser("report", help="per-institution aggregates over a time window")
     _connection_args(report)
     report.add_argument("--from", dest="since", type=_when, help="start (ISO, inclusive, UTC)")
@@ -300,13 +320,15 @@ def register(sub: Any) -> None:
     _connection_args(anomalies)
     anomalies.add_argument("--from", dest="since", type=_when, help="start (default --days ago)")
     anomalies.add_argument("--to", dest="until", type=_when, help="end (ISO, exclusive, UTC)")
-    anomalies.add_argument("--days", type=int, default=30, help="window when --from is absent")
+    anomalies.add_argument(
+        "--days", type=positive_int(), default=30, help="window when --from is absent"
+    )
     defaults = Thresholds()
-    anomalies.add_argument("--spike-factor", type=float, default=defaults.spike_factor)
-    anomalies.add_argument("--match-rate-z", type=float, default=defaults.match_rate_z)
+    anomalies.add_argument("--spike-factor", type=positive_float, default=defaults.spike_factor)
+    anomalies.add_argument("--match-rate-z", type=positive_float, default=defaults.match_rate_z)
     anomalies.add_argument(
         "--queries-per-case-reference",
-        type=float,
+        type=positive_float,
         default=defaults.queries_per_case_reference,
     )
     anomalies.set_defaults(func=_cmd_anomalies)

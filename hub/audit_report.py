@@ -6,6 +6,8 @@ Definitions, used by ``Audit.GetReport`` and ``fraudhub audit report`` alike:
 - *items*, *matches*: sums of ``item_count`` and ``match_count`` over its MATCH
   requests (actions ``<Service>.Match*``), and *match rate* = matches / items
   (0 when it screened nothing);
+- *contributed*, *revoked*: sums of ``item_count`` over its contribution
+  requests (``<Service>.Contribute*``) and its revocations (``<Service>.Revoke*``);
 - *refusals*: requests whose outcome is not ``"ok"``, counted per reason code
   (a refusal without reason codes counts under its outcome);
 - *by tier* and *by purpose*: requests per policy tier recorded in the event
@@ -27,6 +29,7 @@ from hub.events import AuditEvent
 __all__ = [
     "FORMATS",
     "InstitutionReport",
+    "action_family",
     "aggregate",
     "is_match_action",
     "render",
@@ -37,9 +40,18 @@ NO_TIER = "unrecorded"
 NO_PURPOSE = "none"
 
 
+def action_family(action: str) -> str:
+    """``"match"``, ``"contribute"``, ``"revoke"`` or ``"other"`` for an audited action."""
+    method = action.rpartition(".")[2]
+    for family in ("Match", "Contribute", "Revoke"):
+        if method.startswith(family):
+            return family.lower()
+    return "other"
+
+
 def is_match_action(action: str) -> bool:
     """True for the screening RPCs (``Exchange.Match``, ``Exchange.MatchStream``...)."""
-    return action.rpartition(".")[2].startswith("Match")
+    return action_family(action) == "match"
 
 
 @dataclass
@@ -51,6 +63,8 @@ class InstitutionReport:
     items: int = 0
     matches: int = 0
     refusals: int = 0
+    contributed: int = 0
+    revoked: int = 0
     refusals_by_reason: Counter[str] = field(default_factory=Counter)
     requests_by_tier: Counter[str] = field(default_factory=Counter)
     requests_by_purpose: Counter[str] = field(default_factory=Counter)
@@ -61,9 +75,14 @@ class InstitutionReport:
 
     def add(self, event: AuditEvent) -> None:
         self.requests += 1
-        if is_match_action(event.action):
+        family = action_family(event.action)
+        if family == "match":
             self.items += event.item_count
             self.matches += event.match_count
+        elif family == "contribute":
+            self.contributed += event.item_count
+        elif family == "revoke":
+            self.revoked += event.item_count
         if event.outcome != "ok":
             self.refusals += 1
             for reason in event.reasons or (event.outcome,):
@@ -80,6 +99,8 @@ class InstitutionReport:
             "matches": self.matches,
             "match_rate": round(self.match_rate, 6),
             "refusals": self.refusals,
+            "contributed": self.contributed,
+            "revoked": self.revoked,
             "refusals_by_reason": dict(sorted(self.refusals_by_reason.items())),
             "requests_by_tier": dict(sorted(self.requests_by_tier.items())),
             "requests_by_purpose": dict(sorted(self.requests_by_purpose.items())),
@@ -118,6 +139,8 @@ def render(reports: Sequence[InstitutionReport], fmt: str) -> str:
         "refusals_by_reason",
         "requests_by_tier",
         "requests_by_purpose",
+        "contributed",
+        "revoked",
     ]
     rows = [
         [
@@ -130,6 +153,8 @@ def render(reports: Sequence[InstitutionReport], fmt: str) -> str:
             _counts(r.refusals_by_reason),
             _counts(r.requests_by_tier),
             _counts(r.requests_by_purpose),
+            str(r.contributed),
+            str(r.revoked),
         ]
         for r in reports
     ]

@@ -15,9 +15,10 @@ A thin adapter over :mod:`hub.auditlog`.  Guarantees:
   what was actually sent.
 - Checkpoints are signed with the hub's Ed25519 log key (``<data_dir>/log-key.pem``,
   created if missing) under the key name :data:`DEFAULT_ORIGIN`; they are made
-  every :data:`CHECKPOINT_EVERY_EVENTS` events or :data:`CHECKPOINT_EVERY_SECONDS`
-  seconds by a :class:`Checkpointer` thread that lives as long as the gRPC
-  server, and on request (``GetCheckpoint(fresh=true)``).
+  every ``HubConfig.checkpoint_every_events`` events or
+  ``HubConfig.checkpoint_every_seconds`` seconds (``serve --checkpoint-every``,
+  ``--checkpoint-seconds``; defaults 1000 and 60) by a :class:`Checkpointer`
+  thread that lives as long as the gRPC server, and on request (``GetCheckpoint(fresh=true)``).
 - Proofs read O(log n) stored nodes; ``ListEvents`` pages through the log by
   leaf index, :data:`PAGE_SIZE` rows per database read.
 """
@@ -44,7 +45,7 @@ from hub import auditlog
 from hub.audit_report import InstitutionReport, aggregate
 from hub.auth import current_principal
 from hub.checkpoint import LogSigner, load_or_create_log_key
-from hub.config import HubConfig, LivePolicy
+from hub.config import CHECKPOINT_EVERY_EVENTS, CHECKPOINT_EVERY_SECONDS, HubConfig, LivePolicy
 from hub.events import AuditEvent, decode, request_digest
 from hub.models import utcnow
 from hub.policy import Principal
@@ -71,8 +72,6 @@ SERVICE = "fraudhub.v1.Audit"
 #: The log's origin line and the key name of its signatures.
 DEFAULT_ORIGIN = "fraudhub/audit-log"
 LOG_KEY_FILENAME = "log-key.pem"
-CHECKPOINT_EVERY_EVENTS = 1000
-CHECKPOINT_EVERY_SECONDS = 60.0
 PAGE_SIZE = 1000
 
 #: The Audit service's rows of the hub's per-method role table: regulators only.
@@ -321,6 +320,8 @@ def _report_message(report: InstitutionReport) -> audit_pb2.InstitutionReport:
         refusals_by_reason=dict(report.refusals_by_reason),
         requests_by_tier=dict(report.requests_by_tier),
         requests_by_purpose=dict(report.requests_by_purpose),
+        contributed=report.contributed,
+        revoked=report.revoked,
     )
 
 
@@ -367,7 +368,8 @@ class Checkpointer:
             try:
                 self.run_once()
             except (FraudhubError, SQLAlchemyError) as exc:
-                log.error("periodic checkpoint failed: %s: %s", type(exc).__name__, exc)
+                # The type only: a database error's text can carry SQL parameters.
+                log.error("periodic checkpoint failed (%s); retrying next tick", type(exc).__name__)
 
 
 def log_signer(data_dir: Path, origin: str = DEFAULT_ORIGIN) -> LogSigner:
@@ -383,7 +385,12 @@ def register(server: grpc.Server, store: Store, policy: LivePolicy, config: HubC
     """
     signer = log_signer(config.data_dir)
     audit_pb2_grpc.add_AuditServicer_to_server(AuditService(store, signer, policy=policy), server)
-    checkpointer = Checkpointer(store, signer)
+    checkpointer = Checkpointer(
+        store,
+        signer,
+        every_events=config.checkpoint_every_events,
+        every_seconds=config.checkpoint_every_seconds,
+    )
 
     def stopped(timeout: float) -> bool:
         # wait_for_termination returns True when it TIMED OUT (server still running).

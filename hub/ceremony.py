@@ -21,6 +21,7 @@ from typing import Any
 
 from client_sdk.errors import ConfigurationError
 from client_sdk.threshold import MAX_HOLDERS, KeyShare, PublicKeyInfo, deal
+from hub.argtypes import positive_int
 
 __all__ = ["check_share", "deal_to_directory", "load_public", "load_share", "register"]
 
@@ -97,15 +98,7 @@ def check_share(share: KeyShare, public: PublicKeyInfo) -> None:
 
 # --- CLI -------------------------------------------------------------------------
 
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= MAX_HOLDERS:
-        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_HOLDERS}")
-    return value
+_holders = positive_int(MAX_HOLDERS)
 
 
 def _cmd_deal(args: argparse.Namespace) -> int:
@@ -134,9 +127,9 @@ def register(sub: Any) -> None:
     keys = sub.add_parser("keys", help="OPRF key ceremony (deal and check key shares)")
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     p = ksub.add_parser("deal", help="make a new OPRF key and split it t-of-n")
-    p.add_argument("--threshold", "-t", type=_positive, required=True)
-    p.add_argument("--holders", "-n", type=_positive, required=True)
-    p.add_argument("--epoch", type=_positive, default=1, help="key epoch (rotation counter)")
+    p.add_argument("--threshold", "-t", type=_holders, required=True)
+    p.add_argument("--holders", "-n", type=_holders, required=True)
+    p.add_argument("--epoch", type=positive_int(), default=1, help="key epoch (rotation counter)")
     p.add_argument("--out", type=Path, required=True, help="directory for the files")
     p.set_defaults(func=_cmd_deal)
     c = ksub.add_parser("check", help="check that a share file belongs to a public key file")

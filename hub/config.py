@@ -15,19 +15,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hub.policy import Policy, load_policy
+from hub.resources import shipped
 from hub.store import sqlite_url
 
 __all__ = [
+    "CHECKPOINT_EVERY_EVENTS",
+    "CHECKPOINT_EVERY_SECONDS",
     "DEFAULT_LISTEN",
-    "DEFAULT_POLICY",
     "HubConfig",
     "LivePolicy",
+    "default_policy",
 ]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:7443"
-DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
+#: Default audit checkpoint cadence: sign one every N events or T seconds.
+CHECKPOINT_EVERY_EVENTS = 1000
+CHECKPOINT_EVERY_SECONDS = 60.0
+
+
+def default_policy() -> Path:
+    """``policies/default.yaml`` where it is installed (source tree or share/fraudhub)."""
+    return shipped("policies/default.yaml")
 
 
 @dataclass(frozen=True)
@@ -45,7 +55,7 @@ class HubConfig:
     public_key: Path
     listen: str = DEFAULT_LISTEN
     database_url: str | None = None
-    policy_paths: tuple[Path, ...] = field(default=(DEFAULT_POLICY,))
+    policy_paths: tuple[Path, ...] = field(default_factory=lambda: (default_policy(),))
     tls_dir: Path | None = None
     insecure: bool = False
     max_workers: int = 8
@@ -53,6 +63,9 @@ class HubConfig:
     shutdown_grace: float = 5.0
     # Seconds between deletions of expired indicators.
     expiry_sweep_interval: float = 3600.0
+    # A signed audit checkpoint every N events or T seconds, whichever comes first.
+    checkpoint_every_events: int = CHECKPOINT_EVERY_EVENTS
+    checkpoint_every_seconds: float = CHECKPOINT_EVERY_SECONDS
 
     @property
     def url(self) -> str:

@@ -38,7 +38,7 @@ from hub import auditlog
 from hub.admin import local_operator_event, to_registered
 from hub.auth import JsonFileRegistry, TokenVerifier, dump_registry
 from hub.ceremony import deal_to_directory, load_public, load_share
-from hub.config import DEFAULT_POLICY, HubConfig
+from hub.config import HubConfig, default_policy
 from hub.keyholder import KeyHolderServer, KeyHolderServicer, QuotaLedger
 from hub.models import Institution, utcnow
 from hub.server import HubServer
@@ -80,7 +80,7 @@ class LocalDeployment:
         database_url: str | None = None,
         threshold: int = 2,
         holders: int = 3,
-        policy_paths: tuple[Path, ...] = (DEFAULT_POLICY,),
+        policy_paths: tuple[Path, ...] | None = None,
         servicers: dict[int, type[KeyHolderServicer]] | None = None,
         log_to_file: bool = True,
         grace: float = 1.0,
@@ -106,7 +106,7 @@ class LocalDeployment:
                 public_key=public_path,
                 listen="127.0.0.1:0",
                 database_url=database_url,
-                policy_paths=policy_paths,
+                policy_paths=policy_paths or (default_policy(),),
                 max_workers=8,
                 shutdown_grace=grace,
             )

@@ -18,6 +18,8 @@ from typing import Any
 
 from client_sdk.auth import keyholder_audience
 from client_sdk.errors import ConfigurationError
+from client_sdk.threshold import MAX_HOLDERS
+from hub.argtypes import positive_int
 from hub.auth import JsonFileRegistry, TokenVerifier
 from hub.ceremony import check_share, load_public, load_share
 from hub.keyholder import DEFAULT_DAILY_QUOTA, KeyHolderServer, KeyHolderServicer, QuotaLedger
@@ -86,7 +88,12 @@ def _cmd_keyholder(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     init = sub.add_parser("init", help="create a local CA and TLS certificates")
     init.add_argument("--data-dir", type=Path, required=True)
-    init.add_argument("--holders", type=int, default=3, help="number of key holders (default 3)")
+    init.add_argument(
+        "--holders",
+        type=positive_int(MAX_HOLDERS),
+        default=3,
+        help="number of key holders (default 3)",
+    )
     init.add_argument(
         "--host", action="append", default=[], help="extra host name or IP for the certificates"
     )
@@ -106,10 +113,12 @@ def register(sub: Any) -> None:
     kh.add_argument("--insecure", action="store_true", help="serve WITHOUT TLS (development only)")
     kh.add_argument(
         "--daily-quota",
-        type=int,
+        type=positive_int(),
         default=DEFAULT_DAILY_QUOTA,
         help=f"elements per institution per UTC day (default {DEFAULT_DAILY_QUOTA})",
     )
     kh.add_argument("--audience", help="JWT audience (default fraudhub:keyholder:<index>)")
-    kh.add_argument("--workers", type=int, default=8, help="RPC worker threads (default 8)")
+    kh.add_argument(
+        "--workers", type=positive_int(), default=8, help="RPC worker threads (default 8)"
+    )
     kh.set_defaults(func=_cmd_keyholder)

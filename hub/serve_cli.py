@@ -40,8 +40,16 @@ from client_sdk.errors import ConfigurationError
 from client_sdk.transport import ChannelSecurity, errors_from_status, open_channel
 from hub import auditlog
 from hub.admin import local_operator_event, to_registered
+from hub.argtypes import positive_float, positive_int
+from hub.audit_service import log_signer
 from hub.auth import ROLES, dump_registry
-from hub.config import DEFAULT_LISTEN, DEFAULT_POLICY, HubConfig
+from hub.config import (
+    CHECKPOINT_EVERY_EVENTS,
+    CHECKPOINT_EVERY_SECONDS,
+    DEFAULT_LISTEN,
+    HubConfig,
+    default_policy,
+)
 from hub.models import Institution, utcnow
 from hub.server import HubServer
 from hub.store import (
@@ -76,14 +84,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         public_key=args.public,
         listen=args.listen,
         database_url=args.database_url,
-        policy_paths=tuple(args.policy or [DEFAULT_POLICY]),
+        policy_paths=tuple(args.policy or [default_policy()]),
         insecure=args.insecure,
         max_workers=args.workers,
+        checkpoint_every_events=args.checkpoint_every,
+        checkpoint_every_seconds=args.checkpoint_seconds,
     )
     hub = HubServer(config)
     port = hub.start()
     hub.install_signal_handlers()
     print(f"hub listening on port {port}")
+    # Regulators pin this key (audit verify --log-key); it is public.
+    print(f"audit log key {log_signer(config.data_dir).verifier_key()}")
     sys.stdout.flush()
     hub.wait()
     return 0
@@ -170,7 +182,23 @@ def register(sub: Any) -> None:
         help="policy file; repeat for overrides (stricter wins). Default: policies/default.yaml",
     )
     serve.add_argument("--insecure", action="store_true", help="serve WITHOUT TLS (development)")
-    serve.add_argument("--workers", type=int, default=8, help="RPC worker threads (default 8)")
+    serve.add_argument(
+        "--workers", type=positive_int(), default=8, help="RPC worker threads (default 8)"
+    )
+    serve.add_argument(
+        "--checkpoint-every",
+        type=positive_int(),
+        default=CHECKPOINT_EVERY_EVENTS,
+        metavar="N",
+        help=f"sign an audit checkpoint every N events (default {CHECKPOINT_EVERY_EVENTS})",
+    )
+    serve.add_argument(
+        "--checkpoint-seconds",
+        type=positive_float,
+        default=CHECKPOINT_EVERY_SECONDS,
+        metavar="T",
+        help=f"... or every T seconds when the log grew (default {CHECKPOINT_EVERY_SECONDS:g})",
+    )
     serve.set_defaults(func=_cmd_serve)
 
 

@@ -109,12 +109,12 @@ def e2e_world(
     """
     import shutil
 
-    from hub.config import DEFAULT_POLICY
+    from hub.config import default_policy
     from hub.deployment import LocalDeployment
 
     root = tmp_path_factory.mktemp(f"e2e-{request.param}")
     policy_path = root / "policy.yaml"
-    shutil.copyfile(DEFAULT_POLICY, policy_path)
+    shutil.copyfile(default_policy(), policy_path)
     override_path = root / "override.yaml"
     override_path.write_text(E2E_EMPTY_OVERRIDE)
     liar = _switchable_liar()

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hub.audit_report import aggregate, is_match_action, render
+from hub.audit_report import action_family, aggregate, is_match_action, render
 from hub.events import AuditEvent
 
 T = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -51,12 +51,19 @@ EVENTS = [
     ev("bank-a", "Exchange.Contribute", items=50, purpose="fraud_reporting"),
     ev("bank-a", outcome="denied", reasons=("purpose_not_allowed", "tier_sensitive")),
     ev("carrier-b", outcome="RESOURCE_EXHAUSTED", tiers=(), purpose=""),
+    ev("carrier-b", "Exchange.ContributeStream", items=70, purpose="fraud_reporting"),
+    ev("carrier-b", "Exchange.Revoke", items=2, purpose="fraud_reporting"),
 ]
 
 
 def test_match_actions() -> None:
     assert is_match_action("Exchange.Match") and is_match_action("Exchange.MatchStream")
     assert not is_match_action("Exchange.Contribute") and not is_match_action("Audit.GetReport")
+    assert [action_family(a) for a in ("Exchange.ContributeStream", "Exchange.Revoke")] == [
+        "contribute",
+        "revoke",
+    ]
+    assert action_family("Admin.AddInstitution") == "other"
 
 
 def test_aggregate() -> None:
@@ -66,10 +73,12 @@ def test_aggregate() -> None:
     assert dict(a.refusals_by_reason) == {"purpose_not_allowed": 1, "tier_sensitive": 1}
     assert dict(a.requests_by_tier) == {"public": 4, "sensitive": 1}
     assert dict(a.requests_by_purpose) == {"payment_screening": 3, "fraud_reporting": 1}
-    assert (c.institution, c.requests, c.match_rate) == ("carrier-b", 1, 0.0)
+    assert (a.contributed, a.revoked) == (50, 0)
+    assert (c.institution, c.requests, c.items, c.match_rate) == ("carrier-b", 3, 0, 0.0)
+    assert (c.contributed, c.revoked) == (70, 2)
     assert dict(c.refusals_by_reason) == {"RESOURCE_EXHAUSTED": 1}
-    assert dict(c.requests_by_tier) == {"unrecorded": 1}
-    assert dict(c.requests_by_purpose) == {"none": 1}
+    assert dict(c.requests_by_tier) == {"unrecorded": 1, "public": 2}
+    assert dict(c.requests_by_purpose) == {"none": 1, "fraud_reporting": 2}
 
 
 def test_render_formats() -> None:
@@ -78,6 +87,8 @@ def test_render_formats() -> None:
     assert as_json[0]["match_rate"] == 0.05 and as_json[1]["institution"] == "carrier-b"
     rows = list(csv.DictReader(io.StringIO(render(reports, "csv"))))
     assert rows[0]["refusals_by_reason"] == "purpose_not_allowed=1 tier_sensitive=1"
+    assert (rows[1]["contributed"], rows[1]["revoked"]) == ("70", "2")
+    assert as_json[1]["contributed"] == 70
     table = render(reports, "table").splitlines()
     assert table[0].split()[:3] == ["institution", "requests", "items"]
     assert table[1].split()[:5] == ["bank-a", "4", "400", "20", "0.0500"]

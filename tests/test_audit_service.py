@@ -22,6 +22,7 @@ from hub import auditlog, merkle
 from hub.audit_service import METHOD_ROLES, Checkpointer, log_signer
 from hub.checkpoint import LogVerifier, open_checkpoint
 from hub.events import AuditEvent, decode
+from hub.store import Store, sqlite_url
 
 pytestmark = pytest.mark.e2e
 
@@ -200,17 +201,25 @@ def test_only_regulators_may_call_audit(hub: RunningHub) -> None:
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
-def test_periodic_checkpoints(hub: RunningHub) -> None:
-    signer = log_signer(hub.config.data_dir)
+def test_periodic_checkpoints(tmp_path: Path) -> None:
+    # A store of its own: the running hub's checkpoint thread would race this one.
+    store = Store(sqlite_url(tmp_path))
+    store.migrate()
+    signer = log_signer(tmp_path)
     clock = [T0]
     checkpointer = Checkpointer(
-        hub.server.store, signer, every_events=100, every_seconds=60, clock=lambda: clock[0]
+        store, signer, every_events=100, every_seconds=60, clock=lambda: clock[0]
     )
-    verifier = LogVerifier.from_verifier_key(hub.log_key)
+    verifier = LogVerifier.from_verifier_key(signer.verifier_key())
+    assert checkpointer.run_once() is None  # an empty log is not checkpointed
+    with store.session() as session:
+        for i in range(2500):
+            auditlog.append(session, event(i))
+        session.commit()
     first = checkpointer.run_once()  # no checkpoint yet and 2,500 events: due
     assert first is not None and open_checkpoint(first, verifier).size == 2500
     assert checkpointer.run_once() is None  # nothing new
-    with hub.server.store.session() as session:
+    with store.session() as session:
         for i in range(2500, 2550):
             auditlog.append(session, event(i))
         session.commit()
@@ -218,6 +227,13 @@ def test_periodic_checkpoints(hub: RunningHub) -> None:
     clock[0] = T0 + timedelta(seconds=61)
     later = checkpointer.run_once()
     assert later is not None and open_checkpoint(later, verifier).size == 2550
+    with store.session() as session:
+        for i in range(2550, 2650):
+            auditlog.append(session, event(i))
+        session.commit()
+    by_count = checkpointer.run_once()  # 100 events, 0 s since the last one
+    assert by_count is not None and open_checkpoint(by_count, verifier).size == 2650
+    store.dispose()
 
 
 def test_checkpoint_thread_ends_with_the_server(hub: RunningHub) -> None:

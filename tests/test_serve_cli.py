@@ -22,7 +22,7 @@ from hub import auditlog
 from hub.auth import parse_registry
 from hub.ceremony import deal_to_directory
 from hub.cli import main
-from hub.config import DEFAULT_POLICY
+from hub.config import default_policy
 from hub.store import Store, sqlite_url
 from hub.tls import init_tls
 
@@ -85,15 +85,32 @@ def _health(port: int, ca: Path) -> int:
         channel.close()
 
 
-def test_serve_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> None:
+def _checkpoint_size(tmp_path: Path, at_least: int, within: float = 10.0) -> int:
+    store = Store(sqlite_url(tmp_path))
+    deadline = time.monotonic() + within
+    try:
+        while True:
+            with store.session() as session:
+                row = auditlog.latest_checkpoint(session)
+            if (row is not None and row.tree_size >= at_least) or time.monotonic() > deadline:
+                return 0 if row is None else row.tree_size
+            time.sleep(0.1)
+    finally:
+        store.dispose()
+
+
+def test_serve_reloads_on_sighup_and_stops_on_sigterm(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     init_tls(tmp_path, holders=3)
     _, public = deal_to_directory(2, 3, tmp_path / "keys")
     policy = tmp_path / "policy.yaml"
-    shutil.copyfile(DEFAULT_POLICY, policy)
+    shutil.copyfile(default_policy(), policy)
     env_path = f"{ROOT / 'protos'}:{ROOT}"
     process = subprocess.Popen(
         [sys.executable, "-m", "hub.cli", "serve", "--data-dir", str(tmp_path),
-         "--public", str(public), "--listen", "127.0.0.1:0", "--policy", str(policy)],
+         "--public", str(public), "--listen", "127.0.0.1:0", "--policy", str(policy),
+         "--checkpoint-every", "1", "--checkpoint-seconds", "3600"],
         cwd=ROOT, env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -102,6 +119,17 @@ def test_serve_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> None:
         line = process.stdout.readline()
         assert line.startswith("hub listening on port "), line
         port = int(line.rsplit(" ", 1)[1])
+        # The log key regulators pin, as the operator's command prints it too.
+        key_line = process.stdout.readline().strip()
+        assert main(["audit", "log-key", "--data-dir", str(tmp_path)]) == 0
+        assert key_line == f"audit log key {capsys.readouterr().out.strip()}"
+        # --checkpoint-every 1: each audited event gets its checkpoint within a tick,
+        # where the default (1000 events or 60 s) would wait a minute.
+        for n, institution in enumerate(("bank-x", "bank-y"), start=1):
+            key = public_key_b64(generate_key())
+            add = ["institution", "add", "--data-dir", str(tmp_path), "--id", institution]
+            assert main([*add, "--role", "bank", "--public-key", key]) == 0
+            assert _checkpoint_size(tmp_path, at_least=n) == n
         ca = tmp_path / "tls" / "ca.pem"
         assert _health(port, ca) == health_pb2.HealthCheckResponse.SERVING
         # Plaintext is refused by a TLS server.
@@ -123,3 +151,25 @@ def test_serve_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert process.stderr is not None
     errors = process.stderr.read()
     assert "policy reload refused, the running policy stays" in errors
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--checkpoint-every", "0"], "--checkpoint-every: must be at least 1, got 0"),
+        (["serve", "--checkpoint-seconds", "-1"], "--checkpoint-seconds: must be a finite number"),
+        (["serve", "--checkpoint-seconds", "nan"], "--checkpoint-seconds: must be a finite number"),
+        (["serve", "--workers", "two"], "--workers: not a whole number: 'two'"),
+        (["keyholder", "--daily-quota", "0"], "--daily-quota: must be at least 1, got 0"),
+        (["init", "--holders", "300"], "--holders: must be between 1 and"),
+        (["audit", "anomalies", "--days", "-3"], "--days: must be at least 1, got -3"),
+        (["audit", "anomalies", "--spike-factor", "0"], "--spike-factor: must be a finite number"),
+    ],
+)
+def test_cli_numbers_are_validated(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

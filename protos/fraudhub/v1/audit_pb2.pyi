@@ -363,6 +363,8 @@ class InstitutionReport(_message.Message):
     REFUSALS_BY_REASON_FIELD_NUMBER: _builtins.int
     REQUESTS_BY_TIER_FIELD_NUMBER: _builtins.int
     REQUESTS_BY_PURPOSE_FIELD_NUMBER: _builtins.int
+    CONTRIBUTED_FIELD_NUMBER: _builtins.int
+    REVOKED_FIELD_NUMBER: _builtins.int
     institution: _builtins.str
     requests: _builtins.int
     items: _builtins.int
@@ -372,6 +374,10 @@ class InstitutionReport(_message.Message):
     """matches / items of match requests, 0 if none"""
     refusals: _builtins.int
     """requests whose outcome is not "ok" """
+    contributed: _builtins.int
+    """items of contribution requests"""
+    revoked: _builtins.int
+    """items of revocation requests"""
     @_builtins.property
     def refusals_by_reason(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """reason code (or outcome) -> count"""
@@ -392,10 +398,12 @@ class InstitutionReport(_message.Message):
         refusals_by_reason: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         requests_by_tier: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         requests_by_purpose: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        contributed: _builtins.int = ...,
+        revoked: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["institution", b"institution", "items", b"items", "match_rate", b"match_rate", "matches", b"matches", "refusals", b"refusals", "refusals_by_reason", b"refusals_by_reason", "requests", b"requests", "requests_by_purpose", b"requests_by_purpose", "requests_by_tier", b"requests_by_tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contributed", b"contributed", "institution", b"institution", "items", b"items", "match_rate", b"match_rate", "matches", b"matches", "refusals", b"refusals", "refusals_by_reason", b"refusals_by_reason", "requests", b"requests", "requests_by_purpose", b"requests_by_purpose", "requests_by_tier", b"requests_by_tier", "revoked", b"revoked"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
