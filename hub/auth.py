@@ -11,10 +11,13 @@ verifies it before the servicer runs and guarantees:
 - ``aud`` equals this server's audience; ``exp``, ``iat``, ``nbf`` and ``jti``
   are required; the token is not expired, not used before ``nbf``/``iat``
   (beyond :data:`LEEWAY` seconds) and lives at most ``MAX_TOKEN_TTL`` seconds.
-- A ``jti`` is accepted once per issuer while its token is alive
-  (:class:`ReplayCache`).  The cache is per process: replicas of the hub behind
-  a load balancer must share one (implement :class:`ReplayGuard` on the shared
-  database), or a token could be replayed once per replica.
+- A ``jti`` is accepted once per issuer while its token is alive (a
+  :class:`ReplayGuard`).  The hub keeps token ids in its database
+  (``hub.admin.DatabaseReplayGuard``), shared by its replicas and kept across
+  restarts; a key holder, one process with no database, uses the in-memory
+  :class:`ReplayCache`, whose memory ends with the process (a token captured
+  just before a restart could be replayed there until it expires, at most
+  ``MAX_TOKEN_TTL`` seconds; the holder's answer is only blinded elements).
 - The caller's role is allowed for the method by a per-method table; methods
   missing from the table are denied.
 - The servicer reads the caller with :func:`current_principal`.

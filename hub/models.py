@@ -32,6 +32,7 @@ __all__ = [
     "Indicator",
     "Institution",
     "QuotaUsage",
+    "SeenToken",
     "UTCDateTime",
     "utcnow",
 ]
@@ -126,3 +127,17 @@ class QuotaUsage(SQLModel, table=True):
     bucket: str = Field(primary_key=True, max_length=128)
     day: str = Field(primary_key=True, max_length=10)  # ISO date, UTC
     used: int = Field(default=0)
+
+
+class SeenToken(SQLModel, table=True):
+    """A JWT id (``jti``) the hub accepted, kept until its token can no longer be used.
+
+    Shared by every hub replica on the same database and kept across restarts,
+    so a captured token cannot be replayed at another replica or after a restart.
+    """
+
+    __tablename__ = "seen_token"
+
+    issuer: str = Field(primary_key=True, max_length=64)
+    jti: str = Field(primary_key=True, max_length=128)
+    forget_after: datetime = Field(sa_column=_utc_column(nullable=False, index=True))

@@ -41,7 +41,7 @@ from client_sdk.auth import HUB_AUDIENCE
 from client_sdk.errors import AuthenticationError, FraudhubError, PermissionDenied, PolicyDenied
 from client_sdk.transport import MAX_MESSAGE_BYTES
 from hub import audit_service, auditlog, tls
-from hub.admin import AdminService, DatabaseRegistry
+from hub.admin import AdminService, DatabaseRegistry, DatabaseReplayGuard
 from hub.auth import AuthInterceptor, TokenVerifier
 from hub.ceremony import load_public
 from hub.config import HubConfig, LivePolicy
@@ -222,7 +222,9 @@ class HubServer:
         self._stopped = threading.Event()
         self.port = 0
         roles = {**HUB_METHOD_ROLES, **audit_service.METHOD_ROLES}
-        verifier = TokenVerifier(self.registry, HUB_AUDIENCE)
+        verifier = TokenVerifier(
+            self.registry, HUB_AUDIENCE, replay=DatabaseReplayGuard(self.store)
+        )
         self.server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=config.max_workers, thread_name_prefix="fraudhub-hub"

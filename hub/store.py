@@ -40,7 +40,7 @@ from sqlmodel import Session, col, select
 
 from client_sdk.errors import AlreadyExists, NotFound, QuotaExhausted, ServerError
 from hub.matching import Contribution, Sighting
-from hub.models import Indicator, Institution, QuotaUsage
+from hub.models import Indicator, Institution, QuotaUsage, SeenToken
 
 __all__ = [
     "SQLITE_FILENAME",
@@ -52,8 +52,10 @@ __all__ = [
     "delete_expired",
     "disable_institution",
     "find_active",
+    "forget_expired_tokens",
     "get_institution",
     "list_institutions",
+    "remember_token",
     "revoke",
     "sqlite_url",
     "upsert_contributions",
@@ -329,6 +331,33 @@ def delete_expired(session: Session, now: datetime) -> int:
     """
     table = Indicator.__table__  # type: ignore[attr-defined]
     result = session.execute(sa.delete(table).where(table.c.expires_at <= now))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def remember_token(
+    session: Session, issuer: str, jti: str, forget_after: datetime, now: datetime
+) -> bool:
+    """Record that ``issuer`` used token id ``jti``; False if it is still recorded.
+
+    One ``INSERT ... ON CONFLICT`` on the primary key, so two replicas racing
+    on the same token cannot both succeed; a record already past its
+    ``forget_after`` (not yet swept) counts as forgotten.  Does not commit.
+    """
+    table = SeenToken.__table__  # type: ignore[attr-defined]
+    insert = _insert(session, table).values(issuer=issuer, jti=jti, forget_after=forget_after)
+    statement = insert.on_conflict_do_update(
+        index_elements=["issuer", "jti"],
+        set_={"forget_after": insert.excluded.forget_after},
+        where=table.c.forget_after < now,
+    ).returning(table.c.jti)
+    # RETURNING, not rowcount: psycopg reports -1 for an upsert's rowcount.
+    return session.execute(statement).first() is not None
+
+
+def forget_expired_tokens(session: Session, now: datetime) -> int:
+    """Delete token ids whose tokens expired before ``now``; return how many.  No commit."""
+    table = SeenToken.__table__  # type: ignore[attr-defined]
+    result = session.execute(sa.delete(table).where(table.c.forget_after < now))
     return int(getattr(result, "rowcount", 0) or 0)
 
 

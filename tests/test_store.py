@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -12,10 +13,16 @@ from alembic.migration import MigrationContext
 from sqlmodel import SQLModel, select
 
 import hub.auditlog
-from client_sdk.errors import AlreadyExists, NotFound, QuotaExhausted
+from client_sdk.errors import (
+    AlreadyExists,
+    AuthenticationError,
+    NotFound,
+    QuotaExhausted,
+    Unavailable,
+)
 from hub import store
 from hub.matching import Contribution
-from hub.models import Indicator, Institution
+from hub.models import Indicator, Institution, SeenToken
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 assert hub.auditlog  # its tables are part of the migrated schema
@@ -221,3 +228,52 @@ def test_replicas_migrating_together_both_succeed(database_url: str) -> None:
         assert compare_metadata(context, SQLModel.metadata) == []
     for s in stores:
         s.dispose()
+
+
+# --- token ids (replay protection shared by replicas) ---------------------------------------
+
+
+def test_token_ids_are_remembered_once_until_they_expire(hub_store: store.Store) -> None:
+    jti, later = "j" * 16, NOW + timedelta(minutes=5)
+    with hub_store.session() as session:
+        assert store.remember_token(session, "bank-a", jti, later, NOW)
+        assert not store.remember_token(session, "bank-a", jti, later, NOW)
+        assert store.remember_token(session, "bank-b", jti, later, NOW)  # per issuer
+        session.commit()
+    after = later + timedelta(seconds=1)
+    with hub_store.session() as session:
+        # Past its forget_after a record counts as forgotten, swept or not.
+        assert store.remember_token(session, "bank-a", jti, after + timedelta(minutes=5), after)
+        assert not store.remember_token(session, "bank-a", jti, after + timedelta(minutes=5), after)
+        assert store.forget_expired_tokens(session, after) == 1  # bank-b's
+        session.commit()
+
+
+def test_replay_guard_is_shared_by_replicas_and_restarts(hub_store: store.Store) -> None:
+    from hub.admin import DatabaseReplayGuard
+
+    now = [NOW.timestamp()]
+    first, second = (DatabaseReplayGuard(hub_store, clock=lambda: now[0]) for _ in range(2))
+    first.check_and_store("bank-a", "a" * 20, now[0] + 300)
+    with pytest.raises(AuthenticationError, match="replayed"):
+        second.check_and_store("bank-a", "a" * 20, now[0] + 300)  # another replica
+    restarted = DatabaseReplayGuard(hub_store, clock=lambda: now[0])
+    with pytest.raises(AuthenticationError, match="replayed"):
+        restarted.check_and_store("bank-a", "a" * 20, now[0] + 300)
+    # Once the token has expired (plus leeway) its id is swept on the next sweep.
+    now[0] += 400
+    DatabaseReplayGuard(hub_store, clock=lambda: now[0]).check_and_store(
+        "bank-a", "b" * 20, now[0] + 300
+    )
+    with hub_store.session() as session:
+        left = session.exec(select(SeenToken.jti)).all()
+    assert left == ["b" * 20]
+
+
+def test_replay_guard_refuses_when_the_database_fails(tmp_path: Path) -> None:
+    from hub.admin import DatabaseReplayGuard
+
+    unmigrated = store.Store(store.sqlite_url(tmp_path))  # no seen_token table
+    with pytest.raises(Unavailable, match="retry"):
+        DatabaseReplayGuard(unmigrated).check_and_store("bank-a", "c" * 20, NOW.timestamp())
+    unmigrated.dispose()

@@ -149,7 +149,12 @@ def test_large_inputs_use_the_process_pool(
         with tokenizer(world, running, **options) as t:
             assert t.tokenize(items) == expected_keys(world, items)
             assert t.excluded_holders == frozenset({2})
-    assert pooled == [5]
+            workers = t._pool
+            # The next large input reuses the worker processes; close() ends them.
+            assert t.tokenize(items[:12]) == expected_keys(world, items[:12])
+            assert workers is not None and t._pool is workers
+        assert t._pool is None
+    assert pooled == [5, 3]
 
 
 def test_configuration_is_checked(world: World) -> None:

@@ -5,11 +5,18 @@ from __future__ import annotations
 import os
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client_sdk import oprf, tokens
 from client_sdk.errors import CryptoError, InvalidRequest
+
+# HKDF-SHA256(ikm = bytes 0..63, no salt, info = the module's two labels), computed
+# with cryptography's HKDF when the format was fixed.
+MATCH_TOKEN_KAT = "db60467fbde0c27c4b0cee52613ad91d1285d3bc78949c6d491910590a8e77df"
+LABEL_KEY_KAT = "0f82a48af914c5c87df8d6d8657aa575657684991b44dd6d5980f7b95c632478"
 
 SK = oprf.derive_key_pair(bytes(32), b"tokens test", oprf.Mode.VOPRF)[0]
 
@@ -39,6 +46,26 @@ def test_token_and_label_key_are_independent_and_deterministic() -> None:
     assert a.match_token.hex()[:8] not in repr(a)
     with pytest.raises(CryptoError):
         tokens.derive_token_keys(b"short")
+
+
+def _reference_hkdf(ikm: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(ikm)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.binary(min_size=64, max_size=64))
+def test_token_keys_are_hkdf_sha256_without_salt(output: bytes) -> None:
+    """The hand-split HKDF equals the library's HKDF-SHA256 (salt absent, L = 32)."""
+    keys = tokens.derive_token_keys(output)
+    assert keys.match_token == _reference_hkdf(output, tokens.MATCH_TOKEN_INFO)
+    assert keys.label_key == _reference_hkdf(output, tokens.LABEL_KEY_INFO)
+
+
+def test_token_keys_known_answer() -> None:
+    """Pins the token format: a change here orphans every stored token."""
+    keys = tokens.derive_token_keys(bytes(range(64)))
+    assert keys.match_token.hex() == MATCH_TOKEN_KAT
+    assert keys.label_key.hex() == LABEL_KEY_KAT
 
 
 CONTEXT = ("phone", "bank-a")
