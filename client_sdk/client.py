@@ -622,9 +622,9 @@ class HubClient:
         invalid: InvalidItems | None,
     ) -> dict[int, MatchResult | ItemFailure]:
         out: dict[int, MatchResult | ItemFailure] = {}
-        for error in invalid.items if invalid else ():
-            index, (kind, _) = batch[error.index]
-            out[index] = ItemFailure(index, kind, InvalidRequest(error.reason))
+        for position, reason in _malformed(response, invalid).items():
+            index, (kind, _) = batch[position]
+            out[index] = ItemFailure(index, kind, InvalidRequest(reason))
         for result in response.results:
             index, (kind, keys) = batch[result.index]
             out[index] = self._decode_result(index, kind, keys, result)
@@ -794,6 +794,18 @@ class _Pipeline(Generic[_T]):
             self._sender.shutdown(wait=True)
 
 
+def _malformed(
+    response: exchange_pb2.ContributeResponse | exchange_pb2.MatchResponse,
+    invalid: InvalidItems | None,
+) -> dict[int, str]:
+    """Reason by position of each malformed item: the response lists all of them,
+    the INVALID_ARGUMENT status only the first 50 (and a stream's status counts
+    positions across the stream, so it is only used with the response it came with)."""
+    found = {e.index: e.reason for e in (invalid.items if invalid else ())}
+    found.update((m.index, m.reason) for m in response.malformed)
+    return found
+
+
 def _contribute_results(
     batch: Sequence[tuple[int, exchange_pb2.Indicator]],
     response: exchange_pb2.ContributeResponse,
@@ -801,12 +813,12 @@ def _contribute_results(
 ) -> dict[int, Contributed | ItemFailure]:
     """Per-item outcomes of one request (or one stream) of ``batch``."""
     out: dict[int, Contributed | ItemFailure] = {}
-    bad = {e.index: e for e in (invalid.items if invalid else ())}
+    bad = _malformed(response, invalid)
     rejected = {r.index: r.reason for r in response.rejected_items}
     clipped = {c.index: c.expires_at.ToDatetime(tzinfo=UTC) for c in response.clipped}
     for position, (index, message) in enumerate(batch):
         if position in bad:
-            out[index] = ItemFailure(index, message.kind, InvalidRequest(bad[position].reason))
+            out[index] = ItemFailure(index, message.kind, InvalidRequest(bad[position]))
         elif position in rejected:
             reasons = tuple(rejected[position].split(","))
             denied = PolicyDenied("the policy refuses this item", reasons)

@@ -73,6 +73,9 @@ ERROR_DOMAIN = "fraudhub"
 MAX_FIELD_VIOLATIONS = 50
 # 64 MiB: a 10000-item batch with sealed labels is ~11 MiB; gRPC's default is 4 MiB.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Trailing metadata accepted: an INVALID_ARGUMENT status carries the answer for
+# a batch's valid items (the hub attaches at most 1 MiB); gRPC's default is 16 KiB.
+MAX_METADATA_BYTES = 2 * 1024 * 1024
 
 _VIOLATION_FIELD = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*)\[(\d+)\]$")
 _VIOLATION_DESCRIPTION = re.compile(r"^\(([A-Za-z0-9_.:-]*)\) (.*)$", re.DOTALL)
@@ -282,6 +285,8 @@ def open_channel(
     channel_options: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         *options,
     ]
     if security.insecure:

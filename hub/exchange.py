@@ -79,6 +79,9 @@ __all__ = ["MAX_CASE_REFERENCE", "MAX_ITEMS", "ExchangeService", "audit_outcome"
 log = logging.getLogger(__name__)
 
 MAX_ITEMS = 10_000
+# The largest partial answer packed into an INVALID_ARGUMENT status (trailing
+# metadata): the SDK's channels accept 2 MiB (client_sdk.transport).
+MAX_PARTIAL_BYTES = 1024 * 1024
 MAX_CASE_REFERENCE = 256
 # Purposes and revocation reasons are codes, never free text: they are audited.
 _CODE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -218,6 +221,7 @@ class _ContributeTally:
             rejected_items=self.rejected,
             clipped=self.clipped,
             policy_version=self.policy_version,
+            malformed=malformed_items(self.invalid),
         )
 
 
@@ -447,6 +451,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
     ) -> exchange_pb2.MatchResponse:
         principal, policy, draft = self._begin("Exchange.Match", request)
         response, invalid = self._match_message(principal, policy, draft, request)
+        response.malformed.extend(malformed_items(invalid))
         if invalid:
             _abort_partial(context, _invalid_message(invalid, "answered"), invalid, response)
         return response
@@ -465,6 +470,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 ItemError(e.index + offset, e.kind, e.reason, e.field) for e in message_invalid
             )
             offset += len(request.queries)
+            response.malformed.extend(malformed_items(message_invalid))
             yield response
         if invalid:
             raise InvalidItems(_invalid_message(invalid, "answered"), tuple(invalid))
@@ -633,6 +639,13 @@ def _encode_summary(
     return result
 
 
+def malformed_items(invalid: Iterable[ItemError]) -> list[exchange_pb2.MalformedItem]:
+    """The response's complete list of malformed items (the status names only 50)."""
+    return [
+        exchange_pb2.MalformedItem(index=e.index, field=e.field, reason=e.reason) for e in invalid
+    ]
+
+
 def _abort_partial(
     context: grpc.ServicerContext, message: str, invalid: list[ItemError], partial: Message
 ) -> NoReturn:
@@ -640,12 +653,21 @@ def _abort_partial(
 
     The status is the one ``hub.errors`` makes for :class:`InvalidItems`
     (ErrorInfo + BadRequest), plus ``partial`` (the response for the valid
-    items) packed as one more detail, so the SDK still gets its results.
+    items) packed as one more detail, so the SDK still gets its results, if
+    it is at most :data:`MAX_PARTIAL_BYTES`: the status travels in trailing
+    metadata, which gRPC peers bound (16 KiB by default, 2 MiB in the SDK).
     """
+    size = partial.ByteSize()
+    if size > MAX_PARTIAL_BYTES:
+        message += (
+            f"; the answer for them ({size} bytes) is too large to attach to this status: "
+            "send smaller requests or use the streaming call"
+        )
     status = to_rpc_status(InvalidItems(message, tuple(invalid)))
-    packed = any_pb2.Any()
-    packed.Pack(partial)
-    status.details.append(packed)
+    if size <= MAX_PARTIAL_BYTES:
+        packed = any_pb2.Any()
+        packed.Pack(partial)
+        status.details.append(packed)
     context.abort_with_status(rpc_status.to_status(status))
     raise AssertionError("abort_with_status returned")  # grpc always raises
 

@@ -728,6 +728,26 @@ def test_streams_name_malformed_items_across_the_stream(world: LocalDeployment) 
     # Every message was answered before the status; result indices are per message.
     assert [[r.matched for r in reply.results] for reply in received] == [[True, False], [], [True]]
     assert [r.index for r in received[0].results] == [0, 1]
+    # ... and so are its malformed queries, in the response itself.
+    assert [[m.index for m in reply.malformed] for reply in received] == [[], [0], []]
+    assert received[1].malformed[0].reason == "unknown kind"
+    assert [(m.index, m.field) for m in summary.malformed] == [(2, "indicators")]
+
+
+def test_large_batches_with_malformed_items_keep_their_answers(world: LocalDeployment) -> None:
+    """The answer for the valid items rides in the INVALID_ARGUMENT status, far over
+    gRPC's default 16 KiB of trailing metadata; more than 50 malformed items are all
+    named in the response, though the status's BadRequest stops at 50."""
+    good = [hashlib.sha256(f"e2e-large-{i}".encode()).digest() for i in range(3000)]
+    queries = [exchange_pb2.MatchQuery(token=t, kind="url", key_epoch=1) for t in good]
+    queries += [exchange_pb2.MatchQuery(token=b"x", kind="url", key_epoch=1)] * 60
+    with pytest.raises(grpc.RpcError) as error:
+        stub(world, "carrier-x").Match(exchange_pb2.MatchRequest(purpose=SIM, queries=queries))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    partial = exchange_pb2.MatchResponse()
+    assert len(_details(error.value, partial)) == 50
+    assert len(partial.results) == 3000 and partial.ByteSize() > 16 * 1024
+    assert [m.index for m in partial.malformed] == list(range(3000, 3060))
 
 
 def test_admin_refuses_malformed_institutions(world: LocalDeployment) -> None:

@@ -17,6 +17,18 @@ google.rpc.BadRequest naming each offending item, e.g. field
   - sealed_label: at most 1052 bytes (12-byte nonce + 1024-byte label + 16-byte tag)
   - confidence: 0..100
   - purpose: a purpose named in the policy; case_reference: at most 256 characters
+
+Malformed items.  A request with malformed items still processes its valid
+items (stored, or matched and audited).  Every malformed item is listed in
+the response's `malformed` (complete; indices as in `results` /
+`rejected_items`).  The call then ends with INVALID_ARGUMENT, whose
+google.rpc.Status carries ErrorInfo, a BadRequest naming the first 50 items,
+and, for the unary calls and ContributeStream, the response for the valid
+items packed as one more detail when it is at most 1 MiB (the SDK's
+channels accept 2 MiB of trailing metadata; gRPC's default is 16 KiB, so
+other clients should raise `grpc.max_metadata_size` or use MatchStream,
+whose responses arrive before the status).  A larger answer is not attached
+and the status message says so; the valid items were processed all the same.
 """
 
 from collections import abc as _abc
@@ -90,6 +102,36 @@ class Indicator(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Indicator: _TypeAlias = Indicator  # noqa: Y015
+
+@_typing.final
+class MalformedItem(_message.Message):
+    """An item the hub could not read (wrong token length, unknown kind, another
+    key epoch, a bad timestamp...).  `field` is the request field, e.g.
+    "indicators[12].token"; `reason` never contains a submitted value.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    field: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        field: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "index", b"index", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MalformedItem: _TypeAlias = MalformedItem  # noqa: Y015
 
 @_typing.final
 class ContributeRequest(_message.Message):
@@ -181,6 +223,7 @@ class ContributeResponse(_message.Message):
     REJECTED_FIELD_NUMBER: _builtins.int
     REJECTED_ITEMS_FIELD_NUMBER: _builtins.int
     CLIPPED_FIELD_NUMBER: _builtins.int
+    MALFORMED_FIELD_NUMBER: _builtins.int
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
     accepted: _builtins.int
     """Newly stored items."""
@@ -198,6 +241,10 @@ class ContributeResponse(_message.Message):
     def clipped(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClippedItem]:
         """Items whose expires_at was clipped to the retention cap."""
 
+    @_builtins.property
+    def malformed(self) -> _containers.RepeatedCompositeFieldContainer[Global___MalformedItem]:
+        """Items not stored because they are malformed (see the file comment)."""
+
     def __init__(
         self,
         *,
@@ -206,11 +253,12 @@ class ContributeResponse(_message.Message):
         rejected: _builtins.int = ...,
         rejected_items: _abc.Iterable[Global___RejectedItem] | None = ...,
         clipped: _abc.Iterable[Global___ClippedItem] | None = ...,
+        malformed: _abc.Iterable[Global___MalformedItem] | None = ...,
         policy_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "clipped", b"clipped", "duplicates", b"duplicates", "policy_version", b"policy_version", "rejected", b"rejected", "rejected_items", b"rejected_items"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "clipped", b"clipped", "duplicates", b"duplicates", "malformed", b"malformed", "policy_version", b"policy_version", "rejected", b"rejected", "rejected_items", b"rejected_items"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -450,20 +498,26 @@ class MatchResponse(_message.Message):
 
     RESULTS_FIELD_NUMBER: _builtins.int
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    MALFORMED_FIELD_NUMBER: _builtins.int
     policy_version: _builtins.str
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___MatchResult]:
-        """One per query, in query order."""
+        """One per valid query, in query order."""
+
+    @_builtins.property
+    def malformed(self) -> _containers.RepeatedCompositeFieldContainer[Global___MalformedItem]:
+        """Queries not answered because they are malformed (see the file comment)."""
 
     def __init__(
         self,
         *,
         results: _abc.Iterable[Global___MatchResult] | None = ...,
         policy_version: _builtins.str = ...,
+        malformed: _abc.Iterable[Global___MalformedItem] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy_version", b"policy_version", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["malformed", b"malformed", "policy_version", b"policy_version", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

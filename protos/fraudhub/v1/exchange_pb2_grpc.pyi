@@ -17,6 +17,18 @@ google.rpc.BadRequest naming each offending item, e.g. field
   - sealed_label: at most 1052 bytes (12-byte nonce + 1024-byte label + 16-byte tag)
   - confidence: 0..100
   - purpose: a purpose named in the policy; case_reference: at most 256 characters
+
+Malformed items.  A request with malformed items still processes its valid
+items (stored, or matched and audited).  Every malformed item is listed in
+the response's `malformed` (complete; indices as in `results` /
+`rejected_items`).  The call then ends with INVALID_ARGUMENT, whose
+google.rpc.Status carries ErrorInfo, a BadRequest naming the first 50 items,
+and, for the unary calls and ContributeStream, the response for the valid
+items packed as one more detail when it is at most 1 MiB (the SDK's
+channels accept 2 MiB of trailing metadata; gRPC's default is 16 KiB, so
+other clients should raise `grpc.max_metadata_size` or use MatchStream,
+whose responses arrive before the status).  A larger answer is not attached
+and the status message says so; the valid items were processed all the same.
 """
 
 from collections import abc as _abc
