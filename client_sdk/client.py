@@ -509,7 +509,9 @@ class HubClient:
     def revoke(self, items: Sequence[tuple[str, str]], *, reason: str) -> RevokeResult:
         """Withdraw this institution's contributions of ``(kind, value)`` pairs.
 
-        ``reason`` is a short code (``false_positive``, ``court_order``...).
+        ``reason`` is one of the hub's codes: ``false_positive``, ``court_order``,
+        ``data_subject_request``, ``contributor_error``, ``duplicate``,
+        ``case_closed``, ``other`` (InvalidRequest otherwise).
         """
         tokens, failures = self._tokenize(items)
         revoked = not_found = 0

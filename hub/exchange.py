@@ -27,8 +27,10 @@ Documented behaviour (the SDK relies on it):
   across the whole stream.
 - **Revocation** is never refused by the policy: withdrawing data discloses
   nothing, and a tightened policy must not trap data in the hub.  Only the
-  contributor's own rows are touched.  The reason must be a short code
-  (``false_positive``, ``court_order``...) because it is audited.
+  contributor's own rows are touched.  The reason is one of
+  :data:`REVOKE_REASONS`, because it is audited: free text could carry a value.
+- A purpose the policy does not declare is refused and audited as
+  :data:`UNDECLARED_PURPOSE`, never as the text the caller sent.
 - **Atomicity.**  A message's rows, its quota use and its audit event commit
   together; a refused or failed message leaves only its audit event (written
   in a fresh transaction after the rollback).
@@ -74,11 +76,30 @@ from hub.models import utcnow
 from hub.policy import Context, Decision, Disclosure, Policy, Principal
 from hub.store import StorageError, Store, consume_quota, find_active, revoke, upsert_contributions
 
-__all__ = ["MAX_CASE_REFERENCE", "MAX_ITEMS", "ExchangeService", "audit_outcome"]
+__all__ = [
+    "MAX_CASE_REFERENCE",
+    "MAX_ITEMS",
+    "REVOKE_REASONS",
+    "UNDECLARED_PURPOSE",
+    "ExchangeService",
+    "audit_outcome",
+]
 
 log = logging.getLogger(__name__)
 
 MAX_ITEMS = 10_000
+#: Why a contributor withdraws indicators (RevokeRequest.reason); audited.
+REVOKE_REASONS = (
+    "false_positive",
+    "court_order",
+    "data_subject_request",
+    "contributor_error",
+    "duplicate",
+    "case_closed",
+    "other",
+)
+#: What the audit log records for a purpose the policy does not declare.
+UNDECLARED_PURPOSE = "undeclared"
 # The largest partial answer packed into an INVALID_ARGUMENT status (trailing
 # metadata): the SDK's channels accept 2 MiB (client_sdk.transport).
 MAX_PARTIAL_BYTES = 1024 * 1024
@@ -134,6 +155,8 @@ class _AuditDraft:
     item_count: int = 0
     match_count: int = 0
     policy_version: str = ""
+    # The policy's purposes: only these are written to the log as given.
+    declared_purposes: frozenset[str] = frozenset()
 
     def note(self, decision: Decision) -> None:
         self.policy_version = decision.version
@@ -152,7 +175,7 @@ class _AuditDraft:
             institution=principal.institution,
             role=principal.role,
             action=self.action,
-            purpose=self.purpose if _CODE.fullmatch(self.purpose) else "",
+            purpose=self._audited_purpose(),
             legal_basis=_legal_basis(self.rules),
             case_ref_digest=case_ref_digest(self.case_reference),
             kinds=tuple(self.kinds),
@@ -164,6 +187,15 @@ class _AuditDraft:
             request_digest=self.request_digest,
             tiers=tuple(self.tiers),
         )
+
+
+    def _audited_purpose(self) -> str:
+        # A purpose the policy does not declare is refused; its text is not
+        # logged, since the log is permanent and a caller may put anything
+        # there, a phone number included.
+        if not self.purpose or self.purpose in self.declared_purposes:
+            return self.purpose
+        return UNDECLARED_PURPOSE
 
 
 def _legal_basis(rules: Iterable[str]) -> str:
@@ -290,6 +322,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
             action=action,
             request_digest=request_digest(request.SerializeToString(deterministic=True)),
             policy_version=policy.version,
+            declared_purposes=policy.purposes,
         )
         return principal, policy, draft
 
@@ -416,10 +449,9 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         def work(session: Session, now: datetime) -> exchange_pb2.RevokeResponse:
             if not 1 <= len(request.items) <= MAX_ITEMS:
                 raise InvalidRequest(f"a request holds 1 to {MAX_ITEMS} items")
-            if not _CODE.fullmatch(request.reason):
-                raise InvalidRequest(
-                    "reason must be a short code such as false_positive or court_order"
-                )
+            if request.reason not in REVOKE_REASONS:
+                # A fixed list: the reason is written to the permanent audit log.
+                raise InvalidRequest("reason must be one of " + ", ".join(REVOKE_REASONS))
             draft.reasons.append(f"REVOKE_REASON:{request.reason}")
             keys: list[tuple[str, bytes, int]] = []
             for index, item in enumerate(request.items):

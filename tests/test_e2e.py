@@ -788,3 +788,26 @@ def test_case_reference_travels_and_only_its_digest_is_audited(world: LocalDeplo
     assert event["purpose"] == "fraud_investigation"
     assert event["case_ref_digest"] == hashlib.sha256(case.encode()).hexdigest()
     assert case not in json.dumps(event)
+
+
+def test_free_text_never_reaches_the_audit_log(world: LocalDeployment) -> None:
+    """Purpose and revocation reason are the caller's text: a number put there
+    must not be written to the permanent log."""
+    number, national_id = "13912349876", "110101199003074477"
+    query = exchange_pb2.MatchQuery(token=bytes(32), kind="url", key_epoch=1)
+    with pytest.raises(grpc.RpcError) as undeclared:
+        stub(world, "bank-a").Match(exchange_pb2.MatchRequest(purpose=number, queries=[query]))
+    assert undeclared.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    event = last_event(world)
+    assert (event["action"], event["purpose"]) == ("Exchange.Match", "undeclared")
+    assert number not in json.dumps(event)
+    revoke = exchange_pb2.RevokeRequest(
+        reason=national_id,
+        items=[exchange_pb2.RevokeItem(token=bytes(32), kind="url", key_epoch=1)],
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        stub(world, "bank-a").Revoke(revoke)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "false_positive" in (refused.value.details() or "")
+    event = last_event(world)
+    assert event["action"] == "Exchange.Revoke" and national_id not in json.dumps(event)

@@ -296,7 +296,10 @@ class RevokeRequest(_message.Message):
     ITEMS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
-    """Why (e.g. "false_positive", "court_order"); at most 256 characters, audited."""
+    """Why, one of: false_positive, court_order, data_subject_request,
+    contributor_error, duplicate, case_closed, other (hub.exchange.REVOKE_REASONS).
+    Audited; any other text is refused (INVALID_ARGUMENT).
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___RevokeItem]:
         """1..10000 items."""
