@@ -112,11 +112,26 @@ class Indicator:
 
 @dataclass(frozen=True)
 class ItemFailure:
-    """Why input ``index`` got no result; ``error`` never holds the value."""
+    """Why input ``index`` got no result; ``error`` never holds the value.
+
+    ``kind`` is ``"unknown"`` when the caller's kind is not one fraudhub
+    knows: a misplaced column can put a value there, and failures get printed.
+    """
 
     index: int
     kind: str
     error: FraudhubError
+
+    def __post_init__(self) -> None:
+        if self.kind not in indicators.ALL_KINDS:
+            object.__setattr__(self, "kind", indicators.UNKNOWN_KIND)
+
+    @property
+    def reason(self) -> str:
+        """The error without its own position prefix (``index`` and ``kind`` say where)."""
+        if isinstance(self.error, InvalidIndicator):
+            return self.error.reason
+        return str(self.error)
 
 
 @dataclass(frozen=True)
@@ -738,6 +753,8 @@ class HubClient:
             for position, (row, outcome) in enumerate(zip(rows, outcomes, strict=True)):
                 summary.rows += 1
                 record = {k: v for k, v in row.items() if k != "value"}
+                if "kind" in record:  # the kind cell may hold a value put in the wrong column
+                    record["kind"] = outcome.kind
                 record.update(_result_columns(outcome))
                 if writer is None:
                     writer = csv.DictWriter(out, fieldnames=list(record))
@@ -909,7 +926,7 @@ def _result_columns(outcome: MatchResult | ItemFailure) -> dict[str, str]:
             "last_seen": "",
             "max_confidence": "",
             "labels": "",
-            "error": str(outcome.error),
+            "error": outcome.reason,
         }
     return {
         "matched": "yes" if outcome.matched else "no",

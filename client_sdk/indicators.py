@@ -114,6 +114,7 @@ __all__ = [
     "NATIONAL_ID_COUNTRIES",
     "PROHIBITED_KINDS",
     "PROHIBITED_REASON",
+    "UNKNOWN_KIND",
     "WALLET_CHAINS",
     "canonicalize",
     "canonicalize_many",
@@ -141,6 +142,8 @@ PROHIBITED_KINDS: tuple[str, ...] = (
     "religion",
 )
 ALL_KINDS: tuple[str, ...] = KINDS + PROHIBITED_KINDS
+#: What errors call a kind that is not in ALL_KINDS (the text may be a value).
+UNKNOWN_KIND = "unknown"
 PROHIBITED_REASON = "prohibited kind: never stored or matched"
 CATEGORIES: tuple[str, ...] = (
     "money_mule",
@@ -662,7 +665,7 @@ def canonicalize(kind: str, value: str, *, default_region: str = "CN") -> str:
     except _Reject as rejection:
         reason = rejection.reason
     # Raised outside the handler, so no library exception is chained to it.
-    error = InvalidIndicator(kind if kind in ALL_KINDS else "unknown", reason)
+    error = InvalidIndicator(kind if kind in ALL_KINDS else UNKNOWN_KIND, reason)
     _log.debug("indicator refused: %s", error)
     raise error
 

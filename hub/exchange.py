@@ -188,7 +188,6 @@ class _AuditDraft:
             tiers=tuple(self.tiers),
         )
 
-
     def _audited_purpose(self) -> str:
         # A purpose the policy does not declare is refused; its text is not
         # logged, since the log is permanent and a caller may put anything

@@ -107,7 +107,7 @@ def _client(args: argparse.Namespace) -> HubClient:
 
 def _report(summary: BulkSummary) -> int:
     for failure in summary.failures:
-        print(f"row {failure.index} ({failure.kind}): {failure.error}", file=sys.stderr)
+        print(f"row {failure.index} ({failure.kind}): {failure.reason}", file=sys.stderr)
     return 1 if summary.failures else 0
 
 

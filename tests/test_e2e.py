@@ -580,22 +580,29 @@ def test_contribute_and_match_commands(
         "kind,value,category,confidence\n"
         f"phone,{phone(4001)},scam_phone,80\n"
         "phone,not-a-phone,scam_phone,80\n"
+        "13987654325,phone,scam_phone,80\n"  # value and kind swapped
     )
     config = world.client_config("bank-a")
     args = ["--config", str(config), "--no-progress"]
     assert main(["contribute", str(source), *args, "--purpose", REPORT]) == 1
     captured = capsys.readouterr()
-    assert "1 of 2 rows stored" in captured.out and "row 2 (phone)" in captured.err
-    assert "not-a-phone" not in captured.err
+    assert "1 of 3 rows stored" in captured.out
+    assert "row 2 (phone): " in captured.err and "row 3 (unknown): unknown kind" in captured.err
+    assert "not-a-phone" not in captured.err and "13987654325" not in captured.err
+    assert "item " not in captured.err  # one position per line, the row's
     queries = tmp_path / "queries.csv"
-    queries.write_text(f"ref,kind,value\nq1,phone,{phone(4001)}\nq2,phone,{phone(4002)}\n")
+    queries.write_text(
+        f"ref,kind,value\nq1,phone,{phone(4001)}\nq2,phone,{phone(4002)}\nq3,13987654325,phone\n"
+    )
     out = tmp_path / "out.csv"
     carrier = world.client_config("carrier-x")
     assert main(["match", str(queries), "--config", str(carrier), "--no-progress",
-                 "--purpose", SIM, "--out", str(out)]) == 0  # fmt: skip
-    lines = out.read_text().splitlines()
+                 "--purpose", SIM, "--out", str(out)]) == 1  # fmt: skip
+    text = out.read_text()
+    lines = text.splitlines()
     assert lines[0].startswith("ref,kind,matched,disclosure")
     assert lines[1].startswith("q1,phone,yes,summary") and lines[2].startswith("q2,phone,no")
+    assert lines[3].startswith("q3,unknown,,") and "13987654325" not in text
 
 
 def test_quota_is_counted_with_the_work_and_refusal_writes_nothing(
