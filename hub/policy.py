@@ -525,7 +525,38 @@ class Policy:
     def _grant(
         self, role: str, purpose: str, action: str, kind: str, tier: str
     ) -> _Grant | Decision:
-        """The composed grant of every layer, or the refusal."""
+        """The composed grant of every layer, or the refusal.
+
+        An override that moves a kind to a stricter tier must not bring the
+        operator's rules for that tier with it when they are looser than the
+        rules the kind had: the rules are applied under every tier any layer
+        gives the kind, and the strictest outcome stands (stricter wins).
+        """
+        classified = {tier} | {
+            layer.tiers[kind] for layer in self.layers if layer.tiers and kind in layer.tiers
+        }
+        result: _Grant | None = None
+        # Strictest first: its quota bucket is the one the grant keeps.
+        for each in sorted(classified, key=lambda t: _STRICTNESS.get(t, 0)):
+            grant = self._grant_under(role, purpose, action, kind, each)
+            if isinstance(grant, Decision):
+                return replace(grant, tier=tier)
+            if result is None:
+                result = grant
+            else:
+                result = _Grant(
+                    min(result.disclosure, grant.disclosure),
+                    result.obligations.meet(grant.obligations),
+                    tuple(dict.fromkeys((*result.reasons, *grant.reasons))),
+                    tuple(dict.fromkeys((*result.rules, *grant.rules))),
+                )
+        assert result is not None  # ``classified`` holds at least ``tier``
+        return result
+
+    def _grant_under(
+        self, role: str, purpose: str, action: str, kind: str, tier: str
+    ) -> _Grant | Decision:
+        """The composed grant of every layer with ``kind`` in ``tier``, or the refusal."""
         denials: list[str] = []
         grant: _Grant | None = None
         for position, layer in enumerate(self.layers):

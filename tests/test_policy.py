@@ -637,6 +637,75 @@ def test_an_override_layer_never_loosens(
         assert after.obligations.attribution_allowed <= before.obligations.attribution_allowed
 
 
+def _every_query() -> list[tuple[str, str, str, str, str | None]]:
+    return [
+        (role, action, kind, purpose, case)
+        for role in ROLES
+        for action in ACTIONS
+        for kind in (*TIER_TABLE, AUDIT_KIND)
+        for purpose in PURPOSES
+        for case in (None, "CASE-1")
+    ]
+
+
+def _looser(value: int | None, bound: int | None) -> bool:
+    """Is the limit ``value`` (None: unlimited) looser than ``bound``?"""
+    return bound is not None and (value is None or value > bound)
+
+
+@PROPERTY_SETTINGS
+@given(
+    policies(),
+    st.lists(rules("extra-"), max_size=4),
+    st.dictionaries(st.sampled_from(OPEN_KINDS), st.sampled_from(OPEN_TIERS), max_size=3),
+)
+def test_an_override_never_loosens_any_decision(
+    policy: Policy, extra: list[Rule], moves: dict[str, str]
+) -> None:
+    """Rules AND tier moves of an override: over every query, nothing gets looser.
+
+    (A move to a less strict tier is ignored by composition, so any move is drawn.)
+    """
+    override = replace(_layer("extra", extra, base=False), tiers=moves)
+    stricter = Policy([*policy.layers, override])
+    for q in _every_query():
+        before, after = _ask(policy, q), _ask(stricter, q)
+        if not after.allow:
+            continue
+        assert before.allow, q
+        assert after.disclosure <= before.disclosure, q
+        b, a = before.obligations, after.obligations
+        assert a.min_contributors >= b.min_contributors, q
+        assert a.case_reference_required >= b.case_reference_required, q
+        assert a.attribution_allowed <= b.attribution_allowed, q
+        assert not _looser(a.daily_quota, b.daily_quota), q
+        assert not _looser(a.retention_days, b.retention_days), q
+
+
+def test_moving_a_kind_to_a_stricter_tier_does_not_bring_that_tiers_grants() -> None:
+    """The operator grants banks a count on sensitive kinds and nothing on phones;
+    a regulator who moves phones to sensitive must not open them to banks."""
+    base = _base_layer(
+        (
+            Rule(
+                id="sens",
+                action="match",
+                roles=frozenset({"r1"}),
+                purposes=frozenset({"p1"}),
+                effect="allow",
+                tiers=frozenset({"sensitive"}),
+                kinds=frozenset(),
+                disclosure=Disclosure.COUNT,
+            ),
+        )
+    )
+    moved = PolicyLayer("reg", (), tiers={"c1": "sensitive"})
+    for layers in ([base], [base, moved]):
+        decision = Policy(layers).decide(Principal("i", "r1"), "match", "c1", "p1", Context(None))
+        assert not decision.allow and decision.reasons == ("DENY_NO_RULE",)
+    assert Policy([base, moved]).tier_of("c1") == "sensitive"
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.text(max_size=20), st.text(max_size=20), st.text(max_size=20), st.text(max_size=20))
 def test_decide_never_raises(role: str, action: str, kind: str, purpose: str) -> None:
