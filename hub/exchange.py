@@ -633,11 +633,8 @@ def _match_result(
     reasons = list(decision.reasons)
     if not decision.allow:
         return exchange_pb2.MatchResult(index=index, reasons=reasons)
+    # The policy already capped LABELS without attribution (CAP_NO_ATTRIBUTION).
     level = decision.disclosure
-    if level >= Disclosure.LABELS and not decision.obligations.attribution_allowed:
-        # Labels are bound to the contributor id, so LABELS means attribution.
-        level = Disclosure.SUMMARY
-        reasons.append("CAP_NO_ATTRIBUTION")
     summary = matching.aggregate(
         principal.institution,
         sightings,

@@ -223,6 +223,8 @@ REASON_TEXT: Final[Mapping[str, str]] = {
     "DENY_AUDIT_KIND": "refused: the audit action covers the whole log and takes no kind",
     "DENY_CASE_REFERENCE_REQUIRED": "refused: this purpose and kind need a case reference, "
     "and none was given",
+    "CAP_NO_ATTRIBUTION": "capped at summary: a label names the institution that wrote it, "
+    "and the rule does not allow attribution",
 }
 
 
@@ -496,10 +498,16 @@ class Policy:
                 rules=grant.rules,
             )
         disclosure = grant.disclosure if action == "match" else Disclosure.NONE
+        reasons = grant.reasons
+        if disclosure >= Disclosure.LABELS and not grant.obligations.attribution_allowed:
+            # A sealed label is bound to its contributor's id (the AAD), so it
+            # cannot be shown without saying who wrote it.
+            disclosure = Disclosure.SUMMARY
+            reasons = (*reasons, "CAP_NO_ATTRIBUTION")
         return Decision(
             allow=True,
             disclosure=disclosure,
-            reasons=grant.reasons,
+            reasons=reasons,
             obligations=grant.obligations,
             version=self.version,
             tier=tier,

@@ -234,8 +234,9 @@ def test_decision_to_dict_is_json_ready(default_policy: Policy) -> None:
     d = default_policy.decide(BANK, "match", "phone", "payment_screening")
     out = d.to_dict()
     assert out["allow"] is True
-    assert out["disclosure"] == "labels"
-    assert out["reasons"] == ["ALLOW_RULE:bank-payment-context-dependent"]
+    # The rule says labels without attribution: labels name their writer, so summary.
+    assert out["disclosure"] == "summary"
+    assert out["reasons"] == ["ALLOW_RULE:bank-payment-context-dependent", "CAP_NO_ATTRIBUTION"]
     assert out["explanations"] == list(d.explanations)
     assert out["obligations"]["quota_bucket"] == "match/payment_screening/context_dependent"
     assert out["version"] == default_policy.version
@@ -267,10 +268,11 @@ def test_override_narrows_every_obligation(composed: Policy) -> None:
 
 
 def test_override_cannot_loosen(composed: Policy) -> None:
-    # The override's public rule says labels with k=1, as the base does; attribution is ANDed.
+    # The override's public rule says labels with k=1, as the base does; attribution is
+    # ANDed, so the override takes it away, and labels without attribution are a summary.
     d = composed.decide(BANK, "match", "url", "payment_screening")
-    assert d.disclosure == Disclosure.LABELS
     assert d.obligations.attribution_allowed is False
+    assert d.disclosure == Disclosure.SUMMARY and d.reasons[-1] == "CAP_NO_ATTRIBUTION"
     # A looser tier in the override is ignored: national_id stays sensitive.
     assert composed.tier_of("national_id") == "sensitive"
     # An override's allow rule cannot grant what the operator's policy does not.
