@@ -45,7 +45,7 @@ from client_sdk.errors import (
 from client_sdk.threshold import KeyShare, PublicKeyInfo, holder_evaluate
 from hub.auth import ROLES, AuthInterceptor, TokenVerifier, current_principal
 from hub.errors import ErrorInterceptor
-from hub.tls import bind
+from hub.tls import SERVER_OPTIONS, bind
 
 __all__ = [
     "DEFAULT_DAILY_QUOTA",
@@ -238,6 +238,7 @@ class KeyHolderServer:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="keyholder"),
             interceptors=[ErrorInterceptor(), AuthInterceptor(verifier, METHOD_ROLES)],
+            options=SERVER_OPTIONS,
         )
         keyholder_pb2_grpc.add_KeyHolderServicer_to_server(servicer, server)
         health_servicer = health.HealthServicer()

@@ -237,6 +237,7 @@ class HubServer:
             options=[
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                *tls.SERVER_OPTIONS,
             ],
         )
         exchange_pb2_grpc.add_ExchangeServicer_to_server(

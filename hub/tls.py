@@ -37,6 +37,7 @@ from client_sdk.errors import ConfigurationError
 __all__ = [
     "CA_VALIDITY",
     "LOOPBACK_NAMES",
+    "SERVER_OPTIONS",
     "SERVER_VALIDITY",
     "TlsFiles",
     "bind",
@@ -199,6 +200,12 @@ def load_server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
             f"cannot read TLS files ({exc.filename}): {exc.strerror}; run `fraudhub init`"
         ) from None
     return grpc.ssl_server_credentials([(key, certificate)])
+
+
+#: gRPC options for every fraudhub server.  gRPC sets SO_REUSEPORT by default on
+#: Linux, so a second server on a busy port would start and silently share the
+#: port's calls with the first; with it off, the second fails to bind.
+SERVER_OPTIONS: tuple[tuple[str, int], ...] = (("grpc.so_reuseport", 0),)
 
 
 def bind(

@@ -13,7 +13,14 @@ import pytest
 from cryptography import x509
 
 from client_sdk.errors import ConfigurationError
-from hub.tls import bind, init_tls, keyholder_name, load_server_credentials, tls_files
+from hub.tls import (
+    SERVER_OPTIONS,
+    bind,
+    init_tls,
+    keyholder_name,
+    load_server_credentials,
+    tls_files,
+)
 
 
 def test_init_writes_a_ca_and_server_certificates(tmp_path: Path) -> None:
@@ -61,3 +68,16 @@ def test_bind_requires_tls_unless_insecure(caplog: pytest.LogCaptureFixture) -> 
         assert any("WITHOUT TLS" in r.getMessage() for r in caplog.records)
     finally:
         server.stop(None)
+
+
+def test_a_busy_port_is_refused_not_shared() -> None:
+    first = grpc.server(futures.ThreadPoolExecutor(1), options=SERVER_OPTIONS)
+    second = grpc.server(futures.ThreadPoolExecutor(1), options=SERVER_OPTIONS)
+    try:
+        port = bind(first, "127.0.0.1:0", None, insecure=True)
+        first.start()
+        with pytest.raises(ConfigurationError, match=f"cannot listen on 127.0.0.1:{port}"):
+            bind(second, f"127.0.0.1:{port}", None, insecure=True)
+    finally:
+        first.stop(None)
+        second.stop(None)
