@@ -53,6 +53,7 @@ from hub.config import (
 from hub.models import Institution, utcnow
 from hub.server import HubServer
 from hub.store import (
+    SQLITE_FILENAME,
     Store,
     add_institution,
     disable_institution,
@@ -72,7 +73,15 @@ def _add_database_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _store(args: argparse.Namespace) -> Store:
+def _store(args: argparse.Namespace, *, create: bool = False) -> Store:
+    """The hub's store, migrated.  Only ``create`` may start a new SQLite file:
+    reading or changing the registry of a mistyped --data-dir must not make one."""
+    if args.database_url is None and not create:
+        database = Path(args.data_dir) / SQLITE_FILENAME
+        if not database.exists():
+            raise ConfigurationError(
+                f"no hub database at {database}: check --data-dir (or give --database-url)"
+            )
     store = Store(args.database_url or sqlite_url(args.data_dir))
     store.migrate()
     return store
@@ -270,7 +279,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
         created_at=utcnow(),
     )
     to_registered(row)  # validates id, role and key length (ConfigurationError)
-    store = _store(args)
+    store = _store(args, create=True)
     with store.session() as session:
         add_institution(session, row)
         auditlog.append(session, local_operator_event("Admin.AddInstitution", row.id, "cli"))

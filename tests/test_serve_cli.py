@@ -29,6 +29,12 @@ from hub.tls import init_tls
 
 def test_institution_registry_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = ["--data-dir", str(tmp_path)]
+    # Reading or changing the registry of a data dir without a database (a typo)
+    # is refused and creates nothing; only `add` starts a database.
+    for action in (["list"], ["export"], ["disable", "--id", "bank-a"]):
+        assert main(["institution", *action, *data]) == 2
+        assert "no hub database at" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
     key = public_key_b64(generate_key())
     assert (
         main(["institution", "add", *data, "--id", "bank-a", "--role", "bank", "--public-key", key])
