@@ -17,7 +17,9 @@ threshold it crossed.  Four detectors:
 - ``case_reference_clustering``: many sensitive-tier queries under few case
   references (queries per distinct case reference at least
   ``queries_per_case_reference``): one case reference stretched to cover a
-  sweep of lookups.
+  sweep of lookups.  Only requests that carry a case reference count (the
+  declared screening purposes query sensitive kinds without one, which the
+  policy allows); a request counts once, whatever its size.
 - ``quota_exhaustion``: requests refused because a quota was spent (outcome
   ``RESOURCE_EXHAUSTED`` or a reason code mentioning ``quota``).
 """
@@ -166,8 +168,8 @@ def _match_rate_outliers(events: Sequence[AuditEvent], t: Thresholds) -> list[An
 def _case_reference_clustering(events: Sequence[AuditEvent], t: Thresholds) -> list[Anomaly]:
     queries: dict[str, Counter[str]] = defaultdict(Counter)
     for e in events:
-        if is_match_action(e.action) and t.sensitive_tier in e.tiers:
-            queries[e.institution][e.case_ref_digest or "(none)"] += 1
+        if is_match_action(e.action) and t.sensitive_tier in e.tiers and e.case_ref_digest:
+            queries[e.institution][e.case_ref_digest] += 1
     flags: list[Anomaly] = []
     for institution in sorted(queries):
         per_ref = queries[institution]
@@ -176,7 +178,7 @@ def _case_reference_clustering(events: Sequence[AuditEvent], t: Thresholds) -> l
         if total < t.sensitive_min_queries or ratio < t.queries_per_case_reference:
             continue
         top_ref, top_count = per_ref.most_common(1)[0]
-        top = "no case reference" if top_ref == "(none)" else f"case reference {top_ref[:12]}..."
+        top = f"case reference {top_ref[:12]}..."
         flags.append(
             Anomaly(
                 "case_reference_clustering",

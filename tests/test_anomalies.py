@@ -113,6 +113,16 @@ def test_sensitive_queries_clustering_on_few_case_references() -> None:
     assert "CASE-1" not in text  # only the digest prefix, never the reference
 
 
+def test_screening_without_case_references_is_not_clustering() -> None:
+    """Declared screening purposes query sensitive kinds with no case reference."""
+    sensitive = ("sensitive",)
+    events = [ev("bank-a", 100, tiers=sensitive, case=None, minute=m) for m in range(12)]
+    assert [f for f in detect(events) if f.kind == "case_reference_clustering"] == []
+    # The same requests under one case reference are.
+    events = [ev("bank-a", 100, tiers=sensitive, case="CASE-9", minute=m) for m in range(12)]
+    assert ("case_reference_clustering", "bank-a") in kinds_of(detect(events))
+
+
 def test_quota_exhaustion() -> None:
     events = [ev("bank-a", 0, minute=m) for m in range(3)]
     events += [
