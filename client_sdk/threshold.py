@@ -110,18 +110,31 @@ class KeyShare:
     def from_json(cls, text: str) -> KeyShare:
         """Parse a share file; raise ConfigurationError naming what is wrong."""
         data = _parse(text, "share")
-        try:
-            return cls(
-                index=int(data["index"]),
-                secret=bytes.fromhex(data["secret_share"]),
-                epoch=int(data["epoch"]),
-                threshold=int(data["threshold"]),
-                holders=int(data["holders"]),
-            )
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ConfigurationError(
-                f"share file: missing or malformed field ({exc.__class__.__name__})"
-            ) from None
+        return cls(
+            index=_integer(data, "index", "share"),
+            secret=_hex(data, "secret_share", "share"),
+            epoch=_integer(data, "epoch", "share"),
+            threshold=_integer(data, "threshold", "share"),
+            holders=_integer(data, "holders", "share"),
+        )
+
+
+def _integer(data: dict[str, Any], name: str, kind: str) -> int:
+    """A JSON integer field (not a string, a float or a boolean)."""
+    value = data.get(name)
+    if type(value) is not int:
+        raise ConfigurationError(f"{kind} file: {name} must be a whole number")
+    return value
+
+
+def _hex(data: dict[str, Any], name: str, kind: str) -> bytes:
+    value = data.get(name)
+    try:
+        if not isinstance(value, str):
+            raise TypeError
+        return bytes.fromhex(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{kind} file: {name} must be a hex string") from None
 
 
 def _parse(text: str, kind: str) -> dict[str, Any]:
@@ -184,22 +197,22 @@ class PublicKeyInfo:
 
     @classmethod
     def from_json(cls, text: str) -> PublicKeyInfo:
+        """Parse a public key file; raise ConfigurationError naming what is wrong."""
         data = _parse(text, "public")
-        try:
-            shares = data["public_shares"]
-            if not isinstance(shares, dict):
-                raise TypeError
-            return cls(
-                epoch=int(str(data["epoch"])),
-                threshold=int(str(data["threshold"])),
-                holders=int(str(data["holders"])),
-                group_public_key=bytes.fromhex(str(data["group_public_key"])),
-                public_shares={int(i): bytes.fromhex(str(k)) for i, k in shares.items()},
-            )
-        except (KeyError, ValueError, TypeError) as exc:
+        shares = data.get("public_shares")
+        if not isinstance(shares, dict) or not all(
+            isinstance(i, str) and i.isdecimal() for i in shares
+        ):
             raise ConfigurationError(
-                f"public key file: missing or malformed field ({exc.__class__.__name__})"
-            ) from None
+                "public key file: public_shares must map holder numbers to hex strings"
+            )
+        return cls(
+            epoch=_integer(data, "epoch", "public key"),
+            threshold=_integer(data, "threshold", "public key"),
+            holders=_integer(data, "holders", "public key"),
+            group_public_key=_hex(data, "group_public_key", "public key"),
+            public_shares={int(i): _hex(shares, i, "public key") for i in shares},
+        )
 
 
 def lagrange_at_zero(indices: Sequence[int], i: int) -> bytes:

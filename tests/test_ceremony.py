@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from client_sdk import oprf, threshold
+from client_sdk.errors import ConfigurationError
+from client_sdk.threshold import KeyShare, PublicKeyInfo, deal
 from hub import ceremony
 from hub.cli import main
 
@@ -82,3 +84,33 @@ def test_public_file_is_plain_json_without_secrets(tmp_path: Path) -> None:
     for p in paths:
         secret = json.loads(p.read_text())["secret_share"]
         assert secret not in pub.read_text()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("index", "1", "index must be a whole number"),
+        ("index", True, "index must be a whole number"),
+        ("epoch", 1.0, "epoch must be a whole number"),
+        ("secret_share", 7, "secret_share must be a hex string"),
+        ("secret_share", "zz", "secret_share must be a hex string"),
+    ],
+)
+def test_share_file_fields_are_typed(field: str, value: object, message: str) -> None:
+    share = deal(2, 3)[0][0]
+    data = json.loads(share.to_json())
+    data[field] = value
+    with pytest.raises(ConfigurationError, match=message):
+        KeyShare.from_json(json.dumps(data))
+
+
+def test_public_file_fields_are_typed() -> None:
+    public = deal(2, 3)[1]
+    data = json.loads(public.to_json())
+    data["public_shares"] = {"one": data["public_shares"]["1"]}
+    with pytest.raises(ConfigurationError, match="public_shares must map holder numbers"):
+        PublicKeyInfo.from_json(json.dumps(data))
+    data = json.loads(public.to_json())
+    data["threshold"] = "2"
+    with pytest.raises(ConfigurationError, match="threshold must be a whole number"):
+        PublicKeyInfo.from_json(json.dumps(data))
