@@ -818,3 +818,19 @@ def test_free_text_never_reaches_the_audit_log(world: LocalDeployment) -> None:
     assert "false_positive" in (refused.value.details() or "")
     event = last_event(world)
     assert event["action"] == "Exchange.Revoke" and national_id not in json.dumps(event)
+
+
+def test_health_and_reflection_need_no_token(world: LocalDeployment) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    channel = open_channel(world.hub_address, world.security)  # no bearer token
+    health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    (reply,) = list(stub.ServerReflectionInfo(iter([request]), timeout=10))
+    names = {s.name for s in reply.list_services_response.service}
+    assert {"fraudhub.v1.Exchange", "fraudhub.v1.Admin", "fraudhub.v1.Audit"} <= names
+    assert {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
+    channel.close()
