@@ -86,6 +86,8 @@ DISCLOSURE_LEVELS: tuple[str, ...] = ("none", "match", "count", "summary", "labe
 DEFAULT_BATCH = 2000
 #: CSV rows tokenized and sent together by the bulk variants.
 DEFAULT_WINDOW = 16384
+# One window is one stream; the hub takes at most 200,000 items per stream.
+MAX_WINDOW = 200_000
 DEFAULT_CONFIDENCE = 50
 
 _R = TypeVar("_R", bound=Message)
@@ -855,6 +857,9 @@ def _windows(
 ) -> Iterator[tuple[list[dict[str, str]], int]]:
     """Rows of ``path`` in lists of at most ``window``, with the offset of each list."""
     from tqdm import tqdm  # type: ignore[import-untyped]
+
+    if not 1 <= window <= MAX_WINDOW:
+        raise ConfigurationError(f"window must be 1..{MAX_WINDOW} rows (one stream each)")
 
     try:
         handle = path.open(newline="", encoding="utf-8")

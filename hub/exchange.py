@@ -79,6 +79,7 @@ from hub.store import StorageError, Store, consume_quota, find_active, revoke, u
 __all__ = [
     "MAX_CASE_REFERENCE",
     "MAX_ITEMS",
+    "MAX_STREAM_ITEMS",
     "REVOKE_REASONS",
     "UNDECLARED_PURPOSE",
     "ExchangeService",
@@ -88,6 +89,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_ITEMS = 10_000
+# Items per ContributeStream / MatchStream: the hub keeps a stream's per-item
+# outcomes until it ends, so a stream is bounded; open another for more.
+MAX_STREAM_ITEMS = 200_000
 #: Why a contributor withdraws indicators (RevokeRequest.reason); audited.
 REVOKE_REASONS = (
     "false_positive",
@@ -348,6 +352,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         tally = _ContributeTally(policy_version=policy.version)
         offset = 0
         for request in request_iterator:
+            _check_stream_size(offset + len(request.indicators))
             principal, policy, draft = self._begin("Exchange.ContributeStream", request)
             tally.policy_version = policy.version
             self._contribute_message(
@@ -493,6 +498,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         invalid: list[ItemError] = []
         offset = 0
         for request in request_iterator:
+            _check_stream_size(offset + len(request.queries))
             principal, policy, draft = self._begin("Exchange.MatchStream", request)
             response, message_invalid = self._match_message(
                 principal, policy, draft, request, whole_refusal_fails=False
@@ -593,6 +599,15 @@ def _contribution_item(item: exchange_pb2.Indicator) -> ContributionItem:
         expires_at=_dt(item, "expires_at"),
         sealed_label=item.sealed_label or None,
     )
+
+
+def _check_stream_size(items: int) -> None:
+    if items > MAX_STREAM_ITEMS:
+        # The messages before this one are committed and stay so.
+        raise InvalidRequest(
+            f"a stream holds at most {MAX_STREAM_ITEMS} items; the messages before this one "
+            "were processed, send the rest on a new stream"
+        )
 
 
 def _check_envelope(purpose: str, case_reference: str, count: int) -> None:

@@ -834,3 +834,25 @@ def test_health_and_reflection_need_no_token(world: LocalDeployment) -> None:
     assert {"fraudhub.v1.Exchange", "fraudhub.v1.Admin", "fraudhub.v1.Audit"} <= names
     assert {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
     channel.close()
+
+
+def test_a_stream_is_bounded(world: LocalDeployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hub.exchange
+
+    monkeypatch.setattr(hub.exchange, "MAX_STREAM_ITEMS", 3)
+    query = exchange_pb2.MatchQuery(token=bytes(32), kind="url", key_epoch=1)
+    requests = [exchange_pb2.MatchRequest(purpose=PAYMENT, queries=[query, query])] * 2
+    received: list[exchange_pb2.MatchResponse] = []
+    with pytest.raises(grpc.RpcError) as error:
+        for reply in stub(world, "bank-b").MatchStream(iter(requests)):
+            received.append(reply)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 3 items" in (error.value.details() or "")
+    assert len(received) == 1 and len(received[0].results) == 2  # the first message was answered
+    import io
+    from pathlib import Path
+
+    from client_sdk.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="window must be"):
+        world.client("bank-b").match_csv(Path(__file__), io.StringIO(), purpose=PAYMENT, window=0)

@@ -12,6 +12,8 @@ Bounds (the hub enforces them and answers INVALID_ARGUMENT with a
 google.rpc.BadRequest naming each offending item, e.g. field
 "indicators[12]"):
   - indicators / queries / items per message: 1..10000
+  - items per ContributeStream / MatchStream: at most 200000 (then INVALID_ARGUMENT;
+    the messages before are processed)
   - token: exactly 32 bytes
   - kind: one of client_sdk.indicators.KINDS, not a prohibited kind
   - sealed_label: at most 1052 bytes (12-byte nonce + 1024-byte label + 16-byte tag)
