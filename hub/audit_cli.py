@@ -18,6 +18,14 @@
   queries clustering on few case references, quota exhaustion
   (:mod:`hub.anomalies`); exit 1 if anything is flagged, so it can gate a job.
 
+By default ``report`` and ``anomalies`` read the hub's indexed copies of the
+event fields (fast; the hub filters).  An operator could edit those copies
+without touching the signed log, so ``--verified`` computes from the events
+of the last checkpoint ``verify`` accepted instead: every event from 0 is
+fetched, decoded from the log's own bodies, filtered here and re-checked
+against the verified root before anything is printed (exit 1 or 2 on a
+mismatch).  It costs one full read of the log.
+
 Every command reaches the hub as an institution with the regulator role: an
 Ed25519 key signs a short-lived JWT per call, over TLS unless ``--insecure``.
 """
@@ -42,9 +50,9 @@ from client_sdk.errors import AuditLogError, ConfigurationError
 from client_sdk.transport import ChannelSecurity, errors_from_status, open_channel
 from hub.anomalies import Thresholds, detect
 from hub.argtypes import positive_float, positive_int
-from hub.audit_report import FORMATS, InstitutionReport, render
+from hub.audit_report import FORMATS, InstitutionReport, aggregate, render
 from hub.audit_service import log_signer
-from hub.audit_verify import VerifiedState, verify_log
+from hub.audit_verify import VerifiedState, verified_events, verify_log
 from hub.checkpoint import LogVerifier
 from hub.events import AuditEvent, decode
 
@@ -215,10 +223,38 @@ def _report_from_message(message: audit_pb2.InstitutionReport) -> InstitutionRep
     )
 
 
+def _verified_window(
+    client: GrpcLogClient, state_file: str, since: datetime | None, until: datetime | None
+) -> Iterator[AuditEvent]:
+    """The events of the last verified checkpoint in ``[since, until)``, re-checked."""
+    path = Path(state_file).expanduser()
+    state = VerifiedState.load(path)
+    if state is None:
+        raise ConfigurationError(f"{path}: no verified checkpoint; run `fraudhub audit verify`")
+    print(
+        f"from the {state.size} events of the checkpoint verified in {path}, "
+        "re-checked against its root",
+        file=sys.stderr,
+    )
+    for event in verified_events(client, state):
+        if (since is None or event.time >= since) and (until is None or event.time < until):
+            yield event
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     with _channel(args) as channel:
-        reply = GrpcLogClient(channel).report(args.since, args.until)
-    sys.stdout.write(render([_report_from_message(m) for m in reply.institutions], args.format))
+        client = GrpcLogClient(channel)
+        if args.verified:
+            try:
+                # aggregate() reads every event, so the root check has run before rendering.
+                reports = aggregate(_verified_window(client, args.state, args.since, args.until))
+            except AuditLogError as exc:
+                print(f"fraudhub audit report: FAILED: {exc}", file=sys.stderr)
+                return 1
+        else:
+            reply = client.report(args.since, args.until)
+            reports = [_report_from_message(m) for m in reply.institutions]
+    sys.stdout.write(render(reports, args.format))
     return 0
 
 
@@ -242,7 +278,17 @@ def _cmd_anomalies(args: argparse.Namespace) -> int:
     )
     since = args.since or datetime.now(UTC) - timedelta(days=args.days)
     with _channel(args) as channel:
-        flags = detect(_window_events(GrpcLogClient(channel), since, args.until), thresholds)
+        client = GrpcLogClient(channel)
+        if args.verified:
+            events = _verified_window(client, args.state, since, args.until)
+        else:
+            events = _window_events(client, since, args.until)
+        try:
+            # detect() reads every event before it judges any.
+            flags = detect(events, thresholds)
+        except AuditLogError as exc:
+            print(f"fraudhub audit anomalies: FAILED: {exc}", file=sys.stderr)
+            return 2
     for flag in flags:
         print(flag)
     if not flags:
@@ -261,6 +307,20 @@ def _connection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server-name", help="TLS host name to check (default: from --hub)")
     parser.add_argument(
         "--insecure", action="store_true", help="plaintext, no TLS (development only)"
+    )
+
+
+def _verified_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--verified",
+        action="store_true",
+        help="compute from the events of the last checkpoint `audit verify` accepted "
+        "(--state), re-checked against its root, not from the hub's indexes",
+    )
+    parser.add_argument(
+        "--state",
+        default=str(DEFAULT_STATE),
+        help=f"state file of `audit verify` (default {DEFAULT_STATE})",
     )
 
 
@@ -314,12 +374,14 @@ def register(sub: Any) -> None:
     report.add_argument("--from", dest="since", type=_when, help="start (ISO, inclusive, UTC)")
     report.add_argument("--to", dest="until", type=_when, help="end (ISO, exclusive, UTC)")
     report.add_argument("--format", choices=FORMATS, default="table")
+    _verified_args(report)
     report.set_defaults(func=_cmd_report)
 
     anomalies = actions.add_parser("anomalies", help="flag unusual access patterns")
     _connection_args(anomalies)
     anomalies.add_argument("--from", dest="since", type=_when, help="start (default --days ago)")
     anomalies.add_argument("--to", dest="until", type=_when, help="end (ISO, exclusive, UTC)")
+    _verified_args(anomalies)
     anomalies.add_argument(
         "--days", type=positive_int(), default=30, help="window when --from is absent"
     )

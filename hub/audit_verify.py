@@ -23,6 +23,7 @@ imports no gRPC.
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import os
 import tempfile
@@ -40,9 +41,9 @@ from client_sdk.errors import (
 )
 from hub import merkle
 from hub.checkpoint import Checkpoint, LogVerifier, open_checkpoint
-from hub.events import decode
+from hub.events import AuditEvent, decode
 
-__all__ = ["LogClient", "VerifiedState", "VerifyResult", "verify_log"]
+__all__ = ["LogClient", "VerifiedState", "VerifyResult", "verified_events", "verify_log"]
 
 STATE_VERSION = 1
 # How far after a mismatching event to look for where it was moved to.
@@ -302,9 +303,11 @@ def verify_log(
     return VerifyResult(state, old_size, checkpoint.size - old_size)
 
 
-def _fetch_leaves(client: LogClient, start: int, end: int) -> list[bytes]:
-    """Leaf hashes of events ``[start, end)``; raises AuditLogError for gaps or bad events."""
-    leaves: list[bytes] = []
+def _checked_events(
+    client: LogClient, start: int, end: int
+) -> Iterator[tuple[int, bytes, AuditEvent]]:
+    """Events ``[start, end)`` as served, with their index and body; raises
+    AuditLogError for gaps, reordering or a body that is not a canonical event."""
     expected = start
     for index, body in client.events(start, end):
         if index > expected:
@@ -313,16 +316,41 @@ def _fetch_leaves(client: LogClient, start: int, end: int) -> list[bytes]:
         if index < expected:
             raise AuditLogError(f"reordered events: event {index} was served after {expected - 1}")
         try:
-            decode(body)
+            event = decode(body)
         except InvalidRequest as exc:
             raise AuditLogError(
                 f"edited event: event {index} is not a canonical event ({exc})"
             ) from exc
-        leaves.append(merkle.leaf_hash(body))
+        yield index, body, event
         expected += 1
     if expected < end:
         missing = f"{expected}" if end == expected + 1 else f"{expected} to {end - 1}"
         raise AuditLogError(
             f"deleted event: event {missing} is missing, but the checkpoint covers {end} events"
         )
-    return leaves
+
+
+def _fetch_leaves(client: LogClient, start: int, end: int) -> list[bytes]:
+    """Leaf hashes of events ``[start, end)``; raises AuditLogError for gaps or bad events."""
+    return [merkle.leaf_hash(body) for _, body, _ in _checked_events(client, start, end)]
+
+
+def verified_events(client: LogClient, state: VerifiedState) -> Iterator[AuditEvent]:
+    """Every event of the tree ``state`` verified, in order, checked against its root.
+
+    For reports a regulator can rely on: the events are the log's own bodies,
+    not the hub's indexed copies of their fields, and none may be left out.
+    The root is only known once the last event has been read, so the check
+    comes when the iteration ends: it raises AuditLogError then if the served
+    events do not rebuild ``state.root_hash``.  A caller must consume the
+    iterator fully before it uses what it computed.
+    """
+    compact = merkle.CompactRange()
+    for _, body, event in _checked_events(client, 0, state.size):
+        compact.append(merkle.leaf_hash(body))
+        yield event
+    if not hmac.compare_digest(compact.root(), state.root_hash):
+        raise AuditLogError(
+            f"edited event: the {state.size} events served do not rebuild the verified root "
+            "of that size; run `fraudhub audit verify --full` to find which"
+        )

@@ -263,3 +263,35 @@ def test_cli_report_and_anomalies_over_the_service(hub: RunningHub) -> None:
     assert len(flags) == 1
     assert flags[0].startswith("[quota_exhaustion] carrier-c: 250 request(s) refused")
     assert "daily_quota x250" in flags[0]
+
+
+def test_verified_reports_ignore_the_hubs_index_columns(hub: RunningHub) -> None:
+    """An operator who edits the indexed copy of an event's time hides it from the
+    hub-side report; --verified reads the signed log's own bodies and still counts it,
+    and refuses to report at all once a body no longer matches the verified root."""
+    assert hub.verify()[0] == 0
+    window = ("--from", "2026-11-20T08:00", "--to", "2026-11-20T08:20", "--format", "csv")
+
+    def rows(*extra: str) -> tuple[int, list[list[str]], str]:
+        status, out, err = hub.cli("report", *window, *extra)
+        return status, [line.split(",")[:3] for line in out.splitlines()[1:]], err
+
+    expected = [["bank-a", "10", "100"], ["carrier-c", "10", "100"]]
+    verified = ("--verified", "--state", str(hub.state))
+    status, found, err = rows(*verified)
+    assert (status, found) == (0, expected) and "re-checked against its root" in err
+    with hub.sql() as db:
+        db.execute(
+            "UPDATE audit_event SET time = '1999-01-01 00:00:00.000000' WHERE leaf_index = 1"
+        )
+    assert rows()[1] == [["bank-a", "9", "90"], ["carrier-c", "10", "100"]]  # fooled
+    assert rows(*verified)[:2] == (0, expected)  # not fooled
+    status, _, _ = hub.cli("anomalies", "--from", "2026-11-19", "--to", "2026-11-23", *verified)
+    assert status == 1  # the quota exhaustion is still flagged from verified events
+    with hub.sql() as db:
+        db.execute(
+            "UPDATE audit_event SET body = CAST(replace(CAST(body AS TEXT), 'carrier-c', "
+            "'carrier-d') AS BLOB) WHERE leaf_index = 2"
+        )
+    status, found, err = rows(*verified)
+    assert status == 1 and found == [] and "do not rebuild the verified root" in err
