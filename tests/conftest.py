@@ -63,6 +63,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 E2E_INSTITUTIONS = {
     "bank-a": "bank",
     "bank-b": "bank",
+    "bank-c": "bank",
     "carrier-x": "carrier",
     "regulator-r": "regulator",
     "operator-o": "operator",

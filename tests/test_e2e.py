@@ -856,3 +856,25 @@ def test_a_stream_is_bounded(world: LocalDeployment, monkeypatch: pytest.MonkeyP
 
     with pytest.raises(ConfigurationError, match="window must be"):
         world.client("bank-b").match_csv(Path(__file__), io.StringIO(), purpose=PAYMENT, window=0)
+
+
+def test_one_indicator_disclosed_by_role_and_purpose(world: LocalDeployment) -> None:
+    """Two banks report one ID number.  The carrier screening a SIM activation
+    learns only that it matches; a third bank opening an account learns how many
+    institutions reported it; a bank screening a payment gets nothing (no rule)."""
+    national_id = "440305198808081250"
+    for bank in ("bank-a", "bank-b"):
+        [stored] = world.client(bank).contribute(
+            [Indicator("national_id", national_id, "money_mule", 90)], purpose=REPORT
+        )
+        assert isinstance(stored, Contributed)
+    query = [("national_id", national_id)]
+    carrier = only(world.client("carrier-x").match(query, purpose=SIM))
+    assert (carrier.matched, carrier.disclosure, carrier.contributors) == (True, "match", 0)
+    assert carrier.categories == () and carrier.first_seen is None
+    opening = only(world.client("bank-c").match(query, purpose="account_opening_screening"))
+    assert (opening.matched, opening.disclosure, opening.contributors) == (True, "count", 2)
+    assert opening.categories == ()
+    [payment] = world.client("bank-c").match(query, purpose=PAYMENT)
+    assert isinstance(payment, ItemFailure) and isinstance(payment.error, PolicyDenied)
+    assert "DENY_NO_RULE" in payment.error.reasons
