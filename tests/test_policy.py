@@ -551,18 +551,21 @@ PROPERTY_SETTINGS = settings(max_examples=60, deadline=None)
 def test_no_decision_exceeds_the_most_permissive_matching_rule(
     policy: Policy, q: tuple[str, str, str, str, str | None]
 ) -> None:
-    d = _ask(policy, q)
-    if q[1] in ("match", "contribute") and d.allow:
-        matching = _matching_allow_rules(policy, q)
-        # Something in the operator's layer granted it ...
-        assert any(r in policy.layers[0].rules for r in matching)
-        # ... and nothing exceeds the most permissive matching rule.
-        assert d.disclosure <= max(r.disclosure for r in matching)
-        assert d.obligations.min_contributors >= min(r.min_contributors for r in matching)
-        if d.obligations.attribution_allowed:
-            assert any(r.attribution for r in matching)
-    if not d.allow:
-        assert d.disclosure == Disclosure.NONE
+    # The drawn query plus every query of the policy's space: a random query
+    # alone is rarely allowed, which would leave the allow branch untested.
+    for each in (q, *_every_query()):
+        d = _ask(policy, each)
+        if each[1] in ("match", "contribute") and d.allow:
+            matching = _matching_allow_rules(policy, each)
+            # Something in the operator's layer granted it ...
+            assert any(r in policy.layers[0].rules for r in matching)
+            # ... and nothing exceeds the most permissive matching rule.
+            assert d.disclosure <= max(r.disclosure for r in matching)
+            assert d.obligations.min_contributors >= min(r.min_contributors for r in matching)
+            if d.obligations.attribution_allowed:
+                assert any(r.attribution for r in matching)
+        if not d.allow:
+            assert d.disclosure == Disclosure.NONE
 
 
 @PROPERTY_SETTINGS
