@@ -22,6 +22,7 @@ from test_demo import ROOT, run_fraudhub
 from client_sdk import Indicator
 from client_sdk.auth import mint_jwt
 from client_sdk.client import ItemFailure
+from client_sdk.errors import InvalidRequest, PolicyDenied
 from client_sdk.transport import open_channel
 from hub.deployment import LocalDeployment
 
@@ -79,6 +80,18 @@ def scenario(world: LocalDeployment, tmp_path: Path) -> None:
     world.client("bank-b").match_csv(
         bulk, io.StringIO(), purpose="payment_screening", progress=False
     )
+    # Values typed where free text goes: a purpose, a revocation reason, a kind column.
+    number = digits_of(SCENARIO["phone"][0])
+    [undeclared] = world.client("bank-b").match(pairs[:1], purpose=number)
+    assert isinstance(undeclared, ItemFailure) and isinstance(undeclared.error, PolicyDenied)
+    with pytest.raises(InvalidRequest):
+        world.client("bank-a").revoke(pairs[2:3], reason=number)
+    swapped = tmp_path / "swapped.csv"
+    swapped.write_text(f"kind,value,category\n{SCENARIO['phone'][1]},phone,phishing\n")
+    summary = world.client("bank-a").contribute_csv(
+        swapped, purpose="fraud_reporting", progress=False
+    )
+    assert [(f.kind, number in f.reason) for f in summary.failures] == [("unknown", False)]
     exchange = exchange_pb2_grpc.ExchangeStub(open_channel(world.hub_address, world.security))
     token = mint_jwt(world.keys["carrier-x"].private_key, "carrier-x", "wrong-audience")
     with pytest.raises(grpc.RpcError):
