@@ -59,6 +59,7 @@ _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
 _BOOL = "tag:yaml.org,2002:bool"
+_DECIMAL = re.compile(r"-?[0-9]+")
 _NULL = "tag:yaml.org,2002:null"
 
 # Fields an allow rule may carry, by action (beyond the common ones).
@@ -153,6 +154,9 @@ class _Reader:
             return None
         value = self.scalar(node, where, _INT, "an integer" + (" or null" if nullable else ""))
         assert isinstance(value, int)
+        if not _DECIMAL.fullmatch(str(node.value)):
+            # YAML 1.1 also reads 0x10, 0o20 and 1_000 as integers: a reviewer should not have to.
+            self.fail(node, where, "write the number in plain decimal digits")
         if value < minimum:
             self.fail(node, where, f"must be at least {minimum}")
         return value
@@ -431,6 +435,8 @@ def _parse_rule(
         word_node = body["disclosure"][1]
         word = reader.string(word_node, f"{where}.disclosure")
         try:
+            if word != word.lower():
+                raise ValueError(word)
             level = Disclosure.parse(word)
         except ValueError:
             reader.fail(
