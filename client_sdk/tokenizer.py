@@ -72,6 +72,10 @@ log = logging.getLogger(__name__)
 
 #: Most blinded elements in one BlindEvaluate (keyholder.proto bound).
 MAX_BATCH = 4096
+# Inputs from this size on are spread over the worker processes (which live as
+# long as the tokenizer, so only the first large input pays their start-up).
+PARALLEL_MIN_ITEMS = 1024
+MIN_PARALLEL_CHUNK = 256
 DEFAULT_TIMEOUT = 30.0
 
 
@@ -137,7 +141,7 @@ class Tokenizer:
         fanout: int | None = None,
         max_batch: int = MAX_BATCH,
         processes: int | None = None,
-        parallel_min_items: int = 4 * MAX_BATCH,
+        parallel_min_items: int = PARALLEL_MIN_ITEMS,
     ) -> None:
         indices = [h.index for h in holders]
         if len(set(indices)) != len(indices):
@@ -189,10 +193,15 @@ class Tokenizer:
         inputs = [oprf_input(kind, value) for kind, value in items]
         if not inputs:
             return []
-        chunks = [
-            tuple(inputs[i : i + self._max_batch]) for i in range(0, len(inputs), self._max_batch)
-        ]
-        if len(inputs) >= self._parallel_min_items and self._processes > 1 and len(chunks) > 1:
+        parallel = len(inputs) >= self._parallel_min_items and self._processes > 1
+        size = self._max_batch
+        if parallel:
+            # At least four chunks per worker, so every core has work while the
+            # holders answer; not below MIN_PARALLEL_CHUNK (a proof per chunk).
+            wanted = -(-len(inputs) // (4 * self._processes))
+            size = min(self._max_batch, max(MIN_PARALLEL_CHUNK, wanted))
+        chunks = [tuple(inputs[i : i + size]) for i in range(0, len(inputs), size)]
+        if parallel and len(chunks) > 1:
             return self._tokenize_parallel(chunks)
         keys: list[TokenKeys] = []
         for chunk in chunks:
