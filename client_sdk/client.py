@@ -92,6 +92,8 @@ DEFAULT_CONFIDENCE = 50
 
 _R = TypeVar("_R", bound=Message)
 _T = TypeVar("_T")
+_B = TypeVar("_B")
+_O = TypeVar("_O")
 
 
 @dataclass(frozen=True)
@@ -424,6 +426,24 @@ class HubClient:
                 return partial[-1], exc
             raise
 
+    @staticmethod
+    def _batch_by_batch(
+        batches: Sequence[Sequence[tuple[int, _B]]],
+        call: Callable[[Sequence[tuple[int, _B]]], tuple[_R, InvalidItems | None]],
+        outcomes: Callable[[Sequence[tuple[int, _B]], _R, InvalidItems | None], dict[int, _O]],
+        kind_of: Callable[[_B], str],
+    ) -> dict[int, _O | ItemFailure]:
+        """One unary call per batch; a batch the policy refuses whole fails item by item."""
+        out: dict[int, _O | ItemFailure] = {}
+        for batch in batches:
+            try:
+                response, invalid = call(batch)
+            except PolicyDenied as refused:
+                out.update({i: ItemFailure(i, kind_of(item), refused) for i, item in batch})
+                continue
+            out.update(outcomes(batch, response, invalid))
+        return out
+
     # --- contribute -------------------------------------------------------------------
 
     def contribute(
@@ -484,17 +504,17 @@ class HubClient:
                 )
                 results.update(_contribute_results(messages, response, invalid))
             else:
-                for batch in batches:
-                    try:
-                        response, invalid = self._unary(
+                results.update(
+                    self._batch_by_batch(
+                        batches,
+                        lambda batch: self._unary(
                             _with_timeout(self._stub.Contribute, request(batch)),
                             exchange_pb2.ContributeResponse,
-                        )
-                    except PolicyDenied as refused:
-                        # The policy refused every item of this batch: each item says so.
-                        results.update({i: ItemFailure(i, m.kind, refused) for i, m in batch})
-                        continue
-                    results.update(_contribute_results(batch, response, invalid))
+                        ),
+                        _contribute_results,
+                        lambda message: message.kind,
+                    )
+                )
             return [results[i] for i in range(len(items))]
 
         return send
@@ -600,16 +620,17 @@ class HubClient:
                 # Item errors of a stream count across the whole stream.
                 results.update(self._match_results(entries, exchange_pb2.MatchResponse(), invalid))
             else:
-                for batch in batches:
-                    try:
-                        response, invalid = self._unary(
+                results.update(
+                    self._batch_by_batch(
+                        batches,
+                        lambda batch: self._unary(
                             _with_timeout(self._stub.Match, request(batch)),
                             exchange_pb2.MatchResponse,
-                        )
-                    except PolicyDenied as refused:
-                        results.update({i: ItemFailure(i, kind, refused) for i, (kind, _) in batch})
-                        continue
-                    results.update(self._match_results(batch, response, invalid))
+                        ),
+                        self._match_results,
+                        lambda entry: entry[0],
+                    )
+                )
             return [results[i] for i in range(len(values))]
 
         return send
