@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # what type checkers see; at run time names load on first use
     from client_sdk.auth import InstitutionKey
     from client_sdk.client import (
+        REVOKE_REASONS,
         BulkSummary,
         ClientConfig,
         Contributed,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time names load on first use
 __all__ = [
     "CATEGORIES",
     "KINDS",
+    "REVOKE_REASONS",
     "BulkSummary",
     "ChannelSecurity",
     "ClientConfig",
@@ -80,6 +82,7 @@ _SOURCES: dict[str, str] = {
     "Label": "client_sdk.client",
     "MatchResult": "client_sdk.client",
     "RevokeResult": "client_sdk.client",
+    "REVOKE_REASONS": "client_sdk.client",
 }
 
 

@@ -85,6 +85,17 @@ DISCLOSURE_LEVELS: tuple[str, ...] = ("none", "match", "count", "summary", "labe
 #: Items per request message (exchange.proto allows up to 10000).
 DEFAULT_BATCH = 2000
 #: CSV rows tokenized and sent together by the bulk variants.
+#: Why a contributor withdraws indicators (``revoke(reason=...)``).  The hub
+#: audits the reason, so it is a code from this list, never free text.
+REVOKE_REASONS: tuple[str, ...] = (
+    "false_positive",
+    "court_order",
+    "data_subject_request",
+    "contributor_error",
+    "duplicate",
+    "case_closed",
+    "other",
+)
 DEFAULT_WINDOW = 16384
 # One window is one stream; the hub takes at most 200,000 items per stream.
 MAX_WINDOW = 200_000
@@ -546,10 +557,10 @@ class HubClient:
     def revoke(self, items: Sequence[tuple[str, str]], *, reason: str) -> RevokeResult:
         """Withdraw this institution's contributions of ``(kind, value)`` pairs.
 
-        ``reason`` is one of the hub's codes: ``false_positive``, ``court_order``,
-        ``data_subject_request``, ``contributor_error``, ``duplicate``,
-        ``case_closed``, ``other`` (InvalidRequest otherwise).
+        ``reason`` is one of :data:`REVOKE_REASONS` (InvalidRequest otherwise).
         """
+        if reason not in REVOKE_REASONS:  # checked before any key holder is asked
+            raise InvalidRequest("reason must be one of " + ", ".join(REVOKE_REASONS))
         tokens, failures = self._tokenize(items)
         revoked = not_found = 0
         entries = sorted(tokens.items())

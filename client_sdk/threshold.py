@@ -22,6 +22,7 @@ never shown by ``repr``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,6 +120,10 @@ class KeyShare:
         )
 
 
+# "1", not "01" or "١": one spelling per holder, so no entry can shadow another.
+_HOLDER_NUMBER = re.compile(r"[1-9][0-9]{0,2}", re.ASCII)
+
+
 def _integer(data: dict[str, Any], name: str, kind: str) -> int:
     """A JSON integer field (not a string, a float or a boolean)."""
     value = data.get(name)
@@ -201,7 +206,7 @@ class PublicKeyInfo:
         data = _parse(text, "public")
         shares = data.get("public_shares")
         if not isinstance(shares, dict) or not all(
-            isinstance(i, str) and i.isdecimal() for i in shares
+            isinstance(i, str) and _HOLDER_NUMBER.fullmatch(i) for i in shares
         ):
             raise ConfigurationError(
                 "public key file: public_shares must map holder numbers to hex strings"

@@ -213,8 +213,9 @@ class Tokenizer:
         self._threads.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             pool, self._pool = self._pool, None
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:  # outside the lock: waiting for workers blocks nobody else
+            pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
             for channel in self._channels:
                 channel.close()
             self._channels.clear()

@@ -12,8 +12,8 @@
 - ``report --from --to [--format table|csv|json]``: per-institution requests,
   items, matches, match rate, refusals by reason, requests by tier and purpose.
 - ``log-key --data-dir DIR``: run by the hub's OPERATOR on the hub's machine;
-  prints the verifier key of the hub's log key (creating the key if the hub
-  never ran), to hand to regulators out of band for ``verify --log-key``.
+  prints the verifier key of the hub's log key (the hub makes it on first
+  start), to hand to regulators out of band for ``verify --log-key``.
 - ``anomalies [--from --to]``: volume spikes, match-rate outliers, sensitive
   queries clustering on few case references, quota exhaustion
   (:mod:`hub.anomalies`); exit 1 if anything is flagged, so it can gate a job.
@@ -51,7 +51,7 @@ from client_sdk.transport import ChannelSecurity, errors_from_status, open_chann
 from hub.anomalies import Thresholds, detect
 from hub.argtypes import positive_float, positive_int
 from hub.audit_report import FORMATS, InstitutionReport, aggregate, render
-from hub.audit_service import log_signer
+from hub.audit_service import LOG_KEY_FILENAME, log_signer
 from hub.audit_verify import VerifiedState, verified_events, verify_log
 from hub.checkpoint import LogVerifier
 from hub.events import AuditEvent, decode
@@ -204,6 +204,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_log_key(args: argparse.Namespace) -> int:
+    # Never create a key here: a mistyped --data-dir would hand regulators a key
+    # that signs nothing.  The hub creates its key when it first starts.
+    key_file = Path(args.data_dir) / LOG_KEY_FILENAME
+    if not key_file.exists():
+        raise ConfigurationError(
+            f"no hub log key at {key_file}: check --data-dir (the hub creates it on first start)"
+        )
     print(log_signer(args.data_dir).verifier_key())
     return 0
 

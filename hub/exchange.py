@@ -19,12 +19,16 @@ Documented behaviour (the SDK relies on it):
 - **Malformed items.**  Items that break the bounds of ``exchange.proto``
   (token length, unknown kind, category, confidence, dates, label length) are
   reported in one INVALID_ARGUMENT whose google.rpc.BadRequest names each
-  item (:class:`InvalidItems`); the valid items of the same request are still
-  processed and committed first, and the response for them travels as one
-  more detail of the status (a packed ContributeResponse, RevokeResponse or
-  MatchResponse).  Streams report malformed items the same way at the end of
+  item (:class:`InvalidItems`, the first 50); the valid items of the same
+  request are still processed and committed first.  The response lists every
+  malformed item in ``malformed`` and travels as one more detail of the
+  status (a packed ContributeResponse, RevokeResponse or MatchResponse) when
+  it is at most :data:`MAX_PARTIAL_BYTES`; otherwise the status message says
+  it was left out.  Streams report malformed items the same way at the end of
   the stream, after every valid message committed, with indices counted
-  across the whole stream.
+  across the whole stream; MatchStream's per-message responses list them too.
+- **Streams are bounded** (:data:`MAX_STREAM_ITEMS` items): past it the
+  stream ends INVALID_ARGUMENT (audited), the earlier messages processed.
 - **Revocation** is never refused by the policy: withdrawing data discloses
   nothing, and a tightened policy must not trap data in the hub.  Only the
   contributor's own rows are touched.  The reason is one of
@@ -56,6 +60,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from client_sdk import indicators
+from client_sdk.client import REVOKE_REASONS
 from client_sdk.errors import (
     CallerError,
     FraudhubError,
@@ -92,16 +97,6 @@ MAX_ITEMS = 10_000
 # Items per ContributeStream / MatchStream: the hub keeps a stream's per-item
 # outcomes until it ends, so a stream is bounded; open another for more.
 MAX_STREAM_ITEMS = 200_000
-#: Why a contributor withdraws indicators (RevokeRequest.reason); audited.
-REVOKE_REASONS = (
-    "false_positive",
-    "court_order",
-    "data_subject_request",
-    "contributor_error",
-    "duplicate",
-    "case_closed",
-    "other",
-)
 #: What the audit log records for a purpose the policy does not declare.
 UNDECLARED_PURPOSE = "undeclared"
 # The largest partial answer packed into an INVALID_ARGUMENT status (trailing
@@ -304,6 +299,24 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
             self._audit_failure(principal, draft, exc, now)
             raise StorageError("the hub's database failed") from None
 
+    def _stream_limit(
+        self, principal: Principal, draft: _AuditDraft, offset: int, count: int
+    ) -> InvalidRequest | None:
+        """The error for a stream message past :data:`MAX_STREAM_ITEMS`, audited; else None.
+
+        The hub keeps a stream's per-item outcomes until it ends, so a stream
+        is bounded.  The messages before this one stay processed.
+        """
+        if offset + count <= MAX_STREAM_ITEMS:
+            return None
+        draft.item_count = count
+        error = InvalidRequest(
+            f"a stream holds at most {MAX_STREAM_ITEMS} items; the messages before this one "
+            "were processed, send the rest on a new stream"
+        )
+        self._audit_failure(principal, draft, error, self._clock())
+        return error
+
     def _audit_failure(
         self, principal: Principal, draft: _AuditDraft, exc: BaseException, now: datetime
     ) -> None:
@@ -352,8 +365,11 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         tally = _ContributeTally(policy_version=policy.version)
         offset = 0
         for request in request_iterator:
-            _check_stream_size(offset + len(request.indicators))
             principal, policy, draft = self._begin("Exchange.ContributeStream", request)
+            too_long = self._stream_limit(principal, draft, offset, len(request.indicators))
+            if too_long is not None:
+                # What the earlier messages stored still reaches the caller.
+                _abort_partial(context, str(too_long), tally.invalid, tally.response())
             tally.policy_version = policy.version
             self._contribute_message(
                 principal, policy, draft, request, offset, tally, whole_refusal_fails=False
@@ -498,8 +514,10 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         invalid: list[ItemError] = []
         offset = 0
         for request in request_iterator:
-            _check_stream_size(offset + len(request.queries))
             principal, policy, draft = self._begin("Exchange.MatchStream", request)
+            too_long = self._stream_limit(principal, draft, offset, len(request.queries))
+            if too_long is not None:
+                raise too_long  # the earlier messages were answered already
             response, message_invalid = self._match_message(
                 principal, policy, draft, request, whole_refusal_fails=False
             )
@@ -601,15 +619,6 @@ def _contribution_item(item: exchange_pb2.Indicator) -> ContributionItem:
     )
 
 
-def _check_stream_size(items: int) -> None:
-    if items > MAX_STREAM_ITEMS:
-        # The messages before this one are committed and stay so.
-        raise InvalidRequest(
-            f"a stream holds at most {MAX_STREAM_ITEMS} items; the messages before this one "
-            "were processed, send the rest on a new stream"
-        )
-
-
 def _check_envelope(purpose: str, case_reference: str, count: int) -> None:
     """Request-level bounds; raises InvalidRequest."""
     if not 1 <= count <= MAX_ITEMS:
@@ -648,8 +657,11 @@ def _match_result(
     reasons = list(decision.reasons)
     if not decision.allow:
         return exchange_pb2.MatchResult(index=index, reasons=reasons)
-    # The policy already capped LABELS without attribution (CAP_NO_ATTRIBUTION).
     level = decision.disclosure
+    if level >= Disclosure.LABELS and not decision.obligations.attribution_allowed:
+        # Policy.decide already caps this (CAP_NO_ATTRIBUTION); a label names its
+        # contributor, so the hub never relies on that alone.
+        level = Disclosure.SUMMARY
     summary = matching.aggregate(
         principal.institution,
         sightings,
@@ -702,9 +714,10 @@ def _abort_partial(
     """
     size = partial.ByteSize()
     if size > MAX_PARTIAL_BYTES:
+        # Contributions are idempotent: resending smaller requests loses nothing.
         message += (
             f"; the answer for them ({size} bytes) is too large to attach to this status: "
-            "send smaller requests or use the streaming call"
+            "send smaller requests (MatchStream answers each message before the status)"
         )
     status = to_rpc_status(InvalidItems(message, tuple(invalid)))
     if size <= MAX_PARTIAL_BYTES:

@@ -540,8 +540,14 @@ class Policy:
         rules the kind had: the rules are applied under every tier any layer
         gives the kind, and the strictest outcome stands (stricter wins).
         """
+        # Tiers looser than the operator's are ignored by the tier table, and here too.
+        operator_tier = (self.layers[0].tiers or {}).get(kind, tier)
         classified = {tier} | {
-            layer.tiers[kind] for layer in self.layers if layer.tiers and kind in layer.tiers
+            layer.tiers[kind]
+            for layer in self.layers
+            if layer.tiers
+            and kind in layer.tiers
+            and _STRICTNESS[layer.tiers[kind]] <= _STRICTNESS.get(operator_tier, 0)
         }
         result: _Grant | None = None
         # Strictest first: its quota bucket is the one the grant keeps.

@@ -849,6 +849,36 @@ def test_a_stream_is_bounded(world: LocalDeployment, monkeypatch: pytest.MonkeyP
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "at most 3 items" in (error.value.details() or "")
     assert len(received) == 1 and len(received[0].results) == 2  # the first message was answered
+    event = last_event(world)
+    assert (event["action"], event["outcome"], event["item_count"]) == (
+        "Exchange.MatchStream",
+        "invalid",
+        2,
+    )
+
+    def indicator(n: int) -> exchange_pb2.Indicator:
+        item = exchange_pb2.Indicator(
+            token=hashlib.sha256(f"e2e-bounded-{n}".encode()).digest(),
+            kind="url",
+            category=common_pb2.PHISHING,
+            confidence=50,
+            key_epoch=1,
+        )
+        item.observed_at.GetCurrentTime()
+        return item
+
+    messages = [
+        exchange_pb2.ContributeRequest(
+            purpose=REPORT, indicators=[indicator(2 * m), indicator(2 * m + 1)]
+        )
+        for m in range(2)
+    ]
+    with pytest.raises(grpc.RpcError) as stopped:
+        stub(world, "bank-b").ContributeStream(iter(messages))
+    assert stopped.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    so_far = exchange_pb2.ContributeResponse()
+    _details(stopped.value, so_far)
+    assert so_far.accepted == 2  # the first message's items, stored and reported
     import io
     from pathlib import Path
 
