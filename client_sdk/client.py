@@ -29,6 +29,7 @@ and non-personal metadata to the hub.  Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -754,6 +755,7 @@ class HubClient:
                         kind = (row.get("kind") or "").strip()
                         summary.failures.append(ItemFailure(offset + position + 1, kind, exc))
                 summary.rows += len(rows)
+                pipeline.check()
                 send = self._contribution(
                     [item for _, item in parsed], purpose, case_reference, streaming=True
                 )
@@ -804,6 +806,7 @@ class HubClient:
         with _Pipeline[list[MatchResult | ItemFailure]]() as pipeline:
             for rows, offset in _windows(path, window, progress, "match"):
                 pairs = [((row.get("kind") or "").strip(), row.get("value") or "") for row in rows]
+                pipeline.check()
                 send = self._screening(pairs, purpose, case_reference, streaming=True)
                 pipeline.push(send, partial(write, rows, offset))
         return summary
@@ -813,13 +816,21 @@ class _Pipeline(Generic[_T]):
     """Runs each window's hub call in the background while the next window is tokenized.
 
     One call in flight at a time, so at most two windows are in memory and results
-    are handled in input order, on the caller's thread.  On leaving the block the
-    last call is finished and handled; if the block raised, it is only waited for.
+    are handled in input order, on the caller's thread.  :meth:`check` raises a
+    failed call's error before the next window is tokenized (no key-holder work
+    for nothing).  On leaving the block the call in flight is finished and its
+    result handled, also when the block raised an error (the hub did that work:
+    its rows are written, its counts kept); an interrupt does not wait for it.
     """
 
     def __init__(self) -> None:
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-send")
         self._pending: tuple[Future[_T], Callable[[_T], None]] | None = None
+
+    def check(self) -> None:
+        """Raise now if the call in flight already failed."""
+        if self._pending is not None and self._pending[0].done():
+            self._finish()
 
     def push(self, send: Callable[[], _T], handle: Callable[[_T], None]) -> None:
         self._finish()
@@ -840,11 +851,17 @@ class _Pipeline(Generic[_T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        interrupted = exc_type is not None and not issubclass(exc_type, Exception)
         try:
             if exc_type is None:
                 self._finish()
+            elif not interrupted:
+                # The block's own error is the one raised; the window in flight
+                # still gets its outcomes recorded if it succeeded.
+                with contextlib.suppress(Exception):
+                    self._finish()
         finally:
-            self._sender.shutdown(wait=True)
+            self._sender.shutdown(wait=not interrupted, cancel_futures=True)
 
 
 def _malformed(

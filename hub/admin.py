@@ -19,6 +19,7 @@ Guarantees:
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -156,11 +157,12 @@ class DatabaseReplayGuard:
         with self._lock:
             sweep = now_s >= self._next_sweep
             if sweep:
-                self._next_sweep = now_s + self._sweep_every
+                # Jittered, so replicas started together do not sweep in step.
+                self._next_sweep = now_s + self._sweep_every * random.uniform(0.5, 1.5)  # noqa: S311
+        if sweep:
+            self._sweep(now)
         try:
             with self._store.session() as session:
-                if sweep:
-                    store.forget_expired_tokens(session, now)
                 fresh = store.remember_token(session, issuer, jti, forget_after, now)
                 session.commit()
         except SQLAlchemyError as exc:
@@ -169,6 +171,16 @@ class DatabaseReplayGuard:
             raise Unavailable("cannot check the token against replays; retry") from None
         if not fresh:
             raise AuthenticationError("token already used (replayed jti)")
+
+    def _sweep(self, now: datetime) -> None:
+        """Delete expired ids in a transaction of its own: best effort, never the
+        reason a valid call fails (the next sweep catches up)."""
+        try:
+            with self._store.session() as session:
+                store.forget_expired_tokens(session, now)
+                session.commit()
+        except SQLAlchemyError as exc:
+            log.warning("sweeping expired token ids failed: %s", type(exc).__name__)
 
 
 def _institution_message(row: Institution) -> admin_pb2.Institution:
