@@ -108,8 +108,10 @@ Global___Indicator: _TypeAlias = Indicator  # noqa: Y015
 @_typing.final
 class MalformedItem(_message.Message):
     """An item the hub could not read (wrong token length, unknown kind, another
-    key epoch, a bad timestamp...).  `field` is the request field, e.g.
-    "indicators[12].token"; `reason` never contains a submitted value.
+    key epoch, a bad timestamp...).  `field` is the request's repeated field
+    ("indicators", "queries" or "items"); `reason` says what is wrong with the
+    item, naming the sub-field where there is one (e.g. "expires_at: ...").
+    Neither ever contains a submitted value.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
