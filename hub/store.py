@@ -26,6 +26,8 @@ Guarantees:
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -143,15 +145,35 @@ def _configure_sqlite(engine: Engine) -> None:
         # Let SQLAlchemy's "begin" event emit BEGIN, so it can be IMMEDIATE.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT * 1000}")
+        _set_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT * 1000}")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _set_wal(cursor: Any) -> None:
+    """Switch the file to WAL, waiting for other openers.
+
+    Changing the journal mode of a new file needs its lock, and SQLite answers
+    "database is locked" at once, without its busy handler, when two
+    connections (replicas, a CLI beside the hub) open the file together.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT
+    pause = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
 
 
 def _insert(session: Session, table: Any) -> Any:

@@ -53,4 +53,4 @@ def test_a_larger_partial_answer_is_left_out_and_the_message_says_so(
     message, kinds = _abort(big)
     assert "fraudhub.v1.MatchResponse" not in kinds
     assert "google.rpc.BadRequest" in kinds
-    assert "too large to attach" in message and "streaming call" in message
+    assert "too large to attach" in message and "send smaller requests" in message
