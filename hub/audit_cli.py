@@ -11,6 +11,9 @@
   left as it was.  Other failures (hub unreachable, PERMISSION_DENIED) exit 2.
 - ``report --from --to [--format table|csv|json]``: per-institution requests,
   items, matches, match rate, refusals by reason, requests by tier and purpose.
+- ``policy VERSION``: the text of the policy version an event names, checked
+  against its SHA-256 (the version), so a regulator reads the rules and legal
+  bases that decided.
 - ``log-key --data-dir DIR``: run by the hub's OPERATOR on the hub's machine;
   prints the verifier key of the hub's log key (the hub makes it on first
   start), to hand to regulators out of band for ``verify --log-key``.
@@ -33,6 +36,9 @@ Ed25519 key signs a short-lived JWT per call, over TLS unless ``--insecure``.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
+import json
 import os
 import sys
 from collections import Counter
@@ -91,6 +97,14 @@ class GrpcLogClient:
         if start >= end:
             return iter(())
         return self.list_events(audit_pb2.ListEventsRequest(start=start, end=end))
+
+    def policy(self, version: str) -> audit_pb2.PolicyText:
+        try:
+            return self._stub.GetPolicy(
+                audit_pb2.GetPolicyRequest(version=version), timeout=self._timeout
+            )
+        except grpc.RpcError as exc:
+            raise errors_from_status(exc) from None
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         try:
@@ -200,6 +214,27 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         f"audit log verified: checkpoint of size {result.state.size} from {since}, "
         f"{result.new_events} new event(s) rebuilt the signed root; state saved to {state_path}"
     )
+    return 0
+
+
+def _cmd_policy(args: argparse.Namespace) -> int:
+    with _channel(args) as channel:
+        text = GrpcLogClient(channel).policy(args.version)
+    digest = hashlib.sha256(text.canonical_text.encode("utf-8")).hexdigest()
+    if not hmac.compare_digest(digest, args.version) or text.version != args.version:
+        print(
+            f"fraudhub audit policy: FAILED: the text served hashes to {digest}, "
+            f"not {args.version}",
+            file=sys.stderr,
+        )
+        return 1
+    first_used = text.first_used.ToDatetime(tzinfo=UTC).isoformat()
+    if args.out is not None:
+        args.out.write_text(text.canonical_text, encoding="utf-8")  # the exact hashed text
+        print(f"policy {args.version} (first used {first_used}) written to {args.out}")
+    else:
+        print(f"# policy {args.version}, first used {first_used}; its SHA-256 checks out")
+        print(json.dumps(json.loads(text.canonical_text), indent=2, ensure_ascii=False))
     return 0
 
 
@@ -332,7 +367,7 @@ def _verified_args(parser: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    """Add the ``audit`` command group (verify, log-key, report, anomalies)."""
+    """Add the ``audit`` command group (verify, policy, log-key, report, anomalies)."""
     group = sub.add_parser("audit", help="verify and analyse the hub's audit log (regulators)")
     actions = group.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
 
@@ -375,6 +410,14 @@ def register(sub: Any) -> None:
         "--data-dir", type=Path, required=True, help="the hub's data directory (log-key.pem)"
     )
     log_key.set_defaults(func=_cmd_log_key)
+
+    policy = actions.add_parser(
+        "policy", help="the text of a policy version named by audit events (hash-checked)"
+    )
+    _connection_args(policy)
+    policy.add_argument("version", help="policy version: 64 hex digits, as in an event")
+    policy.add_argument("--out", type=Path, help="write the exact hashed text to this file")
+    policy.set_defaults(func=_cmd_policy)
 
     report = actions.add_parser("report", help="per-institution aggregates over a time window")
     _connection_args(report)

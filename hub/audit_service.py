@@ -26,6 +26,7 @@ A thin adapter over :mod:`hub.auditlog`.  Guarantees:
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -41,7 +42,7 @@ from sqlmodel import Session
 from typing_extensions import override
 
 from client_sdk.errors import CallerError, FraudhubError, InvalidRequest, PermissionDenied
-from hub import auditlog
+from hub import auditlog, store
 from hub.audit_report import InstitutionReport, aggregate
 from hub.auth import current_principal
 from hub.checkpoint import LogSigner, load_or_create_log_key
@@ -83,6 +84,7 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
         "GetInclusionProof",
         "GetConsistencyProof",
         "GetReport",
+        "GetPolicy",
     )
 }
 AUDIT_ROLES = METHOD_ROLES
@@ -296,6 +298,26 @@ class AuditService(audit_pb2_grpc.AuditServicer):
             return message, counted
 
         return self._audited("GetReport", request, work)
+
+    @override
+    def GetPolicy(
+        self, request: audit_pb2.GetPolicyRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.PolicyText:
+        def work(session: Session) -> tuple[audit_pb2.PolicyText, int]:
+            if not _POLICY_VERSION.fullmatch(request.version):
+                raise InvalidRequest("version must be 64 lowercase hex digits")
+            row = store.get_policy_text(session, request.version)
+            first_used = Timestamp()
+            first_used.FromDatetime(row.first_used)
+            text = audit_pb2.PolicyText(
+                version=row.version, canonical_text=row.canonical_text, first_used=first_used
+            )
+            return text, 1
+
+        return self._audited("GetPolicy", request, work)
+
+
+_POLICY_VERSION = re.compile(r"[0-9a-f]{64}")
 
 
 def _outcome(exc: FraudhubError) -> str:

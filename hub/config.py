@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,10 +76,14 @@ class HubConfig:
 class LivePolicy:
     """The current policy, swapped atomically on reload."""
 
-    def __init__(self, paths: tuple[Path, ...]) -> None:
+    def __init__(
+        self, paths: tuple[Path, ...], on_change: Callable[[Policy], None] | None = None
+    ) -> None:
         self._paths = paths
         self._lock = threading.Lock()
         self._policy = load_policy(*map(str, paths))
+        # Told of each policy that starts running (the hub records its text).
+        self._on_change = on_change
 
     @property
     def current(self) -> Policy:
@@ -95,4 +100,6 @@ class LivePolicy:
             previous = self._policy.version
             self._policy = fresh
         log.info("policy reloaded: version %s (was %s)", fresh.version[:12], previous[:12])
+        if self._on_change is not None:
+            self._on_change(fresh)
         return fresh.version, previous

@@ -31,6 +31,7 @@ __all__ = [
     "ROLES",
     "Indicator",
     "Institution",
+    "PolicyText",
     "QuotaUsage",
     "SeenToken",
     "UTCDateTime",
@@ -141,3 +142,17 @@ class SeenToken(SQLModel, table=True):
     issuer: str = Field(primary_key=True, max_length=64)
     jti: str = Field(primary_key=True, max_length=128)
     forget_after: datetime = Field(sa_column=_utc_column(nullable=False, index=True))
+
+
+class PolicyText(SQLModel, table=True):
+    """A policy the hub has run: its canonical text, whose SHA-256 is ``version``.
+
+    Audit events name the policy version that decided; auditors read the text
+    here (Audit.GetPolicy) and can hash it themselves.
+    """
+
+    __tablename__ = "policy_text"
+
+    version: str = Field(primary_key=True, max_length=64)
+    first_used: datetime = Field(sa_column=_utc_column(nullable=False))
+    canonical_text: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))

@@ -431,6 +431,8 @@ class Policy:
             _check_overlaps(layer)
         canonical = {"format": _FORMAT, "layers": [layer.canonical() for layer in self.layers]}
         encoded = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        #: The text ``version`` hashes (the hub keeps it for auditors: Audit.GetPolicy).
+        self.canonical_text: str = encoded
         self.version: str = hashlib.sha256(encoded.encode("utf-8")).hexdigest()
 
     # --- the tier table ---------------------------------------------------

@@ -36,6 +36,7 @@ import jwt
 from fraudhub.v1 import admin_pb2, admin_pb2_grpc, exchange_pb2, exchange_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy.exc import SQLAlchemyError
 
 from client_sdk.auth import HUB_AUDIENCE
 from client_sdk.errors import AuthenticationError, FraudhubError, PermissionDenied, PolicyDenied
@@ -49,8 +50,9 @@ from hub.errors import ErrorInterceptor
 from hub.events import AuditEvent
 from hub.exchange import ExchangeService, audit_outcome
 from hub.models import utcnow
+from hub.policy import Policy
 from hub.rpc import Behavior, wrap_handler
-from hub.store import Store, delete_expired
+from hub.store import Store, delete_expired, record_policy_text
 
 __all__ = ["HUB_METHOD_ROLES", "HubServer", "RefusalAuditInterceptor", "method_names"]
 
@@ -215,7 +217,7 @@ class HubServer:
     def __init__(self, config: HubConfig, *, store: Store | None = None) -> None:
         self.config = config
         self.store = store or Store(config.url)
-        self.policy = LivePolicy(config.policy_paths)
+        self.policy = LivePolicy(config.policy_paths, on_change=self._record_policy)
         self.key_info = load_public(config.public_key)
         self.registry = DatabaseRegistry(self.store)
         self.health = health.HealthServicer()
@@ -301,6 +303,7 @@ class HubServer:
     def start(self) -> int:
         """Migrate the database, bind and start; return the bound port."""
         self.store.migrate()
+        self._record_policy(self.policy.current)
         self.sweep_expired()
         threading.Thread(
             target=self._sweep_until_stopped, name="fraudhub-expiry", daemon=True
@@ -317,6 +320,16 @@ class HubServer:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("hub serving on port %d (policy %s)", self.port, self.policy.current.version[:12])
         return self.port
+
+    def _record_policy(self, policy: Policy) -> None:
+        """Keep the running policy's text for auditors (Audit.GetPolicy)."""
+        try:
+            with self.store.session() as session:
+                record_policy_text(session, policy.version, policy.canonical_text, utcnow())
+                session.commit()
+        except SQLAlchemyError as exc:
+            # The policy runs anyway; its text is recorded at the next start or reload.
+            log.error("could not record policy %s: %s", policy.version[:12], type(exc).__name__)
 
     def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish for ``grace`` seconds, stop."""

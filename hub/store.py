@@ -42,7 +42,7 @@ from sqlmodel import Session, col, select
 
 from client_sdk.errors import AlreadyExists, NotFound, QuotaExhausted, ServerError
 from hub.matching import Contribution, Sighting
-from hub.models import Indicator, Institution, QuotaUsage, SeenToken
+from hub.models import Indicator, Institution, PolicyText, QuotaUsage, SeenToken
 
 __all__ = [
     "SQLITE_FILENAME",
@@ -56,7 +56,9 @@ __all__ = [
     "find_active",
     "forget_expired_tokens",
     "get_institution",
+    "get_policy_text",
     "list_institutions",
+    "record_policy_text",
     "remember_token",
     "revoke",
     "sqlite_url",
@@ -354,6 +356,26 @@ def delete_expired(session: Session, now: datetime) -> int:
     table = Indicator.__table__  # type: ignore[attr-defined]
     result = session.execute(sa.delete(table).where(table.c.expires_at <= now))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def record_policy_text(session: Session, version: str, text: str, now: datetime) -> None:
+    """Keep the text of policy ``version`` (first use wins; a version's text never
+    changes, it is its hash).  Does not commit."""
+    table = PolicyText.__table__  # type: ignore[attr-defined]
+    statement = (
+        _insert(session, table)
+        .values(version=version, first_used=now, canonical_text=text)
+        .on_conflict_do_nothing(index_elements=["version"])
+    )
+    session.execute(statement)
+
+
+def get_policy_text(session: Session, version: str) -> PolicyText:
+    """The stored policy ``version``; raises NotFound if the hub never ran it."""
+    row = session.get(PolicyText, version)
+    if row is None:
+        raise NotFound("this hub never ran a policy of that version")
+    return row
 
 
 def remember_token(

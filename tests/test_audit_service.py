@@ -7,6 +7,8 @@ self-auditing of the regulator's reads, periodic checkpoints and the role table.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -295,3 +297,37 @@ def test_verified_reports_ignore_the_hubs_index_columns(hub: RunningHub) -> None
         )
     status, found, err = rows(*verified)
     assert status == 1 and found == [] and "do not rebuild the verified root" in err
+
+
+def test_regulators_read_the_policy_text_an_event_names(hub: RunningHub, tmp_path: Path) -> None:
+    version = hub.server.policy.current.version
+    status, out, _ = hub.cli("policy", version)
+    assert status == 0 and "its SHA-256 checks out" in out
+    assert json.loads(out.split("\n", 1)[1])["layers"][0]["name"]
+    saved = tmp_path / "policy.json"
+    status, _, _ = hub.cli("policy", version, "--out", str(saved))
+    assert status == 0
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == version
+    status, _, err = hub.cli("policy", "0" * 64)
+    assert status == 2 and "never ran a policy of that version" in err
+    status, _, err = hub.cli("policy", "not-a-version")
+    assert status == 2 and "64 lowercase hex digits" in err
+    with hub.channel("bank-a") as channel, pytest.raises(grpc.RpcError) as denied:
+        audit_pb2_grpc.AuditStub(channel).GetPolicy(audit_pb2.GetPolicyRequest(version=version))
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_each_policy_that_starts_running_is_reported(tmp_path: Path) -> None:
+    from hub.config import LivePolicy, default_policy
+
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(default_policy().read_text(encoding="utf-8"), encoding="utf-8")
+    seen: list[str] = []
+    live = LivePolicy((policy_file,), on_change=lambda p: seen.append(p.version))
+    first = live.current.version
+    policy_file.write_text(
+        policy_file.read_text(encoding="utf-8").replace("name: ", "name: changed ", 1),
+        encoding="utf-8",
+    )
+    new, previous = live.reload()
+    assert previous == first and new != first and seen == [new]

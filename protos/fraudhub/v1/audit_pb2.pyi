@@ -27,6 +27,56 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class GetPolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPolicyRequest: _TypeAlias = GetPolicyRequest  # noqa: Y015
+
+@_typing.final
+class PolicyText(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    CANONICAL_TEXT_FIELD_NUMBER: _builtins.int
+    FIRST_USED_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    canonical_text: _builtins.str
+    """Canonical JSON of every policy layer (operator's first, then overrides),
+    with each rule's legal basis; SHA-256 of its UTF-8 bytes is `version`.
+    """
+    @_builtins.property
+    def first_used(self) -> _timestamp_pb2.Timestamp:
+        """When the hub first ran it."""
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        canonical_text: _builtins.str = ...,
+        first_used: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_used", b"first_used"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canonical_text", b"canonical_text", "first_used", b"first_used", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PolicyText: _TypeAlias = PolicyText  # noqa: Y015
+
+@_typing.final
 class GetCheckpointRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

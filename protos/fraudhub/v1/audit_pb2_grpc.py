@@ -59,6 +59,11 @@ class AuditStub:
                 request_serializer=fraudhub_dot_v1_dot_audit__pb2.GetReportRequest.SerializeToString,
                 response_deserializer=fraudhub_dot_v1_dot_audit__pb2.Report.FromString,
                 _registered_method=True)
+        self.GetPolicy = channel.unary_unary(
+                '/fraudhub.v1.Audit/GetPolicy',
+                request_serializer=fraudhub_dot_v1_dot_audit__pb2.GetPolicyRequest.SerializeToString,
+                response_deserializer=fraudhub_dot_v1_dot_audit__pb2.PolicyText.FromString,
+                _registered_method=True)
 
 
 class AuditServicer:
@@ -103,6 +108,15 @@ class AuditServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPolicy(self, request, context):
+        """The text of a policy the hub has run: events name the version (the
+        SHA-256 of this text) that decided them.  INVALID_ARGUMENT unless version
+        is 64 lowercase hex digits; NOT_FOUND for a version this hub never ran.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +144,11 @@ def add_AuditServicer_to_server(servicer, server):
                     servicer.GetReport,
                     request_deserializer=fraudhub_dot_v1_dot_audit__pb2.GetReportRequest.FromString,
                     response_serializer=fraudhub_dot_v1_dot_audit__pb2.Report.SerializeToString,
+            ),
+            'GetPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPolicy,
+                    request_deserializer=fraudhub_dot_v1_dot_audit__pb2.GetPolicyRequest.FromString,
+                    response_serializer=fraudhub_dot_v1_dot_audit__pb2.PolicyText.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +286,33 @@ class Audit:
             '/fraudhub.v1.Audit/GetReport',
             fraudhub_dot_v1_dot_audit__pb2.GetReportRequest.SerializeToString,
             fraudhub_dot_v1_dot_audit__pb2.Report.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fraudhub.v1.Audit/GetPolicy',
+            fraudhub_dot_v1_dot_audit__pb2.GetPolicyRequest.SerializeToString,
+            fraudhub_dot_v1_dot_audit__pb2.PolicyText.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,11 @@ class AuditStub:
     """
     GetReport: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetReportRequest, _audit_pb2.Report]
     """Per-institution aggregates of the events in a time window."""
+    GetPolicy: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetPolicyRequest, _audit_pb2.PolicyText]
+    """The text of a policy the hub has run: events name the version (the
+    SHA-256 of this text) that decided them.  INVALID_ARGUMENT unless version
+    is 64 lowercase hex digits; NOT_FOUND for a version this hub never ran.
+    """
 
 @_typing.type_check_only
 class AuditAsyncStub(AuditStub):
@@ -76,6 +81,11 @@ class AuditAsyncStub(AuditStub):
     """
     GetReport: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetReportRequest, _audit_pb2.Report]  # type: ignore[assignment]
     """Per-institution aggregates of the events in a time window."""
+    GetPolicy: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetPolicyRequest, _audit_pb2.PolicyText]  # type: ignore[assignment]
+    """The text of a policy the hub has run: events name the version (the
+    SHA-256 of this text) that decided them.  INVALID_ARGUMENT unless version
+    is 64 lowercase hex digits; NOT_FOUND for a version this hub never ran.
+    """
 
 class AuditServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -124,5 +134,16 @@ class AuditServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.Report, _abc.Awaitable[_audit_pb2.Report]]:
         """Per-institution aggregates of the events in a time window."""
+
+    @_abc_1.abstractmethod
+    def GetPolicy(
+        self,
+        request: _audit_pb2.GetPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.PolicyText, _abc.Awaitable[_audit_pb2.PolicyText]]:
+        """The text of a policy the hub has run: events name the version (the
+        SHA-256 of this text) that decided them.  INVALID_ARGUMENT unless version
+        is 64 lowercase hex digits; NOT_FOUND for a version this hub never ran.
+        """
 
 def add_AuditServicer_to_server(servicer: AuditServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
