@@ -14,10 +14,9 @@ verifies it before the servicer runs and guarantees:
 - A ``jti`` is accepted once per issuer while its token is alive (a
   :class:`ReplayGuard`).  The hub keeps token ids in its database
   (``hub.admin.DatabaseReplayGuard``), shared by its replicas and kept across
-  restarts; a key holder, one process with no database, uses the in-memory
-  :class:`ReplayCache`, whose memory ends with the process (a token captured
-  just before a restart could be replayed there until it expires, at most
-  ``MAX_TOKEN_TTL`` seconds; the holder's answer is only blinded elements).
+  restarts; a key holder keeps them in a SQLite file in its state directory
+  (``hub.keyholder.SeenTokenFile``).  :class:`ReplayCache` is the in-memory
+  guard for a server built without either (tests, embedding).
 - The caller's role is allowed for the method by a per-method table; methods
   missing from the table are denied.
 - The servicer reads the caller with :func:`current_principal`.

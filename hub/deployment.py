@@ -39,7 +39,7 @@ from hub.admin import local_operator_event, to_registered
 from hub.auth import JsonFileRegistry, TokenVerifier, dump_registry
 from hub.ceremony import deal_to_directory, load_public, load_share
 from hub.config import HubConfig, default_policy
-from hub.keyholder import KeyHolderServer, KeyHolderServicer, QuotaLedger
+from hub.keyholder import KeyHolderServer, KeyHolderServicer, QuotaLedger, SeenTokenFile
 from hub.models import Institution, utcnow
 from hub.server import HubServer
 from hub.store import add_institution, list_institutions
@@ -140,7 +140,11 @@ class LocalDeployment:
         """(Re)start key holder ``index``, on its previous port if it had one."""
         share = self.shares[index]
         quota = QuotaLedger(self.data_dir / keyholder_name(index) / "quota.sqlite3", 10**9)
-        verifier = TokenVerifier(JsonFileRegistry(self.registry_path), keyholder_audience(index))
+        verifier = TokenVerifier(
+            JsonFileRegistry(self.registry_path),
+            keyholder_audience(index),
+            replay=SeenTokenFile(self.data_dir / keyholder_name(index) / "seen-tokens.sqlite3"),
+        )
         servicer_class = self._servicers.get(index, KeyHolderServicer)
         server = KeyHolderServer.create(
             servicer_class(share, self.public, quota),

@@ -13,6 +13,8 @@ A thin adapter around ``client_sdk.threshold.holder_evaluate``.  Guarantees:
   does not reset it; it is charged before evaluating, and a spent quota
   answers RESOURCE_EXHAUSTED.  (Evaluation counts are what a key holder is
   allowed to learn, DESIGN.md "Parties".)
+- A token id is accepted once while its token lives, across restarts
+  (:class:`SeenTokenFile`, in the state directory).
 - Elements, evaluations and proofs are never logged: only the institution
   and the element count.
 """
@@ -23,6 +25,7 @@ import datetime as dt
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
@@ -35,6 +38,7 @@ from grpc_reflection.v1alpha import reflection
 
 from client_sdk import oprf
 from client_sdk.errors import (
+    AuthenticationError,
     ConfigurationError,
     InvalidElementError,
     InvalidItems,
@@ -43,7 +47,7 @@ from client_sdk.errors import (
     QuotaExhausted,
 )
 from client_sdk.threshold import KeyShare, PublicKeyInfo, holder_evaluate
-from hub.auth import ROLES, AuthInterceptor, TokenVerifier, current_principal
+from hub.auth import LEEWAY, ROLES, AuthInterceptor, TokenVerifier, current_principal
 from hub.errors import ErrorInterceptor
 from hub.tls import SERVER_OPTIONS, bind
 
@@ -55,6 +59,7 @@ __all__ = [
     "KeyHolderServer",
     "KeyHolderServicer",
     "QuotaLedger",
+    "SeenTokenFile",
 ]
 
 log = logging.getLogger(__name__)
@@ -68,6 +73,14 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     f"/{SERVICE_NAME}/GetKeyInfo": frozenset(ROLES),
     f"/{SERVICE_NAME}/BlindEvaluate": frozenset({"bank", "carrier"}),
 }
+_SEEN_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seen_token (
+    issuer TEXT NOT NULL,
+    jti TEXT NOT NULL,
+    forget_after REAL NOT NULL,
+    PRIMARY KEY (issuer, jti)
+)
+"""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS evaluations (
     institution TEXT NOT NULL,
@@ -142,6 +155,57 @@ class QuotaLedger:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class SeenTokenFile:
+    """The key holder's :class:`~hub.auth.ReplayGuard`: JWT ids in a SQLite file in
+    its state directory, so a restart does not reopen a token's lifetime to replay.
+
+    One small write per call; expired ids are deleted on the way, at most once a
+    minute.  Raises ConfigurationError if the file cannot be opened.
+    """
+
+    def __init__(
+        self, path: Path, *, clock: Callable[[], float] = time.time, sweep_every: float = 60.0
+    ) -> None:
+        self._clock = clock
+        self._sweep_every = sweep_every
+        self._next_sweep = 0.0
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute(f"PRAGMA busy_timeout={30_000}")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(_SEEN_SCHEMA)
+        except sqlite3.Error as exc:
+            raise ConfigurationError(f"cannot open token file {path}: {exc}") from None
+
+    def check_and_store(self, issuer: str, jti: str, expires_at: float) -> None:
+        now = self._clock()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if now >= self._next_sweep:
+                    self._db.execute("DELETE FROM seen_token WHERE forget_after < ?", (now,))
+                    self._next_sweep = now + self._sweep_every
+                cursor = self._db.execute(
+                    "INSERT INTO seen_token (issuer, jti, forget_after) VALUES (?, ?, ?) "
+                    "ON CONFLICT (issuer, jti) DO UPDATE SET forget_after = excluded.forget_after "
+                    "WHERE seen_token.forget_after < ?",
+                    (issuer, jti, expires_at + LEEWAY, now),
+                )
+                fresh = cursor.rowcount == 1
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        if not fresh:
+            raise AuthenticationError("token already used (replayed jti)")
 
     def close(self) -> None:
         with self._lock:

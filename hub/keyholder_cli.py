@@ -22,7 +22,13 @@ from client_sdk.threshold import MAX_HOLDERS
 from hub.argtypes import positive_int
 from hub.auth import JsonFileRegistry, TokenVerifier
 from hub.ceremony import check_share, load_public, load_share
-from hub.keyholder import DEFAULT_DAILY_QUOTA, KeyHolderServer, KeyHolderServicer, QuotaLedger
+from hub.keyholder import (
+    DEFAULT_DAILY_QUOTA,
+    KeyHolderServer,
+    KeyHolderServicer,
+    QuotaLedger,
+    SeenTokenFile,
+)
 from hub.tls import TlsFiles, init_tls, keyholder_name, load_server_credentials, tls_files
 
 __all__ = ["register"]
@@ -58,7 +64,9 @@ def _cmd_keyholder(args: argparse.Namespace) -> int:
     files = _tls(args, share.index)
     credentials = load_server_credentials(files) if files is not None else None
     verifier = TokenVerifier(
-        JsonFileRegistry(args.registry), args.audience or keyholder_audience(share.index)
+        JsonFileRegistry(args.registry),
+        args.audience or keyholder_audience(share.index),
+        replay=SeenTokenFile(args.state_dir / "seen-tokens.sqlite3"),
     )
     quota = QuotaLedger(args.state_dir / "quota.sqlite3", args.daily_quota)
     server = KeyHolderServer.create(

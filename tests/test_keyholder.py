@@ -24,7 +24,7 @@ from client_sdk.errors import (
 )
 from client_sdk.tokens import oprf_input
 from client_sdk.transport import errors_from_status
-from hub.keyholder import MAX_BATCH, KeyHolderServer, QuotaLedger
+from hub.keyholder import MAX_BATCH, KeyHolderServer, QuotaLedger, SeenTokenFile
 
 pytestmark = pytest.mark.e2e
 
@@ -158,3 +158,18 @@ def test_reflection_lists_the_services(world: World, holder: KeyHolderServer) ->
     (reply,) = list(stub.ServerReflectionInfo(iter([request]), timeout=10))
     names = {s.name for s in reply.list_services_response.service}
     assert {"fraudhub.v1.KeyHolder", "grpc.health.v1.Health"} <= names
+
+
+def test_token_ids_survive_a_restart_until_they_expire(tmp_path: Path) -> None:
+    path = tmp_path / "seen-tokens.sqlite3"
+    now = [1_000_000.0]
+    first = SeenTokenFile(path, clock=lambda: now[0])
+    first.check_and_store("bank-a", "a" * 20, now[0] + 300)
+    first.check_and_store("bank-b", "a" * 20, now[0] + 300)  # per issuer
+    first.close()
+    restarted = SeenTokenFile(path, clock=lambda: now[0])
+    with pytest.raises(AuthenticationError, match="replayed"):
+        restarted.check_and_store("bank-a", "a" * 20, now[0] + 300)
+    now[0] += 400  # past expiry and leeway: forgotten (and swept)
+    restarted.check_and_store("bank-a", "a" * 20, now[0] + 300)
+    restarted.close()
