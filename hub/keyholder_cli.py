@@ -87,7 +87,10 @@ def _cmd_keyholder(args: argparse.Namespace) -> int:
     server.start()
     print(f"key holder {share.index} (epoch {share.epoch}) listening on port {server.port}")
     sys.stdout.flush()
-    stop.wait()
+    # Wake up now and then: a signal delivered to one of gRPC's threads only runs
+    # its Python handler once the main thread executes again.
+    while not stop.wait(0.5):
+        pass
     server.stop(STOP_GRACE_SECONDS)
     quota.close()
     return 0
