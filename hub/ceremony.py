@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,19 +44,39 @@ def _write_private(path: Path, text: str) -> None:
 def deal_to_directory(
     threshold: int, holders: int, out: Path, *, epoch: int = 1
 ) -> tuple[list[Path], Path]:
-    """Run the ceremony; return the share file paths and the public file path."""
+    """Run the ceremony; return the share file paths and the public file path.
+
+    All or nothing: the files are written in a staging directory inside ``out``
+    and linked into place (never over an existing file), ``public.json`` last;
+    if anything fails, none of them is left in ``out``.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    shares, public = deal(threshold, holders, epoch=epoch)
     public_path = out / PUBLIC_NAME
     if public_path.exists():
         raise ConfigurationError(f"{public_path} already exists; deal into an empty directory")
-    paths = []
-    for share in shares:
-        path = out / SHARE_NAME.format(index=share.index)
-        _write_private(path, share.to_json())
-        paths.append(path)
-    public_path.write_text(public.to_json() + "\n")
-    return paths, public_path
+    shares, public = deal(threshold, holders, epoch=epoch)
+    staging = Path(tempfile.mkdtemp(prefix=".deal-", dir=out))
+    placed: list[Path] = []
+    try:
+        names = [SHARE_NAME.format(index=share.index) for share in shares]
+        for name, share in zip(names, shares, strict=True):
+            _write_private(staging / name, share.to_json())
+        (staging / PUBLIC_NAME).write_text(public.to_json() + "\n")
+        for name in [*names, PUBLIC_NAME]:
+            try:
+                os.link(staging / name, out / name)
+            except FileExistsError:
+                raise ConfigurationError(
+                    f"{out / name} already exists; deal into an empty directory"
+                ) from None
+            placed.append(out / name)
+    except BaseException:
+        for path in placed:
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return placed[:-1], public_path
 
 
 def _read(path: Path, what: str) -> str:

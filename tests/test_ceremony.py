@@ -114,3 +114,20 @@ def test_public_file_fields_are_typed() -> None:
     data["threshold"] = "2"
     with pytest.raises(ConfigurationError, match="threshold must be a whole number"):
         PublicKeyInfo.from_json(json.dumps(data))
+
+
+def test_a_failed_deal_leaves_nothing_behind(tmp_path: Path) -> None:
+    # A share file of another ceremony already sits where holder 2's would go.
+    (tmp_path / "share-2.json").write_text("{}")
+    with pytest.raises(ConfigurationError, match=r"share-2\.json already exists"):
+        ceremony.deal_to_directory(2, 3, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["share-2.json"]
+    shares, public = ceremony.deal_to_directory(2, 3, tmp_path / "fresh")
+    assert [p.name for p in shares] == ["share-1.json", "share-2.json", "share-3.json"]
+    assert public.name == "public.json" and (shares[0].stat().st_mode & 0o777) == 0o600
+    assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == [
+        "public.json",
+        "share-1.json",
+        "share-2.json",
+        "share-3.json",
+    ]
