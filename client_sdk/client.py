@@ -819,8 +819,9 @@ class _Pipeline(Generic[_T]):
     are handled in input order, on the caller's thread.  :meth:`check` raises a
     failed call's error before the next window is tokenized (no key-holder work
     for nothing).  On leaving the block the call in flight is finished and its
-    result handled, also when the block raised an error (the hub did that work:
-    its rows are written, its counts kept); an interrupt does not wait for it.
+    result handled, also when the block raised an error (match_csv still writes
+    the rows the hub answered); on an interrupt the block is left at once (the
+    interpreter still joins the call, bounded by its deadline, at exit).
     """
 
     def __init__(self) -> None:

@@ -63,12 +63,7 @@ def deal_to_directory(
             _write_private(staging / name, share.to_json())
         (staging / PUBLIC_NAME).write_text(public.to_json() + "\n")
         for name in [*names, PUBLIC_NAME]:
-            try:
-                os.link(staging / name, out / name)
-            except FileExistsError:
-                raise ConfigurationError(
-                    f"{out / name} already exists; deal into an empty directory"
-                ) from None
+            _place(staging / name, out / name)
             placed.append(out / name)
     except BaseException:
         for path in placed:
@@ -77,6 +72,24 @@ def deal_to_directory(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return placed[:-1], public_path
+
+
+def _place(staged: Path, target: Path) -> None:
+    """Put ``staged`` at ``target``, never over an existing file."""
+    try:
+        os.link(staged, target)
+        return
+    except FileExistsError:
+        raise ConfigurationError(f"{target} already exists; deal into an empty directory") from None
+    except OSError:
+        pass  # no hard links here (vfat, exFAT, some network mounts): copy instead
+    mode = staged.stat().st_mode & 0o777
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        raise ConfigurationError(f"{target} already exists; deal into an empty directory") from None
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(staged.read_bytes())
 
 
 def _read(path: Path, what: str) -> str:

@@ -93,13 +93,16 @@ class LivePolicy:
         """Re-read the files; return ``(new_version, previous_version)``.
 
         Raises :class:`~client_sdk.errors.PolicyError` (file, line, field) if
-        they do not validate; the running policy is then unchanged.
+        they do not validate, or what ``on_change`` raises; the running policy
+        is then unchanged.
         """
         with self._lock:
             fresh = load_policy(*map(str, self._paths))
             previous = self._policy.version
+            if self._on_change is not None:
+                # Before the swap: no decision names a version the hub has not
+                # recorded.  If recording fails, the reload fails.
+                self._on_change(fresh)
             self._policy = fresh
         log.info("policy reloaded: version %s (was %s)", fresh.version[:12], previous[:12])
-        if self._on_change is not None:
-            self._on_change(fresh)
         return fresh.version, previous

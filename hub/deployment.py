@@ -54,14 +54,16 @@ LOG_FILENAME = "servers.log"
 
 @dataclass
 class RunningHolder:
-    """A key holder server and its quota ledger."""
+    """A key holder server, its quota ledger and its token-id file."""
 
     server: KeyHolderServer
     quota: QuotaLedger
+    seen: SeenTokenFile
 
     def stop(self, grace: float) -> None:
         self.server.stop(grace)
         self.quota.close()
+        self.seen.close()
 
 
 class LocalDeployment:
@@ -140,10 +142,9 @@ class LocalDeployment:
         """(Re)start key holder ``index``, on its previous port if it had one."""
         share = self.shares[index]
         quota = QuotaLedger(self.data_dir / keyholder_name(index) / "quota.sqlite3", 10**9)
+        seen = SeenTokenFile(self.data_dir / keyholder_name(index) / "seen-tokens.sqlite3")
         verifier = TokenVerifier(
-            JsonFileRegistry(self.registry_path),
-            keyholder_audience(index),
-            replay=SeenTokenFile(self.data_dir / keyholder_name(index) / "seen-tokens.sqlite3"),
+            JsonFileRegistry(self.registry_path), keyholder_audience(index), replay=seen
         )
         servicer_class = self._servicers.get(index, KeyHolderServicer)
         server = KeyHolderServer.create(
@@ -154,7 +155,7 @@ class LocalDeployment:
             max_workers=4,
         )
         server.start()
-        self.holders[index] = RunningHolder(server, quota)
+        self.holders[index] = RunningHolder(server, quota, seen)
         self.holder_ports[index] = server.port
 
     def stop_holder(self, index: int) -> None:

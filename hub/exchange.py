@@ -300,16 +300,26 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
             raise StorageError("the hub's database failed") from None
 
     def _stream_limit(
-        self, principal: Principal, draft: _AuditDraft, offset: int, count: int
+        self,
+        principal: Principal,
+        draft: _AuditDraft,
+        request: exchange_pb2.ContributeRequest | exchange_pb2.MatchRequest,
+        offset: int,
     ) -> InvalidRequest | None:
         """The error for a stream message past :data:`MAX_STREAM_ITEMS`, audited; else None.
 
         The hub keeps a stream's per-item outcomes until it ends, so a stream
         is bounded.  The messages before this one stay processed.
         """
+        if isinstance(request, exchange_pb2.ContributeRequest):
+            count = len(request.indicators)
+        else:
+            count = len(request.queries)
         if offset + count <= MAX_STREAM_ITEMS:
             return None
         draft.item_count = count
+        draft.purpose = request.purpose
+        draft.case_reference = request.case_reference or None
         error = InvalidRequest(
             f"a stream holds at most {MAX_STREAM_ITEMS} items; the messages before this one "
             "were processed, send the rest on a new stream"
@@ -366,7 +376,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         offset = 0
         for request in request_iterator:
             principal, policy, draft = self._begin("Exchange.ContributeStream", request)
-            too_long = self._stream_limit(principal, draft, offset, len(request.indicators))
+            too_long = self._stream_limit(principal, draft, request, offset)
             if too_long is not None:
                 # What the earlier messages stored still reaches the caller.
                 _abort_partial(context, str(too_long), tally.invalid, tally.response())
@@ -515,7 +525,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         offset = 0
         for request in request_iterator:
             principal, policy, draft = self._begin("Exchange.MatchStream", request)
-            too_long = self._stream_limit(principal, draft, offset, len(request.queries))
+            too_long = self._stream_limit(principal, draft, request, offset)
             if too_long is not None:
                 raise too_long  # the earlier messages were answered already
             response, message_invalid = self._match_message(

@@ -63,10 +63,11 @@ def _cmd_keyholder(args: argparse.Namespace) -> int:
     check_share(share, public)
     files = _tls(args, share.index)
     credentials = load_server_credentials(files) if files is not None else None
+    seen = SeenTokenFile(args.state_dir / "seen-tokens.sqlite3")
     verifier = TokenVerifier(
         JsonFileRegistry(args.registry),
         args.audience or keyholder_audience(share.index),
-        replay=SeenTokenFile(args.state_dir / "seen-tokens.sqlite3"),
+        replay=seen,
     )
     quota = QuotaLedger(args.state_dir / "quota.sqlite3", args.daily_quota)
     server = KeyHolderServer.create(
@@ -93,6 +94,7 @@ def _cmd_keyholder(args: argparse.Namespace) -> int:
         pass
     server.stop(STOP_GRACE_SECONDS)
     quota.close()
+    seen.close()
     return 0
 
 
@@ -116,7 +118,9 @@ def register(sub: Any) -> None:
     kh.add_argument(
         "--registry", type=Path, required=True, help="institutions JSON (institution export)"
     )
-    kh.add_argument("--state-dir", type=Path, required=True, help="where the quota file lives")
+    kh.add_argument(
+        "--state-dir", type=Path, required=True, help="where the quota and token-id files live"
+    )
     kh.add_argument("--listen", default="127.0.0.1:0", help="host:port (default 127.0.0.1:0)")
     kh.add_argument("--data-dir", type=Path, help="data dir of `fraudhub init` (TLS files)")
     kh.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM)")

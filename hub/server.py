@@ -52,7 +52,7 @@ from hub.exchange import ExchangeService, audit_outcome
 from hub.models import utcnow
 from hub.policy import Policy
 from hub.rpc import Behavior, wrap_handler
-from hub.store import Store, delete_expired, record_policy_text
+from hub.store import StorageError, Store, delete_expired, record_policy_text
 
 __all__ = ["HUB_METHOD_ROLES", "HubServer", "RefusalAuditInterceptor", "method_names"]
 
@@ -322,14 +322,18 @@ class HubServer:
         return self.port
 
     def _record_policy(self, policy: Policy) -> None:
-        """Keep the running policy's text for auditors (Audit.GetPolicy)."""
+        """Keep a policy's text for auditors (Audit.GetPolicy) before it runs.
+
+        Raises StorageError if the database refuses: the hub then does not
+        start, or the reload is refused and the running policy stays.
+        """
         try:
             with self.store.session() as session:
                 record_policy_text(session, policy.version, policy.canonical_text, utcnow())
                 session.commit()
         except SQLAlchemyError as exc:
-            # The policy runs anyway; its text is recorded at the next start or reload.
             log.error("could not record policy %s: %s", policy.version[:12], type(exc).__name__)
+            raise StorageError("could not record the policy's text for auditors") from None
 
     def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish for ``grace`` seconds, stop."""

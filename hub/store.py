@@ -374,7 +374,10 @@ def get_policy_text(session: Session, version: str) -> PolicyText:
     """The stored policy ``version``; raises NotFound if the hub never ran it."""
     row = session.get(PolicyText, version)
     if row is None:
-        raise NotFound("this hub never ran a policy of that version")
+        raise NotFound(
+            "no policy text recorded for that version (texts are kept from the release "
+            "that added Audit.GetPolicy on)"
+        )
     return row
 
 

@@ -24,7 +24,7 @@ from hub import auditlog, merkle
 from hub.audit_service import METHOD_ROLES, Checkpointer, log_signer
 from hub.checkpoint import LogVerifier, open_checkpoint
 from hub.events import AuditEvent, decode
-from hub.store import Store, sqlite_url
+from hub.store import StorageError, Store, sqlite_url
 
 pytestmark = pytest.mark.e2e
 
@@ -309,7 +309,7 @@ def test_regulators_read_the_policy_text_an_event_names(hub: RunningHub, tmp_pat
     assert status == 0
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == version
     status, _, err = hub.cli("policy", "0" * 64)
-    assert status == 2 and "never ran a policy of that version" in err
+    assert status == 2 and "no policy text recorded for that version" in err
     status, _, err = hub.cli("policy", "not-a-version")
     assert status == 2 and "64 lowercase hex digits" in err
     with hub.channel("bank-a") as channel, pytest.raises(grpc.RpcError) as denied:
@@ -331,3 +331,16 @@ def test_each_policy_that_starts_running_is_reported(tmp_path: Path) -> None:
     )
     new, previous = live.reload()
     assert previous == first and new != first and seen == [new]
+
+    def refuse(_policy: object) -> None:
+        raise StorageError("could not record the policy's text for auditors")
+
+    failing = LivePolicy((policy_file,), on_change=refuse)
+    running = failing.current.version
+    policy_file.write_text(
+        policy_file.read_text(encoding="utf-8").replace("name: ", "name: again ", 1),
+        encoding="utf-8",
+    )
+    with pytest.raises(StorageError):
+        failing.reload()
+    assert failing.current.version == running  # not recorded, so not running

@@ -131,3 +131,21 @@ def test_a_failed_deal_leaves_nothing_behind(tmp_path: Path) -> None:
         "share-2.json",
         "share-3.json",
     ]
+
+
+def test_deal_copies_where_hard_links_are_not_supported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(_source: object, _target: object) -> None:
+        raise PermissionError("operation not permitted")  # vfat, exFAT
+
+    monkeypatch.setattr(ceremony.os, "link", no_links)
+    shares, public = ceremony.deal_to_directory(2, 3, tmp_path)
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in shares)
+    assert ceremony.load_public(public).threshold == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "public.json",
+        "share-1.json",
+        "share-2.json",
+        "share-3.json",
+    ]

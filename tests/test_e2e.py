@@ -850,10 +850,11 @@ def test_a_stream_is_bounded(world: LocalDeployment, monkeypatch: pytest.MonkeyP
     assert "at most 3 items" in (error.value.details() or "")
     assert len(received) == 1 and len(received[0].results) == 2  # the first message was answered
     event = last_event(world)
-    assert (event["action"], event["outcome"], event["item_count"]) == (
+    assert (event["action"], event["outcome"], event["item_count"], event["purpose"]) == (
         "Exchange.MatchStream",
         "invalid",
         2,
+        PAYMENT,
     )
 
     def indicator(n: int) -> exchange_pb2.Indicator:

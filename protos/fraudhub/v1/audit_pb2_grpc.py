@@ -111,7 +111,8 @@ class AuditServicer:
     def GetPolicy(self, request, context):
         """The text of a policy the hub has run: events name the version (the
         SHA-256 of this text) that decided them.  INVALID_ARGUMENT unless version
-        is 64 lowercase hex digits; NOT_FOUND for a version this hub never ran.
+        is 64 lowercase hex digits; NOT_FOUND for a version whose text the hub
+        has not recorded (never ran it, or ran it before texts were kept).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -58,7 +58,8 @@ class AuditStub:
     GetPolicy: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetPolicyRequest, _audit_pb2.PolicyText]
     """The text of a policy the hub has run: events name the version (the
     SHA-256 of this text) that decided them.  INVALID_ARGUMENT unless version
-    is 64 lowercase hex digits; NOT_FOUND for a version this hub never ran.
+    is 64 lowercase hex digits; NOT_FOUND for a version whose text the hub
+    has not recorded (never ran it, or ran it before texts were kept).
     """
 
 @_typing.type_check_only
@@ -84,7 +85,8 @@ class AuditAsyncStub(AuditStub):
     GetPolicy: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetPolicyRequest, _audit_pb2.PolicyText]  # type: ignore[assignment]
     """The text of a policy the hub has run: events name the version (the
     SHA-256 of this text) that decided them.  INVALID_ARGUMENT unless version
-    is 64 lowercase hex digits; NOT_FOUND for a version this hub never ran.
+    is 64 lowercase hex digits; NOT_FOUND for a version whose text the hub
+    has not recorded (never ran it, or ran it before texts were kept).
     """
 
 class AuditServicer(metaclass=_abc_1.ABCMeta):
@@ -143,7 +145,8 @@ class AuditServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_audit_pb2.PolicyText, _abc.Awaitable[_audit_pb2.PolicyText]]:
         """The text of a policy the hub has run: events name the version (the
         SHA-256 of this text) that decided them.  INVALID_ARGUMENT unless version
-        is 64 lowercase hex digits; NOT_FOUND for a version this hub never ran.
+        is 64 lowercase hex digits; NOT_FOUND for a version whose text the hub
+        has not recorded (never ran it, or ran it before texts were kept).
         """
 
 def add_AuditServicer_to_server(servicer: AuditServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
