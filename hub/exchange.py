@@ -667,11 +667,8 @@ def _match_result(
     reasons = list(decision.reasons)
     if not decision.allow:
         return exchange_pb2.MatchResult(index=index, reasons=reasons)
+    # Decision guarantees LABELS only with attribution (CAP_NO_ATTRIBUTION in decide).
     level = decision.disclosure
-    if level >= Disclosure.LABELS and not decision.obligations.attribution_allowed:
-        # Policy.decide already caps this (CAP_NO_ATTRIBUTION); a label names its
-        # contributor, so the hub never relies on that alone.
-        level = Disclosure.SUMMARY
     summary = matching.aggregate(
         principal.institution,
         sightings,

@@ -255,6 +255,12 @@ class Decision:
     tier: str
     rules: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # A sealed label is bound to its contributor's id (the AAD): no decision
+        # may show labels without allowing attribution (decide caps it at summary).
+        if self.disclosure >= Disclosure.LABELS and not self.obligations.attribution_allowed:
+            raise ValueError("a decision disclosing labels must allow attribution")
+
     @property
     def explanations(self) -> tuple[str, ...]:
         """The reasons as sentences a person can read."""

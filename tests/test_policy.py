@@ -230,6 +230,15 @@ def test_every_reason_code_has_readable_text() -> None:
         explain_reason("NOT_A_CODE")
 
 
+def test_no_decision_shows_labels_without_attribution(default_policy: Policy) -> None:
+    granted = default_policy.decide(BANK, "match", "url", "payment_screening")
+    assert granted.disclosure == Disclosure.LABELS and granted.obligations.attribution_allowed
+    anonymous = replace(granted.obligations, attribution_allowed=False)
+    with pytest.raises(ValueError, match="must allow attribution"):
+        replace(granted, obligations=anonymous)
+    assert replace(granted, obligations=anonymous, disclosure=Disclosure.SUMMARY).allow
+
+
 def test_decision_to_dict_is_json_ready(default_policy: Policy) -> None:
     d = default_policy.decide(BANK, "match", "phone", "payment_screening")
     out = d.to_dict()
