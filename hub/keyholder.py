@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -49,6 +48,7 @@ from client_sdk.errors import (
 from client_sdk.threshold import KeyShare, PublicKeyInfo, holder_evaluate
 from hub.auth import LEEWAY, ROLES, AuthInterceptor, TokenVerifier, current_principal
 from hub.errors import ErrorInterceptor
+from hub.sqlitefile import immediate, open_state_file
 from hub.tls import SERVER_OPTIONS, bind
 
 __all__ = [
@@ -111,14 +111,7 @@ class QuotaLedger:
         self.daily_quota = daily_quota
         self._today = today
         self._lock = threading.Lock()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise ConfigurationError(f"cannot open quota file {path}: {exc}") from None
+        self._db = open_state_file(path, _SCHEMA, "quota")
 
     def used(self, institution: str) -> int:
         """Elements ``institution`` evaluated today."""
@@ -132,29 +125,23 @@ class QuotaLedger:
     def charge(self, institution: str, elements: int) -> None:
         """Count ``elements`` against today's quota; raise QuotaExhausted if it would overflow."""
         day = self._today()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute(
-                    "SELECT elements FROM evaluations WHERE institution = ? AND day = ?",
-                    (institution, day),
-                ).fetchone()
-                used = int(row[0]) if row else 0
-                if used + elements > self.daily_quota:
-                    raise QuotaExhausted(
-                        f"daily evaluation quota spent ({used} of {self.daily_quota} elements "
-                        f"used, {elements} asked); it resets at 00:00 UTC"
-                    )
-                self._db.execute(
-                    "INSERT INTO evaluations (institution, day, elements) VALUES (?, ?, ?) "
-                    "ON CONFLICT (institution, day) DO UPDATE "
-                    "SET elements = elements + excluded.elements",
-                    (institution, day, elements),
+        with self._lock, immediate(self._db) as db:
+            row = db.execute(
+                "SELECT elements FROM evaluations WHERE institution = ? AND day = ?",
+                (institution, day),
+            ).fetchone()
+            used = int(row[0]) if row else 0
+            if used + elements > self.daily_quota:
+                raise QuotaExhausted(
+                    f"daily evaluation quota spent ({used} of {self.daily_quota} elements "
+                    f"used, {elements} asked); it resets at 00:00 UTC"
                 )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            db.execute(
+                "INSERT INTO evaluations (institution, day, elements) VALUES (?, ?, ?) "
+                "ON CONFLICT (institution, day) DO UPDATE "
+                "SET elements = elements + excluded.elements",
+                (institution, day, elements),
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -176,34 +163,21 @@ class SeenTokenFile:
         self._sweep_every = sweep_every
         self._next_sweep = 0.0
         self._lock = threading.Lock()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute(f"PRAGMA busy_timeout={30_000}")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(_SEEN_SCHEMA)
-        except sqlite3.Error as exc:
-            raise ConfigurationError(f"cannot open token file {path}: {exc}") from None
+        self._db = open_state_file(path, _SEEN_SCHEMA, "token")
 
     def check_and_store(self, issuer: str, jti: str, expires_at: float) -> None:
         now = self._clock()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                if now >= self._next_sweep:
-                    self._db.execute("DELETE FROM seen_token WHERE forget_after < ?", (now,))
-                    self._next_sweep = now + self._sweep_every
-                cursor = self._db.execute(
-                    "INSERT INTO seen_token (issuer, jti, forget_after) VALUES (?, ?, ?) "
-                    "ON CONFLICT (issuer, jti) DO UPDATE SET forget_after = excluded.forget_after "
-                    "WHERE seen_token.forget_after < ?",
-                    (issuer, jti, expires_at + LEEWAY, now),
-                )
-                fresh = cursor.rowcount == 1
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, immediate(self._db) as db:
+            if now >= self._next_sweep:
+                db.execute("DELETE FROM seen_token WHERE forget_after < ?", (now,))
+                self._next_sweep = now + self._sweep_every
+            cursor = db.execute(
+                "INSERT INTO seen_token (issuer, jti, forget_after) VALUES (?, ?, ?) "
+                "ON CONFLICT (issuer, jti) DO UPDATE SET forget_after = excluded.forget_after "
+                "WHERE seen_token.forget_after < ?",
+                (issuer, jti, expires_at + LEEWAY, now),
+            )
+            fresh = cursor.rowcount == 1
         if not fresh:
             raise AuthenticationError("token already used (replayed jti)")
 

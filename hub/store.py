@@ -26,8 +26,6 @@ Guarantees:
 from __future__ import annotations
 
 import logging
-import sqlite3
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,6 +41,7 @@ from sqlmodel import Session, col, select
 from client_sdk.errors import AlreadyExists, NotFound, QuotaExhausted, ServerError
 from hub.matching import Contribution, Sighting
 from hub.models import Indicator, Institution, PolicyText, QuotaUsage, SeenToken
+from hub.sqlitefile import SQLITE_BUSY_TIMEOUT, prepare_connection
 
 __all__ = [
     "SQLITE_FILENAME",
@@ -68,8 +67,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SQLITE_FILENAME = "hub.sqlite3"
-# Seconds a writer waits for the SQLite lock before failing.
-SQLITE_BUSY_TIMEOUT = 30
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # pg_advisory_xact_lock key serializing schema migrations ("fhmigrat" in ASCII).
 MIGRATION_LOCK_KEY = int.from_bytes(b"fhmigrat", "big") & (2**63 - 1)
@@ -147,8 +144,7 @@ def _configure_sqlite(engine: Engine) -> None:
         # Let SQLAlchemy's "begin" event emit BEGIN, so it can be IMMEDIATE.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT * 1000}")
-        _set_wal(cursor)
+        prepare_connection(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
@@ -156,26 +152,6 @@ def _configure_sqlite(engine: Engine) -> None:
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def _set_wal(cursor: Any) -> None:
-    """Switch the file to WAL, waiting for other openers.
-
-    Changing the journal mode of a new file needs its lock, and SQLite answers
-    "database is locked" at once, without its busy handler, when two
-    connections (replicas, a CLI beside the hub) open the file together.
-    """
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT
-    pause = 0.01
-    while True:
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-        time.sleep(pause)
-        pause = min(pause * 2, 0.5)
 
 
 def _insert(session: Session, table: Any) -> Any:
