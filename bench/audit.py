@@ -6,7 +6,7 @@ Run: ``.venv/bin/python bench/audit.py [--backend sqlite|postgresql] [--append N
 1. Append rate.  Events are written one transaction per event (one RPC = one
    transaction in the hub) and then 100 per transaction (bulk streams), first
    with the Merkle log OFF (the event row only, leaf index from a counter) then
-   ON (:func:`hub.auditlog.append`: advisory lock on PostgreSQL, tree size read,
+   ON (:func:`hub.storage.auditlog.append`: advisory lock on PostgreSQL, tree size read,
    left siblings read, event row and new node rows written).  The ratio on/off
    is the price of the verifiable log.
 2. Proof latency at n events.  The node table of an n-leaf tree is bulk-loaded
@@ -39,9 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sqlalchemy as sa
 from sqlmodel import Session, SQLModel
 
-from hub import auditlog, merkle
-from hub.events import AuditEvent, request_digest
-from hub.store import Store, sqlite_url
+from hub.audit import merkle
+from hub.audit.events import AuditEvent, request_digest
+from hub.storage import auditlog
+from hub.storage.store import Store, sqlite_url
 
 PG_URL = os.environ.get("FRAUDHUB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TABLES = [

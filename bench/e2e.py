@@ -42,17 +42,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "protos"))
 sys.path.insert(0, str(ROOT))
 
-from client_sdk import _sodium as sodium  # noqa: E402
 from client_sdk import oprf  # noqa: E402
-from client_sdk.auth import generate_key, public_key_bytes, save_private_key  # noqa: E402
-from client_sdk.client import ClientConfig, HubClient  # noqa: E402
-from client_sdk.tokenizer import HolderEndpoint  # noqa: E402
-from hub.admin import to_registered  # noqa: E402
-from hub.auth import dump_registry  # noqa: E402
-from hub.ceremony import deal_to_directory  # noqa: E402
-from hub.models import Institution, utcnow  # noqa: E402
-from hub.store import Store, add_institution, list_institutions, sqlite_url  # noqa: E402
-from hub.tls import init_tls  # noqa: E402
+from client_sdk.client.hub import ClientConfig, HubClient  # noqa: E402
+from client_sdk.client.tokenizer import HolderEndpoint  # noqa: E402
+from client_sdk.core import _sodium as sodium  # noqa: E402
+from client_sdk.wire.auth import generate_key, public_key_bytes, save_private_key  # noqa: E402
+from hub.keyholder.ceremony import deal_to_directory  # noqa: E402
+from hub.services.admin import to_registered  # noqa: E402
+from hub.storage.models import Institution, utcnow  # noqa: E402
+from hub.storage.store import Store, add_institution, list_institutions, sqlite_url  # noqa: E402
+from hub.wire.auth import dump_registry  # noqa: E402
+from hub.wire.tls import init_tls  # noqa: E402
 
 INSTITUTIONS = {"bank-a": "bank", "carrier-x": "carrier"}
 

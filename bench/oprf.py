@@ -35,8 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from client_sdk import _sodium as sodium
-from client_sdk import oprf, threshold
+from client_sdk.core import _sodium as sodium
+from client_sdk.core import oprf, threshold
 
 
 def best_of(repeat: int, fn: Callable[[], object]) -> float:

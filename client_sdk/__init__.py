@@ -1,7 +1,7 @@
 """fraudhub SDK: what an institution installs to share and screen fraud indicators.
 
 The public API is exactly ``__all__``.  Names are imported on first use
-(PEP 562), so ``import client_sdk.errors`` stays light and does not load
+(PEP 562), so ``import client_sdk.core.errors`` stays light and does not load
 gRPC or the generated protocol code.
 
 Typical use::
@@ -20,9 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers see; at run time names load on first use
-    from client_sdk.auth import InstitutionKey
-    from client_sdk.client import (
-        REVOKE_REASONS,
+    from client_sdk.client.hub import (
         BulkSummary,
         ClientConfig,
         Contributed,
@@ -33,10 +31,12 @@ if TYPE_CHECKING:  # what type checkers see; at run time names load on first use
         MatchResult,
         RevokeResult,
     )
-    from client_sdk.errors import FraudhubError
-    from client_sdk.indicators import CATEGORIES, KINDS, canonicalize
-    from client_sdk.tokenizer import HolderEndpoint, Tokenizer
-    from client_sdk.transport import ChannelSecurity, RetryPolicy, errors_from_status
+    from client_sdk.client.tokenizer import HolderEndpoint, Tokenizer
+    from client_sdk.core.errors import FraudhubError
+    from client_sdk.core.indicators import canonicalize
+    from client_sdk.core.vocabulary import CATEGORIES, KINDS, REVOKE_REASONS
+    from client_sdk.wire.auth import InstitutionKey
+    from client_sdk.wire.channels import ChannelSecurity, RetryPolicy, errors_from_status
 
 __all__ = [
     "CATEGORIES",
@@ -63,26 +63,26 @@ __all__ = [
 
 # Where each public name lives.
 _SOURCES: dict[str, str] = {
-    "CATEGORIES": "client_sdk.indicators",
-    "KINDS": "client_sdk.indicators",
-    "canonicalize": "client_sdk.indicators",
-    "FraudhubError": "client_sdk.errors",
-    "InstitutionKey": "client_sdk.auth",
-    "ChannelSecurity": "client_sdk.transport",
-    "RetryPolicy": "client_sdk.transport",
-    "errors_from_status": "client_sdk.transport",
-    "HolderEndpoint": "client_sdk.tokenizer",
-    "Tokenizer": "client_sdk.tokenizer",
-    "BulkSummary": "client_sdk.client",
-    "ClientConfig": "client_sdk.client",
-    "Contributed": "client_sdk.client",
-    "HubClient": "client_sdk.client",
-    "Indicator": "client_sdk.client",
-    "ItemFailure": "client_sdk.client",
-    "Label": "client_sdk.client",
-    "MatchResult": "client_sdk.client",
-    "RevokeResult": "client_sdk.client",
-    "REVOKE_REASONS": "client_sdk.client",
+    "CATEGORIES": "client_sdk.core.vocabulary",
+    "KINDS": "client_sdk.core.vocabulary",
+    "canonicalize": "client_sdk.core.indicators",
+    "FraudhubError": "client_sdk.core.errors",
+    "InstitutionKey": "client_sdk.wire.auth",
+    "ChannelSecurity": "client_sdk.wire.channels",
+    "RetryPolicy": "client_sdk.wire.channels",
+    "errors_from_status": "client_sdk.wire.channels",
+    "HolderEndpoint": "client_sdk.client.tokenizer",
+    "Tokenizer": "client_sdk.client.tokenizer",
+    "BulkSummary": "client_sdk.client.hub",
+    "ClientConfig": "client_sdk.client.hub",
+    "Contributed": "client_sdk.client.hub",
+    "HubClient": "client_sdk.client.hub",
+    "Indicator": "client_sdk.client.hub",
+    "ItemFailure": "client_sdk.client.hub",
+    "Label": "client_sdk.client.hub",
+    "MatchResult": "client_sdk.client.hub",
+    "RevokeResult": "client_sdk.client.hub",
+    "REVOKE_REASONS": "client_sdk.core.vocabulary",
 }
 
 

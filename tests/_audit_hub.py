@@ -1,6 +1,6 @@
 """A real hub on loopback for the audit tests, and the regulator's CLI against it.
 
-The hub is ``hub.server.HubServer`` on a SQLite file in a temporary directory,
+The hub is ``hub.services.server.HubServer`` on a SQLite file in a temporary directory,
 plaintext gRPC on port 0 (``insecure``: TLS is covered by the transport tests),
 with one regulator (``reg-1``) and one bank (``bank-a``) registered.  Tests
 edit its database file through :meth:`RunningHub.sql`, a second connection,
@@ -17,7 +17,7 @@ import grpc
 import pytest
 from fraudhub.v1 import exchange_pb2, exchange_pb2_grpc
 
-from client_sdk.auth import (
+from client_sdk.wire.auth import (
     HUB_AUDIENCE,
     BearerAuth,
     InstitutionKey,
@@ -25,15 +25,15 @@ from client_sdk.auth import (
     public_key_bytes,
     save_private_key,
 )
-from client_sdk.transport import ChannelSecurity, open_channel
-from hub.audit_service import log_signer
-from hub.audit_verify import VerifiedState
-from hub.ceremony import deal_to_directory
+from client_sdk.wire.channels import ChannelSecurity, open_channel
+from hub.audit.verify import VerifiedState
 from hub.cli import main
-from hub.config import HubConfig
-from hub.models import Institution
-from hub.server import HubServer
-from hub.store import SQLITE_FILENAME, add_institution
+from hub.keyholder.ceremony import deal_to_directory
+from hub.services.audit import log_signer
+from hub.services.config import HubConfig
+from hub.services.server import HubServer
+from hub.storage.models import Institution
+from hub.storage.store import SQLITE_FILENAME, add_institution
 
 __all__ = ["RunningHub"]
 

@@ -1,7 +1,7 @@
 """Test helpers: TLS material, institutions and real key holder servers on loopback.
 
 Shared by test_auth.py, test_keyholder.py and test_tokenizer.py.  Servers bind
-127.0.0.1:0 with TLS certificates made by ``fraudhub init`` (``hub.tls``).
+127.0.0.1:0 with TLS certificates made by ``fraudhub init`` (``hub.wire.tls``).
 """
 
 from __future__ import annotations
@@ -13,18 +13,18 @@ from pathlib import Path
 
 import grpc
 
-from client_sdk.auth import (
+from client_sdk.core.threshold import KeyShare, PublicKeyInfo, deal
+from client_sdk.wire.auth import (
     BearerAuth,
     InstitutionKey,
     generate_key,
     keyholder_audience,
     public_key_bytes,
 )
-from client_sdk.threshold import KeyShare, PublicKeyInfo, deal
-from client_sdk.transport import ChannelSecurity, open_channel
-from hub.auth import Institution, JsonFileRegistry, TokenVerifier, dump_registry
-from hub.keyholder import KeyHolderServer, KeyHolderServicer, QuotaLedger
-from hub.tls import init_tls, keyholder_name, load_server_credentials, tls_files
+from client_sdk.wire.channels import ChannelSecurity, open_channel
+from hub.keyholder.server import KeyHolderServer, KeyHolderServicer, QuotaLedger
+from hub.wire.auth import Institution, JsonFileRegistry, TokenVerifier, dump_registry
+from hub.wire.tls import init_tls, keyholder_name, load_server_credentials, tls_files
 
 SEED = bytes(range(32))
 

@@ -50,7 +50,7 @@ def postgres_schema_url(prefix: str) -> Iterator[str]:
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty hub database: a SQLite file, or a fresh PostgreSQL schema."""
     if request.param == "sqlite":
-        from hub.store import sqlite_url
+        from hub.storage.store import sqlite_url
 
         yield sqlite_url(tmp_path)
         return
@@ -77,8 +77,8 @@ def _switchable_liar() -> type:
     """A key holder servicer that lies (a wrong, valid element) while ``lying`` is set."""
     from fraudhub.v1 import keyholder_pb2
 
-    from client_sdk import oprf
-    from hub.keyholder import KeyHolderServicer
+    from client_sdk.core import oprf
+    from hub.keyholder.server import KeyHolderServicer
 
     class SwitchableLiar(KeyHolderServicer):
         lying = False
@@ -100,7 +100,7 @@ def _switchable_liar() -> type:
 def e2e_world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[object]:
-    """A started ``hub.deployment.LocalDeployment`` with the E2E institutions registered.
+    """A started ``hub.devtools.deployment.LocalDeployment`` with the E2E institutions registered.
 
     Key holder 1's servicer can be made to lie (``world.liar.lying = True``).
     The policy is a copy of policies/default.yaml in ``world.policy_path`` and
@@ -110,8 +110,8 @@ def e2e_world(
     """
     import shutil
 
-    from hub.config import default_policy
-    from hub.deployment import LocalDeployment
+    from hub.devtools.deployment import LocalDeployment
+    from hub.services.config import default_policy
 
     root = tmp_path_factory.mktemp(f"e2e-{request.param}")
     policy_path = root / "policy.yaml"

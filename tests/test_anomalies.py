@@ -1,11 +1,11 @@
-"""Anomaly flags over audit events (hub.anomalies): each detector fires, explains, stays quiet."""
+"""Anomaly flags over audit events (hub.audit.anomalies): each fires, explains, stays quiet."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from hub.anomalies import Thresholds, detect
-from hub.events import AuditEvent, case_ref_digest
+from hub.audit.anomalies import Thresholds, detect
+from hub.audit.events import AuditEvent, case_ref_digest
 
 DAY0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 

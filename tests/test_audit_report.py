@@ -1,4 +1,4 @@
-"""Per-institution report aggregation and rendering (hub.audit_report)."""
+"""Per-institution report aggregation and rendering (hub.audit.report)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hub.audit_report import action_family, aggregate, is_match_action, render
-from hub.events import AuditEvent
+from hub.audit.events import AuditEvent
+from hub.audit.report import action_family, aggregate, is_match_action, render
 
 T = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

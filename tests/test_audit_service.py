@@ -1,4 +1,4 @@
-"""The Audit gRPC service of a running hub (hub.audit_service).
+"""The Audit gRPC service of a running hub (hub.services.audit).
 
 Real hub, real SQLite file, loopback gRPC: listing with paging and filters,
 proofs that verify against the signed checkpoint, reports, argument errors,
@@ -20,11 +20,12 @@ from _audit_hub import RunningHub
 from fraudhub.v1 import audit_pb2, audit_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from hub import auditlog, merkle
-from hub.audit_service import METHOD_ROLES, Checkpointer, log_signer
-from hub.checkpoint import LogVerifier, open_checkpoint
-from hub.events import AuditEvent, decode
-from hub.store import StorageError, Store, sqlite_url
+from hub.audit import merkle
+from hub.audit.checkpoint import LogVerifier, open_checkpoint
+from hub.audit.events import AuditEvent, decode
+from hub.services.audit import METHOD_ROLES, Checkpointer, log_signer
+from hub.storage import auditlog
+from hub.storage.store import StorageError, Store, sqlite_url
 
 pytestmark = pytest.mark.e2e
 
@@ -318,7 +319,7 @@ def test_regulators_read_the_policy_text_an_event_names(hub: RunningHub, tmp_pat
 
 
 def test_each_policy_that_starts_running_is_reported(tmp_path: Path) -> None:
-    from hub.config import LivePolicy, default_policy
+    from hub.services.config import LivePolicy, default_policy
 
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(default_policy().read_text(encoding="utf-8"), encoding="utf-8")

@@ -3,9 +3,9 @@
 Two layers:
 
 - a hypothesis property over a real SQLite file: changing, dropping or swapping
-  any stored event or node hash makes :func:`hub.audit_verify.verify_log` fail
-  (in-process client calling :mod:`hub.auditlog`, no network);
-- end to end: a real hub (``hub.server.HubServer``, SQLite, loopback gRPC on
+  any stored event or node hash makes :func:`hub.audit.verify.verify_log` fail
+  (in-process client calling :mod:`hub.storage.auditlog`, no network);
+- end to end: a real hub (``hub.services.server.HubServer``, SQLite, loopback gRPC on
   port 0) serves traffic; the test edits its database underneath it and runs
   the real CLI (``hub.cli.main``), which must exit non-zero naming the
   tampering: edited, deleted or reordered event, truncated log, forked or
@@ -32,12 +32,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, SQLModel
 
-from client_sdk.errors import AuditLogError, ConfigurationError
-from hub import auditlog, merkle
-from hub.audit_service import DEFAULT_ORIGIN, LOG_KEY_FILENAME
-from hub.audit_verify import VerifiedState, verify_log
-from hub.checkpoint import Checkpoint, LogSigner, LogVerifier, load_or_create_log_key
-from hub.events import AuditEvent, decode, request_digest
+from client_sdk.core.errors import AuditLogError, ConfigurationError
+from hub.audit import merkle
+from hub.audit.checkpoint import Checkpoint, LogSigner, LogVerifier, load_or_create_log_key
+from hub.audit.events import AuditEvent, decode, request_digest
+from hub.audit.verify import VerifiedState, verify_log
+from hub.services.audit import DEFAULT_ORIGIN, LOG_KEY_FILENAME
+from hub.storage import auditlog
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 ORIGIN = "fraudhub.test/audit"

@@ -1,4 +1,4 @@
-"""The audit log in a real database (hub.auditlog): a SQLite file and PostgreSQL.
+"""The audit log in a real database (hub.storage.auditlog): a SQLite file and PostgreSQL.
 
 The PostgreSQL cases use a fresh schema per test (the test database is shared
 with other suites) and are marked ``postgres``; the URL comes from
@@ -20,10 +20,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel
 
-from client_sdk.errors import InvalidRequest
-from hub import auditlog, merkle
-from hub.checkpoint import LogSigner, LogVerifier, open_checkpoint
-from hub.events import AuditEvent, request_digest
+from client_sdk.core.errors import InvalidRequest
+from hub.audit import merkle
+from hub.audit.checkpoint import LogSigner, LogVerifier, open_checkpoint
+from hub.audit.events import AuditEvent, request_digest
+from hub.storage import auditlog
 
 PG_URL = os.environ.get("FRAUDHUB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ORIGIN = "fraudhub.test/audit"
@@ -58,7 +59,7 @@ def event(
 
 
 def _sqlite_engine(path: Path) -> Engine:
-    from hub.store import Store, sqlite_url
+    from hub.storage.store import Store, sqlite_url
 
     return Store(sqlite_url(path)).engine
 

@@ -1,4 +1,4 @@
-"""EdDSA bearer tokens: minting (client_sdk.auth) and verification (hub.auth)."""
+"""EdDSA bearer tokens: minting (client_sdk.wire.auth) and verification (hub.wire.auth)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,15 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client_sdk.auth import (
+from client_sdk.core.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    InvalidRequest,
+    PermissionDenied,
+    Unavailable,
+)
+from client_sdk.core.vocabulary import Principal
+from client_sdk.wire.auth import (
     MAX_TOKEN_TTL,
     BearerAuth,
     InstitutionKey,
@@ -26,15 +34,8 @@ from client_sdk.auth import (
     public_key_bytes,
     save_private_key,
 )
-from client_sdk.errors import (
-    AuthenticationError,
-    ConfigurationError,
-    InvalidRequest,
-    PermissionDenied,
-    Unavailable,
-)
-from client_sdk.transport import ChannelSecurity, errors_from_status, open_channel
-from hub.auth import (
+from client_sdk.wire.channels import ChannelSecurity, errors_from_status, open_channel
+from hub.wire.auth import (
     AuthInterceptor,
     Institution,
     JsonFileRegistry,
@@ -44,9 +45,8 @@ from hub.auth import (
     dump_registry,
     parse_registry,
 )
-from hub.errors import ErrorInterceptor
-from hub.policy import Principal
-from hub.tls import bind
+from hub.wire.status import ErrorInterceptor
+from hub.wire.tls import bind
 
 AUD = "fraudhub:hub"
 BANK_KEY = generate_key()

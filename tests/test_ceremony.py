@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from client_sdk import oprf, threshold
-from client_sdk.errors import ConfigurationError
-from client_sdk.threshold import KeyShare, PublicKeyInfo, deal
-from hub import ceremony
+from client_sdk.core import oprf, threshold
+from client_sdk.core.errors import ConfigurationError
+from client_sdk.core.threshold import KeyShare, PublicKeyInfo, deal
 from hub.cli import main
+from hub.keyholder import ceremony
 
 
 def test_deal_writes_private_shares_and_public_key(

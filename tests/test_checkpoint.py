@@ -1,4 +1,4 @@
-"""C2SP signed-note / tlog-checkpoint signing and verification (hub.checkpoint)."""
+"""C2SP signed-note / tlog-checkpoint signing and verification (hub.audit.checkpoint)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client_sdk.errors import CheckpointError, ConfigurationError
-from hub.checkpoint import (
+from client_sdk.core.errors import CheckpointError, ConfigurationError
+from hub.audit.checkpoint import (
     Checkpoint,
     LogSigner,
     LogVerifier,

@@ -23,7 +23,7 @@ def test_unknown_names_are_attribute_errors() -> None:
 
 
 def test_importing_errors_does_not_load_grpc() -> None:
-    code = "import sys, client_sdk.errors; print('grpc' in sys.modules)"
+    code = "import sys, client_sdk.core.errors; print('grpc' in sys.modules)"
     done = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

@@ -26,20 +26,20 @@ from grpc_status import rpc_status
 from sqlmodel import func, select
 
 from client_sdk import HubClient, Indicator
-from client_sdk.auth import HUB_AUDIENCE, BearerAuth, mint_jwt, public_key_bytes
-from client_sdk.client import Contributed, ItemFailure, MatchResult
-from client_sdk.errors import (
+from client_sdk.client.hub import Contributed, ItemFailure, MatchResult
+from client_sdk.client.tokenizer import Tokenizer
+from client_sdk.core.errors import (
     InvalidIndicator,
     PermissionDenied,
     PolicyDenied,
     QuotaExhausted,
     Unavailable,
 )
-from client_sdk.tokenizer import Tokenizer
-from client_sdk.transport import RetryPolicy, errors_from_status, open_channel
-from hub import auditlog
-from hub.deployment import LocalDeployment
-from hub.models import Indicator as IndicatorRow
+from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth, mint_jwt, public_key_bytes
+from client_sdk.wire.channels import RetryPolicy, errors_from_status, open_channel
+from hub.devtools.deployment import LocalDeployment
+from hub.storage import auditlog
+from hub.storage.models import Indicator as IndicatorRow
 
 pytestmark = pytest.mark.e2e
 
@@ -530,7 +530,7 @@ def test_admin_registry_and_disable(world: LocalDeployment) -> None:
     with pytest.raises(grpc.RpcError) as duplicate:
         admin.AddInstitution(admin_pb2.AddInstitutionRequest(institution=added))
     assert duplicate.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    from client_sdk.auth import InstitutionKey
+    from client_sdk.wire.auth import InstitutionKey
 
     bank_z = exchange_pb2_grpc.ExchangeStub(
         open_channel(
@@ -610,7 +610,7 @@ def test_quota_is_counted_with_the_work_and_refusal_writes_nothing(
 ) -> None:
     from conftest import E2E_EMPTY_OVERRIDE
 
-    from hub.models import QuotaUsage
+    from hub.storage.models import QuotaUsage
 
     bucket = "match/sim_activation_screening/context_dependent"
 
@@ -837,9 +837,9 @@ def test_health_and_reflection_need_no_token(world: LocalDeployment) -> None:
 
 
 def test_a_stream_is_bounded(world: LocalDeployment, monkeypatch: pytest.MonkeyPatch) -> None:
-    import hub.exchange
+    import hub.services.exchange
 
-    monkeypatch.setattr(hub.exchange, "MAX_STREAM_ITEMS", 3)
+    monkeypatch.setattr(hub.services.exchange, "MAX_STREAM_ITEMS", 3)
     query = exchange_pb2.MatchQuery(token=bytes(32), kind="url", key_epoch=1)
     requests = [exchange_pb2.MatchRequest(purpose=PAYMENT, queries=[query, query])] * 2
     received: list[exchange_pb2.MatchResponse] = []
@@ -883,7 +883,7 @@ def test_a_stream_is_bounded(world: LocalDeployment, monkeypatch: pytest.MonkeyP
     import io
     from pathlib import Path
 
-    from client_sdk.errors import ConfigurationError
+    from client_sdk.core.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="window must be"):
         world.client("bank-b").match_csv(Path(__file__), io.StringIO(), purpose=PAYMENT, window=0)

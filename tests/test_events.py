@@ -1,4 +1,4 @@
-"""Audit events and their canonical encoding (hub.events)."""
+"""Audit events and their canonical encoding (hub.audit.events)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client_sdk.errors import InvalidRequest
-from hub.events import AuditEvent, case_ref_digest, decode, request_digest
+from client_sdk.core.errors import InvalidRequest
+from hub.audit.events import AuditEvent, case_ref_digest, decode, request_digest
 
 WHEN = datetime(2026, 11, 24, 18, 0, 1, 250000, tzinfo=UTC)
 

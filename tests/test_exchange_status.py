@@ -1,4 +1,4 @@
-"""The INVALID_ARGUMENT status of a batch with malformed items (hub.exchange._abort_partial)."""
+"""The INVALID_ARGUMENT status of a batch with malformed items (exchange._abort_partial)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from fraudhub.v1 import exchange_pb2
 from google.rpc import status_pb2
 
-from client_sdk.errors import ItemError
-from hub import exchange
+from client_sdk.core.errors import ItemError
+from hub.services import exchange
 
 
 class _Aborted(Exception):

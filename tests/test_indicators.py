@@ -1,4 +1,4 @@
-"""client_sdk.indicators: one canonical form per kind, precise refusals.
+"""client_sdk.core.indicators: one canonical form per kind, precise refusals.
 
 Table-driven cases live in ``tests/data/indicator_cases.json`` (sources named
 there); hypothesis checks idempotence, spelling equivalence and robustness on
@@ -23,9 +23,9 @@ from hypothesis.provisional import domains
 from stdnum import iban, luhn, meid
 from stdnum.cn import ric
 
-from client_sdk import tokens
-from client_sdk.errors import ConfigurationError, InvalidIndicator
-from client_sdk.indicators import (
+from client_sdk.core import tokens
+from client_sdk.core.errors import ConfigurationError, InvalidIndicator
+from client_sdk.core.indicators import (
     ALL_KINDS,
     CATEGORIES,
     KINDS,
@@ -199,7 +199,7 @@ def test_canonicalize_many_accepts_any_iterable() -> None:
 
 
 def test_refusal_is_logged_at_debug_with_kind_and_reason(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("DEBUG", logger="client_sdk.indicators")
+    caplog.set_level("DEBUG", logger="client_sdk.core.indicators")
     with pytest.raises(InvalidIndicator):
         canonicalize("bank_card", "4111111111111112")
     assert [record.getMessage() for record in caplog.records] == [

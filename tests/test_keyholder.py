@@ -13,18 +13,18 @@ from fraudhub.v1 import keyholder_pb2, keyholder_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from client_sdk import oprf, threshold
-from client_sdk.auth import keyholder_audience
-from client_sdk.errors import (
+from client_sdk.core import oprf, threshold
+from client_sdk.core.errors import (
     AuthenticationError,
     InvalidItems,
     InvalidRequest,
     PermissionDenied,
     QuotaExhausted,
 )
-from client_sdk.tokens import oprf_input
-from client_sdk.transport import errors_from_status
-from hub.keyholder import MAX_BATCH, KeyHolderServer, QuotaLedger, SeenTokenFile
+from client_sdk.core.tokens import oprf_input
+from client_sdk.wire.auth import keyholder_audience
+from client_sdk.wire.channels import errors_from_status
+from hub.keyholder.server import MAX_BATCH, KeyHolderServer, QuotaLedger, SeenTokenFile
 
 pytestmark = pytest.mark.e2e
 

@@ -13,17 +13,17 @@ from pathlib import Path
 import pytest
 from fraudhub.v1 import keyholder_pb2, keyholder_pb2_grpc
 
-from client_sdk.auth import (
+from client_sdk.core.threshold import deal
+from client_sdk.wire.auth import (
     BearerAuth,
     InstitutionKey,
     keyholder_audience,
     load_private_key,
     public_key_bytes,
 )
-from client_sdk.threshold import deal
-from client_sdk.transport import ChannelSecurity, open_channel
-from hub.auth import Institution, dump_registry
+from client_sdk.wire.channels import ChannelSecurity, open_channel
 from hub.cli import main
+from hub.wire.auth import Institution, dump_registry
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""The exchange's sans-IO core (hub.matching): validation, aggregation, trimming."""
+"""The exchange's sans-IO core (hub.core.matching): validation, aggregation, trimming."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client_sdk.errors import ItemError
-from client_sdk.indicators import CATEGORIES
-from hub.matching import (
+from client_sdk.core.errors import ItemError
+from client_sdk.core.indicators import CATEGORIES
+from hub.core.matching import (
     DEFAULT_RETENTION_DAYS,
     Contribution,
     ContributionItem,
@@ -20,7 +20,7 @@ from hub.matching import (
     clip_expiry,
     validate_contribution,
 )
-from hub.policy import Disclosure
+from hub.policy.engine import Disclosure
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 TOKEN = bytes(range(32))

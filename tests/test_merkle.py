@@ -1,4 +1,4 @@
-"""RFC 9162 Merkle hashing and proofs (hub.merkle).
+"""RFC 9162 Merkle hashing and proofs (hub.audit.merkle).
 
 Vectors: ``tests/data/merkle_vectors.json`` holds transparency-dev/merkle
 ``testdata/`` inclusion and consistency cases (file and commit recorded per
@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client_sdk.errors import ConsistencyProofError, InclusionProofError, InvalidRequest
-from hub import merkle
-from hub.merkle import NodeId
+from client_sdk.core.errors import ConsistencyProofError, InclusionProofError, InvalidRequest
+from hub.audit import merkle
+from hub.audit.merkle import NodeId
 
 VECTORS = json.loads((Path(__file__).parent / "data" / "merkle_vectors.json").read_text())
 

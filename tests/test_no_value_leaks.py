@@ -23,9 +23,9 @@ import pytest
 from leakcheck import assert_no_leak, digits_of, rendered
 from stdnum.us import ssn
 
-from client_sdk import tokens
-from client_sdk.errors import FraudhubError, InvalidIndicator, InvalidRequest
-from client_sdk.indicators import canonicalize, canonicalize_many
+from client_sdk.core import tokens
+from client_sdk.core.errors import FraudhubError, InvalidIndicator, InvalidRequest
+from client_sdk.core.indicators import canonicalize, canonicalize_many
 
 PHONE = "+86 138 0013 8000"
 CARD = "4111 1111 1111 1111"

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client_sdk import _sodium as sodium
-from client_sdk import oprf
-from client_sdk.errors import InvalidElementError, InvalidRequest, ProofError
+from client_sdk.core import _sodium as sodium
+from client_sdk.core import oprf
+from client_sdk.core.errors import InvalidElementError, InvalidRequest, ProofError
 
 VECTORS = json.loads(
     (Path(__file__).parent / "data" / "rfc9497_ristretto255_sha512.json").read_text()

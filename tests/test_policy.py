@@ -1,4 +1,4 @@
-"""The tiered privacy policy (hub.policy, hub.policy_schema).
+"""The tiered privacy policy (hub.policy.engine, hub.policy.reader).
 
 Three layers of tests: the scenario table of ``policies/default.yaml`` (one
 test per row), the validator against the broken fixtures in
@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client_sdk.errors import InvalidRequest, PolicyError
-from hub.policy import (
+from client_sdk.core.errors import InvalidRequest, PolicyError
+from hub.policy.engine import (
     ACTIONS,
     AUDIT_KIND,
     REASON_TEXT,
@@ -34,7 +34,7 @@ from hub.policy import (
     explain_reason,
     load_policy,
 )
-from hub.policy_schema import (
+from hub.policy.reader import (
     Scenario,
     parse_layer,
     parse_scenarios,

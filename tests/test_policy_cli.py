@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hub import cli
-from hub.policy import load_policy
+from hub.policy.engine import load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = str(ROOT / "policies" / "default.yaml")
@@ -25,7 +25,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def test_policy_group_is_registered() -> None:
-    assert "hub.policy_cli" in cli.COMMAND_MODULES
+    assert "hub.cli.policy" in cli.COMMAND_MODULES
 
 
 def test_check_prints_the_version(capsys: pytest.CaptureFixture[str]) -> None:

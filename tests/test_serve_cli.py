@@ -16,15 +16,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_demo import ROOT
 
-from client_sdk.auth import generate_key, public_key_b64
-from client_sdk.transport import ChannelSecurity, open_channel
-from hub import auditlog
-from hub.auth import parse_registry
-from hub.ceremony import deal_to_directory
+from client_sdk.wire.auth import generate_key, public_key_b64
+from client_sdk.wire.channels import ChannelSecurity, open_channel
 from hub.cli import main
-from hub.config import default_policy
-from hub.store import Store, sqlite_url
-from hub.tls import init_tls
+from hub.keyholder.ceremony import deal_to_directory
+from hub.services.config import default_policy
+from hub.storage import auditlog
+from hub.storage.store import Store, sqlite_url
+from hub.wire.auth import parse_registry
+from hub.wire.tls import init_tls
 
 
 def test_institution_registry_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-"""The hub store (hub.store) on a real SQLite file and a real PostgreSQL schema."""
+"""The hub store (hub.storage.store) on a real SQLite file and a real PostgreSQL schema."""
 
 from __future__ import annotations
 
@@ -12,20 +12,20 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel, select
 
-import hub.auditlog
-from client_sdk.errors import (
+import hub.storage.auditlog
+from client_sdk.core.errors import (
     AlreadyExists,
     AuthenticationError,
     NotFound,
     QuotaExhausted,
     Unavailable,
 )
-from hub import store
-from hub.matching import Contribution
-from hub.models import Indicator, Institution, SeenToken
+from hub.core.matching import Contribution
+from hub.storage import store
+from hub.storage.models import Indicator, Institution, SeenToken
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-assert hub.auditlog  # its tables are part of the migrated schema
+assert hub.storage.auditlog  # its tables are part of the migrated schema
 
 
 def token(n: int) -> bytes:
@@ -250,7 +250,7 @@ def test_token_ids_are_remembered_once_until_they_expire(hub_store: store.Store)
 
 
 def test_replay_guard_is_shared_by_replicas_and_restarts(hub_store: store.Store) -> None:
-    from hub.admin import DatabaseReplayGuard
+    from hub.services.admin import DatabaseReplayGuard
 
     now = [NOW.timestamp()]
     first, second = (DatabaseReplayGuard(hub_store, clock=lambda: now[0]) for _ in range(2))
@@ -271,7 +271,7 @@ def test_replay_guard_is_shared_by_replicas_and_restarts(hub_store: store.Store)
 
 
 def test_replay_guard_refuses_when_the_database_fails(tmp_path: Path) -> None:
-    from hub.admin import DatabaseReplayGuard
+    from hub.services.admin import DatabaseReplayGuard
 
     unmigrated = store.Store(store.sqlite_url(tmp_path))  # no seen_token table
     with pytest.raises(Unavailable, match="retry"):

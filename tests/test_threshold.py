@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client_sdk import _sodium as sodium
-from client_sdk import oprf, threshold
-from client_sdk.errors import ConfigurationError, HolderError, InvalidElementError, Unavailable
+from client_sdk.core import _sodium as sodium
+from client_sdk.core import oprf, threshold
+from client_sdk.core.errors import ConfigurationError, HolderError, InvalidElementError, Unavailable
 
 SEED = bytes(range(32))
 INPUTS = [b"fraudhub/v1\x00phone\x00+8613800138000", b"", b"\x00" * 40]

@@ -1,4 +1,4 @@
-"""``fraudhub init`` TLS material (hub.tls) and binding servers."""
+"""``fraudhub init`` TLS material (hub.wire.tls) and binding servers."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import grpc
 import pytest
 from cryptography import x509
 
-from client_sdk.errors import ConfigurationError
-from hub.tls import (
+from client_sdk.core.errors import ConfigurationError
+from hub.wire.tls import (
     SERVER_OPTIONS,
     bind,
     init_tls,
@@ -62,7 +62,7 @@ def test_bind_requires_tls_unless_insecure(caplog: pytest.LogCaptureFixture) -> 
     try:
         with pytest.raises(ConfigurationError, match="TLS"):
             bind(server, "127.0.0.1:0", None)
-        with caplog.at_level(logging.WARNING, logger="hub.tls"):
+        with caplog.at_level(logging.WARNING, logger="hub.wire.tls"):
             port = bind(server, "127.0.0.1:0", None, insecure=True)
         assert port > 0
         assert any("WITHOUT TLS" in r.getMessage() for r in caplog.records)

@@ -12,11 +12,11 @@ import pytest
 from _keyholders import SEED, World, make_world, running_holders
 from fraudhub.v1 import keyholder_pb2
 
-from client_sdk import oprf
-from client_sdk.errors import ConfigurationError, PermissionDenied, Unavailable
-from client_sdk.tokenizer import HolderEndpoint, Tokenizer
-from client_sdk.tokens import TokenKeys, derive_token_keys, oprf_input
-from hub.keyholder import KeyHolderServer, KeyHolderServicer
+from client_sdk.client.tokenizer import HolderEndpoint, Tokenizer
+from client_sdk.core import oprf
+from client_sdk.core.errors import ConfigurationError, PermissionDenied, Unavailable
+from client_sdk.core.tokens import TokenKeys, derive_token_keys, oprf_input
+from hub.keyholder.server import KeyHolderServer, KeyHolderServicer
 
 pytestmark = pytest.mark.e2e
 
@@ -106,7 +106,7 @@ def test_a_lying_holder_is_detected_named_and_skipped(
     with (
         running_holders(world, tmp_path, {1: LyingServicer}) as running,
         tokenizer(world, running) as t,
-        caplog.at_level(logging.ERROR, logger="client_sdk.tokenizer"),
+        caplog.at_level(logging.ERROR, logger="client_sdk.client.tokenizer"),
     ):
         assert t.tokenize(ITEMS) == expected_keys(world, ITEMS)
         assert t.excluded_holders == frozenset({1})

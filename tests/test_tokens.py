@@ -1,4 +1,4 @@
-"""Match tokens, label keys and sealed labels (client_sdk.tokens)."""
+"""Match tokens, label keys and sealed labels (client_sdk.core.tokens)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client_sdk import oprf, tokens
-from client_sdk.errors import CryptoError, InvalidRequest
+from client_sdk.core import oprf, tokens
+from client_sdk.core.errors import CryptoError, InvalidRequest
 
 # HKDF-SHA256(ikm = bytes 0..63, no salt, info = the module's two labels), computed
 # with cryptography's HKDF when the format was fixed.

@@ -1,4 +1,4 @@
-"""Status mapping both ways (hub.errors -> client_sdk.transport) and the retry helper."""
+"""Status mapping both ways (hub.wire.status -> client_sdk.wire.channels) and the retry helper."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client_sdk.errors import (
+from client_sdk.core.errors import (
     AlreadyExists,
     AuthenticationError,
     ConfigurationError,
@@ -32,7 +32,7 @@ from client_sdk.errors import (
     ServerError,
     Unavailable,
 )
-from client_sdk.transport import (
+from client_sdk.wire.channels import (
     MAX_FIELD_VIOLATIONS,
     ChannelSecurity,
     RetryPolicy,
@@ -42,8 +42,8 @@ from client_sdk.transport import (
     errors_from_status,
     open_channel,
 )
-from hub.errors import INTERNAL_MESSAGE, ErrorInterceptor
-from hub.tls import bind
+from hub.wire.status import INTERNAL_MESSAGE, ErrorInterceptor
+from hub.wire.tls import bind
 
 SECRET = "+8613812345678"  # stands for a value that must never reach logs or clients
 
@@ -129,7 +129,7 @@ def test_unexpected_exceptions_are_internal_and_not_echoed(
     serve: Callable[..., grpc.Channel], caplog: pytest.LogCaptureFixture
 ) -> None:
     channel = serve({"M": _raising(KeyError(SECRET))})
-    with caplog.at_level(logging.ERROR, logger="hub.errors"):
+    with caplog.at_level(logging.ERROR, logger="hub.wire.status"):
         back = _failure(channel)
     assert isinstance(back, ServerError)
     assert str(back) == INTERNAL_MESSAGE

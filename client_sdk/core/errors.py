@@ -1,0 +1,231 @@
+"""The one exception hierarchy of fraudhub.
+
+Every error raised by fraudhub code derives from :class:`FraudhubError` and is
+split by who is at fault, as in python-api-core:
+
+- :class:`CallerError`: the caller sent something wrong (bad value, bad
+  request, missing permission).  Retrying the same call cannot succeed.
+- :class:`PeerError`: a remote party misbehaved or is unreachable (a key holder
+  returned a bad proof, a hub is down).
+- :class:`ServerError`: our own side failed.
+
+Each class names its gRPC status code as a *string* (the name of a
+``grpc.StatusCode`` member) so that this module, and the protocol core that
+raises these errors, never import grpc.  The hub maps them in one interceptor
+(``hub.wire.status``) and the SDK maps statuses back in one function
+(``client_sdk.client.hub``).
+
+Messages never contain raw indicator values, tokens or secrets: an error about
+an item names its kind, its position and the reason, nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+__all__ = [
+    "AlreadyExists",
+    "AuditLogError",
+    "AuthenticationError",
+    "CallerError",
+    "CheckpointError",
+    "ConfigurationError",
+    "ConsistencyProofError",
+    "CryptoError",
+    "FraudhubError",
+    "HolderError",
+    "InclusionProofError",
+    "InvalidElementError",
+    "InvalidIndicator",
+    "InvalidItems",
+    "InvalidRequest",
+    "ItemError",
+    "NotFound",
+    "PeerError",
+    "PermissionDenied",
+    "PolicyDenied",
+    "PolicyError",
+    "ProofError",
+    "QuotaExhausted",
+    "ServerError",
+    "Unavailable",
+]
+
+
+class FraudhubError(Exception):
+    """Root of every fraudhub error."""
+
+    grpc_status: ClassVar[str] = "INTERNAL"
+
+
+class CallerError(FraudhubError):
+    """The caller is at fault; the same call will fail again."""
+
+    grpc_status: ClassVar[str] = "INVALID_ARGUMENT"
+
+
+class PeerError(FraudhubError):
+    """A remote party (key holder, hub) misbehaved or could not be reached."""
+
+    grpc_status: ClassVar[str] = "UNAVAILABLE"
+
+
+class ServerError(FraudhubError):
+    """Our own side failed (storage, configuration at run time)."""
+
+    grpc_status: ClassVar[str] = "INTERNAL"
+
+
+# --- caller errors -----------------------------------------------------------
+
+
+class InvalidRequest(CallerError):
+    """A request (or a protocol input) is malformed as a whole."""
+
+
+class CryptoError(CallerError):
+    """A cryptographic input is malformed (wrong length, non-canonical, ...)."""
+
+
+class InvalidElementError(CryptoError):
+    """A group element or scalar encoding is invalid, non-canonical or the identity."""
+
+
+class ConfigurationError(CallerError):
+    """A configuration, key file or policy file is unusable."""
+
+    grpc_status: ClassVar[str] = "FAILED_PRECONDITION"
+
+
+class PolicyError(ConfigurationError):
+    """A policy file does not validate (file, line and field are named)."""
+
+
+class AuthenticationError(CallerError):
+    """The caller's credentials are missing, expired, forged or replayed."""
+
+    grpc_status: ClassVar[str] = "UNAUTHENTICATED"
+
+
+class PermissionDenied(CallerError):
+    """The caller is authenticated but its role may not do this."""
+
+    grpc_status: ClassVar[str] = "PERMISSION_DENIED"
+
+
+class PolicyDenied(PermissionDenied):
+    """The privacy policy refused the request; ``reasons`` are readable codes."""
+
+    def __init__(self, message: str, reasons: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.reasons = reasons
+
+
+class QuotaExhausted(CallerError):
+    """A daily quota is spent."""
+
+    grpc_status: ClassVar[str] = "RESOURCE_EXHAUSTED"
+
+
+class NotFound(CallerError):
+    grpc_status: ClassVar[str] = "NOT_FOUND"
+
+
+class AlreadyExists(CallerError):
+    """The thing to create exists already (e.g. an institution id)."""
+
+    grpc_status: ClassVar[str] = "ALREADY_EXISTS"
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """What is wrong with one item of a batch: its position, kind and reason.
+
+    ``field`` names the request field (for google.rpc.BadRequest).  Never holds
+    the value itself.
+    """
+
+    index: int
+    kind: str
+    reason: str
+    field: str = "value"
+
+    def __str__(self) -> str:
+        return f"item {self.index} ({self.kind}): {self.reason}"
+
+
+class InvalidIndicator(CallerError):
+    """One indicator value is invalid for its kind.
+
+    The message names the kind, the item's position and the reason, and never
+    echoes the value.
+    """
+
+    def __init__(self, kind: str, reason: str, index: int | None = None) -> None:
+        self.kind = kind
+        self.reason = reason
+        self.index = index
+        where = f"item {index} " if index is not None else ""
+        super().__init__(f"{where}({kind}): {reason}")
+
+    def at(self, index: int) -> InvalidIndicator:
+        """The same error, located at position ``index`` of a batch."""
+        return InvalidIndicator(self.kind, self.reason, index)
+
+    def item(self) -> ItemError:
+        return ItemError(self.index if self.index is not None else -1, self.kind, self.reason)
+
+
+class InvalidItems(InvalidRequest):
+    """Some items of a batch are invalid; ``items`` says which and why.
+
+    The hub sends each item as a google.rpc.BadRequest field violation and the
+    SDK rebuilds this error from them (``client_sdk.wire.channels``).
+    """
+
+    def __init__(self, message: str, items: tuple[ItemError, ...]) -> None:
+        super().__init__(message)
+        self.items = items
+
+
+# --- peer errors -------------------------------------------------------------
+
+
+class Unavailable(PeerError):
+    """Not enough reachable peers (key holders, hub) to complete the call."""
+
+
+class HolderError(PeerError):
+    """A key holder answered, but wrongly; ``holder`` is its share index."""
+
+    def __init__(self, holder: int, message: str) -> None:
+        super().__init__(f"key holder {holder}: {message}")
+        self.holder = holder
+
+
+class AuditLogError(PeerError):
+    """The hub's audit log does not verify (a proof, a checkpoint or an event is wrong).
+
+    The message names what is wrong; it never holds event contents.
+    """
+
+
+class InclusionProofError(AuditLogError):
+    """An RFC 9162 inclusion proof did not verify."""
+
+
+class ConsistencyProofError(AuditLogError):
+    """An RFC 9162 consistency proof did not verify (rewrite, truncation or fork)."""
+
+
+class CheckpointError(AuditLogError):
+    """A signed checkpoint is malformed, unsigned by a known key, or badly signed."""
+
+
+class ProofError(PeerError):
+    """A DLEQ proof did not verify: the evaluation cannot be trusted.
+
+    RFC 9497's ``VerifyError``.  The threshold client re-raises it as a
+    :class:`HolderError` naming the holder.
+    """

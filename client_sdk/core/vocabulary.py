@@ -1,0 +1,127 @@
+"""The one vocabulary of fraudhub: roles, kinds, tiers, categories, disclosure levels,
+revocation reasons, and who is asking (:class:`Principal`).
+
+SDK, hub and key holders all read these names from here, so a word means the same
+everywhere and orderings (the disclosure ladder above all) are written once.  The
+wire enums in ``protos/fraudhub/v1/common.proto`` carry the same numbers; a test
+(``tests/test_vocabulary.py``) holds the two together.  Pure data: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+__all__ = [
+    "ALL_KINDS",
+    "CATEGORIES",
+    "DISCLOSURE_LEVELS",
+    "KINDS",
+    "PROHIBITED_KINDS",
+    "REVOKE_REASONS",
+    "ROLES",
+    "TIERS",
+    "Disclosure",
+    "Principal",
+]
+
+#: Institution roles; servers check them per RPC (DESIGN.md "Parties").
+ROLES: Final[tuple[str, ...]] = ("bank", "carrier", "regulator", "operator")
+
+#: Indicator kinds the hub stores and matches (DESIGN.md indicator table).
+KINDS: Final[tuple[str, ...]] = (
+    "phone",
+    "bank_card",
+    "bank_account",
+    "national_id",
+    "device_id",
+    "email",
+    "ip",
+    "url",
+    "domain",
+    "wallet",
+    "social_account",
+)
+#: Kinds that exist only to be refused: private by consensus (tier "prohibited").
+PROHIBITED_KINDS: Final[tuple[str, ...]] = (
+    "genetic",
+    "health",
+    "criminal_record",
+    "biometric",
+    "religion",
+)
+ALL_KINDS: Final[tuple[str, ...]] = KINDS + PROHIBITED_KINDS
+
+#: Privacy tiers, strictest first (DESIGN.md tier table).
+TIERS: Final[tuple[str, ...]] = ("prohibited", "sensitive", "context_dependent", "public")
+
+#: Fraud categories travelling in clear; same order as ``common.proto`` Category (from 1).
+CATEGORIES: Final[tuple[str, ...]] = (
+    "money_mule",
+    "scam_phone",
+    "card_seller",
+    "phishing",
+    "fake_investment",
+    "romance_scam",
+    "gambling",
+    "identity_theft",
+    "other",
+)
+
+#: Why a contributor withdraws indicators.  The hub audits the reason, so it is a
+#: code from this list, never free text (free text could carry a value).
+REVOKE_REASONS: Final[tuple[str, ...]] = (
+    "false_positive",
+    "court_order",
+    "data_subject_request",
+    "contributor_error",
+    "duplicate",
+    "case_closed",
+    "other",
+)
+
+
+class Disclosure(IntEnum):
+    """How much a match may reveal, ordered from least to most.
+
+    ``match``: yes/no; ``count``: how many distinct contributors; ``summary``:
+    count plus the clear metadata (categories, confidence, dates); ``labels``:
+    summary plus the sealed labels (which only a holder of the raw value can open).
+    The numbers are the wire enum ``fraudhub.v1.Disclosure``.
+    """
+
+    NONE = 0
+    MATCH = 1
+    COUNT = 2
+    SUMMARY = 3
+    LABELS = 4
+
+    @property
+    def word(self) -> str:
+        """The YAML, JSON and CSV spelling (``"count"``)."""
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, word: str) -> Disclosure:
+        """The level spelled ``word``; raises ValueError for anything else."""
+        try:
+            return cls[word.upper()]
+        except KeyError:
+            raise ValueError(f"unknown disclosure level {word!r}") from None
+
+
+#: Disclosure words, least to most.
+DISCLOSURE_LEVELS: Final[tuple[str, ...]] = tuple(level.word for level in Disclosure)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who asks: an institution id and its role (one of :data:`ROLES`).
+
+    Rules are written per role; the institution is carried so that quotas and
+    audit events can be kept per institution, and is never used to decide.
+    """
+
+    institution: str
+    role: str

@@ -1,0 +1,174 @@
+"""Per-institution aggregates of audit events (pure; no I/O).
+
+Definitions, used by ``Audit.GetReport`` and ``fraudhub audit report`` alike:
+
+- *requests*: events of the institution (every audited RPC, allowed or refused);
+- *items*, *matches*: sums of ``item_count`` and ``match_count`` over its MATCH
+  requests (actions ``<Service>.Match*``), and *match rate* = matches / items
+  (0 when it screened nothing);
+- *contributed*, *revoked*: sums of ``item_count`` over its contribution
+  requests (``<Service>.Contribute*``) and its revocations (``<Service>.Revoke*``);
+- *refusals*: requests whose outcome is not ``"ok"``, counted per reason code
+  (a refusal without reason codes counts under its outcome);
+- *by tier* and *by purpose*: requests per policy tier recorded in the event
+  (``"unrecorded"`` if none) and per declared purpose (``"none"`` if empty).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hub.audit.events import AuditEvent
+
+__all__ = [
+    "FORMATS",
+    "InstitutionReport",
+    "action_family",
+    "aggregate",
+    "is_match_action",
+    "render",
+]
+
+FORMATS = ("table", "csv", "json")
+NO_TIER = "unrecorded"
+NO_PURPOSE = "none"
+
+
+def action_family(action: str) -> str:
+    """``"match"``, ``"contribute"``, ``"revoke"`` or ``"other"`` for an audited action."""
+    method = action.rpartition(".")[2]
+    for family in ("Match", "Contribute", "Revoke"):
+        if method.startswith(family):
+            return family.lower()
+    return "other"
+
+
+def is_match_action(action: str) -> bool:
+    """True for the screening RPCs (``Exchange.Match``, ``Exchange.MatchStream``...)."""
+    return action_family(action) == "match"
+
+
+@dataclass
+class InstitutionReport:
+    """The aggregates of one institution (see the module docstring)."""
+
+    institution: str
+    requests: int = 0
+    items: int = 0
+    matches: int = 0
+    refusals: int = 0
+    contributed: int = 0
+    revoked: int = 0
+    refusals_by_reason: Counter[str] = field(default_factory=Counter)
+    requests_by_tier: Counter[str] = field(default_factory=Counter)
+    requests_by_purpose: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def match_rate(self) -> float:
+        return self.matches / self.items if self.items else 0.0
+
+    def add(self, event: AuditEvent) -> None:
+        self.requests += 1
+        family = action_family(event.action)
+        if family == "match":
+            self.items += event.item_count
+            self.matches += event.match_count
+        elif family == "contribute":
+            self.contributed += event.item_count
+        elif family == "revoke":
+            self.revoked += event.item_count
+        if event.outcome != "ok":
+            self.refusals += 1
+            for reason in event.reasons or (event.outcome,):
+                self.refusals_by_reason[reason] += 1
+        for tier in event.tiers or (NO_TIER,):
+            self.requests_by_tier[tier] += 1
+        self.requests_by_purpose[event.purpose or NO_PURPOSE] += 1
+
+    def to_json_obj(self) -> dict[str, Any]:
+        return {
+            "institution": self.institution,
+            "requests": self.requests,
+            "items": self.items,
+            "matches": self.matches,
+            "match_rate": round(self.match_rate, 6),
+            "refusals": self.refusals,
+            "contributed": self.contributed,
+            "revoked": self.revoked,
+            "refusals_by_reason": dict(sorted(self.refusals_by_reason.items())),
+            "requests_by_tier": dict(sorted(self.requests_by_tier.items())),
+            "requests_by_purpose": dict(sorted(self.requests_by_purpose.items())),
+        }
+
+
+def aggregate(events: Iterable[AuditEvent]) -> list[InstitutionReport]:
+    """One report per institution that appears in ``events``, sorted by institution id."""
+    reports: dict[str, InstitutionReport] = {}
+    for event in events:
+        report = reports.get(event.institution)
+        if report is None:
+            report = reports[event.institution] = InstitutionReport(event.institution)
+        report.add(event)
+    return [reports[k] for k in sorted(reports)]
+
+
+def _counts(counter: Counter[str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(counter.items())) or "-"
+
+
+def render(reports: Sequence[InstitutionReport], fmt: str) -> str:
+    """The reports as a text table, CSV (one row per institution) or JSON.
+
+    Raises ValueError for an unknown format (the CLI offers only :data:`FORMATS`).
+    """
+    if fmt == "json":
+        return json.dumps([r.to_json_obj() for r in reports], indent=2, sort_keys=True) + "\n"
+    header = [
+        "institution",
+        "requests",
+        "items",
+        "matches",
+        "match_rate",
+        "refusals",
+        "refusals_by_reason",
+        "requests_by_tier",
+        "requests_by_purpose",
+        "contributed",
+        "revoked",
+    ]
+    rows = [
+        [
+            r.institution,
+            str(r.requests),
+            str(r.items),
+            str(r.matches),
+            f"{r.match_rate:.4f}",
+            str(r.refusals),
+            _counts(r.refusals_by_reason),
+            _counts(r.requests_by_tier),
+            _counts(r.requests_by_purpose),
+            str(r.contributed),
+            str(r.revoked),
+        ]
+        for r in reports
+    ]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        return out.getvalue()
+    if fmt == "table":
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+        lines = [
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in [header, *rows]
+        ]
+        return "\n".join(lines) + "\n"
+    raise ValueError(f"unknown report format {fmt!r}; use one of {', '.join(FORMATS)}")

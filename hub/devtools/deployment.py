@@ -1,0 +1,277 @@
+"""A complete fraudhub deployment on loopback: hub, ``n`` key holders, institutions.
+
+Used by ``fraudhub demo``, the end-to-end tests and ``bench/e2e.py``.  Every
+server binds ``127.0.0.1:0`` with TLS material from ``fraudhub init``
+(:func:`hub.wire.tls.init_tls`).  Guarantees:
+
+- ``data_dir`` receives only server-side state: TLS material, the key
+  ceremony's files, the key holders' quota files, the registry the holders
+  read, the hub's database and audit key, and the servers' logs.  Institution
+  private keys and client configurations go to ``client_dir``.
+- Institutions are registered as ``fraudhub institution add`` does (database
+  row and audit event in one transaction); the key holders' registry file is
+  re-exported after each change, and they re-read it on their next call.
+- :meth:`LocalDeployment.close` stops every server it started (graceful,
+  ``grace`` seconds) and is safe to call twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from client_sdk.client.hub import ClientConfig, HubClient
+from client_sdk.client.tokenizer import HolderEndpoint
+from client_sdk.core.threshold import KeyShare, PublicKeyInfo
+from client_sdk.wire.auth import (
+    InstitutionKey,
+    generate_key,
+    keyholder_audience,
+    public_key_bytes,
+    save_private_key,
+)
+from client_sdk.wire.channels import ChannelSecurity
+from hub.keyholder.ceremony import deal_to_directory, load_public, load_share
+from hub.keyholder.server import KeyHolderServer, KeyHolderServicer, QuotaLedger, SeenTokenFile
+from hub.services.admin import local_operator_event, to_registered
+from hub.services.config import HubConfig, default_policy
+from hub.services.server import HubServer
+from hub.storage import auditlog
+from hub.storage.models import Institution, utcnow
+from hub.storage.store import add_institution, list_institutions
+from hub.wire.auth import JsonFileRegistry, TokenVerifier, dump_registry
+from hub.wire.tls import init_tls, keyholder_name, load_server_credentials, tls_files
+
+__all__ = ["LOG_FILENAME", "LocalDeployment", "RunningHolder"]
+
+log = logging.getLogger(__name__)
+
+LOG_FILENAME = "servers.log"
+
+
+@dataclass
+class RunningHolder:
+    """A key holder server, its quota ledger and its token-id file."""
+
+    server: KeyHolderServer
+    quota: QuotaLedger
+    seen: SeenTokenFile
+
+    def stop(self, grace: float) -> None:
+        self.server.stop(grace)
+        self.quota.close()
+        self.seen.close()
+
+
+class LocalDeployment:
+    """Hub and key holders on loopback (see the module docstring).
+
+    ``servicers`` replaces the key holder servicer class per share index
+    (fault tests use a lying holder).  Raises ConfigurationError if
+    ``data_dir`` already holds a deployment's TLS material or key shares.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        client_dir: Path,
+        *,
+        database_url: str | None = None,
+        threshold: int = 2,
+        holders: int = 3,
+        policy_paths: tuple[Path, ...] | None = None,
+        servicers: dict[int, type[KeyHolderServicer]] | None = None,
+        log_to_file: bool = True,
+        grace: float = 1.0,
+    ) -> None:
+        self.data_dir = data_dir
+        self.client_dir = client_dir
+        self.grace = grace
+        self._servicers = servicers or {}
+        data_dir.mkdir(parents=True, exist_ok=True)
+        client_dir.mkdir(parents=True, exist_ok=True)
+        init_tls(data_dir, holders=holders)
+        share_paths, public_path = deal_to_directory(threshold, holders, data_dir / "keys")
+        self.public_path = public_path
+        self.public: PublicKeyInfo = load_public(public_path)
+        self.shares: dict[int, KeyShare] = {}
+        for path in share_paths:
+            share = load_share(path)
+            self.shares[share.index] = share
+        self.registry_path = data_dir / "registry.json"
+        self.hub = HubServer(
+            HubConfig(
+                data_dir=data_dir,
+                public_key=public_path,
+                listen="127.0.0.1:0",
+                database_url=database_url,
+                policy_paths=policy_paths or (default_policy(),),
+                max_workers=8,
+                shutdown_grace=grace,
+            )
+        )
+        self.hub.store.migrate()
+        self._export_registry()
+        # Last, so a constructor that failed above leaves logging as it was.
+        self._log_handler: logging.Handler | None = None
+        if log_to_file:
+            self._log_handler = _log_servers_to(data_dir / "logs" / LOG_FILENAME)
+        self.holders: dict[int, RunningHolder] = {}
+        self.holder_ports: dict[int, int] = {}
+        self.keys: dict[str, InstitutionKey] = {}
+        self._clients: list[HubClient] = []
+        self._closed = False
+
+    # --- servers ------------------------------------------------------------------
+
+    def start(self) -> LocalDeployment:
+        """Start the hub and every key holder; return self."""
+        self.hub.start()
+        for index in self.shares:
+            self.start_holder(index)
+        return self
+
+    @property
+    def hub_address(self) -> str:
+        return f"127.0.0.1:{self.hub.port}"
+
+    def start_holder(self, index: int) -> None:
+        """(Re)start key holder ``index``, on its previous port if it had one."""
+        share = self.shares[index]
+        quota = QuotaLedger(self.data_dir / keyholder_name(index) / "quota.sqlite3", 10**9)
+        seen = SeenTokenFile(self.data_dir / keyholder_name(index) / "seen-tokens.sqlite3")
+        verifier = TokenVerifier(
+            JsonFileRegistry(self.registry_path), keyholder_audience(index), replay=seen
+        )
+        servicer_class = self._servicers.get(index, KeyHolderServicer)
+        server = KeyHolderServer.create(
+            servicer_class(share, self.public, quota),
+            verifier,
+            f"127.0.0.1:{self.holder_ports.get(index, 0)}",
+            load_server_credentials(tls_files(self.data_dir, keyholder_name(index))),
+            max_workers=4,
+        )
+        server.start()
+        self.holders[index] = RunningHolder(server, quota, seen)
+        self.holder_ports[index] = server.port
+
+    def stop_holder(self, index: int) -> None:
+        """Stop key holder ``index`` (its port is kept for :meth:`start_holder`)."""
+        running = self.holders.pop(index, None)
+        if running is not None:
+            running.stop(0)
+
+    # --- institutions and clients ---------------------------------------------------
+
+    def register(self, institution_id: str, role: str, name: str = "") -> InstitutionKey:
+        """Register an institution with a fresh key (private key in ``client_dir``)."""
+        private = generate_key()
+        key_path = self.client_dir / f"{institution_id}.pem"
+        save_private_key(private, key_path)
+        row = Institution(
+            id=institution_id,
+            role=role,
+            public_key=public_key_bytes(private),
+            display_name=name or institution_id,
+            created_at=utcnow(),
+        )
+        to_registered(row)
+        with self.hub.store.session() as session:
+            add_institution(session, row)
+            auditlog.append(
+                session, local_operator_event("Admin.AddInstitution", institution_id, "local")
+            )
+            session.commit()
+        self._export_registry()
+        self.hub.registry.invalidate()
+        key = InstitutionKey(institution_id, private)
+        self.keys[institution_id] = key
+        return key
+
+    def _export_registry(self) -> None:
+        with self.hub.store.session() as session:
+            rows = list_institutions(session, include_disabled=True)
+        self.registry_path.write_text(dump_registry([to_registered(r) for r in rows]) + "\n")
+
+    @property
+    def security(self) -> ChannelSecurity:
+        return ChannelSecurity.from_ca_file(str(self.data_dir / "tls" / "ca.pem"))
+
+    def holder_endpoints(self) -> list[HolderEndpoint]:
+        return [HolderEndpoint(i, f"127.0.0.1:{p}") for i, p in sorted(self.holder_ports.items())]
+
+    def client(self, institution_id: str, **options: Any) -> HubClient:
+        """A HubClient for a registered institution (closed with the deployment)."""
+        client = HubClient.connect(
+            self.hub_address,
+            self.holder_endpoints(),
+            self.public,
+            self.keys[institution_id],
+            self.security,
+            **options,
+        )
+        self._clients.append(client)
+        return client
+
+    def client_config(self, institution_id: str) -> Path:
+        """Write ``client_dir/<id>.json`` (for ``fraudhub contribute|match``); return it."""
+        config = ClientConfig(
+            institution=institution_id,
+            key=self.client_dir / f"{institution_id}.pem",
+            hub=self.hub_address,
+            holders=tuple(self.holder_endpoints()),
+            public=self.public_path,
+            ca=self.data_dir / "tls" / "ca.pem",
+        )
+        path = self.client_dir / f"{institution_id}.json"
+        path.write_text(config.dump() + "\n")
+        return path
+
+    # --- shutdown ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close clients, stop key holders and the hub (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        for client in self._clients:
+            client.close()
+        for index in list(self.holders):
+            running = self.holders.pop(index)
+            running.stop(self.grace)
+        self.hub.stop(self.grace)
+        if self._log_handler is not None:
+            logger = logging.getLogger("hub")
+            logger.removeHandler(self._log_handler)
+            logger.propagate = True
+            self._log_handler.close()
+
+    def __enter__(self) -> LocalDeployment:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _log_servers_to(path: Path) -> logging.Handler:
+    """Send the servers' log records (logger ``hub``) to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    logger = logging.getLogger("hub")
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    # The servers' records go to their file only, not to the console of the
+    # process that happens to host them.
+    logger.propagate = False
+    return handler

@@ -1,0 +1,173 @@
+"""Key ceremony (v1, trusted dealer): ``fraudhub keys deal`` and ``fraudhub keys check``.
+
+``deal`` makes a fresh OPRF key, splits it t-of-n (``client_sdk.core.threshold``),
+writes one share file per holder (mode 0600, created exclusively so an existing
+share is never overwritten) and ``public.json`` (the group key and every
+public share, which clients pin to verify the holders' proofs).  The key
+itself is never written.  ``check`` confirms that a share file belongs to a
+public key file (its public share matches and the public shares are
+consistent with the group key).
+
+Rotation: run ``deal`` again with ``--epoch`` one higher into a new directory;
+tokens carry their key epoch, so old and new tokens are told apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from client_sdk.core.errors import ConfigurationError
+from client_sdk.core.threshold import MAX_HOLDERS, KeyShare, PublicKeyInfo, deal
+from hub.infra.argtypes import positive_int
+
+__all__ = ["check_share", "deal_to_directory", "load_public", "load_share", "register"]
+
+SHARE_NAME = "share-{index}.json"
+PUBLIC_NAME = "public.json"
+
+
+def _write_private(path: Path, text: str) -> None:
+    # O_EXCL: a ceremony never silently replaces a holder's existing share.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigurationError(f"{path} already exists; deal into an empty directory") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
+
+
+def deal_to_directory(
+    threshold: int, holders: int, out: Path, *, epoch: int = 1
+) -> tuple[list[Path], Path]:
+    """Run the ceremony; return the share file paths and the public file path.
+
+    All or nothing: the files are written in a staging directory inside ``out``
+    and linked into place (never over an existing file), ``public.json`` last;
+    if anything fails, none of them is left in ``out``.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    public_path = out / PUBLIC_NAME
+    if public_path.exists():
+        raise ConfigurationError(f"{public_path} already exists; deal into an empty directory")
+    shares, public = deal(threshold, holders, epoch=epoch)
+    staging = Path(tempfile.mkdtemp(prefix=".deal-", dir=out))
+    placed: list[Path] = []
+    try:
+        names = [SHARE_NAME.format(index=share.index) for share in shares]
+        for name, share in zip(names, shares, strict=True):
+            _write_private(staging / name, share.to_json())
+        (staging / PUBLIC_NAME).write_text(public.to_json() + "\n")
+        for name in [*names, PUBLIC_NAME]:
+            _place(staging / name, out / name)
+            placed.append(out / name)
+    except BaseException:
+        for path in placed:
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return placed[:-1], public_path
+
+
+def _place(staged: Path, target: Path) -> None:
+    """Put ``staged`` at ``target``, never over an existing file."""
+    try:
+        os.link(staged, target)
+        return
+    except FileExistsError:
+        raise ConfigurationError(f"{target} already exists; deal into an empty directory") from None
+    except OSError:
+        pass  # no hard links here (vfat, exFAT, some network mounts): copy instead
+    mode = staged.stat().st_mode & 0o777
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        raise ConfigurationError(f"{target} already exists; deal into an empty directory") from None
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(staged.read_bytes())
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {what} file {path}: {exc.strerror}") from None
+
+
+def load_share(path: Path) -> KeyShare:
+    """Load a share file; refuse one readable by group or others."""
+    if os.name == "posix" and path.exists() and path.stat().st_mode & 0o077:
+        raise ConfigurationError(f"share file {path} must not be readable by others (chmod 600)")
+    try:
+        return KeyShare.from_json(_read(path, "share"))
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{path}: {exc}") from None
+
+
+def load_public(path: Path) -> PublicKeyInfo:
+    """Load and check a public key file."""
+    try:
+        public = PublicKeyInfo.from_json(_read(path, "public key"))
+        public.check_consistent()
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{path}: {exc}") from None
+    return public
+
+
+def check_share(share: KeyShare, public: PublicKeyInfo) -> None:
+    """Raise ConfigurationError unless ``share`` belongs to ``public``."""
+    if (share.epoch, share.threshold, share.holders) != (
+        public.epoch,
+        public.threshold,
+        public.holders,
+    ):
+        raise ConfigurationError("share and public key are from different ceremonies")
+    if share.public_share != public.public_shares.get(share.index):
+        raise ConfigurationError(f"share {share.index} does not match its public share")
+
+
+# --- CLI -------------------------------------------------------------------------
+
+_holders = positive_int(MAX_HOLDERS)
+
+
+def _cmd_deal(args: argparse.Namespace) -> int:
+    if args.threshold > args.holders:
+        raise ConfigurationError("--threshold cannot exceed --holders")
+    paths, public = deal_to_directory(args.threshold, args.holders, args.out, epoch=args.epoch)
+    print(f"dealt a {args.threshold}-of-{args.holders} key (epoch {args.epoch}):")
+    for p in paths:
+        print(f"  share  {p}  (give to exactly one key holder; mode 0600)")
+    print(f"  public {public}  (give to every client and holder)")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    share = load_share(args.share_file)
+    public = load_public(args.public_file)
+    check_share(share, public)
+    print(
+        f"ok: share {share.index} of a {public.threshold}-of-{public.holders} key, "
+        f"epoch {public.epoch}"
+    )
+    return 0
+
+
+def register(sub: Any) -> None:
+    keys = sub.add_parser("keys", help="OPRF key ceremony (deal and check key shares)")
+    ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    p = ksub.add_parser("deal", help="make a new OPRF key and split it t-of-n")
+    p.add_argument("--threshold", "-t", type=_holders, required=True)
+    p.add_argument("--holders", "-n", type=_holders, required=True)
+    p.add_argument("--epoch", type=positive_int(), default=1, help="key epoch (rotation counter)")
+    p.add_argument("--out", type=Path, required=True, help="directory for the files")
+    p.set_defaults(func=_cmd_deal)
+    c = ksub.add_parser("check", help="check that a share file belongs to a public key file")
+    c.add_argument("share_file", type=Path)
+    c.add_argument("public_file", type=Path)
+    c.set_defaults(func=_cmd_check)

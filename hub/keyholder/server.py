@@ -1,0 +1,298 @@
+"""The key holder server: one share of the threshold OPRF key behind gRPC.
+
+A thin adapter around ``client_sdk.core.threshold.holder_evaluate``.  Guarantees:
+
+- Every KeyHolder call is authenticated (``hub.wire.auth``); BANK and CARRIER
+  institutions may evaluate, every registered role may read the key info.
+  Health checking and reflection are served without a token.
+- A batch holds 1..:data:`MAX_BATCH` blinded elements of the served epoch;
+  every malformed element is reported by position (google.rpc.BadRequest,
+  field ``blinded_elements[i]``) and nothing is evaluated.
+- Each institution may evaluate at most ``daily_quota`` elements per UTC day.
+  The count lives in SQLite in the holder's state directory, so a restart
+  does not reset it; it is charged before evaluating, and a spent quota
+  answers RESOURCE_EXHAUSTED.  (Evaluation counts are what a key holder is
+  allowed to learn, DESIGN.md "Parties".)
+- A token id is accepted once while its token lives, across restarts
+  (:class:`SeenTokenFile`, in the state directory).
+- Elements, evaluations and proofs are never logged: only the institution
+  and the element count.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from fraudhub.v1 import keyholder_pb2, keyholder_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from client_sdk.core import oprf
+from client_sdk.core.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    InvalidElementError,
+    InvalidItems,
+    InvalidRequest,
+    ItemError,
+    QuotaExhausted,
+)
+from client_sdk.core.threshold import KeyShare, PublicKeyInfo, holder_evaluate
+from hub.infra.sqlitefile import immediate, open_state_file
+from hub.wire.auth import LEEWAY, ROLES, AuthInterceptor, TokenVerifier, current_principal
+from hub.wire.status import ErrorInterceptor
+from hub.wire.tls import SERVER_OPTIONS, bind
+
+__all__ = [
+    "DEFAULT_DAILY_QUOTA",
+    "MAX_BATCH",
+    "METHOD_ROLES",
+    "SERVICE_NAME",
+    "KeyHolderServer",
+    "KeyHolderServicer",
+    "QuotaLedger",
+    "SeenTokenFile",
+]
+
+log = logging.getLogger(__name__)
+
+#: Largest batch of one BlindEvaluate (keyholder.proto).
+MAX_BATCH = 4096
+DEFAULT_DAILY_QUOTA = 5_000_000
+SERVICE_NAME: str = keyholder_pb2.DESCRIPTOR.services_by_name["KeyHolder"].full_name
+ELEMENT_BYTES = 32
+METHOD_ROLES: dict[str, frozenset[str]] = {
+    f"/{SERVICE_NAME}/GetKeyInfo": frozenset(ROLES),
+    f"/{SERVICE_NAME}/BlindEvaluate": frozenset({"bank", "carrier"}),
+}
+_SEEN_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seen_token (
+    issuer TEXT NOT NULL,
+    jti TEXT NOT NULL,
+    forget_after REAL NOT NULL,
+    PRIMARY KEY (issuer, jti)
+)
+"""
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS evaluations (
+    institution TEXT NOT NULL,
+    day TEXT NOT NULL,
+    elements INTEGER NOT NULL,
+    PRIMARY KEY (institution, day)
+)
+"""
+
+
+def _utc_day() -> str:
+    return dt.datetime.now(dt.UTC).date().isoformat()
+
+
+class QuotaLedger:
+    """Per-institution daily evaluation counts in a small SQLite file.
+
+    Thread-safe within a process (one lock) and across processes sharing the
+    file (``BEGIN IMMEDIATE``).  Raises ConfigurationError if the file cannot
+    be opened.
+    """
+
+    def __init__(
+        self, path: Path, daily_quota: int, *, today: Callable[[], str] = _utc_day
+    ) -> None:
+        if daily_quota < 1:
+            raise ConfigurationError("daily quota must be at least 1 element")
+        self.daily_quota = daily_quota
+        self._today = today
+        self._lock = threading.Lock()
+        self._db = open_state_file(path, _SCHEMA, "quota")
+
+    def used(self, institution: str) -> int:
+        """Elements ``institution`` evaluated today."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT elements FROM evaluations WHERE institution = ? AND day = ?",
+                (institution, self._today()),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def charge(self, institution: str, elements: int) -> None:
+        """Count ``elements`` against today's quota; raise QuotaExhausted if it would overflow."""
+        day = self._today()
+        with self._lock, immediate(self._db) as db:
+            row = db.execute(
+                "SELECT elements FROM evaluations WHERE institution = ? AND day = ?",
+                (institution, day),
+            ).fetchone()
+            used = int(row[0]) if row else 0
+            if used + elements > self.daily_quota:
+                raise QuotaExhausted(
+                    f"daily evaluation quota spent ({used} of {self.daily_quota} elements "
+                    f"used, {elements} asked); it resets at 00:00 UTC"
+                )
+            db.execute(
+                "INSERT INTO evaluations (institution, day, elements) VALUES (?, ?, ?) "
+                "ON CONFLICT (institution, day) DO UPDATE "
+                "SET elements = elements + excluded.elements",
+                (institution, day, elements),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class SeenTokenFile:
+    """The key holder's :class:`~hub.wire.auth.ReplayGuard`: JWT ids in a SQLite file in
+    its state directory, so a restart does not reopen a token's lifetime to replay.
+
+    One small write per call; expired ids are deleted on the way, at most once a
+    minute.  Raises ConfigurationError if the file cannot be opened.
+    """
+
+    def __init__(
+        self, path: Path, *, clock: Callable[[], float] = time.time, sweep_every: float = 60.0
+    ) -> None:
+        self._clock = clock
+        self._sweep_every = sweep_every
+        self._next_sweep = 0.0
+        self._lock = threading.Lock()
+        self._db = open_state_file(path, _SEEN_SCHEMA, "token")
+
+    def check_and_store(self, issuer: str, jti: str, expires_at: float) -> None:
+        now = self._clock()
+        with self._lock, immediate(self._db) as db:
+            if now >= self._next_sweep:
+                db.execute("DELETE FROM seen_token WHERE forget_after < ?", (now,))
+                self._next_sweep = now + self._sweep_every
+            cursor = db.execute(
+                "INSERT INTO seen_token (issuer, jti, forget_after) VALUES (?, ?, ?) "
+                "ON CONFLICT (issuer, jti) DO UPDATE SET forget_after = excluded.forget_after "
+                "WHERE seen_token.forget_after < ?",
+                (issuer, jti, expires_at + LEEWAY, now),
+            )
+            fresh = cursor.rowcount == 1
+        if not fresh:
+            raise AuthenticationError("token already used (replayed jti)")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _check_elements(elements: list[bytes]) -> None:
+    """Raise InvalidItems naming every malformed element (none is evaluated)."""
+    bad: list[ItemError] = []
+    for position, element in enumerate(elements):
+        reason = None
+        if len(element) != ELEMENT_BYTES:
+            reason = f"must be {ELEMENT_BYTES} bytes, got {len(element)}"
+        else:
+            try:
+                oprf.deserialize_element(element)
+            except InvalidElementError as exc:
+                reason = str(exc)
+        if reason is not None:
+            bad.append(ItemError(position, "element", reason, "blinded_elements"))
+    if bad:
+        raise InvalidItems(f"{len(bad)} malformed blinded element(s)", tuple(bad))
+
+
+class KeyHolderServicer(keyholder_pb2_grpc.KeyHolderServicer):
+    """Serves GetKeyInfo and BlindEvaluate for one key share."""
+
+    def __init__(self, share: KeyShare, public: PublicKeyInfo, quota: QuotaLedger) -> None:
+        if public.public_shares.get(share.index) != share.public_share or (
+            public.epoch != share.epoch
+        ):
+            raise ConfigurationError(f"share {share.index} does not belong to the public key file")
+        self._share = share
+        self._public = public
+        self._quota = quota
+
+    def GetKeyInfo(  # noqa: N802 - the name is the RPC's
+        self, request: keyholder_pb2.GetKeyInfoRequest, context: grpc.ServicerContext
+    ) -> keyholder_pb2.KeyInfo:
+        return keyholder_pb2.KeyInfo(
+            suite=oprf.SUITE,
+            epoch=self._share.epoch,
+            threshold=self._share.threshold,
+            holders=self._share.holders,
+            index=self._share.index,
+            public_share=self._share.public_share,
+            group_public_key=self._public.group_public_key,
+            max_batch=MAX_BATCH,
+        )
+
+    def BlindEvaluate(  # noqa: N802 - the name is the RPC's
+        self, request: keyholder_pb2.BlindEvaluateRequest, context: grpc.ServicerContext
+    ) -> keyholder_pb2.BlindEvaluateResponse:
+        principal = current_principal()
+        if request.epoch != self._share.epoch:
+            raise InvalidRequest(
+                f"key epoch {request.epoch} is not served here (epoch {self._share.epoch})"
+            )
+        elements = list(request.blinded_elements)
+        if not 1 <= len(elements) <= MAX_BATCH:
+            raise InvalidRequest(f"a batch holds 1..{MAX_BATCH} blinded elements")
+        _check_elements(elements)
+        self._quota.charge(principal.institution, len(elements))
+        response = holder_evaluate(self._share, elements)
+        log.info("evaluated %d element(s) for %s", len(elements), principal.institution)
+        return keyholder_pb2.BlindEvaluateResponse(
+            index=response.index,
+            epoch=response.epoch,
+            evaluated_elements=response.evaluated_elements,
+            proof=response.proof,
+        )
+
+
+@dataclass
+class KeyHolderServer:
+    """A running (or ready) key holder gRPC server with health and reflection."""
+
+    server: grpc.Server
+    health: health.HealthServicer
+    port: int
+
+    @classmethod
+    def create(
+        cls,
+        servicer: KeyHolderServicer,
+        verifier: TokenVerifier,
+        address: str,
+        credentials: grpc.ServerCredentials | None,
+        *,
+        insecure: bool = False,
+        max_workers: int = 8,
+    ) -> KeyHolderServer:
+        """Build and bind (not start) a server; raises ConfigurationError."""
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="keyholder"),
+            interceptors=[ErrorInterceptor(), AuthInterceptor(verifier, METHOD_ROLES)],
+            options=SERVER_OPTIONS,
+        )
+        keyholder_pb2_grpc.add_KeyHolderServicer_to_server(servicer, server)
+        health_servicer = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        port = bind(server, address, credentials, insecure=insecure)
+        return cls(server, health_servicer, port)
+
+    def start(self) -> None:
+        self.server.start()
+        for service in ("", SERVICE_NAME):
+            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Report NOT_SERVING, then stop, letting calls finish for ``grace`` seconds."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()

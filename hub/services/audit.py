@@ -1,0 +1,430 @@
+"""The Audit servicer: checkpoints, events, proofs and reports for regulators.
+
+A thin adapter over :mod:`hub.storage.auditlog`.  Guarantees:
+
+- Only the ``regulator`` role may call it: :data:`METHOD_ROLES` (alias
+  :data:`AUDIT_ROLES`) is this service's part of the hub's per-method role
+  table; the hub's ``AuthInterceptor`` enforces it before a method runs (every
+  other role gets PERMISSION_DENIED, which the hub's refusal interceptor
+  audits).  This module never checks roles itself.
+- Every call the servicer answers is itself audited (action ``Audit.<Method>``,
+  purpose ``audit``, ``item_count`` = events or proof hashes returned), in the
+  transaction that did the work; a failed call (bad argument, storage error)
+  is audited on its own with its outcome.  Reading the log leaves a trace in
+  it.  A streaming call is audited when the stream ends, however it ends, with
+  what was actually sent.
+- Checkpoints are signed with the hub's Ed25519 log key (``<data_dir>/log-key.pem``,
+  created if missing) under the key name :data:`DEFAULT_ORIGIN`; they are made
+  every ``HubConfig.checkpoint_every_events`` events or
+  ``HubConfig.checkpoint_every_seconds`` seconds (``serve --checkpoint-every``,
+  ``--checkpoint-seconds``; defaults 1000 and 60) by a :class:`Checkpointer`
+  thread that lives as long as the gRPC server, and on request (``GetCheckpoint(fresh=true)``).
+- Proofs read O(log n) stored nodes; ``ListEvents`` pages through the log by
+  leaf index, :data:`PAGE_SIZE` rows per database read.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+from fraudhub.v1 import audit_pb2, audit_pb2_grpc
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
+from typing_extensions import override
+
+from client_sdk.core.errors import CallerError, FraudhubError, InvalidRequest, PermissionDenied
+from client_sdk.core.vocabulary import Principal
+from hub.audit.checkpoint import LogSigner, load_or_create_log_key
+from hub.audit.events import AuditEvent, decode, request_digest
+from hub.audit.report import InstitutionReport, aggregate
+from hub.services.config import (
+    CHECKPOINT_EVERY_EVENTS,
+    CHECKPOINT_EVERY_SECONDS,
+    HubConfig,
+    LivePolicy,
+)
+from hub.storage import auditlog, store
+from hub.storage.models import utcnow
+from hub.storage.store import StorageError, Store
+from hub.wire.auth import current_principal
+
+__all__ = [
+    "AUDIT_ROLES",
+    "CHECKPOINT_EVERY_EVENTS",
+    "CHECKPOINT_EVERY_SECONDS",
+    "DEFAULT_ORIGIN",
+    "LOG_KEY_FILENAME",
+    "METHOD_ROLES",
+    "PAGE_SIZE",
+    "AuditService",
+    "Checkpointer",
+    "log_signer",
+    "register",
+]
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+SERVICE = "fraudhub.v1.Audit"
+#: The log's origin line and the key name of its signatures.
+DEFAULT_ORIGIN = "fraudhub/audit-log"
+LOG_KEY_FILENAME = "log-key.pem"
+PAGE_SIZE = 1000
+
+#: The Audit service's rows of the hub's per-method role table: regulators only.
+METHOD_ROLES: dict[str, frozenset[str]] = {
+    f"/{SERVICE}/{name}": frozenset({"regulator"})
+    for name in (
+        "GetCheckpoint",
+        "ListEvents",
+        "GetInclusionProof",
+        "GetConsistencyProof",
+        "GetReport",
+        "GetPolicy",
+    )
+}
+AUDIT_ROLES = METHOD_ROLES
+
+
+def _dt(message: Message, name: str) -> datetime | None:
+    if not message.HasField(name):
+        return None
+    stamp: Timestamp = getattr(message, name)
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+class AuditService(audit_pb2_grpc.AuditServicer):
+    """The Audit RPCs over one :class:`Store` (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        signer: LogSigner,
+        *,
+        origin: str = DEFAULT_ORIGIN,
+        policy: LivePolicy | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        self._store = store
+        self._signer = signer
+        self._origin = origin
+        self._policy = policy
+        self._clock = clock
+        self._page_size = page_size
+
+    # --- auditing the auditor --------------------------------------------------
+
+    def _event(
+        self, who: Principal, method: str, request: Message, count: int, outcome: str
+    ) -> AuditEvent:
+        return AuditEvent(
+            time=self._clock(),
+            institution=who.institution,
+            role=who.role,
+            action=f"Audit.{method}",
+            purpose="audit",
+            legal_basis="",
+            case_ref_digest="",
+            kinds=(),
+            item_count=count,
+            match_count=0,
+            outcome=outcome,
+            reasons=(),
+            policy_version=self._policy.current.version if self._policy else "",
+            request_digest=request_digest(request.SerializeToString(deterministic=True)),
+        )
+
+    def _audit_alone(self, event: AuditEvent) -> None:
+        """Append ``event`` in its own transaction; log (never raise) if that fails."""
+        try:
+            with self._store.session() as session:
+                auditlog.append(session, event)
+                session.commit()
+        except (FraudhubError, SQLAlchemyError) as exc:
+            # The call's own outcome stands; the operator must see the audit failed.
+            log.error("could not audit %s: %s", event.action, type(exc).__name__)
+
+    def _audited(
+        self, method: str, request: Message, work: Callable[[Session], tuple[_T, int]]
+    ) -> _T:
+        """Run ``work`` and append its audit event in one transaction.
+
+        ``work`` returns its result and the count to audit.  On failure the
+        transaction rolls back and the failure is audited on its own, then
+        re-raised (database errors as StorageError).
+        """
+        who = current_principal()
+        try:
+            with self._store.session() as session:
+                result, count = work(session)
+                auditlog.append(session, self._event(who, method, request, count, "ok"))
+                session.commit()
+            return result
+        except FraudhubError as exc:
+            self._audit_alone(self._event(who, method, request, 0, _outcome(exc)))
+            raise
+        except SQLAlchemyError as exc:
+            self._audit_alone(self._event(who, method, request, 0, "error"))
+            raise StorageError("the hub's database failed") from exc
+
+    # --- RPCs ------------------------------------------------------------------
+
+    @override
+    def GetCheckpoint(
+        self, request: audit_pb2.GetCheckpointRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.SignedCheckpoint:
+        def work(session: Session) -> tuple[str, int]:
+            latest = auditlog.latest_checkpoint(session)
+            if request.fresh or latest is None:
+                return auditlog.create_checkpoint(
+                    session, self._signer, self._origin, self._clock()
+                ), 1
+            return latest.note, 1
+
+        return audit_pb2.SignedCheckpoint(note=self._audited("GetCheckpoint", request, work))
+
+    @override
+    def ListEvents(
+        self, request: audit_pb2.ListEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[audit_pb2.AuditEventRecord]:
+        # Read now: the generator may be closed (client cancel) outside the
+        # interceptor's context, where the caller is no longer visible.
+        who = current_principal()
+        f = request.filter
+        event_filter = auditlog.EventFilter(
+            institution=f.institution or None,
+            action=f.action or None,
+            tier=f.tier or None,
+            kind=f.kind or None,
+            outcome=f.outcome or None,
+            since=_dt(f, "since"),
+            until=_dt(f, "until"),
+        )
+        end = request.end or None
+        remaining = request.limit or None
+        position = request.start
+        sent = 0
+        outcome = "CANCELLED"
+        try:
+            while remaining is None or remaining > 0:
+                page = min(self._page_size, remaining or self._page_size)
+                try:
+                    with self._store.session() as session:
+                        rows = auditlog.list_events(
+                            session, position, end, event_filter, limit=page
+                        )
+                except SQLAlchemyError as exc:
+                    outcome = "error"
+                    raise StorageError("the hub's database failed") from exc
+                for row in rows:
+                    yield audit_pb2.AuditEventRecord(leaf_index=row.leaf_index, encoded=row.body)
+                    sent += 1
+                if len(rows) < page:
+                    break
+                position = rows[-1].leaf_index + 1
+                if remaining is not None:
+                    remaining -= len(rows)
+            outcome = "ok"
+        except FraudhubError as exc:
+            outcome = _outcome(exc)
+            raise
+        finally:
+            # Audited when the stream ends, however it ends, with what was sent.
+            self._audit_alone(self._event(who, "ListEvents", request, sent, outcome))
+
+    @override
+    def GetInclusionProof(
+        self, request: audit_pb2.GetInclusionProofRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.InclusionProof:
+        def work(session: Session) -> tuple[list[bytes], int]:
+            hashes = auditlog.inclusion_proof(session, request.leaf_index, request.tree_size)
+            return hashes, len(hashes)
+
+        return audit_pb2.InclusionProof(
+            leaf_index=request.leaf_index,
+            tree_size=request.tree_size,
+            hashes=self._audited("GetInclusionProof", request, work),
+        )
+
+    @override
+    def GetConsistencyProof(
+        self, request: audit_pb2.GetConsistencyProofRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.ConsistencyProof:
+        def work(session: Session) -> tuple[list[bytes], int]:
+            hashes = auditlog.consistency_proof(session, request.old_size, request.new_size)
+            return hashes, len(hashes)
+
+        return audit_pb2.ConsistencyProof(
+            old_size=request.old_size,
+            new_size=request.new_size,
+            hashes=self._audited("GetConsistencyProof", request, work),
+        )
+
+    @override
+    def GetReport(
+        self, request: audit_pb2.GetReportRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.Report:
+        since, until = _dt(request, "from"), _dt(request, "to")
+        window = auditlog.EventFilter(since=since, until=until)
+
+        def work(session: Session) -> tuple[audit_pb2.Report, int]:
+            if since is not None and until is not None and since >= until:
+                raise InvalidRequest("report window: 'from' must be before 'to'")
+            counted = 0
+
+            def window_events() -> Iterator[AuditEvent]:
+                # Page by page: the report holds aggregates, never the whole window.
+                nonlocal counted
+                position = 0
+                while True:
+                    rows = auditlog.list_events(
+                        session, position, None, window, limit=self._page_size
+                    )
+                    counted += len(rows)
+                    yield from (decode(r.body) for r in rows)
+                    if len(rows) < self._page_size:
+                        return
+                    position = rows[-1].leaf_index + 1
+
+            reports = aggregate(window_events())
+            message = audit_pb2.Report(
+                events=counted, institutions=[_report_message(r) for r in reports]
+            )
+            return message, counted
+
+        return self._audited("GetReport", request, work)
+
+    @override
+    def GetPolicy(
+        self, request: audit_pb2.GetPolicyRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.PolicyText:
+        def work(session: Session) -> tuple[audit_pb2.PolicyText, int]:
+            if not _POLICY_VERSION.fullmatch(request.version):
+                raise InvalidRequest("version must be 64 lowercase hex digits")
+            row = store.get_policy_text(session, request.version)
+            first_used = Timestamp()
+            first_used.FromDatetime(row.first_used)
+            text = audit_pb2.PolicyText(
+                version=row.version, canonical_text=row.canonical_text, first_used=first_used
+            )
+            return text, 1
+
+        return self._audited("GetPolicy", request, work)
+
+
+_POLICY_VERSION = re.compile(r"[0-9a-f]{64}")
+
+
+def _outcome(exc: FraudhubError) -> str:
+    """The audit outcome of a failed call, in the Exchange service's vocabulary."""
+    if isinstance(exc, PermissionDenied):
+        return "denied"
+    if isinstance(exc, InvalidRequest):
+        return "invalid"
+    if isinstance(exc, CallerError):
+        return exc.grpc_status
+    return "error"
+
+
+def _report_message(report: InstitutionReport) -> audit_pb2.InstitutionReport:
+    return audit_pb2.InstitutionReport(
+        institution=report.institution,
+        requests=report.requests,
+        items=report.items,
+        matches=report.matches,
+        match_rate=report.match_rate,
+        refusals=report.refusals,
+        refusals_by_reason=dict(report.refusals_by_reason),
+        requests_by_tier=dict(report.requests_by_tier),
+        requests_by_purpose=dict(report.requests_by_purpose),
+        contributed=report.contributed,
+        revoked=report.revoked,
+    )
+
+
+class Checkpointer:
+    """Signs a checkpoint whenever N events or T seconds have accumulated.
+
+    :meth:`run_once` does one check; :meth:`run_until` loops until ``stopped``
+    returns True (the hub passes ``server.wait_for_termination``, so the thread
+    ends with the gRPC server).  Failures are logged, never raised: a missed
+    checkpoint is made at the next tick.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        signer: LogSigner,
+        *,
+        origin: str = DEFAULT_ORIGIN,
+        every_events: int = CHECKPOINT_EVERY_EVENTS,
+        every_seconds: float = CHECKPOINT_EVERY_SECONDS,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._signer = signer
+        self._origin = origin
+        self._every_events = every_events
+        self._every_seconds = every_seconds
+        self._clock = clock
+
+    def run_once(self) -> str | None:
+        """Sign a checkpoint if one is due; return its note, or None."""
+        with self._store.session() as session:
+            now = self._clock()
+            if not auditlog.checkpoint_due(
+                session, now, every_events=self._every_events, every_seconds=self._every_seconds
+            ):
+                return None
+            note = auditlog.create_checkpoint(session, self._signer, self._origin, now)
+            session.commit()
+        return note
+
+    def run_until(self, stopped: Callable[[float], bool], tick: float = 1.0) -> None:
+        while not stopped(tick):
+            try:
+                self.run_once()
+            except (FraudhubError, SQLAlchemyError) as exc:
+                # The type only: a database error's text can carry SQL parameters.
+                log.error("periodic checkpoint failed (%s); retrying next tick", type(exc).__name__)
+
+
+def log_signer(data_dir: Path, origin: str = DEFAULT_ORIGIN) -> LogSigner:
+    """The hub's checkpoint signer from ``<data_dir>/log-key.pem`` (created if missing)."""
+    return LogSigner(origin, load_or_create_log_key(Path(data_dir) / LOG_KEY_FILENAME))
+
+
+def register(server: grpc.Server, store: Store, policy: LivePolicy, config: HubConfig) -> str:
+    """Add the Audit servicer and its checkpoint thread to ``server``; return the service name.
+
+    The thread waits on ``server.wait_for_termination`` between ticks, so it
+    stops when the server stops.
+    """
+    signer = log_signer(config.data_dir)
+    audit_pb2_grpc.add_AuditServicer_to_server(AuditService(store, signer, policy=policy), server)
+    checkpointer = Checkpointer(
+        store,
+        signer,
+        every_events=config.checkpoint_every_events,
+        every_seconds=config.checkpoint_every_seconds,
+    )
+
+    def stopped(timeout: float) -> bool:
+        # wait_for_termination returns True when it TIMED OUT (server still running).
+        return not server.wait_for_termination(timeout)
+
+    threading.Thread(
+        target=checkpointer.run_until, args=(stopped,), name="fraudhub-checkpoints", daemon=True
+    ).start()
+    log.info("audit log key %s", signer.verifier_key())
+    return SERVICE

@@ -1,0 +1,747 @@
+"""The Exchange servicer: Contribute, Revoke, Match and their bulk streams.
+
+A thin adapter: it decodes protobuf messages, asks the policy, runs the store
+queries and :mod:`hub.core.matching` inside ONE transaction per request message,
+appends that message's audit event to the same transaction, and encodes the
+answer.  Authentication and the per-RPC role check happened in the
+interceptors (``hub.wire.auth``); errors are mapped to gRPC statuses by
+``hub.wire.status``.
+
+Documented behaviour (the SDK relies on it):
+
+- **Per-item policy.**  Each item is decided for its own kind.  Items the
+  policy refuses are listed in ``rejected_items`` (Contribute) or answered
+  with ``disclosure = NONE`` and the reason codes (Match); the other items
+  are processed.  If the policy refuses *every* item of a unary request, the
+  call fails with PERMISSION_DENIED (:class:`PolicyDenied`) and nothing is
+  stored; a stream never fails for that (one batch of a bulk run may hold
+  only refused kinds), its items are refused one by one.
+- **Malformed items.**  Items that break the bounds of ``exchange.proto``
+  (token length, unknown kind, category, confidence, dates, label length) are
+  reported in one INVALID_ARGUMENT whose google.rpc.BadRequest names each
+  item (:class:`InvalidItems`, the first 50); the valid items of the same
+  request are still processed and committed first.  The response lists every
+  malformed item in ``malformed`` and travels as one more detail of the
+  status (a packed ContributeResponse, RevokeResponse or MatchResponse) when
+  it is at most :data:`MAX_PARTIAL_BYTES`; otherwise the status message says
+  it was left out.  Streams report malformed items the same way at the end of
+  the stream, after every valid message committed, with indices counted
+  across the whole stream; MatchStream's per-message responses list them too.
+- **Streams are bounded** (:data:`MAX_STREAM_ITEMS` items): past it the
+  stream ends INVALID_ARGUMENT (audited), the earlier messages processed.
+- **Revocation** is never refused by the policy: withdrawing data discloses
+  nothing, and a tightened policy must not trap data in the hub.  Only the
+  contributor's own rows are touched.  The reason is one of
+  :data:`REVOKE_REASONS`, because it is audited: free text could carry a value.
+- A purpose the policy does not declare is refused and audited as
+  :data:`UNDECLARED_PURPOSE`, never as the text the caller sent.
+- **Atomicity.**  A message's rows, its quota use and its audit event commit
+  together; a refused or failed message leaves only its audit event (written
+  in a fresh transaction after the rollback).
+- Nothing here logs or audits a token, a label or a raw value.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import NoReturn, TypeVar
+
+import grpc
+from fraudhub.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_status import rpc_status
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
+
+from client_sdk.core import indicators
+from client_sdk.core.errors import (
+    CallerError,
+    FraudhubError,
+    InvalidItems,
+    InvalidRequest,
+    ItemError,
+    PermissionDenied,
+    PolicyDenied,
+)
+from client_sdk.core.tokens import TOKEN_BYTES
+from client_sdk.core.vocabulary import REVOKE_REASONS
+from hub.audit.events import AuditEvent, case_ref_digest, request_digest
+from hub.core import matching
+from hub.core.matching import Contribution, ContributionItem, MatchSummary
+from hub.policy.engine import Context, Decision, Disclosure, Policy, Principal
+from hub.services.config import LivePolicy
+from hub.storage import auditlog
+from hub.storage.models import utcnow
+from hub.storage.store import (
+    StorageError,
+    Store,
+    consume_quota,
+    find_active,
+    revoke,
+    upsert_contributions,
+)
+from hub.wire.auth import current_principal
+from hub.wire.status import to_rpc_status
+
+__all__ = [
+    "MAX_CASE_REFERENCE",
+    "MAX_ITEMS",
+    "MAX_STREAM_ITEMS",
+    "REVOKE_REASONS",
+    "UNDECLARED_PURPOSE",
+    "ExchangeService",
+    "audit_outcome",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_ITEMS = 10_000
+# Items per ContributeStream / MatchStream: the hub keeps a stream's per-item
+# outcomes until it ends, so a stream is bounded; open another for more.
+MAX_STREAM_ITEMS = 200_000
+#: What the audit log records for a purpose the policy does not declare.
+UNDECLARED_PURPOSE = "undeclared"
+# The largest partial answer packed into an INVALID_ARGUMENT status (trailing
+# metadata): the SDK's channels accept 2 MiB (client_sdk.wire.channels).
+MAX_PARTIAL_BYTES = 1024 * 1024
+MAX_CASE_REFERENCE = 256
+# Purposes and revocation reasons are codes, never free text: they are audited.
+_CODE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+_T = TypeVar("_T")
+
+
+def _ts(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _dt(message: Message, name: str) -> datetime | None:
+    if not message.HasField(name):
+        return None
+    stamp: Timestamp = getattr(message, name)
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def _category(value: int) -> str:
+    """The category word of a proto enum value ("" for unspecified or unknown)."""
+    if value == common_pb2.CATEGORY_UNSPECIFIED or value not in common_pb2.Category.values():
+        return ""
+    return common_pb2.Category.Name(common_pb2.Category.ValueType(value)).lower()
+
+
+def _category_value(word: str) -> common_pb2.Category.ValueType:
+    return common_pb2.Category.Value(word.upper())
+
+
+def _kind_error(index: int, kind: str, field_name: str) -> ItemError | None:
+    """Why ``kind`` is malformed, or None.  Never echoes an unknown kind."""
+    if kind in indicators.KINDS or kind in indicators.PROHIBITED_KINDS:
+        return None
+    return ItemError(index, "", "unknown kind", field_name)
+
+
+@dataclass
+class _AuditDraft:
+    """The audit event of one request message, filled in as the work proceeds."""
+
+    action: str
+    purpose: str = ""
+    case_reference: str | None = None
+    request_digest: str = ""
+    kinds: set[str] = field(default_factory=set)
+    tiers: set[str] = field(default_factory=set)
+    rules: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    item_count: int = 0
+    match_count: int = 0
+    policy_version: str = ""
+    # The policy's purposes: only these are written to the log as given.
+    declared_purposes: frozenset[str] = frozenset()
+
+    def note(self, decision: Decision) -> None:
+        self.policy_version = decision.version
+        if decision.tier:
+            self.tiers.add(decision.tier)
+        for rule in decision.rules:
+            if decision.allow and rule not in self.rules:
+                self.rules.append(rule)
+        for reason in decision.reasons:
+            if reason not in self.reasons:
+                self.reasons.append(reason)
+
+    def event(self, principal: Principal, outcome: str, now: datetime) -> AuditEvent:
+        return AuditEvent(
+            time=now,
+            institution=principal.institution,
+            role=principal.role,
+            action=self.action,
+            purpose=self._audited_purpose(),
+            legal_basis=_legal_basis(self.rules),
+            case_ref_digest=case_ref_digest(self.case_reference),
+            kinds=tuple(self.kinds),
+            item_count=self.item_count,
+            match_count=self.match_count,
+            outcome=outcome,
+            reasons=tuple(self.reasons),
+            policy_version=self.policy_version,
+            request_digest=self.request_digest,
+            tiers=tuple(self.tiers),
+        )
+
+    def _audited_purpose(self) -> str:
+        # A purpose the policy does not declare is refused; its text is not
+        # logged, since the log is permanent and a caller may put anything
+        # there, a phone number included.
+        if not self.purpose or self.purpose in self.declared_purposes:
+            return self.purpose
+        return UNDECLARED_PURPOSE
+
+
+def _legal_basis(rules: Iterable[str]) -> str:
+    """The ids of the policy rules the decision relied on, as one audit code.
+
+    The legal basis text lives in those rules of the recorded policy version.
+    """
+    basis = ""
+    for rule in rules:
+        candidate = f"{basis}+{rule}" if basis else f"policy:{rule}"
+        if len(candidate) > 128:
+            break
+        basis = candidate
+    return basis
+
+
+def audit_outcome(exc: BaseException) -> str:
+    """The audit event outcome of a failed call (interfaces.md vocabulary).
+
+    ``denied`` for a role or policy refusal, ``invalid`` for a malformed
+    request, the gRPC status name for other caller errors (quota,
+    authentication...), ``error`` for the hub's own failures.
+    """
+    if isinstance(exc, PermissionDenied):
+        return "denied"
+    if isinstance(exc, InvalidRequest):
+        return "invalid"
+    if isinstance(exc, CallerError):
+        return exc.grpc_status
+    return "error"
+
+
+@dataclass
+class _ContributeTally:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[exchange_pb2.RejectedItem] = field(default_factory=list)
+    clipped: list[exchange_pb2.ClippedItem] = field(default_factory=list)
+    invalid: list[ItemError] = field(default_factory=list)
+    policy_version: str = ""
+
+    def merge(self, other: _ContributeTally) -> None:
+        self.accepted += other.accepted
+        self.duplicates += other.duplicates
+        self.rejected.extend(other.rejected)
+        self.clipped.extend(other.clipped)
+        self.invalid.extend(other.invalid)
+        self.policy_version = other.policy_version
+
+    def response(self) -> exchange_pb2.ContributeResponse:
+        return exchange_pb2.ContributeResponse(
+            accepted=self.accepted,
+            duplicates=self.duplicates,
+            rejected=len(self.rejected),
+            rejected_items=self.rejected,
+            clipped=self.clipped,
+            policy_version=self.policy_version,
+            malformed=malformed_items(self.invalid),
+        )
+
+
+class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
+    """Contribute, Revoke and Match over one :class:`Store` (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        policy: LivePolicy,
+        key_epoch: int,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._policy = policy
+        self._key_epoch = key_epoch
+        self._clock = clock
+
+    # --- the audited transaction ---------------------------------------------
+
+    def _transact(
+        self,
+        principal: Principal,
+        draft: _AuditDraft,
+        work: Callable[[Session, datetime], _T],
+    ) -> _T:
+        """Run ``work`` and append the audit event in one transaction.
+
+        On failure the work is rolled back and the refusal is audited on its
+        own; the original error is re-raised (database errors as StorageError).
+        """
+        now = self._clock()
+        try:
+            with self._store.session() as session:
+                result = work(session, now)
+                auditlog.append(session, draft.event(principal, "ok", now))
+                session.commit()
+            return result
+        except FraudhubError as exc:
+            self._audit_failure(principal, draft, exc, now)
+            raise
+        except SQLAlchemyError as exc:
+            log.error("storage failure in %s: %s", draft.action, type(exc).__name__)
+            self._audit_failure(principal, draft, exc, now)
+            raise StorageError("the hub's database failed") from None
+
+    def _stream_limit(
+        self,
+        principal: Principal,
+        draft: _AuditDraft,
+        request: exchange_pb2.ContributeRequest | exchange_pb2.MatchRequest,
+        offset: int,
+    ) -> InvalidRequest | None:
+        """The error for a stream message past :data:`MAX_STREAM_ITEMS`, audited; else None.
+
+        The hub keeps a stream's per-item outcomes until it ends, so a stream
+        is bounded.  The messages before this one stay processed.
+        """
+        if isinstance(request, exchange_pb2.ContributeRequest):
+            count = len(request.indicators)
+        else:
+            count = len(request.queries)
+        if offset + count <= MAX_STREAM_ITEMS:
+            return None
+        draft.item_count = count
+        draft.purpose = request.purpose
+        draft.case_reference = request.case_reference or None
+        error = InvalidRequest(
+            f"a stream holds at most {MAX_STREAM_ITEMS} items; the messages before this one "
+            "were processed, send the rest on a new stream"
+        )
+        self._audit_failure(principal, draft, error, self._clock())
+        return error
+
+    def _audit_failure(
+        self, principal: Principal, draft: _AuditDraft, exc: BaseException, now: datetime
+    ) -> None:
+        if isinstance(exc, PolicyDenied):
+            draft.reasons.extend(r for r in exc.reasons if r not in draft.reasons)
+        try:
+            with self._store.session() as session:
+                auditlog.append(session, draft.event(principal, audit_outcome(exc), now))
+                session.commit()
+        except (FraudhubError, SQLAlchemyError) as audit_exc:
+            # The request fails anyway; the operator must see that its audit did too.
+            log.error("could not audit a failed %s: %s", draft.action, type(audit_exc).__name__)
+
+    def _begin(self, action: str, request: Message) -> tuple[Principal, Policy, _AuditDraft]:
+        who = current_principal()
+        principal = Principal(who.institution, who.role)
+        policy = self._policy.current
+        draft = _AuditDraft(
+            action=action,
+            request_digest=request_digest(request.SerializeToString(deterministic=True)),
+            policy_version=policy.version,
+            declared_purposes=policy.purposes,
+        )
+        return principal, policy, draft
+
+    # --- Contribute ----------------------------------------------------------
+
+    def Contribute(  # noqa: N802 - the name is the RPC's
+        self, request: exchange_pb2.ContributeRequest, context: grpc.ServicerContext
+    ) -> exchange_pb2.ContributeResponse:
+        principal, policy, draft = self._begin("Exchange.Contribute", request)
+        tally = _ContributeTally(policy_version=policy.version)
+        self._contribute_message(principal, policy, draft, request, 0, tally)
+        if tally.invalid:
+            _abort_partial(
+                context, _invalid_message(tally.invalid, "stored"), tally.invalid, tally.response()
+            )
+        return tally.response()
+
+    def ContributeStream(  # noqa: N802 - the name is the RPC's
+        self,
+        request_iterator: Iterator[exchange_pb2.ContributeRequest],
+        context: grpc.ServicerContext,
+    ) -> exchange_pb2.ContributeResponse:
+        policy = self._policy.current
+        tally = _ContributeTally(policy_version=policy.version)
+        offset = 0
+        for request in request_iterator:
+            principal, policy, draft = self._begin("Exchange.ContributeStream", request)
+            too_long = self._stream_limit(principal, draft, request, offset)
+            if too_long is not None:
+                # What the earlier messages stored still reaches the caller.
+                _abort_partial(context, str(too_long), tally.invalid, tally.response())
+            tally.policy_version = policy.version
+            self._contribute_message(
+                principal, policy, draft, request, offset, tally, whole_refusal_fails=False
+            )
+            offset += len(request.indicators)
+        if tally.invalid:
+            _abort_partial(
+                context, _invalid_message(tally.invalid, "stored"), tally.invalid, tally.response()
+            )
+        return tally.response()
+
+    def _contribute_message(
+        self,
+        principal: Principal,
+        policy: Policy,
+        draft: _AuditDraft,
+        request: exchange_pb2.ContributeRequest,
+        offset: int,
+        tally: _ContributeTally,
+        *,
+        whole_refusal_fails: bool = True,
+    ) -> None:
+        draft.purpose = request.purpose
+        draft.case_reference = request.case_reference or None
+        draft.item_count = len(request.indicators)
+
+        def work(session: Session, now: datetime) -> _ContributeTally:
+            _check_envelope(request.purpose, request.case_reference, len(request.indicators))
+            context = Context(case_reference=request.case_reference or None)
+            decisions: dict[str, Decision] = {}
+            accepted: list[Contribution] = []
+            quota: dict[tuple[str, int], int] = {}
+            rejected: list[exchange_pb2.RejectedItem] = []
+            clipped: list[exchange_pb2.ClippedItem] = []
+            invalid: list[ItemError] = []
+            for position, item in enumerate(request.indicators):
+                index = offset + position
+                kind_error = _kind_error(index, item.kind, "indicators")
+                if kind_error is not None:
+                    invalid.append(kind_error)
+                    continue
+                draft.kinds.add(item.kind)
+                decision = decisions.get(item.kind)
+                if decision is None:
+                    decision = policy.decide(
+                        principal, "contribute", item.kind, request.purpose, context
+                    )
+                    decisions[item.kind] = decision
+                    draft.note(decision)
+                checked = matching.validate_contribution(
+                    index,
+                    _contribution_item(item),
+                    now=now,
+                    categories=indicators.CATEGORIES,
+                    key_epoch=self._key_epoch,
+                    retention_days=decision.obligations.retention_days,
+                )
+                if isinstance(checked, ItemError):
+                    invalid.append(replace_field(checked, "indicators"))
+                    continue
+                if not decision.allow:
+                    rejected.append(
+                        exchange_pb2.RejectedItem(index=index, reason=",".join(decision.reasons))
+                    )
+                    continue
+                accepted.append(checked)
+                requested = _dt(item, "expires_at")
+                if requested is not None and checked.expires_at < requested:
+                    clipped.append(
+                        exchange_pb2.ClippedItem(index=index, expires_at=_ts(checked.expires_at))
+                    )
+                _count_quota(quota, decision)
+            if whole_refusal_fails and not accepted and rejected and not invalid:
+                raise PolicyDenied(
+                    "the policy refuses every item of this request", tuple(draft.reasons)
+                )
+            _consume(session, principal, quota, now, "contribute")
+            counts = upsert_contributions(session, principal.institution, accepted, now)
+            if invalid:
+                draft.reasons.append("INVALID_ITEMS")
+            return _ContributeTally(
+                counts.accepted, counts.duplicates, rejected, clipped, invalid, policy.version
+            )
+
+        # Counted only once the message committed.
+        tally.merge(self._transact(principal, draft, work))
+
+    # --- Revoke --------------------------------------------------------------
+
+    def Revoke(  # noqa: N802 - the name is the RPC's
+        self, request: exchange_pb2.RevokeRequest, context: grpc.ServicerContext
+    ) -> exchange_pb2.RevokeResponse:
+        principal, _policy, draft = self._begin("Exchange.Revoke", request)
+        draft.item_count = len(request.items)
+        invalid: list[ItemError] = []
+
+        def work(session: Session, now: datetime) -> exchange_pb2.RevokeResponse:
+            if not 1 <= len(request.items) <= MAX_ITEMS:
+                raise InvalidRequest(f"a request holds 1 to {MAX_ITEMS} items")
+            if request.reason not in REVOKE_REASONS:
+                # A fixed list: the reason is written to the permanent audit log.
+                raise InvalidRequest("reason must be one of " + ", ".join(REVOKE_REASONS))
+            draft.reasons.append(f"REVOKE_REASON:{request.reason}")
+            keys: list[tuple[str, bytes, int]] = []
+            for index, item in enumerate(request.items):
+                kind_error = _kind_error(index, item.kind, "items")
+                if kind_error is not None:
+                    invalid.append(kind_error)
+                elif len(item.token) != TOKEN_BYTES:
+                    invalid.append(
+                        ItemError(index, item.kind, f"token must be {TOKEN_BYTES} bytes", "items")
+                    )
+                else:
+                    draft.kinds.add(item.kind)
+                    keys.append((item.kind, item.token, item.key_epoch))
+            revoked = revoke(session, principal.institution, keys, request.reason, now)
+            if invalid:
+                draft.reasons.append("INVALID_ITEMS")
+            draft.match_count = 0
+            return exchange_pb2.RevokeResponse(revoked=revoked, not_found=len(keys) - revoked)
+
+        response = self._transact(principal, draft, work)
+        if invalid:
+            _abort_partial(context, _invalid_message(invalid, "revoked"), invalid, response)
+        return response
+
+    # --- Match ---------------------------------------------------------------
+
+    def Match(  # noqa: N802 - the name is the RPC's
+        self, request: exchange_pb2.MatchRequest, context: grpc.ServicerContext
+    ) -> exchange_pb2.MatchResponse:
+        principal, policy, draft = self._begin("Exchange.Match", request)
+        response, invalid = self._match_message(principal, policy, draft, request)
+        response.malformed.extend(malformed_items(invalid))
+        if invalid:
+            _abort_partial(context, _invalid_message(invalid, "answered"), invalid, response)
+        return response
+
+    def MatchStream(  # noqa: N802 - the name is the RPC's
+        self, request_iterator: Iterator[exchange_pb2.MatchRequest], context: grpc.ServicerContext
+    ) -> Iterator[exchange_pb2.MatchResponse]:
+        invalid: list[ItemError] = []
+        offset = 0
+        for request in request_iterator:
+            principal, policy, draft = self._begin("Exchange.MatchStream", request)
+            too_long = self._stream_limit(principal, draft, request, offset)
+            if too_long is not None:
+                raise too_long  # the earlier messages were answered already
+            response, message_invalid = self._match_message(
+                principal, policy, draft, request, whole_refusal_fails=False
+            )
+            invalid.extend(
+                ItemError(e.index + offset, e.kind, e.reason, e.field) for e in message_invalid
+            )
+            offset += len(request.queries)
+            response.malformed.extend(malformed_items(message_invalid))
+            yield response
+        if invalid:
+            raise InvalidItems(_invalid_message(invalid, "answered"), tuple(invalid))
+
+    def _match_message(
+        self,
+        principal: Principal,
+        policy: Policy,
+        draft: _AuditDraft,
+        request: exchange_pb2.MatchRequest,
+        *,
+        whole_refusal_fails: bool = True,
+    ) -> tuple[exchange_pb2.MatchResponse, list[ItemError]]:
+        draft.purpose = request.purpose
+        draft.case_reference = request.case_reference or None
+        draft.item_count = len(request.queries)
+        invalid: list[ItemError] = []
+
+        def work(session: Session, now: datetime) -> exchange_pb2.MatchResponse:
+            _check_envelope(request.purpose, request.case_reference, len(request.queries))
+            context = Context(case_reference=request.case_reference or None)
+            decisions: dict[str, Decision] = {}
+            valid: list[tuple[int, tuple[str, bytes, int], Decision]] = []
+            quota: dict[tuple[str, int], int] = {}
+            for index, query in enumerate(request.queries):
+                kind_error = _kind_error(index, query.kind, "queries")
+                if kind_error is not None:
+                    invalid.append(kind_error)
+                    continue
+                if len(query.token) != TOKEN_BYTES:
+                    invalid.append(
+                        ItemError(
+                            index, query.kind, f"token must be {TOKEN_BYTES} bytes", "queries"
+                        )
+                    )
+                    continue
+                if query.key_epoch != self._key_epoch:
+                    # A token of another epoch can never match: say so rather than "no match".
+                    reason = (
+                        f"token made under key epoch {query.key_epoch}, hub is at {self._key_epoch}"
+                    )
+                    invalid.append(ItemError(index, query.kind, reason, "queries"))
+                    continue
+                draft.kinds.add(query.kind)
+                decision = decisions.get(query.kind)
+                if decision is None:
+                    decision = policy.decide(
+                        principal, "match", query.kind, request.purpose, context
+                    )
+                    decisions[query.kind] = decision
+                    draft.note(decision)
+                valid.append((index, (query.kind, query.token, query.key_epoch), decision))
+                if decision.allow:
+                    _count_quota(quota, decision)
+            if whole_refusal_fails and valid and not any(d.allow for _, _, d in valid):
+                raise PolicyDenied(
+                    "the policy refuses every query of this request", tuple(draft.reasons)
+                )
+            _consume(session, principal, quota, now, "match")
+            allowed_keys = [key for _, key, decision in valid if decision.allow]
+            sightings = find_active(session, allowed_keys, now)
+            results: list[exchange_pb2.MatchResult] = []
+            for index, key, decision in valid:
+                results.append(_match_result(index, principal, decision, sightings.get(key, [])))
+            draft.match_count = sum(1 for r in results if r.matched)
+            if invalid:
+                draft.reasons.append("INVALID_ITEMS")
+            return exchange_pb2.MatchResponse(results=results, policy_version=policy.version)
+
+        return self._transact(principal, draft, work), invalid
+
+
+# --- helpers ---------------------------------------------------------------------
+
+
+def replace_field(error: ItemError, field_name: str) -> ItemError:
+    """``error`` reported against the request's repeated field ``field_name``."""
+    return ItemError(error.index, error.kind, f"{error.field}: {error.reason}", field_name)
+
+
+def _contribution_item(item: exchange_pb2.Indicator) -> ContributionItem:
+    return ContributionItem(
+        token=item.token,
+        kind=item.kind,
+        key_epoch=item.key_epoch,
+        category=_category(item.category),
+        confidence=item.confidence,
+        observed_at=_dt(item, "observed_at"),
+        expires_at=_dt(item, "expires_at"),
+        sealed_label=item.sealed_label or None,
+    )
+
+
+def _check_envelope(purpose: str, case_reference: str, count: int) -> None:
+    """Request-level bounds; raises InvalidRequest."""
+    if not 1 <= count <= MAX_ITEMS:
+        raise InvalidRequest(f"a request holds 1 to {MAX_ITEMS} items")
+    if not _CODE.fullmatch(purpose):
+        raise InvalidRequest("purpose must be a purpose code of the policy")
+    if len(case_reference) > MAX_CASE_REFERENCE:
+        raise InvalidRequest(f"case_reference is longer than {MAX_CASE_REFERENCE} characters")
+
+
+def _count_quota(quota: dict[tuple[str, int], int], decision: Decision) -> None:
+    limit = decision.obligations.daily_quota
+    if limit is None:
+        return
+    # The policy names the bucket (ACTION/PURPOSE/TIER); a rule id stands in otherwise.
+    bucket = decision.obligations.quota_bucket or "/".join(decision.rules[:1])
+    key = (bucket, limit)
+    quota[key] = quota.get(key, 0) + 1
+
+
+def _consume(
+    session: Session,
+    principal: Principal,
+    quota: dict[tuple[str, int], int],
+    now: datetime,
+    action: str,
+) -> None:
+    day = now.astimezone(UTC).date().isoformat()
+    for (bucket, limit), amount in sorted(quota.items()):
+        consume_quota(session, principal.institution, bucket or action, day, amount, limit)
+
+
+def _match_result(
+    index: int, principal: Principal, decision: Decision, sightings: list[matching.Sighting]
+) -> exchange_pb2.MatchResult:
+    reasons = list(decision.reasons)
+    if not decision.allow:
+        return exchange_pb2.MatchResult(index=index, reasons=reasons)
+    # Decision guarantees LABELS only with attribution (CAP_NO_ATTRIBUTION in decide).
+    level = decision.disclosure
+    summary = matching.aggregate(
+        principal.institution,
+        sightings,
+        disclosure=level,
+        min_contributors=decision.obligations.min_contributors,
+    )
+    return _encode_summary(index, summary, level, reasons)
+
+
+def _encode_summary(
+    index: int, summary: MatchSummary, granted: Disclosure, reasons: list[str]
+) -> exchange_pb2.MatchResult:
+    result = exchange_pb2.MatchResult(
+        index=index,
+        matched=summary.matched,
+        disclosure=common_pb2.Disclosure.ValueType(int(granted)),
+        contributors=summary.contributors,
+        categories=[_category_value(c) for c in summary.categories],
+        max_confidence=summary.max_confidence,
+        labels=[
+            exchange_pb2.SealedLabel(contributor=label.contributor, sealed_label=label.sealed)
+            for label in summary.labels
+        ],
+        reasons=reasons,
+    )
+    if summary.first_seen is not None:
+        result.first_seen.CopyFrom(_ts(summary.first_seen))
+    if summary.last_seen is not None:
+        result.last_seen.CopyFrom(_ts(summary.last_seen))
+    return result
+
+
+def malformed_items(invalid: Iterable[ItemError]) -> list[exchange_pb2.MalformedItem]:
+    """The response's complete list of malformed items (the status names only 50)."""
+    return [
+        exchange_pb2.MalformedItem(index=e.index, field=e.field, reason=e.reason) for e in invalid
+    ]
+
+
+def _abort_partial(
+    context: grpc.ServicerContext, message: str, invalid: list[ItemError], partial: Message
+) -> NoReturn:
+    """Fail with INVALID_ARGUMENT naming each bad item, carrying the partial answer.
+
+    The status is the one ``hub.wire.status`` makes for :class:`InvalidItems`
+    (ErrorInfo + BadRequest), plus ``partial`` (the response for the valid
+    items) packed as one more detail, so the SDK still gets its results, if
+    it is at most :data:`MAX_PARTIAL_BYTES`: the status travels in trailing
+    metadata, which gRPC peers bound (16 KiB by default, 2 MiB in the SDK).
+    """
+    size = partial.ByteSize()
+    if size > MAX_PARTIAL_BYTES:
+        # Contributions are idempotent: resending smaller requests loses nothing.
+        message += (
+            f"; the answer for them ({size} bytes) is too large to attach to this status: "
+            "send smaller requests (MatchStream answers each message before the status)"
+        )
+    status = to_rpc_status(InvalidItems(message, tuple(invalid)))
+    if size <= MAX_PARTIAL_BYTES:
+        packed = any_pb2.Any()
+        packed.Pack(partial)
+        status.details.append(packed)
+    context.abort_with_status(rpc_status.to_status(status))
+    raise AssertionError("abort_with_status returned")  # grpc always raises
+
+
+def _invalid_message(invalid: list[ItemError], done: str) -> str:
+    return f"{len(invalid)} item(s) are malformed; the valid items were {done}"

@@ -1,0 +1,377 @@
+"""Wiring of the hub's gRPC server.
+
+:class:`HubServer` builds one ``grpc.server`` with, in this order, the
+interceptors ``hub.wire.status.ErrorInterceptor`` (fraudhub errors to statuses),
+:class:`RefusalAuditInterceptor` (audits calls the auth layer refuses) and
+``hub.wire.auth.AuthInterceptor`` (JWT and the role table :data:`HUB_METHOD_ROLES`),
+then the Exchange, Admin and Audit servicers, gRPC health checking and
+reflection.
+
+Guarantees:
+
+- TLS with the material of ``fraudhub init`` unless ``insecure`` is set
+  (``hub.wire.tls.bind`` logs a warning then).
+- Every Exchange and Admin call is audited: the servicers audit what they
+  decide, :class:`RefusalAuditInterceptor` audits UNAUTHENTICATED and
+  role refusals before any servicer runs.
+- Expired indicators are deleted at start and every
+  ``HubConfig.expiry_sweep_interval`` seconds (audited as ``Hub.ExpirySweep``).
+- :meth:`HubServer.stop` lets in-flight calls finish for the grace period and
+  marks the server NOT_SERVING first; SIGTERM and SIGINT do that, SIGHUP
+  reloads the policy (a broken file is logged and the running policy stays).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Collection, Iterator, Mapping
+from concurrent import futures
+from types import FrameType
+from typing import Any
+
+import grpc
+import jwt
+from fraudhub.v1 import admin_pb2, admin_pb2_grpc, exchange_pb2, exchange_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy.exc import SQLAlchemyError
+
+from client_sdk.core.errors import (
+    AuthenticationError,
+    FraudhubError,
+    PermissionDenied,
+    PolicyDenied,
+)
+from client_sdk.wire.auth import HUB_AUDIENCE
+from client_sdk.wire.channels import MAX_MESSAGE_BYTES
+from hub.audit.events import AuditEvent
+from hub.keyholder.ceremony import load_public
+from hub.policy.engine import Policy
+from hub.services import audit as audit_service
+from hub.services.admin import AdminService, DatabaseRegistry, DatabaseReplayGuard
+from hub.services.config import HubConfig, LivePolicy
+from hub.services.exchange import ExchangeService, audit_outcome
+from hub.storage import auditlog
+from hub.storage.models import utcnow
+from hub.storage.store import StorageError, Store, delete_expired, record_policy_text
+from hub.wire import tls
+from hub.wire.auth import AuthInterceptor, TokenVerifier
+from hub.wire.rpc import Behavior, wrap_handler
+from hub.wire.status import ErrorInterceptor
+
+__all__ = ["HUB_METHOD_ROLES", "HubServer", "RefusalAuditInterceptor", "method_names"]
+
+log = logging.getLogger(__name__)
+
+# Institution id recorded for a caller whose token did not verify.
+UNAUTHENTICATED_CALLER = "unauthenticated"
+# Institution id of the hub's own housekeeping in the audit log.
+HUB_INSTITUTION = "hub"
+
+
+def method_names(service: Any) -> list[str]:
+    """Full method names (``/fraudhub.v1.Exchange/Match``) of a service descriptor."""
+    return [f"/{service.full_name}/{m.name}" for m in service.methods]
+
+
+def _table(service: Any, roles: Mapping[str, Collection[str]]) -> dict[str, frozenset[str]]:
+    names = {m.name for m in service.methods}
+    if set(roles) != names:
+        # Every method must be listed: a new RPC without a row is a build error here.
+        raise RuntimeError(f"role table of {service.full_name} does not list {names ^ set(roles)}")
+    return {f"/{service.full_name}/{name}": frozenset(r) for name, r in roles.items()}
+
+
+_EXCHANGE = exchange_pb2.DESCRIPTOR.services_by_name["Exchange"]
+_ADMIN = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
+_SCREENERS = ("bank", "carrier")
+
+#: Which roles may call which hub method (regulators audit, they do not screen).
+HUB_METHOD_ROLES: dict[str, frozenset[str]] = {
+    **_table(
+        _EXCHANGE,
+        {
+            "Contribute": _SCREENERS,
+            "ContributeStream": _SCREENERS,
+            "Revoke": _SCREENERS,
+            "Match": _SCREENERS,
+            "MatchStream": _SCREENERS,
+        },
+    ),
+    **_table(
+        _ADMIN,
+        {
+            "AddInstitution": ("operator",),
+            "ListInstitutions": ("operator",),
+            "DisableInstitution": ("operator",),
+            "ReloadPolicy": ("operator",),
+        },
+    ),
+}
+
+
+class RefusalAuditInterceptor(grpc.ServerInterceptor):
+    """Audits calls refused by the auth layer (installed just before it).
+
+    The servicers audit everything they decide; what reaches this interceptor
+    as :class:`AuthenticationError` or a role :class:`PermissionDenied` (not a
+    :class:`PolicyDenied`, which the servicer audited) never reached a
+    servicer.  For a role refusal the token verified, so its issuer is the
+    caller; for an authentication failure the caller is unknown.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        policy: LivePolicy,
+        audited: Collection[str],
+        registry: DatabaseRegistry,
+    ) -> None:
+        self._store = store
+        self._policy = policy
+        self._audited = frozenset(audited)
+        self._registry = registry
+
+    def _record(self, method: str, exc: FraudhubError, context: grpc.ServicerContext) -> None:
+        institution, role = UNAUTHENTICATED_CALLER, "none"
+        if isinstance(exc, PermissionDenied):
+            issuer = _verified_issuer(context)
+            registered = self._registry.lookup(issuer) if issuer else None
+            if registered is not None:
+                institution, role = registered.id, registered.role
+        service, _, name = method.lstrip("/").partition("/")
+        event = AuditEvent(
+            time=utcnow(),
+            institution=institution,
+            role=role,
+            action=f"{service.rpartition('.')[2]}.{name}",
+            purpose="",
+            legal_basis="",
+            case_ref_digest="",
+            kinds=(),
+            item_count=0,
+            match_count=0,
+            outcome=audit_outcome(exc),
+            reasons=(type(exc).__name__,),
+            policy_version=self._policy.current.version,
+            request_digest="",
+        )
+        try:
+            with self._store.session() as session:
+                auditlog.append(session, event)
+                session.commit()
+        except Exception as audit_exc:  # the call is refused either way
+            log.error("could not audit a refused %s: %s", method, type(audit_exc).__name__)
+
+    def intercept_service(
+        self, continuation: Any, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler: grpc.RpcMethodHandler[Any, Any] | None = continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or method not in self._audited:
+            return handler
+
+        def refused(exc: Exception) -> bool:
+            return isinstance(exc, AuthenticationError) or (
+                isinstance(exc, PermissionDenied) and not isinstance(exc, PolicyDenied)
+            )
+
+        def wrapper(behavior: Behavior, response_streaming: bool) -> Behavior:
+            if response_streaming:
+
+                def streaming(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                    try:
+                        yield from behavior(request, context)
+                    except FraudhubError as exc:
+                        if refused(exc):
+                            self._record(method, exc, context)
+                        raise
+
+                return streaming
+
+            def unary(request: Any, context: grpc.ServicerContext) -> Any:
+                try:
+                    return behavior(request, context)
+                except FraudhubError as exc:
+                    if refused(exc):
+                        self._record(method, exc, context)
+                    raise
+
+            return unary
+
+        return wrap_handler(handler, wrapper)
+
+
+def _verified_issuer(context: grpc.ServicerContext) -> str | None:
+    """Issuer of the call's token; only called once the token verified (role refusal)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            text = value.decode() if isinstance(value, bytes) else value
+            try:
+                claims = jwt.decode(text.partition(" ")[2], options={"verify_signature": False})
+            except jwt.PyJWTError:
+                return None
+            issuer = claims.get("iss")
+            return issuer if isinstance(issuer, str) else None
+    return None
+
+
+class HubServer:
+    """One hub process: the gRPC server and everything it serves."""
+
+    def __init__(self, config: HubConfig, *, store: Store | None = None) -> None:
+        self.config = config
+        self.store = store or Store(config.url)
+        self.policy = LivePolicy(config.policy_paths, on_change=self._record_policy)
+        self.key_info = load_public(config.public_key)
+        self.registry = DatabaseRegistry(self.store)
+        self.health = health.HealthServicer()
+        self._stopped = threading.Event()
+        self.port = 0
+        roles = {**HUB_METHOD_ROLES, **audit_service.METHOD_ROLES}
+        verifier = TokenVerifier(
+            self.registry, HUB_AUDIENCE, replay=DatabaseReplayGuard(self.store)
+        )
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=config.max_workers, thread_name_prefix="fraudhub-hub"
+            ),
+            interceptors=[
+                ErrorInterceptor(),
+                RefusalAuditInterceptor(self.store, self.policy, roles, self.registry),
+                AuthInterceptor(verifier, roles),
+            ],
+            options=[
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                *tls.SERVER_OPTIONS,
+            ],
+        )
+        exchange_pb2_grpc.add_ExchangeServicer_to_server(
+            ExchangeService(self.store, self.policy, self.key_info.epoch), self.server
+        )
+        admin_pb2_grpc.add_AdminServicer_to_server(
+            AdminService(self.store, self.policy, self.registry), self.server
+        )
+        names = [
+            _EXCHANGE.full_name,
+            _ADMIN.full_name,
+            audit_service.register(self.server, self.store, self.policy, config),
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+        ]
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(names, self.server)
+        self._service_names = names
+
+    def sweep_expired(self) -> int:
+        """Delete expired indicators and audit how many; return the count.
+
+        The retention cap takes effect here: an expired indicator already never
+        matches, the sweep removes its token from the database.
+        """
+        now = utcnow()
+        with self.store.session() as session:
+            deleted = delete_expired(session, now)
+            if deleted:
+                auditlog.append(
+                    session,
+                    AuditEvent(
+                        time=now,
+                        institution=HUB_INSTITUTION,
+                        role="operator",
+                        action="Hub.ExpirySweep",
+                        purpose="",
+                        legal_basis="",
+                        case_ref_digest="",
+                        kinds=(),
+                        item_count=deleted,
+                        match_count=0,
+                        outcome="ok",
+                        reasons=("RETENTION_EXPIRED",),
+                        policy_version=self.policy.current.version,
+                        request_digest="",
+                    ),
+                )
+            session.commit()
+        if deleted:
+            log.info("expiry sweep deleted %d indicator(s)", deleted)
+        return deleted
+
+    def _sweep_until_stopped(self) -> None:
+        while not self._stopped.wait(self.config.expiry_sweep_interval):
+            try:
+                self.sweep_expired()
+            except Exception as exc:  # the next sweep retries; serving goes on
+                log.error("expiry sweep failed: %s", type(exc).__name__)
+
+    def start(self) -> int:
+        """Migrate the database, bind and start; return the bound port."""
+        self.store.migrate()
+        self._record_policy(self.policy.current)
+        self.sweep_expired()
+        threading.Thread(
+            target=self._sweep_until_stopped, name="fraudhub-expiry", daemon=True
+        ).start()
+        credentials = None
+        if not self.config.insecure:
+            data_dir = self.config.tls_dir or self.config.data_dir
+            credentials = tls.load_server_credentials(tls.tls_files(data_dir, "hub"))
+        self.port = tls.bind(
+            self.server, self.config.listen, credentials, insecure=self.config.insecure
+        )
+        self.server.start()
+        for name in ("", *self._service_names):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("hub serving on port %d (policy %s)", self.port, self.policy.current.version[:12])
+        return self.port
+
+    def _record_policy(self, policy: Policy) -> None:
+        """Keep a policy's text for auditors (Audit.GetPolicy) before it runs.
+
+        Raises StorageError if the database refuses: the hub then does not
+        start, or the reload is refused and the running policy stays.
+        """
+        try:
+            with self.store.session() as session:
+                record_policy_text(session, policy.version, policy.canonical_text, utcnow())
+                session.commit()
+        except SQLAlchemyError as exc:
+            log.error("could not record policy %s: %s", policy.version[:12], type(exc).__name__)
+            raise StorageError("could not record the policy's text for auditors") from None
+
+    def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, let in-flight ones finish for ``grace`` seconds, stop."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(self.config.shutdown_grace if grace is None else grace).wait()
+        self.store.dispose()
+        log.info("hub stopped")
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()
+
+    def reload_policy(self) -> None:
+        """Reload the policy; log, never raise (SIGHUP)."""
+        try:
+            self.policy.reload()
+        except FraudhubError as exc:
+            log.error("policy reload refused, the running policy stays: %s", exc)
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop gracefully, SIGHUP reloads the policy (main thread only)."""
+
+        def on_stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal %d: stopping", signum)
+            threading.Thread(target=self.stop, name="fraudhub-stop").start()
+
+        def on_reload(_signum: int, _frame: FrameType | None) -> None:
+            threading.Thread(target=self.reload_policy, name="fraudhub-reload").start()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_reload)

@@ -1,0 +1,159 @@
+"""The hub's tables (SQLModel), identical on SQLite and PostgreSQL.
+
+What the hub stores about an indicator is exactly what it needs to match and
+aggregate: the 32-byte match token, the kind, the key epoch the token was made
+under, the contributing institution, the clear metadata of DESIGN.md
+(category, confidence, observed_at, expires_at), the sealed label it cannot
+open, and the revocation state.  No raw value ever reaches this module.
+
+Guarantees:
+
+- ``(contributor, kind, token, key_epoch)`` is unique, so a retried
+  contribution updates the row instead of duplicating it.
+- Indexes follow the access paths: ``(kind, token)`` for matching,
+  ``contributor`` (the leading column of the unique constraint) for revocation,
+  ``expires_at`` for expiry sweeps.
+- Every timestamp is UTC.  :class:`UTCDateTime` stores naive UTC on both
+  backends (SQLite has no time zone type) and always hands back an aware
+  ``datetime`` in UTC; giving it a naive datetime is a programming error.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+from client_sdk.core.vocabulary import ROLES
+
+__all__ = [
+    "ROLES",
+    "Indicator",
+    "Institution",
+    "PolicyText",
+    "QuotaUsage",
+    "SeenToken",
+    "UTCDateTime",
+    "utcnow",
+]
+
+# Roles of DESIGN.md "Auth"; the per-RPC role table lives in hub/auth.py.
+
+
+def utcnow() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp stored as naive UTC and returned as an aware UTC datetime."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            # A naive time is ambiguous; refusing it keeps every stored time UTC.
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+def _utc_column(*, nullable: bool, index: bool = False) -> Any:
+    return sa.Column(UTCDateTime(), nullable=nullable, index=index)
+
+
+class Institution(SQLModel, table=True):
+    """A registered institution: its role and the Ed25519 key its JWTs are signed with."""
+
+    __tablename__ = "institution"
+
+    id: str = Field(primary_key=True, max_length=64)
+    role: str = Field(max_length=16)
+    # Raw 32-byte Ed25519 public key.
+    public_key: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
+    display_name: str = Field(default="", max_length=200)
+    enabled: bool = Field(default=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+    disabled_at: datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
+
+
+class Indicator(SQLModel, table=True):
+    """One contributed indicator, identified only by its match token."""
+
+    __tablename__ = "indicator"
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "contributor", "kind", "token", "key_epoch", name="uq_indicator_contribution"
+        ),
+        # Matching looks tokens up by kind.
+        sa.Index("ix_indicator_kind_token", "kind", "token"),
+        # Expiry sweeps and the "not expired" filter of exports.
+        sa.Index("ix_indicator_expires_at", "expires_at"),
+        # No separate contributor index: the unique constraint leads with
+        # ``contributor``, so it already serves revocation and export lookups.
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    token: bytes = Field(sa_column=sa.Column(sa.LargeBinary(32), nullable=False))
+    kind: str = Field(max_length=32)
+    key_epoch: int
+    contributor: str = Field(max_length=64)
+    category: str = Field(max_length=32)
+    confidence: int
+    observed_at: datetime = Field(sa_column=_utc_column(nullable=False))
+    expires_at: datetime = Field(sa_column=_utc_column(nullable=False))
+    sealed_label: bytes | None = Field(
+        default=None, sa_column=sa.Column(sa.LargeBinary(), nullable=True)
+    )
+    revoked_at: datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
+    revoke_reason: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+
+
+class QuotaUsage(SQLModel, table=True):
+    """Items an institution used from one policy quota bucket on one UTC day."""
+
+    __tablename__ = "quota_usage"
+
+    institution: str = Field(primary_key=True, max_length=64)
+    bucket: str = Field(primary_key=True, max_length=128)
+    day: str = Field(primary_key=True, max_length=10)  # ISO date, UTC
+    used: int = Field(default=0)
+
+
+class SeenToken(SQLModel, table=True):
+    """A JWT id (``jti``) the hub accepted, kept until its token can no longer be used.
+
+    Shared by every hub replica on the same database and kept across restarts,
+    so a captured token cannot be replayed at another replica or after a restart.
+    """
+
+    __tablename__ = "seen_token"
+
+    issuer: str = Field(primary_key=True, max_length=64)
+    jti: str = Field(primary_key=True, max_length=128)
+    forget_after: datetime = Field(sa_column=_utc_column(nullable=False, index=True))
+
+
+class PolicyText(SQLModel, table=True):
+    """A policy the hub has run: its canonical text, whose SHA-256 is ``version``.
+
+    Audit events name the policy version that decided; auditors read the text
+    here (Audit.GetPolicy) and can hash it themselves.
+    """
+
+    __tablename__ = "policy_text"
+
+    version: str = Field(primary_key=True, max_length=64)
+    first_used: datetime = Field(sa_column=_utc_column(nullable=False))
+    canonical_text: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))

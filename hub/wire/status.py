@@ -1,0 +1,162 @@
+"""One server interceptor mapping fraudhub errors to gRPC statuses.
+
+Guarantees, for every RPC of a server built with :class:`ErrorInterceptor`
+first in its interceptor list:
+
+- A :class:`~client_sdk.core.errors.FraudhubError` becomes the status its class
+  names (``grpc_status``), with a google.rpc.Status carrying an ``ErrorInfo``
+  (domain ``fraudhub``, reason = the class in UPPER_SNAKE, metadata for the
+  classes that need it) and, for item errors, a ``BadRequest`` with one field
+  violation per item (at most ``MAX_FIELD_VIOLATIONS``).  The wire format is
+  ``client_sdk.wire.channels``'s, which maps it back.
+- Any other exception becomes INTERNAL with the message "internal error"; it
+  is logged with its type and code locations only, never its message, the
+  request or the locals (they may hold tokens or values).
+- A servicer that set its own status (``context.abort``) keeps it.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from client_sdk.core.errors import (
+    FraudhubError,
+    HolderError,
+    InvalidIndicator,
+    InvalidItems,
+    ItemError,
+    PolicyDenied,
+)
+from client_sdk.wire.channels import (
+    ERROR_DOMAIN,
+    MAX_FIELD_VIOLATIONS,
+    encode_field_violation,
+    error_reason,
+)
+from hub.wire.rpc import Behavior, wrap_handler
+
+__all__ = ["INTERNAL_MESSAGE", "ErrorInterceptor", "item_errors", "to_rpc_status"]
+
+log = logging.getLogger(__name__)
+
+INTERNAL_MESSAGE = "internal error"
+# Status messages are for people; keep them short (they travel in trailers).
+MAX_MESSAGE_CHARS = 1000
+
+
+def item_errors(exc: FraudhubError) -> tuple[ItemError, ...]:
+    """The per-item errors an exception carries (none for whole-request errors)."""
+    if isinstance(exc, InvalidItems):
+        return exc.items
+    if isinstance(exc, InvalidIndicator) and exc.index is not None:
+        return (exc.item(),)
+    return ()
+
+
+def _metadata(exc: FraudhubError, items: tuple[ItemError, ...]) -> dict[str, str]:
+    metadata: dict[str, str] = {}
+    if isinstance(exc, PolicyDenied) and exc.reasons:
+        metadata["reasons"] = ",".join(exc.reasons)
+    if isinstance(exc, HolderError):
+        metadata["holder"] = str(exc.holder)
+    if items:
+        metadata["invalid_items"] = str(len(items))
+    return metadata
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def to_rpc_status(exc: FraudhubError) -> status_pb2.Status:
+    """The google.rpc.Status for a fraudhub error (see the module docstring)."""
+    code = grpc.StatusCode[exc.grpc_status]
+    items = item_errors(exc)
+    details = [
+        _pack(
+            error_details_pb2.ErrorInfo(
+                reason=error_reason(type(exc)),
+                domain=ERROR_DOMAIN,
+                metadata=_metadata(exc, items),
+            )
+        )
+    ]
+    if items:
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        encode_field_violation(i) for i in items[:MAX_FIELD_VIOLATIONS]
+                    ]
+                )
+            )
+        )
+    message = str(exc) or code.name
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 3] + "..."
+    return status_pb2.Status(code=code.value[0], message=message, details=details)
+
+
+def _abort(method: str, exc: Exception, context: grpc.ServicerContext) -> NoReturn:
+    """Abort the call for ``exc``; always raises."""
+    # ServicerContext.code() exists since grpcio 1.38; types-grpcio lacks it.
+    code = context.code()  # type: ignore[attr-defined]
+    if code is not None and code != grpc.StatusCode.OK:
+        # The servicer chose its status itself (context.abort); keep it.
+        raise exc
+    if isinstance(exc, FraudhubError):
+        context.abort_with_status(rpc_status.to_status(to_rpc_status(exc)))
+    where = "; ".join(
+        f"{frame.filename}:{frame.lineno} in {frame.name}"
+        for frame in traceback.extract_tb(exc.__traceback__)
+    )
+    log.error("unexpected %s in %s at %s", type(exc).__name__, method, where)
+    context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """Maps exceptions escaping a servicer (or an inner interceptor) to statuses.
+
+    Put it FIRST in ``grpc.server(interceptors=[...])`` so that it also maps
+    the errors of the interceptors after it (authentication, roles).
+    """
+
+    def intercept_service(
+        self,
+        continuation: Any,
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler: grpc.RpcMethodHandler[Any, Any] | None = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method
+
+        def wrapper(behavior: Behavior, response_streaming: bool) -> Behavior:
+            if response_streaming:
+
+                def streaming(request: Any, context: grpc.ServicerContext) -> Any:
+                    try:
+                        yield from behavior(request, context)
+                    except Exception as exc:
+                        _abort(method, exc, context)
+
+                return streaming
+
+            def unary(request: Any, context: grpc.ServicerContext) -> Any:
+                try:
+                    return behavior(request, context)
+                except Exception as exc:
+                    _abort(method, exc, context)
+
+            return unary
+
+        return wrap_handler(handler, wrapper)
