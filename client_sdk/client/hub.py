@@ -47,7 +47,6 @@ from typing import IO, Any, Generic, TypeVar
 import grpc
 from fraudhub.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_status import rpc_status
 
 from client_sdk.client.tokenizer import HolderEndpoint, Tokenizer
@@ -66,6 +65,7 @@ from client_sdk.core.tokens import LabelError, TokenKeys, open_label, seal_label
 from client_sdk.core.vocabulary import DISCLOSURE_LEVELS, REVOKE_REASONS
 from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth, InstitutionKey
 from client_sdk.wire.channels import ChannelSecurity, RetryPolicy, call_with_retry, open_channel
+from client_sdk.wire.codecs import category_value, disclosure_word, timestamp
 
 __all__ = [
     "BulkSummary",
@@ -248,20 +248,6 @@ class ClientConfig:
             },
             indent=2,
         )
-
-
-def _timestamp(value: datetime) -> Timestamp:
-    if value.tzinfo is None:
-        raise InvalidRequest("datetimes must be timezone-aware")
-    stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
-    return stamp
-
-
-def _category_value(word: str) -> common_pb2.Category.ValueType:
-    if word not in indicators.CATEGORIES:
-        raise InvalidRequest(f"unknown category (one of {', '.join(indicators.CATEGORIES)})")
-    return common_pb2.Category.Value(word.upper())
 
 
 _Q = TypeVar("_Q", bound=Message)
@@ -527,13 +513,13 @@ class HubClient:
         message = exchange_pb2.Indicator(
             token=keys.match_token,
             kind=kind,
-            category=_category_value(item.category),
+            category=category_value(item.category),
             confidence=item.confidence,
             key_epoch=self._epoch,
-            observed_at=_timestamp(item.observed_at or now),
+            observed_at=timestamp(item.observed_at or now),
         )
         if item.expires_at is not None:
-            message.expires_at.CopyFrom(_timestamp(item.expires_at))
+            message.expires_at.CopyFrom(timestamp(item.expires_at))
         if item.label:
             message.sealed_label = seal_label(
                 keys.label_key, keys.match_token, kind, self.institution, item.label.encode()
@@ -685,7 +671,7 @@ class HubClient:
             index=index,
             kind=kind,
             matched=result.matched,
-            disclosure=DISCLOSURE_LEVELS[result.disclosure],
+            disclosure=disclosure_word(result.disclosure),
             contributors=result.contributors,
             categories=tuple(common_pb2.Category.Name(c).lower() for c in result.categories),
             first_seen=(

@@ -49,11 +49,11 @@ from typing import Any
 
 import grpc
 from fraudhub.v1 import audit_pb2, audit_pb2_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from client_sdk.core.errors import AuditLogError, ConfigurationError
 from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth, InstitutionKey
 from client_sdk.wire.channels import ChannelSecurity, errors_from_status, open_channel
+from client_sdk.wire.codecs import timestamp
 from hub.audit.anomalies import Thresholds, detect
 from hub.audit.checkpoint import LogVerifier
 from hub.audit.events import AuditEvent, decode
@@ -129,19 +129,13 @@ class GrpcLogClient:
     def report(self, since: datetime | None, until: datetime | None) -> audit_pb2.Report:
         request = audit_pb2.GetReportRequest()
         if since is not None:
-            getattr(request, "from").CopyFrom(_timestamp(since))
+            getattr(request, "from").CopyFrom(timestamp(since))
         if until is not None:
-            request.to.CopyFrom(_timestamp(until))
+            request.to.CopyFrom(timestamp(until))
         try:
             return self._stub.GetReport(request, timeout=self._timeout)
         except grpc.RpcError as exc:
             raise errors_from_status(exc) from None
-
-
-def _timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def _when(text: str) -> datetime:
@@ -305,9 +299,9 @@ def _window_events(
 ) -> Iterator[AuditEvent]:
     request = audit_pb2.ListEventsRequest()
     if since is not None:
-        request.filter.since.CopyFrom(_timestamp(since))
+        request.filter.since.CopyFrom(timestamp(since))
     if until is not None:
-        request.filter.until.CopyFrom(_timestamp(until))
+        request.filter.until.CopyFrom(timestamp(until))
     for _, body in client.list_events(request):
         yield decode(body)
 

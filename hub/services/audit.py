@@ -29,20 +29,20 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
 import grpc
 from fraudhub.v1 import audit_pb2, audit_pb2_grpc
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 from typing_extensions import override
 
 from client_sdk.core.errors import CallerError, FraudhubError, InvalidRequest, PermissionDenied
 from client_sdk.core.vocabulary import Principal
+from client_sdk.wire.codecs import optional_datetime, timestamp
 from hub.audit.checkpoint import LogSigner, load_or_create_log_key
 from hub.audit.events import AuditEvent, decode, request_digest
 from hub.audit.report import InstitutionReport, aggregate
@@ -93,13 +93,6 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     )
 }
 AUDIT_ROLES = METHOD_ROLES
-
-
-def _dt(message: Message, name: str) -> datetime | None:
-    if not message.HasField(name):
-        return None
-    stamp: Timestamp = getattr(message, name)
-    return stamp.ToDatetime(tzinfo=UTC)
 
 
 class AuditService(audit_pb2_grpc.AuditServicer):
@@ -207,8 +200,8 @@ class AuditService(audit_pb2_grpc.AuditServicer):
             tier=f.tier or None,
             kind=f.kind or None,
             outcome=f.outcome or None,
-            since=_dt(f, "since"),
-            until=_dt(f, "until"),
+            since=optional_datetime(f, "since"),
+            until=optional_datetime(f, "until"),
         )
         end = request.end or None
         remaining = request.limit or None
@@ -274,7 +267,7 @@ class AuditService(audit_pb2_grpc.AuditServicer):
     def GetReport(
         self, request: audit_pb2.GetReportRequest, context: grpc.ServicerContext
     ) -> audit_pb2.Report:
-        since, until = _dt(request, "from"), _dt(request, "to")
+        since, until = optional_datetime(request, "from"), optional_datetime(request, "to")
         window = auditlog.EventFilter(since=since, until=until)
 
         def work(session: Session) -> tuple[audit_pb2.Report, int]:
@@ -312,8 +305,7 @@ class AuditService(audit_pb2_grpc.AuditServicer):
             if not _POLICY_VERSION.fullmatch(request.version):
                 raise InvalidRequest("version must be 64 lowercase hex digits")
             row = store.get_policy_text(session, request.version)
-            first_used = Timestamp()
-            first_used.FromDatetime(row.first_used)
+            first_used = timestamp(row.first_used)
             text = audit_pb2.PolicyText(
                 version=row.version, canonical_text=row.canonical_text, first_used=first_used
             )

@@ -54,7 +54,6 @@ import grpc
 from fraudhub.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_status import rpc_status
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
@@ -71,6 +70,7 @@ from client_sdk.core.errors import (
 )
 from client_sdk.core.tokens import TOKEN_BYTES
 from client_sdk.core.vocabulary import REVOKE_REASONS
+from client_sdk.wire.codecs import category_value, category_word, optional_datetime, timestamp
 from hub.audit.events import AuditEvent, case_ref_digest, request_digest
 from hub.core import matching
 from hub.core.matching import Contribution, ContributionItem, MatchSummary
@@ -114,30 +114,6 @@ MAX_CASE_REFERENCE = 256
 # Purposes and revocation reasons are codes, never free text: they are audited.
 _CODE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _T = TypeVar("_T")
-
-
-def _ts(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def _dt(message: Message, name: str) -> datetime | None:
-    if not message.HasField(name):
-        return None
-    stamp: Timestamp = getattr(message, name)
-    return stamp.ToDatetime(tzinfo=UTC)
-
-
-def _category(value: int) -> str:
-    """The category word of a proto enum value ("" for unspecified or unknown)."""
-    if value == common_pb2.CATEGORY_UNSPECIFIED or value not in common_pb2.Category.values():
-        return ""
-    return common_pb2.Category.Name(common_pb2.Category.ValueType(value)).lower()
-
-
-def _category_value(word: str) -> common_pb2.Category.ValueType:
-    return common_pb2.Category.Value(word.upper())
 
 
 def _kind_error(index: int, kind: str, field_name: str) -> ItemError | None:
@@ -454,10 +430,12 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                     )
                     continue
                 accepted.append(checked)
-                requested = _dt(item, "expires_at")
+                requested = optional_datetime(item, "expires_at")
                 if requested is not None and checked.expires_at < requested:
                     clipped.append(
-                        exchange_pb2.ClippedItem(index=index, expires_at=_ts(checked.expires_at))
+                        exchange_pb2.ClippedItem(
+                            index=index, expires_at=timestamp(checked.expires_at)
+                        )
                     )
                 _count_quota(quota, decision)
             if whole_refusal_fails and not accepted and rejected and not invalid:
@@ -629,10 +607,10 @@ def _contribution_item(item: exchange_pb2.Indicator) -> ContributionItem:
         token=item.token,
         kind=item.kind,
         key_epoch=item.key_epoch,
-        category=_category(item.category),
+        category=category_word(item.category),
         confidence=item.confidence,
-        observed_at=_dt(item, "observed_at"),
-        expires_at=_dt(item, "expires_at"),
+        observed_at=optional_datetime(item, "observed_at"),
+        expires_at=optional_datetime(item, "expires_at"),
         sealed_label=item.sealed_label or None,
     )
 
@@ -694,7 +672,7 @@ def _encode_summary(
         matched=summary.matched,
         disclosure=common_pb2.Disclosure.ValueType(int(granted)),
         contributors=summary.contributors,
-        categories=[_category_value(c) for c in summary.categories],
+        categories=[category_value(c) for c in summary.categories],
         max_confidence=summary.max_confidence,
         labels=[
             exchange_pb2.SealedLabel(contributor=label.contributor, sealed_label=label.sealed)
@@ -703,9 +681,9 @@ def _encode_summary(
         reasons=reasons,
     )
     if summary.first_seen is not None:
-        result.first_seen.CopyFrom(_ts(summary.first_seen))
+        result.first_seen.CopyFrom(timestamp(summary.first_seen))
     if summary.last_seen is not None:
-        result.last_seen.CopyFrom(_ts(summary.last_seen))
+        result.last_seen.CopyFrom(timestamp(summary.last_seen))
     return result
 
 
