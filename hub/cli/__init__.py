@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hub.cli.audit",
     "hub.cli.serve",
     "hub.devtools.demo",
+    "hub.devtools.sandbox",
 )
 
 

@@ -13,11 +13,15 @@ server binds ``127.0.0.1:0`` with TLS material from ``fraudhub init``
   re-exported after each change, and they re-read it on their next call.
 - :meth:`LocalDeployment.close` stops every server it started (graceful,
   ``grace`` seconds) and is safe to call twice.
+- With ``reuse=True`` an existing deployment's TLS material, key shares and
+  database are used as they are (``fraudhub sandbox`` restarted on its
+  directory); what is missing is created.  Nothing is overwritten either way.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -25,16 +29,24 @@ from typing import Any
 
 from client_sdk.client.hub import ClientConfig, HubClient
 from client_sdk.client.tokenizer import HolderEndpoint
+from client_sdk.core.errors import ConfigurationError
 from client_sdk.core.threshold import KeyShare, PublicKeyInfo
 from client_sdk.wire.auth import (
     InstitutionKey,
     generate_key,
     keyholder_audience,
+    load_private_key,
     public_key_bytes,
     save_private_key,
 )
 from client_sdk.wire.channels import ChannelSecurity
-from hub.keyholder.ceremony import deal_to_directory, load_public, load_share
+from hub.keyholder.ceremony import (
+    PUBLIC_NAME,
+    SHARE_NAME,
+    deal_to_directory,
+    load_public,
+    load_share,
+)
 from hub.keyholder.server import KeyHolderServer, KeyHolderServicer, QuotaLedger, SeenTokenFile
 from hub.services.admin import local_operator_event, to_registered
 from hub.services.config import HubConfig, default_policy
@@ -71,7 +83,9 @@ class LocalDeployment:
 
     ``servicers`` replaces the key holder servicer class per share index
     (fault tests use a lying holder).  Raises ConfigurationError if
-    ``data_dir`` already holds a deployment's TLS material or key shares.
+    ``data_dir`` already holds a deployment's TLS material or key shares,
+    unless ``reuse`` is set (then they are loaded; ConfigurationError if a
+    file of them is missing or unreadable).
     """
 
     def __init__(
@@ -86,6 +100,7 @@ class LocalDeployment:
         servicers: dict[int, type[KeyHolderServicer]] | None = None,
         log_to_file: bool = True,
         grace: float = 1.0,
+        reuse: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.client_dir = client_dir
@@ -93,8 +108,14 @@ class LocalDeployment:
         self._servicers = servicers or {}
         data_dir.mkdir(parents=True, exist_ok=True)
         client_dir.mkdir(parents=True, exist_ok=True)
-        init_tls(data_dir, holders=holders)
-        share_paths, public_path = deal_to_directory(threshold, holders, data_dir / "keys")
+        if not (reuse and (data_dir / "tls" / "ca.pem").exists()):
+            init_tls(data_dir, holders=holders)
+        keys_dir = data_dir / "keys"
+        if reuse and (keys_dir / PUBLIC_NAME).exists():
+            public_path = keys_dir / PUBLIC_NAME
+            share_paths = [keys_dir / SHARE_NAME.format(index=i) for i in range(1, holders + 1)]
+        else:
+            share_paths, public_path = deal_to_directory(threshold, holders, keys_dir)
         self.public_path = public_path
         self.public: PublicKeyInfo = load_public(public_path)
         self.shares: dict[int, KeyShare] = {}
@@ -191,6 +212,32 @@ class LocalDeployment:
         self.keys[institution_id] = key
         return key
 
+    def enroll(self, institution_id: str, role: str, name: str = "") -> InstitutionKey:
+        """Register ``institution_id`` unless it already is, with its key in ``client_dir``.
+
+        A registered institution keeps its key: ``client_dir/<id>.pem`` is
+        loaded and must be the registered one.  Raises ConfigurationError if
+        the institution is registered with another role or key, or its key
+        file is missing.
+        """
+        with self.hub.store.session() as session:
+            row = session.get(Institution, institution_id)
+        if row is None:
+            return self.register(institution_id, role, name)
+        key_path = self.client_dir / f"{institution_id}.pem"
+        if not key_path.exists():
+            raise ConfigurationError(
+                f"{institution_id} is registered but its key {key_path} is missing"
+            )
+        private = load_private_key(key_path)
+        if row.role != role or row.public_key != public_key_bytes(private):
+            raise ConfigurationError(
+                f"{institution_id} is registered with another role or key than {key_path}"
+            )
+        key = InstitutionKey(institution_id, private)
+        self.keys[institution_id] = key
+        return key
+
     def _export_registry(self) -> None:
         with self.hub.store.session() as session:
             rows = list_institutions(session, include_disabled=True)
@@ -217,14 +264,22 @@ class LocalDeployment:
         return client
 
     def client_config(self, institution_id: str) -> Path:
-        """Write ``client_dir/<id>.json`` (for ``fraudhub contribute|match``); return it."""
+        """Write ``client_dir/<id>.json`` (for ``fraudhub contribute|match``); return it.
+
+        Paths in it are relative to ``client_dir`` (as :meth:`ClientConfig.load`
+        reads them), so the configuration does not depend on the working directory.
+        """
+
+        def relative(path: Path) -> Path:
+            return Path(os.path.relpath(path.resolve(), self.client_dir.resolve()))
+
         config = ClientConfig(
             institution=institution_id,
-            key=self.client_dir / f"{institution_id}.pem",
+            key=Path(f"{institution_id}.pem"),
             hub=self.hub_address,
             holders=tuple(self.holder_endpoints()),
-            public=self.public_path,
-            ca=self.data_dir / "tls" / "ca.pem",
+            public=relative(self.public_path),
+            ca=relative(self.data_dir / "tls" / "ca.pem"),
         )
         path = self.client_dir / f"{institution_id}.json"
         path.write_text(config.dump() + "\n")
