@@ -1,0 +1,166 @@
+"""``fraudhub sandbox`` as a user runs it: a process that reports ready, serves the
+written client configurations over TLS, and stops cleanly on SIGTERM or SIGINT;
+and the state reuse it relies on (``LocalDeployment(reuse=True)``, ``enroll``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from test_demo import ROOT, run_fraudhub
+
+from client_sdk.core.errors import ConfigurationError
+from hub.devtools.deployment import LocalDeployment
+from hub.devtools.sandbox import READY_PREFIX, SANDBOX_INSTITUTIONS
+
+READY_WITHIN = 60.0
+EXIT_WITHIN = 10.0
+
+
+class Sandbox:
+    """A ``python -m hub.cli sandbox`` process; stderr goes to a file (never blocks)."""
+
+    def __init__(self, directory: Path, stderr_path: Path) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "protos"), str(ROOT)])
+        self.stderr_path = stderr_path
+        with stderr_path.open("w") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "hub.cli", "sandbox", "--data-dir", str(directory)],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+            )
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+            self._ready.set()
+        self._ready.set()
+
+    def wait_ready(self) -> str:
+        """The first stdout line, within READY_WITHIN seconds."""
+        if not self._ready.wait(READY_WITHIN) or not self.lines:
+            self.process.kill()
+            pytest.fail(f"no ready line; stderr:\n{self.stderr_path.read_text()}")
+        return self.lines[0]
+
+    def stop(self, signum: int) -> int:
+        """Send ``signum``; the exit status, which must come within EXIT_WITHIN seconds."""
+        self.process.send_signal(signum)
+        try:
+            return self.process.wait(EXIT_WITHIN)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            pytest.fail(f"sandbox did not exit within {EXIT_WITHIN} s of signal {signum}")
+
+
+def _hub(clients: Path) -> str:
+    return str(json.loads((clients / "bank-a.json").read_text())["hub"])
+
+
+def _matched_rows(path: Path) -> int:
+    lines = path.read_text().splitlines()
+    column = lines[0].split(",").index("matched")
+    return sum(1 for line in lines[1:] if line.split(",")[column] == "yes")
+
+
+@pytest.mark.e2e
+def test_sandbox_serves_its_configurations_and_stops_on_sigterm_then_sigint(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "sandbox"
+    clients = directory / "clients"
+    sandbox = Sandbox(directory, tmp_path / "first.err")
+    try:
+        assert sandbox.wait_ready() == f"{READY_PREFIX}{directory}\n"
+        for institution in SANDBOX_INSTITUTIONS:
+            config = json.loads((clients / f"{institution}.json").read_text())
+            assert config["institution"] == institution and len(config["holders"]) == 3
+        # Created files and directories are private to the user.
+        for path in [directory, clients, *clients.iterdir(), *(directory / "state").rglob("*")]:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            assert mode & 0o077 == 0, f"{path} has mode {mode:o}"
+
+        contributed = run_fraudhub(
+            "contribute", "--config", str(clients / "bank-a.json"), "--no-progress",
+            "--purpose", "fraud_reporting", str(ROOT / "examples" / "bank_a.csv"),
+        )  # fmt: skip
+        assert contributed.returncode == 0, contributed.stderr
+        assert "7 of 7 rows stored, 0 failed" in contributed.stdout
+        out = tmp_path / "matches.csv"
+        matched = run_fraudhub(
+            "match", "--config", str(clients / "carrier-c.json"), "--no-progress",
+            "--purpose", "sim_activation_screening", "--out", str(out),
+            str(ROOT / "examples" / "carrier_subscribers.csv"),
+        )  # fmt: skip
+        assert matched.returncode == 0, matched.stderr
+        assert _matched_rows(out) >= 3
+        assert "13800138000" not in out.read_text()
+        # The regulator drives the audit commands from what the sandbox wrote.
+        verified = run_fraudhub(
+            "audit", "verify", "--hub", _hub(clients), "--institution", "reg-r",
+            "--key", str(clients / "reg-r.pem"),
+            "--ca", str(directory / "state" / "tls" / "ca.pem"),
+            "--log-key", f"@{clients / 'audit-log-key.txt'}",
+            "--state", str(tmp_path / "audit-state.json"),
+        )  # fmt: skip
+        assert verified.returncode == 0, verified.stderr
+        assert "audit log verified" in verified.stdout
+        # A second sandbox on the same directory is refused while this one runs.
+        second = run_fraudhub("sandbox", "--data-dir", str(directory), timeout=60)
+        assert second.returncode == 2 and "in use by another sandbox" in second.stderr
+    finally:
+        status = sandbox.stop(signal.SIGTERM)
+    assert status == 0, sandbox.stderr_path.read_text()
+    assert sandbox.lines == [f"{READY_PREFIX}{directory}\n"]
+
+    # Run again on the same directory: same keys and database, new ports.
+    again = Sandbox(directory, tmp_path / "second.err")
+    try:
+        assert again.wait_ready() == f"{READY_PREFIX}{directory}\n"
+        rematched = run_fraudhub(
+            "match", "--config", str(clients / "carrier-c.json"), "--no-progress",
+            "--purpose", "sim_activation_screening", "--out", str(out),
+            str(ROOT / "examples" / "carrier_subscribers.csv"),
+        )  # fmt: skip
+        assert rematched.returncode == 0, rematched.stderr
+        assert _matched_rows(out) >= 3  # bank-a's contribution survived the restart
+    finally:
+        status = again.stop(signal.SIGINT)
+    assert status == 0, again.stderr_path.read_text()
+
+
+def test_reuse_loads_the_state_and_enroll_keeps_registered_keys(tmp_path: Path) -> None:
+    state, clients = tmp_path / "state", tmp_path / "clients"
+    with LocalDeployment(state, clients, log_to_file=False) as first:
+        key = first.register("bank-a", "bank")
+        public = first.public
+    # Without reuse an existing deployment is refused, never overwritten.
+    with pytest.raises(ConfigurationError):
+        LocalDeployment(state, clients, log_to_file=False)
+    with LocalDeployment(state, clients, log_to_file=False, reuse=True) as second:
+        assert second.public == public
+        assert second.enroll("bank-a", "bank").private_key.private_bytes_raw() == (
+            key.private_key.private_bytes_raw()
+        )
+        with pytest.raises(ConfigurationError, match="another role or key"):
+            second.enroll("bank-a", "carrier")
+        second.enroll("carrier-c", "carrier")  # not registered yet: registered now
+        (clients / "carrier-c.pem").unlink()
+        with pytest.raises(ConfigurationError, match=r"key .* is missing"):
+            second.enroll("carrier-c", "carrier")
