@@ -4,6 +4,7 @@ and the state reuse it relies on (``LocalDeployment(reuse=True)``, ``enroll``)."
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import postgres_schema_url
 from test_demo import ROOT, run_fraudhub
 
 from client_sdk.core.errors import ConfigurationError
@@ -27,13 +29,16 @@ EXIT_WITHIN = 10.0
 class Sandbox:
     """A ``python -m hub.cli sandbox`` process; stderr goes to a file (never blocks)."""
 
-    def __init__(self, directory: Path, stderr_path: Path) -> None:
+    def __init__(self, directory: Path, stderr_path: Path, database_url: str | None = None) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "protos"), str(ROOT)])
         self.stderr_path = stderr_path
+        command = [sys.executable, "-m", "hub.cli", "sandbox", "--data-dir", str(directory)]
+        if database_url is not None:
+            command += ["--database-url", database_url]
         with stderr_path.open("w") as stderr:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "hub.cli", "sandbox", "--data-dir", str(directory)],
+                command,
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -71,6 +76,15 @@ class Sandbox:
 
 def _hub(clients: Path) -> str:
     return str(json.loads((clients / "bank-a.json").read_text())["hub"])
+
+
+def _raw_values() -> set[str]:
+    """Every raw value of the example files the test sends."""
+    values: set[str] = set()
+    for name in ("bank_a.csv", "carrier_subscribers.csv"):
+        with (ROOT / "examples" / name).open(newline="", encoding="utf-8") as handle:
+            values.update(row["value"] for row in csv.DictReader(handle))
+    return values
 
 
 def _matched_rows(path: Path) -> int:
@@ -128,6 +142,12 @@ def test_sandbox_serves_its_configurations_and_stops_on_sigterm_then_sigint(
         status = sandbox.stop(signal.SIGTERM)
     assert status == 0, sandbox.stderr_path.read_text()
     assert sandbox.lines == [f"{READY_PREFIX}{directory}\n"]
+    # Neither what the sandbox printed nor the servers' log holds a raw value.
+    printed = sandbox.stderr_path.read_text()
+    server_log = (directory / "state" / "logs" / "servers.log").read_text()
+    assert "hub serving on port" in server_log
+    for value in _raw_values():
+        assert value not in printed and value not in server_log
 
     # Run again on the same directory: same keys and database, new ports.
     again = Sandbox(directory, tmp_path / "second.err")
@@ -143,6 +163,20 @@ def test_sandbox_serves_its_configurations_and_stops_on_sigterm_then_sigint(
     finally:
         status = again.stop(signal.SIGINT)
     assert status == 0, again.stderr_path.read_text()
+
+
+@pytest.mark.e2e
+@pytest.mark.postgres
+def test_sandbox_on_postgresql_reports_ready_and_stops(tmp_path: Path) -> None:
+    with postgres_schema_url("sandbox") as url:
+        sandbox = Sandbox(tmp_path / "sandbox", tmp_path / "sandbox.err", database_url=url)
+        try:
+            assert sandbox.wait_ready() == f"{READY_PREFIX}{tmp_path / 'sandbox'}\n"
+            # The database is PostgreSQL: no SQLite file was made.
+            assert not list((tmp_path / "sandbox" / "state").glob("*.sqlite3"))
+        finally:
+            status = sandbox.stop(signal.SIGTERM)
+        assert status == 0, sandbox.stderr_path.read_text()
 
 
 def test_reuse_loads_the_state_and_enroll_keeps_registered_keys(tmp_path: Path) -> None:
