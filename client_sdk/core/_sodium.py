@@ -35,6 +35,7 @@ __all__ = [
     "is_valid_element",
     "libsodium_version",
     "scalar_add",
+    "scalar_from_int",
     "scalar_invert",
     "scalar_invert_batch",
     "scalar_is_canonical",
@@ -147,6 +148,11 @@ def element_sub(p: bytes, q: bytes) -> bytes:
 def scalar_is_canonical(scalar: bytes) -> bool:
     """True when ``scalar`` is 32 bytes encoding an integer below the group order."""
     return len(scalar) == SCALAR_BYTES and int.from_bytes(scalar, "little") < GROUP_ORDER
+
+
+def scalar_from_int(n: int) -> bytes:
+    """The scalar ``n mod L`` (small public integers: holder indices, counts)."""
+    return (n % GROUP_ORDER).to_bytes(SCALAR_BYTES, "little")
 
 
 def scalar_reduce(wide: bytes) -> bytes:

@@ -33,6 +33,7 @@ __all__ = [
     "ConfigurationError",
     "ConsistencyProofError",
     "CryptoError",
+    "DkgError",
     "FraudhubError",
     "HolderError",
     "InclusionProofError",
@@ -202,6 +203,18 @@ class HolderError(PeerError):
     def __init__(self, holder: int, message: str) -> None:
         super().__init__(f"key holder {holder}: {message}")
         self.holder = holder
+
+
+class DkgError(PeerError):
+    """A distributed key generation cannot finish; ``disqualified`` names who cheated.
+
+    Maps participant (dealer) index to the reason, which never holds a share.
+    """
+
+    def __init__(self, message: str, disqualified: dict[int, str] | None = None) -> None:
+        named = "; ".join(f"participant {i}: {why}" for i, why in sorted((disqualified or {}).items()))
+        super().__init__(f"{message} ({named})" if named else message)
+        self.disqualified = dict(disqualified or {})
 
 
 class AuditLogError(PeerError):

@@ -48,7 +48,9 @@ __all__ = [
     "blind_batch",
     "combine",
     "deal",
+    "evaluate_polynomial",
     "holder_evaluate",
+    "lagrange_at",
     "lagrange_at_zero",
     "verify_response",
 ]
@@ -58,7 +60,7 @@ KEY_FORMAT = "fraudhub-oprf-key-v1"
 
 
 def _scalar(n: int) -> bytes:
-    return (n % sodium.GROUP_ORDER).to_bytes(32, "little")
+    return sodium.scalar_from_int(n)
 
 
 def _check_params(threshold: int, holders: int) -> None:
@@ -225,6 +227,19 @@ def lagrange_at_zero(indices: Sequence[int], i: int) -> bytes:
     return _lagrange(indices, i, 0)
 
 
+def lagrange_at(indices: Sequence[int], i: int, x: int) -> bytes:
+    """Lagrange basis polynomial ``l_i`` of ``indices`` evaluated at ``x``, as a scalar."""
+    return _lagrange(indices, i, x)
+
+
+def evaluate_polynomial(coefficients: Sequence[bytes], x: int) -> bytes:
+    """``f(x)`` for ``f = coefficients[0] + coefficients[1] X + ...`` (scalars, Horner)."""
+    acc = _scalar(0)
+    for coeff in reversed(coefficients):  # f(x) = (...(a_{t-1} x + a_{t-2}) x ...) + a_0
+        acc = sodium.scalar_add(sodium.scalar_mul(acc, _scalar(x)), coeff)
+    return acc
+
+
 def _lagrange(indices: Sequence[int], i: int, x: int) -> bytes:
     if len(set(indices)) != len(indices) or i not in indices:
         raise InvalidRequest("Lagrange basis needs distinct indices containing i")
@@ -274,12 +289,10 @@ def deal(
             for c in range(1, threshold)
         ]
     poly = [k, *coefficients]
-    shares = []
-    for i in range(1, holders + 1):
-        acc = _scalar(0)
-        for coeff in reversed(poly):  # Horner: f(i) = (...(a_{t-1} i + a_{t-2}) i ...) + k
-            acc = sodium.scalar_add(sodium.scalar_mul(acc, _scalar(i)), coeff)
-        shares.append(KeyShare(i, acc, epoch, threshold, holders))
+    shares = [
+        KeyShare(i, evaluate_polynomial(poly, i), epoch, threshold, holders)
+        for i in range(1, holders + 1)
+    ]
     public = PublicKeyInfo(
         epoch=epoch,
         threshold=threshold,
