@@ -28,7 +28,8 @@ def combined_key(shares: list[KeyShare]) -> bytes:
     idx = [s.index for s in shares]
     k = sodium.scalar_from_int(0)
     for s in shares:
-        k = sodium.scalar_add(k, sodium.scalar_mul(threshold.lagrange_at_zero(idx, s.index), s.secret))
+        lam = threshold.lagrange_at_zero(idx, s.index)
+        k = sodium.scalar_add(k, sodium.scalar_mul(lam, s.secret))
     return k
 
 
@@ -42,9 +43,7 @@ def run(
     bad_feldman: frozenset[int] = frozenset(),
 ) -> tuple[list[KeyShare], PublicKeyInfo, dkg.Outcome]:
     """All rounds in memory (the file transport runs the same calls per process)."""
-    dealings = {
-        i: dkg.new_dealing(session, i, (old_shares or {}).get(i)) for i in session.dealers
-    }
+    dealings = {i: dkg.new_dealing(session, i, (old_shares or {}).get(i)) for i in session.dealers}
     pedersen = {i: d.pedersen_commitments() for i, d in dealings.items()}
     received = {
         (i, j): (tamper(i, j, d.share_for(j)) if tamper else d.share_for(j))
@@ -68,9 +67,9 @@ def run(
         for i, d in dealings.items()
     }
     outcome = dkg.resolve_complaints(session, pedersen, complaints, answers)
-    for (i, j), pair in list(received.items()):
-        if i in answers and j in answers[i]:
-            received[i, j] = answers[i][j]
+    for i, revealed in answers.items():
+        for j, pair in revealed.items():
+            received[i, j] = pair
     evaluations: dict[int, dict[int, bytes]] = {}
     for i in outcome.qualified:
         feldman = dealings[i].feldman_commitments()
@@ -214,7 +213,7 @@ def test_reshare_2_of_3_to_3_of_4_keeps_the_key() -> None:
 
 
 def test_reshare_dealer_that_deals_another_secret_is_named() -> None:
-    old_shares, old_public, _ = run(fresh(2, 3))
+    _, old_public, _ = run(fresh(2, 3))
     session = dkg.Session(2, 3, 1, (1, 2), old_public)
     impostor = KeyShare(2, sodium.scalar_random(), 1, 2, 3)
     with pytest.raises(ConfigurationError, match="does not match the old public key"):

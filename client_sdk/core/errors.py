@@ -212,7 +212,8 @@ class DkgError(PeerError):
     """
 
     def __init__(self, message: str, disqualified: dict[int, str] | None = None) -> None:
-        named = "; ".join(f"participant {i}: {why}" for i, why in sorted((disqualified or {}).items()))
+        reasons = sorted((disqualified or {}).items())
+        named = "; ".join(f"participant {i}: {why}" for i, why in reasons)
         super().__init__(f"{message} ({named})" if named else message)
         self.disqualified = dict(disqualified or {})
 
