@@ -1,5 +1,8 @@
 """Key ceremony (v1, trusted dealer): ``fraudhub keys deal`` and ``fraudhub keys check``.
 
+(The dealerless ceremony, ``keys dkg`` and ``keys refresh``, is
+``hub.keyholder.dkg_cli``; it writes the same files.)
+
 ``deal`` makes a fresh OPRF key, splits it t-of-n (``client_sdk.core.threshold``),
 writes one share file per holder (mode 0600, created exclusively so an existing
 share is never overwritten) and ``public.json`` (the group key and every
@@ -171,3 +174,7 @@ def register(sub: Any) -> None:
     c.add_argument("share_file", type=Path)
     c.add_argument("public_file", type=Path)
     c.set_defaults(func=_cmd_check)
+    # Imported here: dkg_cli builds on this module's file helpers.
+    from hub.keyholder import dkg_cli
+
+    dkg_cli.register(ksub)
