@@ -179,7 +179,9 @@ def test_timestamps_are_utc_and_naive_ones_are_refused(hub_store: store.Store) -
         assert row.expires_at.tzinfo is UTC
         assert row.expires_at == NOW + timedelta(days=30)
     naive = contribution(2, expires_at=datetime(2030, 1, 1))
-    with pytest.raises(sa.exc.StatementError):
+    # Refused by the column type; like every database error it leaves the
+    # store as StorageError (no sqlalchemy.exc.* escapes).
+    with pytest.raises(store.StorageError, match="database failed"):
         contribute(hub_store, "bank-a", [naive])
 
 
