@@ -252,7 +252,7 @@ def test_token_ids_are_remembered_once_until_they_expire(hub_store: store.Store)
 
 
 def test_replay_guard_is_shared_by_replicas_and_restarts(hub_store: store.Store) -> None:
-    from hub.services.admin import DatabaseReplayGuard
+    from hub.storage.registry import DatabaseReplayGuard
 
     now = [NOW.timestamp()]
     first, second = (DatabaseReplayGuard(hub_store, clock=lambda: now[0]) for _ in range(2))
@@ -273,7 +273,7 @@ def test_replay_guard_is_shared_by_replicas_and_restarts(hub_store: store.Store)
 
 
 def test_replay_guard_refuses_when_the_database_fails(tmp_path: Path) -> None:
-    from hub.services.admin import DatabaseReplayGuard
+    from hub.storage.registry import DatabaseReplayGuard
 
     unmigrated = store.Store(store.sqlite_url(tmp_path))  # no seen_token table
     with pytest.raises(Unavailable, match="retry"):

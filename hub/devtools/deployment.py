@@ -48,10 +48,11 @@ from hub.keyholder.ceremony import (
     load_share,
 )
 from hub.keyholder.server import KeyHolderServer, KeyHolderServicer, QuotaLedger, SeenTokenFile
-from hub.services.admin import add_institution_locally, to_registered
+from hub.services.admin import add_institution_locally
 from hub.services.config import HubConfig, default_policy
 from hub.services.server import HubServer
 from hub.storage.models import Institution, utcnow
+from hub.storage.registry import to_registered
 from hub.storage.store import list_institutions
 from hub.wire.auth import JsonFileRegistry, TokenVerifier, dump_registry
 from hub.wire.tls import init_tls, keyholder_name, load_server_credentials, tls_files

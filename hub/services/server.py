@@ -49,12 +49,13 @@ from hub.audit.events import AuditEvent
 from hub.keyholder.ceremony import load_public
 from hub.policy.engine import Policy
 from hub.services import audit as audit_service
-from hub.services.admin import AdminService, DatabaseRegistry, DatabaseReplayGuard
+from hub.services.admin import AdminService
 from hub.services.audited import audit_alone, audit_outcome
 from hub.services.config import HubConfig, LivePolicy
 from hub.services.exchange import ExchangeService
 from hub.storage import auditlog
 from hub.storage.models import utcnow
+from hub.storage.registry import DatabaseRegistry, DatabaseReplayGuard
 from hub.storage.store import StorageError, Store, delete_expired, record_policy_text
 from hub.wire import tls
 from hub.wire.auth import AuthInterceptor, TokenVerifier

@@ -13,7 +13,7 @@ verifies it before the servicer runs and guarantees:
   (beyond :data:`LEEWAY` seconds) and lives at most ``MAX_TOKEN_TTL`` seconds.
 - A ``jti`` is accepted once per issuer while its token is alive (a
   :class:`ReplayGuard`).  The hub keeps token ids in its database
-  (``hub.services.admin.DatabaseReplayGuard``), shared by its replicas and kept across
+  (``hub.storage.registry.DatabaseReplayGuard``), shared by its replicas and kept across
   restarts; a key holder keeps them in a SQLite file in its state directory
   (``hub.keyholder.server.SeenTokenFile``).  :class:`ReplayCache` is the in-memory
   guard for a server built without either (tests, embedding).
