@@ -1,4 +1,4 @@
-"""The INVALID_ARGUMENT status of a batch with malformed items (exchange._abort_partial)."""
+"""The INVALID_ARGUMENT status of a batch with malformed items (exchange_codecs.abort_partial)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fraudhub.v1 import exchange_pb2
 from google.rpc import status_pb2
 
 from client_sdk.core.errors import ItemError
-from hub.services import exchange
+from hub.services import exchange_codecs
 
 
 class _Aborted(Exception):
@@ -30,7 +30,7 @@ def _abort(partial: exchange_pb2.MatchResponse) -> tuple[str, list[str]]:
     context = _Context()
     invalid = [ItemError(0, "url", "token must be 32 bytes", "queries")]
     with pytest.raises(_Aborted):
-        exchange._abort_partial(context, "1 item(s) are malformed", invalid, partial)  # type: ignore[arg-type]
+        exchange_codecs.abort_partial(context, "1 item(s) are malformed", invalid, partial)  # type: ignore[arg-type]
     assert context.status.code == grpc.StatusCode.INVALID_ARGUMENT
     details = next(v for k, v in context.status.trailing_metadata if k == "grpc-status-details-bin")
     status = status_pb2.Status.FromString(details)
@@ -46,7 +46,7 @@ def test_a_partial_answer_within_the_bound_is_attached() -> None:
 def test_a_larger_partial_answer_is_left_out_and_the_message_says_so(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(exchange, "MAX_PARTIAL_BYTES", 100)
+    monkeypatch.setattr(exchange_codecs, "MAX_PARTIAL_BYTES", 100)
     big = exchange_pb2.MatchResponse(
         results=[exchange_pb2.MatchResult(index=i, reasons=["x" * 20]) for i in range(10)]
     )

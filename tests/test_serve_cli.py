@@ -66,10 +66,12 @@ def test_institution_registry_commands(tmp_path: Path, capsys: pytest.CaptureFix
     with store.session() as session:
         events = [json.loads(e.body) for e in auditlog.list_events(session, 0, None)]
     store.dispose()
-    assert [(e["institution"], e["action"]) for e in events] == [
-        ("local-operator", "Admin.AddInstitution"),
-        ("local-operator", "Admin.AddInstitution"),
-        ("local-operator", "Admin.DisableInstitution"),
+    # The refused second registration is audited too (ADR 0007), as over RPC.
+    assert [(e["institution"], e["action"], e["outcome"]) for e in events] == [
+        ("local-operator", "Admin.AddInstitution", "ok"),
+        ("local-operator", "Admin.AddInstitution", "ok"),
+        ("local-operator", "Admin.AddInstitution", "ALREADY_EXISTS"),
+        ("local-operator", "Admin.DisableInstitution", "ok"),
     ]
 
 

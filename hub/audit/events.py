@@ -146,6 +146,153 @@ class AuditEvent:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InvalidRequest(f"audit event field {name} must be an integer >= 0")
 
+    # --- constructors: one per kind of event, the empty fields filled once ----
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        time: datetime,
+        institution: str,
+        role: str,
+        action: str,
+        outcome: str,
+        purpose: str = "",
+        legal_basis: str = "",
+        case_ref_digest: str = "",
+        kinds: tuple[str, ...] = (),
+        tiers: tuple[str, ...] = (),
+        item_count: int = 0,
+        match_count: int = 0,
+        reasons: tuple[str, ...] = (),
+        policy_version: str = "",
+        request_digest: str = "",
+    ) -> AuditEvent:
+        """An event with the fields a caller does not name left empty (or 0).
+
+        Raises InvalidRequest as the constructor does.
+        """
+        return cls(
+            time=time,
+            institution=institution,
+            role=role,
+            action=action,
+            purpose=purpose,
+            legal_basis=legal_basis,
+            case_ref_digest=case_ref_digest,
+            kinds=kinds,
+            item_count=item_count,
+            match_count=match_count,
+            outcome=outcome,
+            reasons=reasons,
+            policy_version=policy_version,
+            request_digest=request_digest,
+            tiers=tiers,
+        )
+
+    @classmethod
+    def administration(
+        cls,
+        *,
+        time: datetime,
+        institution: str,
+        action: str,
+        outcome: str,
+        reasons: tuple[str, ...],
+        policy_version: str = "",
+        request_digest: str = "",
+    ) -> AuditEvent:
+        """A change to (or a read of) the registry or the policy by an operator.
+
+        Purpose ``administration``, one item; ``reasons`` name the target
+        (``TARGET:<id>``), never a key.
+        """
+        return cls.of(
+            time=time,
+            institution=institution,
+            role="operator",
+            action=action,
+            outcome=outcome,
+            purpose="administration",
+            item_count=1,
+            reasons=reasons,
+            policy_version=policy_version,
+            request_digest=request_digest,
+        )
+
+    @classmethod
+    def log_read(
+        cls,
+        *,
+        time: datetime,
+        institution: str,
+        role: str,
+        action: str,
+        outcome: str,
+        item_count: int,
+        policy_version: str,
+        request_digest: str,
+    ) -> AuditEvent:
+        """A read of the audit log itself (purpose ``audit``): reading leaves a trace."""
+        return cls.of(
+            time=time,
+            institution=institution,
+            role=role,
+            action=action,
+            outcome=outcome,
+            purpose="audit",
+            item_count=item_count,
+            policy_version=policy_version,
+            request_digest=request_digest,
+        )
+
+    @classmethod
+    def refusal(
+        cls,
+        *,
+        time: datetime,
+        institution: str,
+        role: str,
+        action: str,
+        outcome: str,
+        error: str,
+        policy_version: str,
+    ) -> AuditEvent:
+        """A call refused before any servicer ran (authentication, role); ``error``
+        is the refusal's class name."""
+        return cls.of(
+            time=time,
+            institution=institution,
+            role=role,
+            action=action,
+            outcome=outcome,
+            reasons=(error,),
+            policy_version=policy_version,
+        )
+
+    @classmethod
+    def housekeeping(
+        cls,
+        *,
+        time: datetime,
+        institution: str,
+        action: str,
+        item_count: int,
+        reasons: tuple[str, ...],
+        policy_version: str,
+    ) -> AuditEvent:
+        """Work the hub did on its own (expiry sweeps), done as operator."""
+        return cls.of(
+            time=time,
+            institution=institution,
+            role="operator",
+            action=action,
+            outcome="ok",
+            item_count=item_count,
+            reasons=reasons,
+            policy_version=policy_version,
+        )
+
     def to_json_obj(self) -> dict[str, Any]:
         """The version-1 JSON object (see the module docstring)."""
         return {

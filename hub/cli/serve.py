@@ -39,7 +39,11 @@ from client_sdk.core.errors import ConfigurationError
 from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth, InstitutionKey
 from client_sdk.wire.channels import ChannelSecurity, errors_from_status, open_channel
 from hub.infra.argtypes import positive_float, positive_int
-from hub.services.admin import local_operator_event, to_registered
+from hub.services.admin import (
+    add_institution_locally,
+    disable_institution_locally,
+    to_registered,
+)
 from hub.services.audit import log_signer
 from hub.services.config import (
     CHECKPOINT_EVERY_EVENTS,
@@ -49,13 +53,10 @@ from hub.services.config import (
     default_policy,
 )
 from hub.services.server import HubServer
-from hub.storage import auditlog
 from hub.storage.models import Institution, utcnow
 from hub.storage.store import (
     SQLITE_FILENAME,
     Store,
-    add_institution,
-    disable_institution,
     list_institutions,
     sqlite_url,
 )
@@ -280,11 +281,10 @@ def _cmd_add(args: argparse.Namespace) -> int:
     )
     to_registered(row)  # validates id, role and key length (ConfigurationError)
     store = _store(args, create=True)
-    with store.session() as session:
-        add_institution(session, row)
-        auditlog.append(session, local_operator_event("Admin.AddInstitution", row.id, "cli"))
-        session.commit()
-    store.dispose()
+    try:
+        add_institution_locally(store, row, "cli")
+    finally:
+        store.dispose()
     print(f"registered {row.id} ({row.role})")
     return 0
 
@@ -303,11 +303,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_disable(args: argparse.Namespace) -> int:
     store = _store(args)
-    with store.session() as session:
-        row = disable_institution(session, args.id, utcnow())
-        auditlog.append(session, local_operator_event("Admin.DisableInstitution", row.id, "cli"))
-        session.commit()
-    store.dispose()
+    try:
+        disable_institution_locally(store, args.id, "cli")
+    finally:
+        store.dispose()
     print(f"disabled {args.id}")
     return 0
 

@@ -48,12 +48,12 @@ from hub.keyholder.ceremony import (
     load_share,
 )
 from hub.keyholder.server import KeyHolderServer, KeyHolderServicer, QuotaLedger, SeenTokenFile
-from hub.services.admin import local_operator_event, to_registered
+from hub.services.admin import add_institution_locally
 from hub.services.config import HubConfig, default_policy
 from hub.services.server import HubServer
-from hub.storage import auditlog
 from hub.storage.models import Institution, utcnow
-from hub.storage.store import add_institution, list_institutions
+from hub.storage.registry import to_registered
+from hub.storage.store import list_institutions
 from hub.wire.auth import JsonFileRegistry, TokenVerifier, dump_registry
 from hub.wire.tls import init_tls, keyholder_name, load_server_credentials, tls_files
 
@@ -199,13 +199,7 @@ class LocalDeployment:
             display_name=name or institution_id,
             created_at=utcnow(),
         )
-        to_registered(row)
-        with self.hub.store.session() as session:
-            add_institution(session, row)
-            auditlog.append(
-                session, local_operator_event("Admin.AddInstitution", institution_id, "local")
-            )
-            session.commit()
+        add_institution_locally(self.hub.store, row, "local")
         self._export_registry()
         self.hub.registry.invalidate()
         key = InstitutionKey(institution_id, private)

@@ -1,51 +1,46 @@
-"""The Admin servicer and the database-backed institution registry.
+"""The Admin servicer and the registry changes an operator makes on the hub's machine.
 
 Guarantees:
 
 - Only the operator role reaches these methods (the hub's role table in
   ``hub.services.server``); every call, allowed or refused, is audited with the target
-  institution id as a reason code, never a key.
-- :class:`DatabaseRegistry` is the hub's
-  :class:`~hub.wire.auth.InstitutionRegistry`: a disabled institution is refused
-  from its next call on this replica (the cache is invalidated on change) and
-  within :data:`REGISTRY_TTL` seconds on other replicas.
-- :class:`DatabaseReplayGuard` is the hub's :class:`~hub.wire.auth.ReplayGuard`:
-  a token id is accepted once across every replica on the database and across
-  restarts (an in-memory cache forgets on restart and is per replica).
+  institution id as a reason code, never a key, through the one audited
+  transaction (:mod:`hub.services.audited`, ADR 0007).
+- A registry change made locally (``fraudhub institution add|disable``, the
+  local deployment) is audited as done by :data:`LOCAL_OPERATOR` in the same
+  transaction as the change (:func:`add_institution_locally`,
+  :func:`disable_institution_locally`).
 - A policy reload that does not validate is refused (FAILED_PRECONDITION with
   file, line and field) and the running policy stays.
+
+The registry and replay guard the auth layer reads live in
+:mod:`hub.storage.registry` (re-exported here).
 """
 
 from __future__ import annotations
 
-import logging
-import random
-import threading
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 import grpc
 from fraudhub.v1 import admin_pb2, admin_pb2_grpc, common_pb2
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from client_sdk.core.errors import (
-    AuthenticationError,
-    ConfigurationError,
-    FraudhubError,
-    InvalidRequest,
-    Unavailable,
-)
-from client_sdk.core.vocabulary import Principal
+from client_sdk.core.errors import ConfigurationError, InvalidRequest
 from hub.audit.events import AuditEvent, request_digest
+from hub.services.audited import audit_outcome, run_audited
 from hub.services.config import LivePolicy
-from hub.services.exchange import audit_outcome
-from hub.storage import auditlog, store
+from hub.storage import store
 from hub.storage.models import Institution, utcnow
-from hub.wire.auth import LEEWAY, ROLES, current_principal
+from hub.storage.registry import (
+    REGISTRY_TTL,
+    DatabaseRegistry,
+    DatabaseReplayGuard,
+    to_registered,
+)
+from hub.wire.auth import ROLES, current_principal
 from hub.wire.auth import Institution as RegisteredInstitution
 
 __all__ = [
@@ -54,133 +49,78 @@ __all__ = [
     "AdminService",
     "DatabaseRegistry",
     "DatabaseReplayGuard",
+    "add_institution_locally",
+    "disable_institution_locally",
     "local_operator_event",
     "to_registered",
 ]
 
-log = logging.getLogger(__name__)
-
-# Seconds another replica may keep serving a disabled institution.
-REGISTRY_TTL = 2.0
-# Seconds between sweeps of expired token ids.
-SEEN_TOKEN_SWEEP = 60.0
 MAX_REASON = 256
-
 
 #: The audit log's name for registry changes made on the hub's machine, not over RPC.
 LOCAL_OPERATOR = "local-operator"
 
 
-def local_operator_event(action: str, target: str, via: str) -> AuditEvent:
+def local_operator_event(action: str, target: str, via: str, outcome: str = "ok") -> AuditEvent:
     """The audit event of a registry change made locally (CLI, demo), not over RPC."""
-    return AuditEvent(
+    return AuditEvent.administration(
         time=utcnow(),
         institution=LOCAL_OPERATOR,
-        role="operator",
         action=action,
-        purpose="administration",
-        legal_basis="",
-        case_ref_digest="",
-        kinds=(),
-        item_count=1,
-        match_count=0,
-        outcome="ok",
-        reasons=(f"TARGET:{target}", f"VIA:{via}"),
-        policy_version="",
-        request_digest="",
+        outcome=outcome,
+        # An id that is not an identifier is never written (it could be anything).
+        reasons=((f"TARGET:{target}",) if target else ()) + (f"VIA:{via}",),
     )
 
 
-def to_registered(row: Institution) -> RegisteredInstitution:
-    """The auth layer's view of a registry row (validates id, role and key)."""
-    return RegisteredInstitution(
-        id=row.id,
-        name=row.display_name,
-        role=row.role,
-        public_key=bytes(row.public_key),
-        disabled=not row.enabled,
+def _locally(
+    hub_store: store.Store,
+    action: str,
+    target: str,
+    via: str,
+    work: Callable[[Session], Institution],
+) -> Institution:
+    return run_audited(
+        hub_store,
+        work,
+        lambda _row: local_operator_event(action, target, via),
+        lambda exc: local_operator_event(action, target, via, audit_outcome(exc)),
     )
 
 
-class DatabaseRegistry:
-    """Institutions from the hub's database, cached for :data:`REGISTRY_TTL` seconds."""
+def add_institution_locally(hub_store: store.Store, row: Institution, via: str) -> Institution:
+    """Register ``row`` and audit it as :data:`LOCAL_OPERATOR` (``VIA:<via>``), one transaction.
 
-    def __init__(self, hub_store: store.Store, *, ttl: float = REGISTRY_TTL) -> None:
-        self._store = hub_store
-        self._ttl = ttl
-        self._lock = threading.Lock()
-        self._cache: dict[str, tuple[float, RegisteredInstitution | None]] = {}
-
-    def lookup(self, institution_id: str) -> RegisteredInstitution | None:
-        now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(institution_id)
-            if cached is not None and now - cached[0] < self._ttl:
-                return cached[1]
-        with self._store.session() as session:
-            row = session.get(Institution, institution_id)
-            found = to_registered(row) if row is not None else None
-        with self._lock:
-            self._cache[institution_id] = (now, found)
-        return found
-
-    def invalidate(self) -> None:
-        with self._lock:
-            self._cache.clear()
-
-
-class DatabaseReplayGuard:
-    """Token ids in the hub's database (``seen_token``), swept once they expire.
-
-    Costs one small write transaction per call that carries a token (a bulk
-    stream carries one).  A database failure refuses the call as Unavailable
-    (retryable) rather than skip the check.
+    Raises ConfigurationError for a malformed id, role or key (nothing is
+    written), AlreadyExists if the id is taken, StorageError if the database
+    fails; a failure is audited on its own (ADR 0007).
     """
+    to_registered(row)  # validates id, role and key length before anything is written
+    return _locally(
+        hub_store,
+        "Admin.AddInstitution",
+        row.id,
+        via,
+        lambda session: store.add_institution(session, row),
+    )
 
-    def __init__(
-        self,
-        hub_store: store.Store,
-        *,
-        sweep_every: float = SEEN_TOKEN_SWEEP,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._store = hub_store
-        self._sweep_every = sweep_every
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._next_sweep = 0.0
 
-    def check_and_store(self, issuer: str, jti: str, expires_at: float) -> None:
-        now_s = self._clock()
-        now = datetime.fromtimestamp(now_s, UTC)
-        forget_after = datetime.fromtimestamp(expires_at + LEEWAY, UTC)
-        with self._lock:
-            sweep = now_s >= self._next_sweep
-            if sweep:
-                # Jittered, so replicas started together do not sweep in step.
-                self._next_sweep = now_s + self._sweep_every * random.uniform(0.5, 1.5)  # noqa: S311
-        if sweep:
-            self._sweep(now)
-        try:
-            with self._store.session() as session:
-                fresh = store.remember_token(session, issuer, jti, forget_after, now)
-                session.commit()
-        except SQLAlchemyError as exc:
-            # The exception text can hold SQL parameters (the token id): type only.
-            log.error("replay check failed: %s", type(exc).__name__)
-            raise Unavailable("cannot check the token against replays; retry") from None
-        if not fresh:
-            raise AuthenticationError("token already used (replayed jti)")
+def disable_institution_locally(
+    hub_store: store.Store, institution_id: str, via: str
+) -> Institution:
+    """Disable ``institution_id`` and audit it as :data:`LOCAL_OPERATOR`, one transaction.
 
-    def _sweep(self, now: datetime) -> None:
-        """Delete expired ids in a transaction of its own: best effort, never the
-        reason a valid call fails (the next sweep catches up)."""
-        try:
-            with self._store.session() as session:
-                store.forget_expired_tokens(session, now)
-                session.commit()
-        except SQLAlchemyError as exc:
-            log.warning("sweeping expired token ids failed: %s", type(exc).__name__)
+    Raises NotFound if it is not registered, StorageError if the database
+    fails; a failure is audited on its own (ADR 0007).
+    """
+    target = institution_id if _is_identifier(institution_id) else ""
+    return _locally(
+        hub_store,
+        "Admin.DisableInstitution",
+        target,
+        via,
+        lambda session: store.disable_institution(session, institution_id, utcnow()),
+    )
 
 
 def _institution_message(row: Institution) -> admin_pb2.Institution:
@@ -219,43 +159,29 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         target: str,
         work: Callable[[Session, datetime], Message],
     ) -> Message:
+        """Run ``work`` in the audited transaction (ADR 0007), as the calling operator."""
         caller = current_principal()
-        principal = Principal(caller.institution, caller.role)
         now = self._clock()
         reasons = (f"TARGET:{target}",) if target else ()
+        digest = request_digest(request.SerializeToString(deterministic=True))
 
-        def event(outcome: str, extra: tuple[str, ...] = ()) -> AuditEvent:
-            return AuditEvent(
+        def event(outcome: str) -> AuditEvent:
+            return AuditEvent.administration(
                 time=now,
-                institution=principal.institution,
-                role=principal.role,
+                institution=caller.institution,
                 action=action,
-                purpose="administration",
-                legal_basis="",
-                case_ref_digest="",
-                kinds=(),
-                item_count=1,
-                match_count=0,
                 outcome=outcome,
-                reasons=reasons + extra,
+                reasons=reasons,
                 policy_version=self._policy.current.version,
-                request_digest=request_digest(request.SerializeToString(deterministic=True)),
+                request_digest=digest,
             )
 
-        try:
-            with self._store.session() as session:
-                response = work(session, now)
-                auditlog.append(session, event("ok"))
-                session.commit()
-        except (FraudhubError, SQLAlchemyError) as exc:
-            outcome = audit_outcome(exc)
-            with self._store.session() as session:
-                auditlog.append(session, event(outcome))
-                session.commit()
-            if isinstance(exc, SQLAlchemyError):
-                raise store.StorageError("the hub's database failed") from None
-            raise
-        return response
+        return run_audited(
+            self._store,
+            lambda session: work(session, now),
+            lambda _response: event("ok"),
+            lambda exc: event(audit_outcome(exc)),
+        )
 
     def AddInstitution(  # noqa: N802 - the name is the RPC's
         self, request: admin_pb2.AddInstitutionRequest, context: grpc.ServicerContext

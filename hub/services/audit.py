@@ -36,16 +36,16 @@ from typing import TypeVar
 import grpc
 from fraudhub.v1 import audit_pb2, audit_pb2_grpc
 from google.protobuf.message import Message
-from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 from typing_extensions import override
 
-from client_sdk.core.errors import CallerError, FraudhubError, InvalidRequest, PermissionDenied
+from client_sdk.core.errors import FraudhubError, InvalidRequest
 from client_sdk.core.vocabulary import Principal
 from client_sdk.wire.codecs import optional_datetime, timestamp
 from hub.audit.checkpoint import LogSigner, load_or_create_log_key
 from hub.audit.events import AuditEvent, decode, request_digest
 from hub.audit.report import InstitutionReport, aggregate
+from hub.services.audited import audit_alone, audit_outcome, run_audited
 from hub.services.config import (
     CHECKPOINT_EVERY_EVENTS,
     CHECKPOINT_EVERY_SECONDS,
@@ -54,7 +54,7 @@ from hub.services.config import (
 )
 from hub.storage import auditlog, store
 from hub.storage.models import utcnow
-from hub.storage.store import StorageError, Store
+from hub.storage.store import Store
 from hub.wire.auth import current_principal
 
 __all__ = [
@@ -120,55 +120,34 @@ class AuditService(audit_pb2_grpc.AuditServicer):
     def _event(
         self, who: Principal, method: str, request: Message, count: int, outcome: str
     ) -> AuditEvent:
-        return AuditEvent(
+        return AuditEvent.log_read(
             time=self._clock(),
             institution=who.institution,
             role=who.role,
             action=f"Audit.{method}",
-            purpose="audit",
-            legal_basis="",
-            case_ref_digest="",
-            kinds=(),
-            item_count=count,
-            match_count=0,
             outcome=outcome,
-            reasons=(),
+            item_count=count,
             policy_version=self._policy.current.version if self._policy else "",
             request_digest=request_digest(request.SerializeToString(deterministic=True)),
         )
 
-    def _audit_alone(self, event: AuditEvent) -> None:
-        """Append ``event`` in its own transaction; log (never raise) if that fails."""
-        try:
-            with self._store.session() as session:
-                auditlog.append(session, event)
-                session.commit()
-        except (FraudhubError, SQLAlchemyError) as exc:
-            # The call's own outcome stands; the operator must see the audit failed.
-            log.error("could not audit %s: %s", event.action, type(exc).__name__)
-
     def _audited(
         self, method: str, request: Message, work: Callable[[Session], tuple[_T, int]]
     ) -> _T:
-        """Run ``work`` and append its audit event in one transaction.
+        """Run ``work`` in the audited transaction (ADR 0007).
 
         ``work`` returns its result and the count to audit.  On failure the
         transaction rolls back and the failure is audited on its own, then
         re-raised (database errors as StorageError).
         """
         who = current_principal()
-        try:
-            with self._store.session() as session:
-                result, count = work(session)
-                auditlog.append(session, self._event(who, method, request, count, "ok"))
-                session.commit()
-            return result
-        except FraudhubError as exc:
-            self._audit_alone(self._event(who, method, request, 0, _outcome(exc)))
-            raise
-        except SQLAlchemyError as exc:
-            self._audit_alone(self._event(who, method, request, 0, "error"))
-            raise StorageError("the hub's database failed") from exc
+        result, _count = run_audited(
+            self._store,
+            work,
+            lambda done: self._event(who, method, request, done[1], "ok"),
+            lambda exc: self._event(who, method, request, 0, audit_outcome(exc)),
+        )
+        return result
 
     # --- RPCs ------------------------------------------------------------------
 
@@ -211,14 +190,8 @@ class AuditService(audit_pb2_grpc.AuditServicer):
         try:
             while remaining is None or remaining > 0:
                 page = min(self._page_size, remaining or self._page_size)
-                try:
-                    with self._store.session() as session:
-                        rows = auditlog.list_events(
-                            session, position, end, event_filter, limit=page
-                        )
-                except SQLAlchemyError as exc:
-                    outcome = "error"
-                    raise StorageError("the hub's database failed") from exc
+                with self._store.session() as session:
+                    rows = auditlog.list_events(session, position, end, event_filter, limit=page)
                 for row in rows:
                     yield audit_pb2.AuditEventRecord(leaf_index=row.leaf_index, encoded=row.body)
                     sent += 1
@@ -229,11 +202,11 @@ class AuditService(audit_pb2_grpc.AuditServicer):
                     remaining -= len(rows)
             outcome = "ok"
         except FraudhubError as exc:
-            outcome = _outcome(exc)
+            outcome = audit_outcome(exc)
             raise
         finally:
             # Audited when the stream ends, however it ends, with what was sent.
-            self._audit_alone(self._event(who, "ListEvents", request, sent, outcome))
+            audit_alone(self._store, self._event(who, "ListEvents", request, sent, outcome))
 
     @override
     def GetInclusionProof(
@@ -317,17 +290,6 @@ class AuditService(audit_pb2_grpc.AuditServicer):
 _POLICY_VERSION = re.compile(r"[0-9a-f]{64}")
 
 
-def _outcome(exc: FraudhubError) -> str:
-    """The audit outcome of a failed call, in the Exchange service's vocabulary."""
-    if isinstance(exc, PermissionDenied):
-        return "denied"
-    if isinstance(exc, InvalidRequest):
-        return "invalid"
-    if isinstance(exc, CallerError):
-        return exc.grpc_status
-    return "error"
-
-
 def _report_message(report: InstitutionReport) -> audit_pb2.InstitutionReport:
     return audit_pb2.InstitutionReport(
         institution=report.institution,
@@ -386,8 +348,8 @@ class Checkpointer:
         while not stopped(tick):
             try:
                 self.run_once()
-            except (FraudhubError, SQLAlchemyError) as exc:
-                # The type only: a database error's text can carry SQL parameters.
+            except FraudhubError as exc:
+                # The type only: the store logged a database error's cause already.
                 log.error("periodic checkpoint failed (%s); retrying next tick", type(exc).__name__)
 
 

@@ -43,43 +43,45 @@ Documented behaviour (the SDK relies on it):
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 import grpc
-from fraudhub.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
-from google.protobuf import any_pb2
+from fraudhub.v1 import exchange_pb2, exchange_pb2_grpc
 from google.protobuf.message import Message
-from grpc_status import rpc_status
-from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from client_sdk.core import indicators
 from client_sdk.core.errors import (
-    CallerError,
-    FraudhubError,
     InvalidItems,
     InvalidRequest,
     ItemError,
-    PermissionDenied,
     PolicyDenied,
 )
 from client_sdk.core.tokens import TOKEN_BYTES
 from client_sdk.core.vocabulary import REVOKE_REASONS
-from client_sdk.wire.codecs import category_value, category_word, optional_datetime, timestamp
-from hub.audit.events import AuditEvent, case_ref_digest, request_digest
+from client_sdk.wire.codecs import optional_datetime, timestamp
+from hub.audit.events import request_digest
 from hub.core import matching
-from hub.core.matching import Contribution, ContributionItem, MatchSummary
-from hub.policy.engine import Context, Decision, Disclosure, Policy, Principal
+from hub.core.matching import Contribution
+from hub.policy.engine import Context, Decision, Policy, Principal
+from hub.services.audited import audit_alone, audit_outcome, run_audited
 from hub.services.config import LivePolicy
-from hub.storage import auditlog
+from hub.services.exchange_audit import UNDECLARED_PURPOSE, AuditDraft
+from hub.services.exchange_codecs import (
+    MAX_PARTIAL_BYTES,
+    abort_partial,
+    contribution_item,
+    encode_summary,
+    invalid_message,
+    malformed_items,
+    replace_field,
+)
 from hub.storage.models import utcnow
 from hub.storage.store import (
-    StorageError,
     Store,
     consume_quota,
     find_active,
@@ -87,29 +89,24 @@ from hub.storage.store import (
     upsert_contributions,
 )
 from hub.wire.auth import current_principal
-from hub.wire.status import to_rpc_status
 
 __all__ = [
     "MAX_CASE_REFERENCE",
     "MAX_ITEMS",
+    "MAX_PARTIAL_BYTES",
     "MAX_STREAM_ITEMS",
     "REVOKE_REASONS",
     "UNDECLARED_PURPOSE",
     "ExchangeService",
     "audit_outcome",
+    "malformed_items",
+    "replace_field",
 ]
-
-log = logging.getLogger(__name__)
 
 MAX_ITEMS = 10_000
 # Items per ContributeStream / MatchStream: the hub keeps a stream's per-item
 # outcomes until it ends, so a stream is bounded; open another for more.
 MAX_STREAM_ITEMS = 200_000
-#: What the audit log records for a purpose the policy does not declare.
-UNDECLARED_PURPOSE = "undeclared"
-# The largest partial answer packed into an INVALID_ARGUMENT status (trailing
-# metadata): the SDK's channels accept 2 MiB (client_sdk.wire.channels).
-MAX_PARTIAL_BYTES = 1024 * 1024
 MAX_CASE_REFERENCE = 256
 # Purposes and revocation reasons are codes, never free text: they are audited.
 _CODE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -121,93 +118,6 @@ def _kind_error(index: int, kind: str, field_name: str) -> ItemError | None:
     if kind in indicators.KINDS or kind in indicators.PROHIBITED_KINDS:
         return None
     return ItemError(index, "", "unknown kind", field_name)
-
-
-@dataclass
-class _AuditDraft:
-    """The audit event of one request message, filled in as the work proceeds."""
-
-    action: str
-    purpose: str = ""
-    case_reference: str | None = None
-    request_digest: str = ""
-    kinds: set[str] = field(default_factory=set)
-    tiers: set[str] = field(default_factory=set)
-    rules: list[str] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
-    item_count: int = 0
-    match_count: int = 0
-    policy_version: str = ""
-    # The policy's purposes: only these are written to the log as given.
-    declared_purposes: frozenset[str] = frozenset()
-
-    def note(self, decision: Decision) -> None:
-        self.policy_version = decision.version
-        if decision.tier:
-            self.tiers.add(decision.tier)
-        for rule in decision.rules:
-            if decision.allow and rule not in self.rules:
-                self.rules.append(rule)
-        for reason in decision.reasons:
-            if reason not in self.reasons:
-                self.reasons.append(reason)
-
-    def event(self, principal: Principal, outcome: str, now: datetime) -> AuditEvent:
-        return AuditEvent(
-            time=now,
-            institution=principal.institution,
-            role=principal.role,
-            action=self.action,
-            purpose=self._audited_purpose(),
-            legal_basis=_legal_basis(self.rules),
-            case_ref_digest=case_ref_digest(self.case_reference),
-            kinds=tuple(self.kinds),
-            item_count=self.item_count,
-            match_count=self.match_count,
-            outcome=outcome,
-            reasons=tuple(self.reasons),
-            policy_version=self.policy_version,
-            request_digest=self.request_digest,
-            tiers=tuple(self.tiers),
-        )
-
-    def _audited_purpose(self) -> str:
-        # A purpose the policy does not declare is refused; its text is not
-        # logged, since the log is permanent and a caller may put anything
-        # there, a phone number included.
-        if not self.purpose or self.purpose in self.declared_purposes:
-            return self.purpose
-        return UNDECLARED_PURPOSE
-
-
-def _legal_basis(rules: Iterable[str]) -> str:
-    """The ids of the policy rules the decision relied on, as one audit code.
-
-    The legal basis text lives in those rules of the recorded policy version.
-    """
-    basis = ""
-    for rule in rules:
-        candidate = f"{basis}+{rule}" if basis else f"policy:{rule}"
-        if len(candidate) > 128:
-            break
-        basis = candidate
-    return basis
-
-
-def audit_outcome(exc: BaseException) -> str:
-    """The audit event outcome of a failed call (interfaces.md vocabulary).
-
-    ``denied`` for a role or policy refusal, ``invalid`` for a malformed
-    request, the gRPC status name for other caller errors (quota,
-    authentication...), ``error`` for the hub's own failures.
-    """
-    if isinstance(exc, PermissionDenied):
-        return "denied"
-    if isinstance(exc, InvalidRequest):
-        return "invalid"
-    if isinstance(exc, CallerError):
-        return exc.grpc_status
-    return "error"
 
 
 @dataclass
@@ -260,33 +170,26 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
     def _transact(
         self,
         principal: Principal,
-        draft: _AuditDraft,
+        draft: AuditDraft,
         work: Callable[[Session, datetime], _T],
     ) -> _T:
-        """Run ``work`` and append the audit event in one transaction.
+        """Run ``work`` and append the audit event in one transaction (ADR 0007).
 
-        On failure the work is rolled back and the refusal is audited on its
-        own; the original error is re-raised (database errors as StorageError).
+        On failure the work is rolled back, the failure is audited on its own
+        and the original error is re-raised (database errors as StorageError).
         """
         now = self._clock()
-        try:
-            with self._store.session() as session:
-                result = work(session, now)
-                auditlog.append(session, draft.event(principal, "ok", now))
-                session.commit()
-            return result
-        except FraudhubError as exc:
-            self._audit_failure(principal, draft, exc, now)
-            raise
-        except SQLAlchemyError as exc:
-            log.error("storage failure in %s: %s", draft.action, type(exc).__name__)
-            self._audit_failure(principal, draft, exc, now)
-            raise StorageError("the hub's database failed") from None
+        return run_audited(
+            self._store,
+            lambda session: work(session, now),
+            lambda _result: draft.event(principal, "ok", now),
+            lambda exc: draft.failed(principal, exc, now),
+        )
 
     def _stream_limit(
         self,
         principal: Principal,
-        draft: _AuditDraft,
+        draft: AuditDraft,
         request: exchange_pb2.ContributeRequest | exchange_pb2.MatchRequest,
         offset: int,
     ) -> InvalidRequest | None:
@@ -308,27 +211,14 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
             f"a stream holds at most {MAX_STREAM_ITEMS} items; the messages before this one "
             "were processed, send the rest on a new stream"
         )
-        self._audit_failure(principal, draft, error, self._clock())
+        audit_alone(self._store, draft.failed(principal, error, self._clock()))
         return error
 
-    def _audit_failure(
-        self, principal: Principal, draft: _AuditDraft, exc: BaseException, now: datetime
-    ) -> None:
-        if isinstance(exc, PolicyDenied):
-            draft.reasons.extend(r for r in exc.reasons if r not in draft.reasons)
-        try:
-            with self._store.session() as session:
-                auditlog.append(session, draft.event(principal, audit_outcome(exc), now))
-                session.commit()
-        except (FraudhubError, SQLAlchemyError) as audit_exc:
-            # The request fails anyway; the operator must see that its audit did too.
-            log.error("could not audit a failed %s: %s", draft.action, type(audit_exc).__name__)
-
-    def _begin(self, action: str, request: Message) -> tuple[Principal, Policy, _AuditDraft]:
+    def _begin(self, action: str, request: Message) -> tuple[Principal, Policy, AuditDraft]:
         who = current_principal()
         principal = Principal(who.institution, who.role)
         policy = self._policy.current
-        draft = _AuditDraft(
+        draft = AuditDraft(
             action=action,
             request_digest=request_digest(request.SerializeToString(deterministic=True)),
             policy_version=policy.version,
@@ -345,8 +235,8 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         tally = _ContributeTally(policy_version=policy.version)
         self._contribute_message(principal, policy, draft, request, 0, tally)
         if tally.invalid:
-            _abort_partial(
-                context, _invalid_message(tally.invalid, "stored"), tally.invalid, tally.response()
+            abort_partial(
+                context, invalid_message(tally.invalid, "stored"), tally.invalid, tally.response()
             )
         return tally.response()
 
@@ -363,15 +253,15 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
             too_long = self._stream_limit(principal, draft, request, offset)
             if too_long is not None:
                 # What the earlier messages stored still reaches the caller.
-                _abort_partial(context, str(too_long), tally.invalid, tally.response())
+                abort_partial(context, str(too_long), tally.invalid, tally.response())
             tally.policy_version = policy.version
             self._contribute_message(
                 principal, policy, draft, request, offset, tally, whole_refusal_fails=False
             )
             offset += len(request.indicators)
         if tally.invalid:
-            _abort_partial(
-                context, _invalid_message(tally.invalid, "stored"), tally.invalid, tally.response()
+            abort_partial(
+                context, invalid_message(tally.invalid, "stored"), tally.invalid, tally.response()
             )
         return tally.response()
 
@@ -379,7 +269,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         self,
         principal: Principal,
         policy: Policy,
-        draft: _AuditDraft,
+        draft: AuditDraft,
         request: exchange_pb2.ContributeRequest,
         offset: int,
         tally: _ContributeTally,
@@ -415,7 +305,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                     draft.note(decision)
                 checked = matching.validate_contribution(
                     index,
-                    _contribution_item(item),
+                    contribution_item(item),
                     now=now,
                     categories=indicators.CATEGORIES,
                     key_epoch=self._key_epoch,
@@ -489,7 +379,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
 
         response = self._transact(principal, draft, work)
         if invalid:
-            _abort_partial(context, _invalid_message(invalid, "revoked"), invalid, response)
+            abort_partial(context, invalid_message(invalid, "revoked"), invalid, response)
         return response
 
     # --- Match ---------------------------------------------------------------
@@ -501,7 +391,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         response, invalid = self._match_message(principal, policy, draft, request)
         response.malformed.extend(malformed_items(invalid))
         if invalid:
-            _abort_partial(context, _invalid_message(invalid, "answered"), invalid, response)
+            abort_partial(context, invalid_message(invalid, "answered"), invalid, response)
         return response
 
     def MatchStream(  # noqa: N802 - the name is the RPC's
@@ -524,13 +414,13 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
             response.malformed.extend(malformed_items(message_invalid))
             yield response
         if invalid:
-            raise InvalidItems(_invalid_message(invalid, "answered"), tuple(invalid))
+            raise InvalidItems(invalid_message(invalid, "answered"), tuple(invalid))
 
     def _match_message(
         self,
         principal: Principal,
         policy: Policy,
-        draft: _AuditDraft,
+        draft: AuditDraft,
         request: exchange_pb2.MatchRequest,
         *,
         whole_refusal_fails: bool = True,
@@ -597,24 +487,6 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
 # --- helpers ---------------------------------------------------------------------
 
 
-def replace_field(error: ItemError, field_name: str) -> ItemError:
-    """``error`` reported against the request's repeated field ``field_name``."""
-    return ItemError(error.index, error.kind, f"{error.field}: {error.reason}", field_name)
-
-
-def _contribution_item(item: exchange_pb2.Indicator) -> ContributionItem:
-    return ContributionItem(
-        token=item.token,
-        kind=item.kind,
-        key_epoch=item.key_epoch,
-        category=category_word(item.category),
-        confidence=item.confidence,
-        observed_at=optional_datetime(item, "observed_at"),
-        expires_at=optional_datetime(item, "expires_at"),
-        sealed_label=item.sealed_label or None,
-    )
-
-
 def _check_envelope(purpose: str, case_reference: str, count: int) -> None:
     """Request-level bounds; raises InvalidRequest."""
     if not 1 <= count <= MAX_ITEMS:
@@ -661,65 +533,4 @@ def _match_result(
         disclosure=level,
         min_contributors=decision.obligations.min_contributors,
     )
-    return _encode_summary(index, summary, level, reasons)
-
-
-def _encode_summary(
-    index: int, summary: MatchSummary, granted: Disclosure, reasons: list[str]
-) -> exchange_pb2.MatchResult:
-    result = exchange_pb2.MatchResult(
-        index=index,
-        matched=summary.matched,
-        disclosure=common_pb2.Disclosure.ValueType(int(granted)),
-        contributors=summary.contributors,
-        categories=[category_value(c) for c in summary.categories],
-        max_confidence=summary.max_confidence,
-        labels=[
-            exchange_pb2.SealedLabel(contributor=label.contributor, sealed_label=label.sealed)
-            for label in summary.labels
-        ],
-        reasons=reasons,
-    )
-    if summary.first_seen is not None:
-        result.first_seen.CopyFrom(timestamp(summary.first_seen))
-    if summary.last_seen is not None:
-        result.last_seen.CopyFrom(timestamp(summary.last_seen))
-    return result
-
-
-def malformed_items(invalid: Iterable[ItemError]) -> list[exchange_pb2.MalformedItem]:
-    """The response's complete list of malformed items (the status names only 50)."""
-    return [
-        exchange_pb2.MalformedItem(index=e.index, field=e.field, reason=e.reason) for e in invalid
-    ]
-
-
-def _abort_partial(
-    context: grpc.ServicerContext, message: str, invalid: list[ItemError], partial: Message
-) -> NoReturn:
-    """Fail with INVALID_ARGUMENT naming each bad item, carrying the partial answer.
-
-    The status is the one ``hub.wire.status`` makes for :class:`InvalidItems`
-    (ErrorInfo + BadRequest), plus ``partial`` (the response for the valid
-    items) packed as one more detail, so the SDK still gets its results, if
-    it is at most :data:`MAX_PARTIAL_BYTES`: the status travels in trailing
-    metadata, which gRPC peers bound (16 KiB by default, 2 MiB in the SDK).
-    """
-    size = partial.ByteSize()
-    if size > MAX_PARTIAL_BYTES:
-        # Contributions are idempotent: resending smaller requests loses nothing.
-        message += (
-            f"; the answer for them ({size} bytes) is too large to attach to this status: "
-            "send smaller requests (MatchStream answers each message before the status)"
-        )
-    status = to_rpc_status(InvalidItems(message, tuple(invalid)))
-    if size <= MAX_PARTIAL_BYTES:
-        packed = any_pb2.Any()
-        packed.Pack(partial)
-        status.details.append(packed)
-    context.abort_with_status(rpc_status.to_status(status))
-    raise AssertionError("abort_with_status returned")  # grpc always raises
-
-
-def _invalid_message(invalid: list[ItemError], done: str) -> str:
-    return f"{len(invalid)} item(s) are malformed; the valid items were {done}"
+    return encode_summary(index, summary, level, reasons)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Mapping
 from concurrent import futures
 from types import FrameType
 from typing import Any
@@ -36,7 +36,6 @@ import jwt
 from fraudhub.v1 import admin_pb2, admin_pb2_grpc, exchange_pb2, exchange_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from sqlalchemy.exc import SQLAlchemyError
 
 from client_sdk.core.errors import (
     AuthenticationError,
@@ -50,15 +49,17 @@ from hub.audit.events import AuditEvent
 from hub.keyholder.ceremony import load_public
 from hub.policy.engine import Policy
 from hub.services import audit as audit_service
-from hub.services.admin import AdminService, DatabaseRegistry, DatabaseReplayGuard
+from hub.services.admin import AdminService
+from hub.services.audited import audit_alone, audit_outcome
 from hub.services.config import HubConfig, LivePolicy
-from hub.services.exchange import ExchangeService, audit_outcome
+from hub.services.exchange import ExchangeService
 from hub.storage import auditlog
 from hub.storage.models import utcnow
+from hub.storage.registry import DatabaseRegistry, DatabaseReplayGuard
 from hub.storage.store import StorageError, Store, delete_expired, record_policy_text
 from hub.wire import tls
 from hub.wire.auth import AuthInterceptor, TokenVerifier
-from hub.wire.rpc import Behavior, wrap_handler
+from hub.wire.rpc import around
 from hub.wire.status import ErrorInterceptor
 
 __all__ = ["HUB_METHOD_ROLES", "HubServer", "RefusalAuditInterceptor", "method_names"]
@@ -142,28 +143,16 @@ class RefusalAuditInterceptor(grpc.ServerInterceptor):
             if registered is not None:
                 institution, role = registered.id, registered.role
         service, _, name = method.lstrip("/").partition("/")
-        event = AuditEvent(
+        event = AuditEvent.refusal(
             time=utcnow(),
             institution=institution,
             role=role,
             action=f"{service.rpartition('.')[2]}.{name}",
-            purpose="",
-            legal_basis="",
-            case_ref_digest="",
-            kinds=(),
-            item_count=0,
-            match_count=0,
             outcome=audit_outcome(exc),
-            reasons=(type(exc).__name__,),
+            error=type(exc).__name__,
             policy_version=self._policy.current.version,
-            request_digest="",
         )
-        try:
-            with self._store.session() as session:
-                auditlog.append(session, event)
-                session.commit()
-        except Exception as audit_exc:  # the call is refused either way
-            log.error("could not audit a refused %s: %s", method, type(audit_exc).__name__)
+        audit_alone(self._store, event)  # the call is refused either way (ADR 0007)
 
     def intercept_service(
         self, continuation: Any, handler_call_details: grpc.HandlerCallDetails
@@ -173,35 +162,14 @@ class RefusalAuditInterceptor(grpc.ServerInterceptor):
         if handler is None or method not in self._audited:
             return handler
 
-        def refused(exc: Exception) -> bool:
-            return isinstance(exc, AuthenticationError) or (
-                isinstance(exc, PermissionDenied) and not isinstance(exc, PolicyDenied)
-            )
+        def record_refusal(exc: Exception, context: grpc.ServicerContext) -> None:
+            # A PolicyDenied was decided, and audited, by a servicer.
+            if isinstance(exc, AuthenticationError | PermissionDenied) and not isinstance(
+                exc, PolicyDenied
+            ):
+                self._record(method, exc, context)
 
-        def wrapper(behavior: Behavior, response_streaming: bool) -> Behavior:
-            if response_streaming:
-
-                def streaming(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                    try:
-                        yield from behavior(request, context)
-                    except FraudhubError as exc:
-                        if refused(exc):
-                            self._record(method, exc, context)
-                        raise
-
-                return streaming
-
-            def unary(request: Any, context: grpc.ServicerContext) -> Any:
-                try:
-                    return behavior(request, context)
-                except FraudhubError as exc:
-                    if refused(exc):
-                        self._record(method, exc, context)
-                    raise
-
-            return unary
-
-        return wrap_handler(handler, wrapper)
+        return around(handler, on_error=record_refusal)
 
 
 def _verified_issuer(context: grpc.ServicerContext) -> str | None:
@@ -276,23 +244,16 @@ class HubServer:
         with self.store.session() as session:
             deleted = delete_expired(session, now)
             if deleted:
+                # Same transaction: the deletion and its record commit together.
                 auditlog.append(
                     session,
-                    AuditEvent(
+                    AuditEvent.housekeeping(
                         time=now,
                         institution=HUB_INSTITUTION,
-                        role="operator",
                         action="Hub.ExpirySweep",
-                        purpose="",
-                        legal_basis="",
-                        case_ref_digest="",
-                        kinds=(),
                         item_count=deleted,
-                        match_count=0,
-                        outcome="ok",
                         reasons=("RETENTION_EXPIRED",),
                         policy_version=self.policy.current.version,
-                        request_digest="",
                     ),
                 )
             session.commit()
@@ -338,9 +299,11 @@ class HubServer:
             with self.store.session() as session:
                 record_policy_text(session, policy.version, policy.canonical_text, utcnow())
                 session.commit()
-        except SQLAlchemyError as exc:
-            log.error("could not record policy %s: %s", policy.version[:12], type(exc).__name__)
-            raise StorageError("could not record the policy's text for auditors") from None
+        except StorageError as exc:
+            log.error("could not record policy %s (%s)", policy.version[:12], exc.cause)
+            raise StorageError(
+                "could not record the policy's text for auditors", exc.cause
+            ) from None
 
     def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish for ``grace`` seconds, stop."""

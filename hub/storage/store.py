@@ -19,8 +19,11 @@ Guarantees:
   :func:`delete_expired` removes expired ones for good.
 - Query functions raise fraudhub errors for the caller's mistakes
   (:class:`~client_sdk.core.errors.AlreadyExists`, ``NotFound``,
-  ``QuotaExhausted``) and let SQLAlchemy errors through; the servicers turn
-  those into :class:`StorageError` (a ServerError) without their message.
+  ``QuotaExhausted``).  No SQLAlchemy error leaves this layer: whatever the
+  database raises inside :meth:`Store.session` or :meth:`Store.migrate` (a
+  query, the commit, the rollback) becomes one :class:`StorageError` (a
+  ServerError) naming its cause (:data:`STORAGE_CAUSES`) and never the
+  driver's message, which can hold SQL parameters (tokens, token ids).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from hub.storage.models import Indicator, Institution, PolicyText, QuotaUsage, S
 
 __all__ = [
     "SQLITE_FILENAME",
+    "STORAGE_CAUSES",
     "ContributionCounts",
     "StorageError",
     "Store",
@@ -61,6 +65,8 @@ __all__ = [
     "remember_token",
     "revoke",
     "sqlite_url",
+    "storage_cause",
+    "storage_error",
     "upsert_contributions",
 ]
 
@@ -74,8 +80,67 @@ MIGRATION_LOCK_KEY = int.from_bytes(b"fhmigrat", "big") & (2**63 - 1)
 _IN_CHUNK = 900
 
 
+#: The causes a :class:`StorageError` names.
+STORAGE_CAUSES = ("disk full", "database locked", "corruption", "connection lost", "other")
+
+# SQLite reports its failures as text (sqlite3 exposes no result code before
+# Python 3.11's sqlite_errorname, and then only on some errors).
+_SQLITE_CAUSES = (
+    ("database or disk is full", "disk full"),
+    ("database is locked", "database locked"),
+    ("database table is locked", "database locked"),
+    ("malformed", "corruption"),
+    ("file is not a database", "corruption"),
+    ("unable to open database", "connection lost"),
+)
+# PostgreSQL SQLSTATE codes (Appendix A of its manual) and classes.
+_PG_CAUSES = {
+    "53100": "disk full",  # disk_full
+    "55P03": "database locked",  # lock_not_available (lock_timeout)
+    "40P01": "database locked",  # deadlock_detected
+    "57014": "database locked",  # query_canceled (statement_timeout)
+    "XX001": "corruption",  # data_corrupted
+    "XX002": "corruption",  # index_corrupted
+}
+
+
 class StorageError(ServerError):
-    """The database failed (not the caller's fault)."""
+    """The database failed (not the caller's fault).
+
+    ``cause`` is one of :data:`STORAGE_CAUSES`; the message names it and
+    nothing else of the driver's error.
+    """
+
+    def __init__(self, message: str = "the hub's database failed", cause: str = "other") -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+def storage_cause(exc: sa.exc.SQLAlchemyError) -> str:
+    """Which of :data:`STORAGE_CAUSES` a database error is (never its text)."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return "connection lost"
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if isinstance(sqlstate, str):
+            if sqlstate in _PG_CAUSES:
+                return _PG_CAUSES[sqlstate]
+            if sqlstate.startswith("08"):  # connection_exception class
+                return "connection lost"
+            return "other"
+        text = str(exc.orig).lower()
+        for fragment, cause in _SQLITE_CAUSES:
+            if fragment in text:
+                return cause
+    return "other"
+
+
+def storage_error(exc: sa.exc.SQLAlchemyError) -> StorageError:
+    """The :class:`StorageError` for ``exc``, logged by type and cause only."""
+    cause = storage_cause(exc)
+    # The type and cause only: the driver's text can carry SQL parameters.
+    log.error("database failure: %s (%s)", type(exc).__name__, cause)
+    return StorageError(f"the hub's database failed ({cause})", cause)
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -105,23 +170,38 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session whose transaction the caller commits; rolled back on error."""
-        with Session(self.engine, expire_on_commit=False) as session:
-            try:
-                yield session
-            except Exception:
-                session.rollback()
-                raise
+        """A session whose transaction the caller commits; rolled back on error.
+
+        Raises :class:`StorageError` for any database error inside the block
+        (the commit included), after the rollback.
+        """
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                try:
+                    yield session
+                except Exception:
+                    session.rollback()
+                    raise
+        except sa.exc.SQLAlchemyError as exc:
+            raise storage_error(exc) from None
 
     def migrate(self) -> None:
-        """Bring the schema to the newest alembic revision (``upgrade head``)."""
+        """Bring the schema to the newest alembic revision (``upgrade head``).
+
+        Raises :class:`StorageError` if the database fails.
+        """
         from alembic import command
 
-        with self.engine.begin() as connection:
-            if not self.is_sqlite:
-                # Replicas starting together migrate one after the other.
-                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
-            command.upgrade(alembic_config(connection), "head")
+        try:
+            with self.engine.begin() as connection:
+                if not self.is_sqlite:
+                    # Replicas starting together migrate one after the other.
+                    connection.exec_driver_sql(
+                        f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+                    )
+                command.upgrade(alembic_config(connection), "head")
+        except sa.exc.SQLAlchemyError as exc:
+            raise storage_error(exc) from None
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -13,7 +13,7 @@ verifies it before the servicer runs and guarantees:
   (beyond :data:`LEEWAY` seconds) and lives at most ``MAX_TOKEN_TTL`` seconds.
 - A ``jti`` is accepted once per issuer while its token is alive (a
   :class:`ReplayGuard`).  The hub keeps token ids in its database
-  (``hub.services.admin.DatabaseReplayGuard``), shared by its replicas and kept across
+  (``hub.storage.registry.DatabaseReplayGuard``), shared by its replicas and kept across
   restarts; a key holder keeps them in a SQLite file in its state directory
   (``hub.keyholder.server.SeenTokenFile``).  :class:`ReplayCache` is the in-memory
   guard for a server built without either (tests, embedding).
@@ -39,7 +39,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,7 +56,7 @@ from client_sdk.core.errors import (
 )
 from client_sdk.core.vocabulary import ROLES, Principal
 from client_sdk.wire.auth import JWT_ALGORITHM, MAX_TOKEN_TTL
-from hub.wire.rpc import Behavior, wrap_handler
+from hub.wire.rpc import around
 
 __all__ = [
     "EXEMPT_SERVICES",
@@ -440,29 +440,11 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if handler is None or _service_of(method) in self._exempt:
             return handler
 
-        def wrapper(behavior: Behavior, response_streaming: bool) -> Behavior:
-            if response_streaming:
+        def enter(context: grpc.ServicerContext) -> contextvars.Context:
+            # The servicer (and each step of its response stream) runs in a
+            # context that holds the caller, whichever thread resumes it.
+            ctx = contextvars.copy_context()
+            ctx.run(_PRINCIPAL.set, self.authorize(method, context.invocation_metadata()))
+            return ctx
 
-                def streaming(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                    ctx = contextvars.copy_context()
-                    ctx.run(_PRINCIPAL.set, self.authorize(method, context.invocation_metadata()))
-                    responses = ctx.run(behavior, request, context)
-                    # Run each step of the servicer's generator inside ctx so it
-                    # sees the principal, whichever thread resumes it.
-                    while True:
-                        try:
-                            response = ctx.run(next, responses)
-                        except StopIteration:
-                            return
-                        yield response
-
-                return streaming
-
-            def unary(request: Any, context: grpc.ServicerContext) -> Any:
-                ctx = contextvars.copy_context()
-                ctx.run(_PRINCIPAL.set, self.authorize(method, context.invocation_metadata()))
-                return ctx.run(behavior, request, context)
-
-            return unary
-
-        return wrap_handler(handler, wrapper)
+        return around(handler, enter=enter)

@@ -1,20 +1,25 @@
 """Wrap the behaviour of a gRPC method handler, whatever its streaming shape.
 
-Server interceptors (``hub.wire.status``, ``hub.wire.auth``) need to run code around
-the servicer method itself, where the ``ServicerContext`` is available; gRPC
-exposes four handler shapes for that.  :func:`wrap_handler` rebuilds a handler
-of the same shape with a wrapped behaviour, so each interceptor writes its
-logic once for unary responses and once for streamed responses.
+Server interceptors (``hub.wire.status``, ``hub.wire.auth``,
+``hub.services.server``) need to run code around the servicer method itself,
+where the ``ServicerContext`` is available; gRPC exposes four handler shapes
+for that.  :func:`around` is the one way they do it: an interceptor names
+what runs before the method (:data:`Enter`, which may pick the
+``contextvars.Context`` the method runs in) and what runs when it raises
+(:data:`OnError`), and gets a handler of the same shape back, for unary and
+streamed responses alike.  :func:`wrap_handler` is the shape-preserving
+primitive underneath.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextvars
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import grpc
 
-__all__ = ["Behavior", "HandlerWrapper", "wrap_handler"]
+__all__ = ["Behavior", "Enter", "HandlerWrapper", "OnError", "around", "wrap_handler"]
 
 #: A servicer method: ``(request or request iterator, context) -> response or response iterator``.
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
@@ -47,3 +52,65 @@ def wrap_handler(
     if handler.stream_stream is not None:
         return grpc.stream_stream_rpc_method_handler(wrapper(handler.stream_stream, True), **kwargs)
     raise TypeError("method handler has no behaviour")
+
+
+#: Runs before the method; returns the context the method (and each step of a
+#: streamed response) runs in, or None to run it in the caller's.  May raise.
+Enter = Callable[[grpc.ServicerContext], contextvars.Context | None]
+#: Runs when the method raises; may raise another exception, else the
+#: original one propagates.
+OnError = Callable[[Exception, grpc.ServicerContext], None]
+
+
+def around(
+    handler: grpc.RpcMethodHandler[Any, Any],
+    *,
+    enter: Enter | None = None,
+    on_error: OnError | None = None,
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """``handler`` with ``enter`` run before its behaviour and ``on_error`` when it raises.
+
+    For a streamed response both apply to the whole stream: ``enter`` runs
+    when the stream starts, every step of the servicer's generator runs in
+    the context ``enter`` chose (whichever thread resumes it), and
+    ``on_error`` sees an exception raised at any step.  Errors raised by
+    ``enter`` itself do not reach ``on_error`` (an outer interceptor's does).
+    """
+
+    def wrapper(behavior: Behavior, response_streaming: bool) -> Behavior:
+        if response_streaming:
+
+            def streaming(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                ctx = enter(context) if enter is not None else None
+                try:
+                    if ctx is None:
+                        yield from behavior(request, context)
+                        return
+                    responses = ctx.run(behavior, request, context)
+                    while True:
+                        try:
+                            response = ctx.run(next, responses)
+                        except StopIteration:
+                            return
+                        yield response
+                except Exception as exc:
+                    if on_error is not None:
+                        on_error(exc, context)
+                    raise
+
+            return streaming
+
+        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+            ctx = enter(context) if enter is not None else None
+            try:
+                if ctx is None:
+                    return behavior(request, context)
+                return ctx.run(behavior, request, context)
+            except Exception as exc:
+                if on_error is not None:
+                    on_error(exc, context)
+                raise
+
+        return unary
+
+    return wrap_handler(handler, wrapper)

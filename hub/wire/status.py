@@ -40,7 +40,7 @@ from client_sdk.wire.channels import (
     encode_field_violation,
     error_reason,
 )
-from hub.wire.rpc import Behavior, wrap_handler
+from hub.wire.rpc import around
 
 __all__ = ["INTERNAL_MESSAGE", "ErrorInterceptor", "item_errors", "to_rpc_status"]
 
@@ -140,23 +140,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
             return None
         method: str = handler_call_details.method
 
-        def wrapper(behavior: Behavior, response_streaming: bool) -> Behavior:
-            if response_streaming:
+        def abort(exc: Exception, context: grpc.ServicerContext) -> None:
+            _abort(method, exc, context)
 
-                def streaming(request: Any, context: grpc.ServicerContext) -> Any:
-                    try:
-                        yield from behavior(request, context)
-                    except Exception as exc:
-                        _abort(method, exc, context)
-
-                return streaming
-
-            def unary(request: Any, context: grpc.ServicerContext) -> Any:
-                try:
-                    return behavior(request, context)
-                except Exception as exc:
-                    _abort(method, exc, context)
-
-            return unary
-
-        return wrap_handler(handler, wrapper)
+        return around(handler, on_error=abort)
