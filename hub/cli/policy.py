@@ -21,17 +21,10 @@ import argparse
 import json
 from typing import Any
 
-from hub.policy.engine import (
-    ACTIONS,
-    AUDIT_KIND,
-    TIERS,
-    Context,
-    Decision,
-    Policy,
-    Principal,
-    load_policy,
-)
-from hub.policy.reader import read_scenarios, run_scenarios
+from hub.policy.engine import Policy
+from hub.policy.model import ACTIONS, AUDIT_KIND, TIERS, Context, Decision, Principal
+from hub.policy.reader import load_policy
+from hub.policy.scenarios import read_scenarios, run_scenarios
 
 __all__ = ["register"]
 
