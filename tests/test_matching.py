@@ -20,7 +20,7 @@ from hub.core.matching import (
     clip_expiry,
     validate_contribution,
 )
-from hub.policy.engine import Disclosure
+from hub.policy.model import Disclosure
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 TOKEN = bytes(range(32))

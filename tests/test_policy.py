@@ -1,4 +1,4 @@
-"""The tiered privacy policy (hub.policy.engine, hub.policy.reader).
+"""The tiered privacy policy (hub.policy: model, engine, reader, scenarios).
 
 Three layers of tests: the scenario table of ``policies/default.yaml`` (one
 test per row), the validator against the broken fixtures in
@@ -9,7 +9,10 @@ generated policies.
 
 from __future__ import annotations
 
+import ast
 import re
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client_sdk.core.errors import InvalidRequest, PolicyError
-from hub.policy.engine import (
+from hub.policy import reader
+from hub.policy.engine import Policy, decide
+from hub.policy.model import (
     ACTIONS,
     AUDIT_KIND,
     REASON_TEXT,
@@ -26,21 +31,13 @@ from hub.policy.engine import (
     Decision,
     Disclosure,
     Obligations,
-    Policy,
     PolicyLayer,
     Principal,
     Rule,
-    decide,
     explain_reason,
-    load_policy,
 )
-from hub.policy.reader import (
-    Scenario,
-    parse_layer,
-    parse_scenarios,
-    read_scenarios,
-    run_scenarios,
-)
+from hub.policy.reader import load_policy, parse_layer
+from hub.policy.scenarios import Scenario, parse_scenarios, read_scenarios, run_scenarios
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = str(ROOT / "policies" / "default.yaml")
@@ -726,3 +723,41 @@ def test_decide_never_raises(role: str, action: str, kind: str, purpose: str) ->
     policy = load_policy(MINIMAL)
     d = policy.decide(Principal("i", role), action, kind, purpose, Context(None))
     assert d.reasons and d.version == policy.version
+
+
+def test_engine_imports_neither_reader_nor_yaml() -> None:
+    # The decision is pure: loading the engine (and the model) must not pull in
+    # the YAML reader, so a process that only decides never parses files.
+    code = (
+        "import sys, hub.policy.engine, hub.policy.model; "
+        "print(sorted(m for m in ('yaml', 'hub.policy.reader', 'hub.policy.scenarios') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_policy_modules_import_without_a_cycle() -> None:
+    # Each module imports only the ones before it: model <- engine <- reader <- scenarios.
+    order = ("model", "engine", "reader", "scenarios")
+    for position, name in enumerate(order):
+        tree = ast.parse((ROOT / "hub" / "policy" / f"{name}.py").read_text())
+        imported = {
+            node.module.rsplit(".", 1)[1]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            and node.module is not None
+            and node.module.startswith("hub.policy.")
+        }
+        assert imported <= set(order[:position]), (name, imported)
+
+
+def test_every_rule_key_has_a_reader_or_is_structural() -> None:
+    # _parse_rule reads values from its table: a key accepted by the schema but
+    # missing from the table would be silently dropped.
+    structural = {"id", "effect", "action", "roles", "purposes", "tiers", "kinds"}
+    assert set(reader._RULE_FIELDS) | structural == reader._ALL_RULE_KEYS
+    assert not set(reader._RULE_FIELDS) & structural
+    assert set(reader._ALLOW_REQUIRES) == set(reader._ALLOW_KEYS)
+    for action, required in reader._ALLOW_REQUIRES.items():
+        assert set(required) <= reader._ALLOW_KEYS[action]

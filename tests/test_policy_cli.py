@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hub import cli
-from hub.policy.engine import load_policy
+from hub.policy.reader import load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = str(ROOT / "policies" / "default.yaml")

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hub.keyholder.cli",
     "hub.cli.institution",
     "hub.cli.audit",
+    "hub.cli.exchange",
     "hub.cli.serve",
     "hub.devtools.demo",
     "hub.devtools.sandbox",

@@ -30,7 +30,8 @@ against the verified root before anything is printed (exit 1 or 2 on a
 mismatch).  It costs one full read of the log.
 
 Every command reaches the hub as an institution with the regulator role: an
-Ed25519 key signs a short-lived JWT per call, over TLS unless ``--insecure``.
+Ed25519 key signs a short-lived JWT per call, over TLS unless ``--insecure``;
+the calls go through the SDK's :class:`client_sdk.client.audit.AuditLogClient`.
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from fraudhub.v1 import audit_pb2, audit_pb2_grpc
+from fraudhub.v1 import audit_pb2
 
+from client_sdk.client.audit import AuditLogClient
 from client_sdk.core.errors import AuditLogError, ConfigurationError
 from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth, InstitutionKey
-from client_sdk.wire.channels import ChannelSecurity, errors_from_status, open_channel
+from client_sdk.wire.channels import ChannelSecurity, open_channel
 from client_sdk.wire.codecs import timestamp
 from hub.audit.anomalies import Thresholds, detect
 from hub.audit.checkpoint import LogVerifier
@@ -62,80 +64,9 @@ from hub.audit.verify import VerifiedState, verified_events, verify_log
 from hub.infra.argtypes import positive_float, positive_int
 from hub.services.audit import LOG_KEY_FILENAME, log_signer
 
-__all__ = ["GrpcLogClient", "register"]
+__all__ = ["register"]
 
 DEFAULT_STATE = Path("~/.fraudhub/audit-state.json")
-
-
-class GrpcLogClient:
-    """:class:`hub.audit.verify.LogClient` over the Audit gRPC service.
-
-    Every gRPC failure becomes the fraudhub error of its status.
-    """
-
-    def __init__(self, channel: grpc.Channel, timeout: float = 60.0) -> None:
-        self._stub = audit_pb2_grpc.AuditStub(channel)
-        self._timeout = timeout
-
-    def get_checkpoint(self, fresh: bool) -> str:
-        try:
-            reply = self._stub.GetCheckpoint(
-                audit_pb2.GetCheckpointRequest(fresh=fresh), timeout=self._timeout
-            )
-        except grpc.RpcError as exc:
-            raise errors_from_status(exc) from None
-        return str(reply.note)
-
-    def list_events(self, request: audit_pb2.ListEventsRequest) -> Iterator[tuple[int, bytes]]:
-        try:
-            for record in self._stub.ListEvents(request):
-                yield int(record.leaf_index), bytes(record.encoded)
-        except grpc.RpcError as exc:
-            raise errors_from_status(exc) from None
-
-    def events(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
-        if start >= end:
-            return iter(())
-        return self.list_events(audit_pb2.ListEventsRequest(start=start, end=end))
-
-    def policy(self, version: str) -> audit_pb2.PolicyText:
-        try:
-            return self._stub.GetPolicy(
-                audit_pb2.GetPolicyRequest(version=version), timeout=self._timeout
-            )
-        except grpc.RpcError as exc:
-            raise errors_from_status(exc) from None
-
-    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
-        try:
-            reply = self._stub.GetInclusionProof(
-                audit_pb2.GetInclusionProofRequest(leaf_index=index, tree_size=size),
-                timeout=self._timeout,
-            )
-        except grpc.RpcError as exc:
-            raise errors_from_status(exc) from None
-        return list(reply.hashes)
-
-    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
-        try:
-            reply = self._stub.GetConsistencyProof(
-                audit_pb2.GetConsistencyProofRequest(old_size=old_size, new_size=new_size),
-                timeout=self._timeout,
-            )
-        except grpc.RpcError as exc:
-            raise errors_from_status(exc) from None
-        return list(reply.hashes)
-
-    def report(self, since: datetime | None, until: datetime | None) -> audit_pb2.Report:
-        request = audit_pb2.GetReportRequest()
-        if since is not None:
-            getattr(request, "from").CopyFrom(timestamp(since))
-        if until is not None:
-            request.to.CopyFrom(timestamp(until))
-        try:
-            return self._stub.GetReport(request, timeout=self._timeout)
-        except grpc.RpcError as exc:
-            raise errors_from_status(exc) from None
 
 
 def _when(text: str) -> datetime:
@@ -191,7 +122,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     with _channel(args) as channel:
         try:
             result = verify_log(
-                GrpcLogClient(channel),
+                AuditLogClient(channel),
                 verifier,
                 previous,
                 origin=args.origin,
@@ -213,7 +144,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_policy(args: argparse.Namespace) -> int:
     with _channel(args) as channel:
-        text = GrpcLogClient(channel).policy(args.version)
+        text = AuditLogClient(channel).policy(args.version)
     digest = hashlib.sha256(text.canonical_text.encode("utf-8")).hexdigest()
     if not hmac.compare_digest(digest, args.version) or text.version != args.version:
         print(
@@ -260,7 +191,7 @@ def _report_from_message(message: audit_pb2.InstitutionReport) -> InstitutionRep
 
 
 def _verified_window(
-    client: GrpcLogClient, state_file: str, since: datetime | None, until: datetime | None
+    client: AuditLogClient, state_file: str, since: datetime | None, until: datetime | None
 ) -> Iterator[AuditEvent]:
     """The events of the last verified checkpoint in ``[since, until)``, re-checked."""
     path = Path(state_file).expanduser()
@@ -279,7 +210,7 @@ def _verified_window(
 
 def _cmd_report(args: argparse.Namespace) -> int:
     with _channel(args) as channel:
-        client = GrpcLogClient(channel)
+        client = AuditLogClient(channel)
         if args.verified:
             try:
                 # aggregate() reads every event, so the root check has run before rendering.
@@ -295,7 +226,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _window_events(
-    client: GrpcLogClient, since: datetime | None, until: datetime | None
+    client: AuditLogClient, since: datetime | None, until: datetime | None
 ) -> Iterator[AuditEvent]:
     request = audit_pb2.ListEventsRequest()
     if since is not None:
@@ -314,7 +245,7 @@ def _cmd_anomalies(args: argparse.Namespace) -> int:
     )
     since = args.since or datetime.now(UTC) - timedelta(days=args.days)
     with _channel(args) as channel:
-        client = GrpcLogClient(channel)
+        client = AuditLogClient(channel)
         if args.verified:
             events = _verified_window(client, args.state, since, args.until)
         else:

@@ -1,22 +1,37 @@
 """``fraudhub institution ...``: the one ``institution`` command group.
 
 There is exactly one ``institution`` parser: :func:`register` creates it
-and adds ``keygen``; the hub's registry actions (``add``, ``list``,
-``disable``, ``export``, implemented in ``hub.cli.serve``) are added to the
-same group by :func:`register`.
+with ``keygen`` and the hub's registry actions ``add``, ``list``,
+``disable`` and ``export``.
 
 ``keygen`` makes an institution's Ed25519 key pair: the private key as PEM
 (mode 0600, never overwritten) and the public key, raw 32 bytes in base64,
 in ``<out>.pub`` and on stdout: that is what the hub operator registers.
+
+``add|list|disable|export`` work on the hub's database directly (the
+operator's bootstrap path: the first operator institution cannot be
+registered over an authenticated RPC).  Each change is appended to the audit
+log as done by the local operator (``local-operator``), in the same
+transaction as the change.  ``export`` writes the JSON registry that key
+holders read (``hub.wire.auth.JsonFileRegistry``).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
+import sys
 from pathlib import Path
 from typing import Any
 
+from client_sdk.core.errors import ConfigurationError
 from client_sdk.wire.auth import generate_key, public_key_b64, save_private_key
+from hub.cli.database import add_database_arguments, open_store
+from hub.services.admin import add_institution_locally, disable_institution_locally, to_registered
+from hub.storage.models import Institution, utcnow
+from hub.storage.store import list_institutions
+from hub.wire.auth import ROLES, dump_registry
 
 __all__ = ["register"]
 
@@ -45,7 +60,106 @@ def register(sub: Any) -> argparse._SubParsersAction[argparse.ArgumentParser]:
         "--out", type=Path, required=True, help="private key file to create (PEM, mode 0600)"
     )
     keygen.set_defaults(func=_cmd_keygen)
-    from hub.cli.serve import register_institution_actions
-
-    register_institution_actions(actions)
+    _register_registry_actions(actions)
     return actions
+
+
+# --- institution add | list | disable | export ----------------------------------------
+
+
+def _public_key(args: argparse.Namespace) -> bytes:
+    text = args.public_key
+    if args.public_key_file is not None:
+        try:
+            text = args.public_key_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot read {args.public_key_file}: {exc.strerror}"
+            ) from None
+    if not text:
+        raise ConfigurationError("give --public-key or --public-key-file")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigurationError("the public key must be base64 (institution keygen)") from None
+
+
+def _cmd_add(args: argparse.Namespace) -> int:
+    row = Institution(
+        id=args.id,
+        role=args.role,
+        public_key=_public_key(args),
+        display_name=args.name or args.id,
+        created_at=utcnow(),
+    )
+    to_registered(row)  # validates id, role and key length (ConfigurationError)
+    store = open_store(args, create=True)
+    try:
+        add_institution_locally(store, row, "cli")
+    finally:
+        store.dispose()
+    print(f"registered {row.id} ({row.role})")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    with store.session() as session:
+        rows = list_institutions(session, include_disabled=args.all)
+    store.dispose()
+    print(f"{'id':<24} {'role':<10} {'status':<9} name")
+    for row in rows:
+        status = "enabled" if row.enabled else "disabled"
+        print(f"{row.id:<24} {row.role:<10} {status:<9} {row.display_name}")
+    return 0
+
+
+def _cmd_disable(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    try:
+        disable_institution_locally(store, args.id, "cli")
+    finally:
+        store.dispose()
+    print(f"disabled {args.id}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    with store.session() as session:
+        rows = list_institutions(session, include_disabled=True)
+    store.dispose()
+    text = dump_registry([to_registered(r) for r in rows]) + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.write_text(text)
+        print(f"wrote {len(rows)} institution(s) to {args.out}")
+    return 0
+
+
+def _register_registry_actions(actions: Any) -> None:
+    """Add ``add``, ``list``, ``disable`` and ``export`` to the ``institution`` group."""
+    add = actions.add_parser("add", help="register an institution at the hub")
+    add_database_arguments(add)
+    add.add_argument("--id", required=True, help="1..64 characters of [a-z0-9._-]")
+    add.add_argument("--role", required=True, choices=ROLES)
+    add.add_argument("--name", help="display name")
+    add.add_argument("--public-key", default="", help="base64 Ed25519 public key (keygen)")
+    add.add_argument("--public-key-file", type=Path, help="the <key>.pub file of keygen")
+    add.set_defaults(func=_cmd_add)
+
+    listing = actions.add_parser("list", help="list registered institutions")
+    add_database_arguments(listing)
+    listing.add_argument("--all", action="store_true", help="include disabled institutions")
+    listing.set_defaults(func=_cmd_list)
+
+    disable = actions.add_parser("disable", help="refuse every later call of an institution")
+    add_database_arguments(disable)
+    disable.add_argument("--id", required=True)
+    disable.set_defaults(func=_cmd_disable)
+
+    export = actions.add_parser("export", help="write the registry JSON for key holders")
+    add_database_arguments(export)
+    export.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    export.set_defaults(func=_cmd_export)

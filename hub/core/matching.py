@@ -19,7 +19,7 @@ Guarantees:
   (``own_contribution``); it is the querier's own data.
 - Fewer distinct other contributors than ``min_contributors`` is reported
   exactly like no match.
-- What is returned never exceeds the decided :class:`~hub.policy.engine.Disclosure`:
+- What is returned never exceeds the decided :class:`~hub.policy.model.Disclosure`:
   ``match`` a boolean, ``count`` the number of contributors, ``summary`` the
   categories, first/last seen and maximum confidence, ``labels`` the sealed
   labels with the contributor id each was sealed to (without it the querier
@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 
 from client_sdk.core.errors import ItemError
 from client_sdk.core.tokens import MAX_LABEL_BYTES, TOKEN_BYTES
-from hub.policy.engine import Disclosure
+from hub.policy.model import Disclosure
 
 __all__ = [
     "DEFAULT_RETENTION_DAYS",

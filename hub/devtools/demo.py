@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from client_sdk.client.audit import AuditLogClient
 from client_sdk.client.hub import HubClient, ItemFailure, MatchResult
 from client_sdk.core.errors import FraudhubError
 from client_sdk.core.indicators import canonicalize
@@ -31,7 +32,6 @@ from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth
 from client_sdk.wire.channels import open_channel
 from hub.audit.checkpoint import LogVerifier
 from hub.audit.verify import verify_log
-from hub.cli.audit import GrpcLogClient
 from hub.devtools.deployment import LOG_FILENAME, LocalDeployment
 from hub.infra.resources import shipped
 from hub.services.audit import log_signer
@@ -189,7 +189,7 @@ def run_demo(data_dir: Path, examples: Path | None = None) -> None:
                 BearerAuth(world.keys["regulator-r"], HUB_AUDIENCE),
             )
             try:
-                verified = verify_log(GrpcLogClient(channel), verifier, None, deep=True)
+                verified = verify_log(AuditLogClient(channel), verifier, None, deep=True)
             finally:
                 channel.close()
             _check(

@@ -20,10 +20,9 @@ What this module guarantees (DESIGN.md, "Tiered privacy policy"):
 - **Readable reasons.**  A decision carries stable reason codes
   (:data:`REASON_TEXT` documents each one; ``policies/README.md`` too).
 
-The decision logic does no I/O.  :func:`load_policy` is the one function that
-reads files; it delegates YAML parsing and line-accurate validation to
-:mod:`hub.policy.reader`, imported lazily so that this module is usable
-without touching YAML.
+This module does no I/O and imports neither YAML nor the reader: layers come
+from :mod:`hub.policy.reader` (``load_policy`` reads and composes files) or
+are built in memory; the data types live in :mod:`hub.policy.model`.
 
 Within one layer, the most specific matching ``allow`` rule decides: a rule
 naming the kind beats a rule naming its tier.  Two ``allow`` rules of the same
@@ -48,12 +47,29 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from dataclasses import dataclass, replace
+from typing import Final
 
 from client_sdk.core.errors import InvalidRequest, PolicyError
-from client_sdk.core.vocabulary import TIERS, Disclosure, Principal
+from hub.policy.model import (
+    ACTIONS,
+    AUDIT_KIND,
+    DENIED_OBLIGATIONS,
+    POLICY_FORMAT,
+    REASON_TEXT,
+    RULE_ACTIONS,
+    TIERS,
+    Context,
+    Decision,
+    Disclosure,
+    Obligations,
+    PolicyLayer,
+    Principal,
+    Rule,
+    explain_reason,
+)
 
+# The model's names stay importable from here, where callers found them first.
 __all__ = [
     "ACTIONS",
     "AUDIT_KIND",
@@ -71,277 +87,9 @@ __all__ = [
     "Rule",
     "decide",
     "explain_reason",
-    "load_policy",
 ]
 
-#: Every action a caller may ask about.
-ACTIONS: Final[tuple[str, ...]] = ("contribute", "match", "revoke", "audit")
-#: Actions a rule may name (``revoke`` is derived from ``contribute``).
-RULE_ACTIONS: Final[tuple[str, ...]] = ("contribute", "match", "audit")
-#: The ``kind`` argument for the ``audit`` action: the audit log is not about a kind.
-AUDIT_KIND: Final[str] = ""
-
 _STRICTNESS: Final[Mapping[str, int]] = {tier: i for i, tier in enumerate(TIERS)}
-_FORMAT: Final[str] = "fraudhub-policy/1"
-
-
-@dataclass(frozen=True)
-class Context:
-    """Facts about a request that rules may depend on.
-
-    ``case_reference``: the caller's case number; a blank one counts as none.
-    The policy only tests its presence; it never stores or returns it.
-    """
-
-    case_reference: str | None = None
-
-    @property
-    def has_case_reference(self) -> bool:
-        return self.case_reference is not None and self.case_reference.strip() != ""
-
-
-@dataclass(frozen=True)
-class Obligations:
-    """What the hub must enforce when it acts on an allowed decision.
-
-    ``min_contributors``: a match reported by fewer distinct institutions is
-    shown as no match (k-threshold).  ``daily_quota``: items per institution per
-    UTC day in ``quota_bucket`` (``None``: no quota).  ``retention_days``: cap on
-    how long a contribution is kept (``None``: no cap from the policy).
-    ``attribution_allowed``: whether contributor identities may be disclosed.
-    """
-
-    min_contributors: int
-    daily_quota: int | None
-    quota_bucket: str | None
-    retention_days: int | None
-    case_reference_required: bool
-    attribution_allowed: bool
-    legal_basis: str
-
-    def meet(self, other: Obligations) -> Obligations:
-        """The stricter of ``self`` and ``other``, field by field."""
-        bases = [b for b in (self.legal_basis, other.legal_basis) if b]
-        return Obligations(
-            min_contributors=max(self.min_contributors, other.min_contributors),
-            daily_quota=_min_optional(self.daily_quota, other.daily_quota),
-            quota_bucket=self.quota_bucket,
-            retention_days=_min_optional(self.retention_days, other.retention_days),
-            case_reference_required=self.case_reference_required or other.case_reference_required,
-            attribution_allowed=self.attribution_allowed and other.attribution_allowed,
-            legal_basis="; ".join(dict.fromkeys(bases)),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "min_contributors": self.min_contributors,
-            "daily_quota": self.daily_quota,
-            "quota_bucket": self.quota_bucket,
-            "retention_days": self.retention_days,
-            "case_reference_required": self.case_reference_required,
-            "attribution_allowed": self.attribution_allowed,
-            "legal_basis": self.legal_basis,
-        }
-
-
-#: Obligations of a refusal: nothing may be done, so nothing is owed.
-DENIED_OBLIGATIONS: Final[Obligations] = Obligations(
-    min_contributors=1,
-    daily_quota=0,
-    quota_bucket=None,
-    retention_days=None,
-    case_reference_required=False,
-    attribution_allowed=False,
-    legal_basis="",
-)
-
-
-def _min_optional(a: int | None, b: int | None) -> int | None:
-    """Minimum where ``None`` means unbounded."""
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return min(a, b)
-
-
-# Reason codes.  A code is stable; a parametrised code is "CODE:<rule id>".
-REASON_TEXT: Final[Mapping[str, str]] = {
-    "ALLOW_RULE": "allowed by rule {arg} of the operator's policy",
-    "LIMIT_RULE": "narrowed by override rule {arg} (the stricter setting wins)",
-    "ALLOW_REVOKE": "revocation allowed: the role may contribute this kind (rule {arg})",
-    "DENY_RULE": "refused by deny rule {arg}",
-    "DENY_NO_RULE": "refused: no rule allows this role, purpose, action and kind (default deny)",
-    "DENY_PROHIBITED_KIND": "refused: the kind is in the prohibited tier and is never stored "
-    "or matched",
-    "DENY_UNKNOWN_ACTION": "refused: the action is not one of contribute, match, revoke, audit",
-    "DENY_UNKNOWN_ROLE": "refused: the role is not declared by the policy",
-    "DENY_UNKNOWN_PURPOSE": "refused: the purpose is not declared by the policy",
-    "DENY_UNKNOWN_KIND": "refused: the kind is not in the policy's tier table",
-    "DENY_AUDIT_KIND": "refused: the audit action covers the whole log and takes no kind",
-    "DENY_CASE_REFERENCE_REQUIRED": "refused: this purpose and kind need a case reference, "
-    "and none was given",
-    "CAP_NO_ATTRIBUTION": "capped at summary: a label names the institution that wrote it, "
-    "and the rule does not allow attribution",
-}
-
-
-def explain_reason(code: str) -> str:
-    """Human text for a reason code (``ALLOW_RULE:bank-x`` included).
-
-    Raises KeyError for a code this module does not emit.
-    """
-    name, _, arg = code.partition(":")
-    return REASON_TEXT[name].format(arg=arg)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The answer to one ``decide`` call.
-
-    ``disclosure`` is ``NONE`` whenever ``allow`` is false, and for the
-    ``contribute``, ``revoke`` and ``audit`` actions (which disclose no
-    indicator data).  ``tier`` is the kind's tier (``""`` for an unknown kind
-    and for ``audit``).  ``rules`` are the ids of the rules that decided.
-    """
-
-    allow: bool
-    disclosure: Disclosure
-    reasons: tuple[str, ...]
-    obligations: Obligations
-    version: str
-    tier: str
-    rules: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        # A sealed label is bound to its contributor's id (the AAD): no decision
-        # may show labels without allowing attribution (decide caps it at summary).
-        if self.disclosure >= Disclosure.LABELS and not self.obligations.attribution_allowed:
-            raise ValueError("a decision disclosing labels must allow attribution")
-
-    @property
-    def explanations(self) -> tuple[str, ...]:
-        """The reasons as sentences a person can read."""
-        return tuple(explain_reason(code) for code in self.reasons)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "allow": self.allow,
-            "disclosure": self.disclosure.word,
-            "reasons": list(self.reasons),
-            "explanations": list(self.explanations),
-            "obligations": self.obligations.to_dict(),
-            "version": self.version,
-            "tier": self.tier,
-            "rules": list(self.rules),
-        }
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One rule of a policy layer.
-
-    A rule matches a request when its ``roles``, ``purposes`` and ``action``
-    contain the request's, and (for contribute and match) when ``kinds``
-    contains the kind or ``tiers`` contains the kind's tier.  ``source`` and
-    ``line`` locate it for error messages; they are not part of the policy
-    version.
-    """
-
-    id: str
-    action: str
-    roles: frozenset[str]
-    purposes: frozenset[str]
-    effect: str = "allow"
-    tiers: frozenset[str] = frozenset()
-    kinds: frozenset[str] = frozenset()
-    disclosure: Disclosure = Disclosure.NONE
-    min_contributors: int = 1
-    case_reference_required: bool = False
-    daily_quota: int | None = None
-    retention_days: int | None = None
-    attribution: bool = False
-    legal_basis: str = ""
-    description: str = ""
-    source: str = "<memory>"
-    line: int = 0
-
-    @property
-    def allows(self) -> bool:
-        return self.effect == "allow"
-
-    def where(self) -> str:
-        return f"{self.source}:{self.line}"
-
-    def matches(self, role: str, purpose: str, action: str, kind: str, tier: str) -> bool:
-        if action != self.action or role not in self.roles or purpose not in self.purposes:
-            return False
-        if action == "audit":
-            return True
-        return kind in self.kinds or tier in self.tiers
-
-    def specificity(self, kind: str) -> int:
-        """2 when the rule names the kind itself, 1 when it names the tier."""
-        return 2 if kind in self.kinds else 1
-
-    def obligations(self, purpose: str, tier: str) -> Obligations:
-        bucket = f"audit/{purpose}" if self.action == "audit" else f"{self.action}/{purpose}/{tier}"
-        return Obligations(
-            min_contributors=self.min_contributors,
-            daily_quota=self.daily_quota,
-            quota_bucket=bucket,
-            retention_days=self.retention_days,
-            case_reference_required=self.case_reference_required,
-            attribution_allowed=self.attribution,
-            legal_basis=self.legal_basis,
-        )
-
-    def canonical(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "effect": self.effect,
-            "action": self.action,
-            "roles": sorted(self.roles),
-            "purposes": sorted(self.purposes),
-            "tiers": sorted(self.tiers),
-            "kinds": sorted(self.kinds),
-            "disclosure": self.disclosure.word,
-            "min_contributors": self.min_contributors,
-            "case_reference_required": self.case_reference_required,
-            "daily_quota": self.daily_quota,
-            "retention_days": self.retention_days,
-            "attribution": self.attribution,
-            "legal_basis": self.legal_basis,
-            "description": self.description,
-        }
-
-
-@dataclass(frozen=True)
-class PolicyLayer:
-    """One policy file: the operator's (first) or an override (later).
-
-    ``tiers`` maps kind -> tier; ``None`` for ``tiers``, ``roles`` or
-    ``purposes`` means "as the layers before" (only overrides may omit them).
-    ``tier_basis`` maps tier -> the legal basis of its classification (text).
-    """
-
-    source: str
-    rules: tuple[Rule, ...]
-    tiers: Mapping[str, str] | None = None
-    roles: frozenset[str] | None = None
-    purposes: frozenset[str] | None = None
-    name: str = ""
-    tier_basis: Mapping[str, str] = field(default_factory=dict)
-
-    def canonical(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "tier_basis": dict(sorted(self.tier_basis.items())),
-            "tiers": None if self.tiers is None else dict(sorted(self.tiers.items())),
-            "roles": None if self.roles is None else sorted(self.roles),
-            "purposes": None if self.purposes is None else sorted(self.purposes),
-            "rules": [rule.canonical() for rule in self.rules],
-        }
 
 
 @dataclass(frozen=True)
@@ -393,7 +141,10 @@ class Policy:
         self.purposes: frozenset[str] = purposes
         for layer in self.layers:
             _check_overlaps(layer)
-        canonical = {"format": _FORMAT, "layers": [layer.canonical() for layer in self.layers]}
+        canonical = {
+            "format": POLICY_FORMAT,
+            "layers": [layer.canonical() for layer in self.layers],
+        }
         encoded = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         #: The text ``version`` hashes (the hub keeps it for auditors: Audit.GetPolicy).
         self.canonical_text: str = encoded
@@ -641,20 +392,3 @@ def _check_overlaps(layer: PolicyLayer) -> None:
                             f"{rule.action}, {level} {target or '(log)'}; split or narrow one"
                         )
                     seen[key] = rule
-
-
-def load_policy(*paths: str) -> Policy:
-    """Read, validate and compose policy files.
-
-    The first path is the operator's policy; later paths are overrides
-    (stricter wins).  Raises PolicyError as ``file:line: field: message`` for
-    a file that does not parse or validate, or layers that do not compose.
-    """
-    from hub.policy.reader import read_layer
-
-    if not paths:
-        raise PolicyError("no policy file given")
-    layers: list[PolicyLayer] = []
-    for position, path in enumerate(paths):
-        layers.append(read_layer(path, override=position > 0, before=layers))
-    return Policy(layers)

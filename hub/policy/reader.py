@@ -1,4 +1,4 @@
-"""Reading and validating policy and scenario files (YAML).
+"""Reading and validating policy files (YAML) into the policy model.
 
 Guarantees:
 
@@ -12,13 +12,18 @@ Guarantees:
   value is guessed or silently dropped.
 - Only YAML's safe types are constructed (no Python objects).
 
+Reading files is this module's only I/O: :func:`load_policy` reads, validates
+and composes the layers, and :mod:`hub.policy.engine` decides without ever
+touching a file or YAML.  :class:`NodeReader` and :func:`read_text` also serve
+:mod:`hub.policy.scenarios`, so both document kinds fail the same way.
+
 The schema itself is documented in ``policies/README.md``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
@@ -27,32 +32,17 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from client_sdk.core.errors import PolicyError
-from hub.policy.engine import (
-    RULE_ACTIONS,
-    TIERS,
-    Context,
-    Decision,
-    Disclosure,
-    Policy,
-    PolicyLayer,
-    Principal,
-    Rule,
-)
+from hub.policy.engine import Policy
+from hub.policy.model import POLICY_FORMAT, RULE_ACTIONS, TIERS, Disclosure, PolicyLayer, Rule
 
 __all__ = [
     "POLICY_FORMAT",
-    "SCENARIO_FORMAT",
-    "Scenario",
-    "ScenarioResult",
+    "NodeReader",
+    "load_policy",
     "parse_layer",
-    "parse_scenarios",
     "read_layer",
-    "read_scenarios",
-    "run_scenarios",
+    "read_text",
 ]
-
-POLICY_FORMAT: Final[str] = "fraudhub-policy/1"
-SCENARIO_FORMAT: Final[str] = "fraudhub-policy-scenarios/1"
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -80,9 +70,18 @@ _ALLOW_KEYS: Final[dict[str, frozenset[str]]] = {
     "audit": frozenset({"case_reference_required", "daily_quota", "attribution"}),
 }
 _ALL_RULE_KEYS: Final[frozenset[str]] = _COMMON_RULE_KEYS.union(*_ALLOW_KEYS.values())
+#: Fields an allow rule of an action must set, with the message when it does not
+#: (``legal_basis``, required of every allow rule, is checked before the references).
+_ALLOW_REQUIRES: Final[Mapping[str, Mapping[str, str]]] = {
+    "match": {"disclosure": "a match rule must set its disclosure level"},
+    "contribute": {"retention_days": "a contribute rule must cap retention"},
+    "audit": {},
+}
+#: Reads one field's value node; raises PolicyError (file:line: field: message).
+_FieldReader = Callable[["NodeReader", Node, str], Any]
 
 
-class _Reader:
+class NodeReader:
     """Typed access to a composed YAML node tree, failing with file:line: field."""
 
     def __init__(self, source: str) -> None:
@@ -147,10 +146,18 @@ class _Reader:
             self.fail(node, where, "must not be empty")
         return value
 
+    @staticmethod
+    def is_null(node: Node) -> bool:
+        return isinstance(node, ScalarNode) and node.tag == _NULL
+
+    def verbatim(self, node: Node, where: str) -> str:
+        """A string taken as written, an empty or blank one included."""
+        return str(self.scalar(node, where, _STR, "a string"))
+
     def integer(
         self, node: Node, where: str, *, minimum: int, nullable: bool = False
     ) -> int | None:
-        if nullable and isinstance(node, ScalarNode) and node.tag == _NULL:
+        if nullable and self.is_null(node):
             return None
         value = self.scalar(node, where, _INT, "an integer" + (" or null" if nullable else ""))
         assert isinstance(value, int)
@@ -188,7 +195,7 @@ class _Reader:
         return out
 
 
-def _read_text(path: str) -> str:
+def read_text(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
             return handle.read()
@@ -198,11 +205,26 @@ def _read_text(path: str) -> str:
         raise PolicyError(f"{path}:1: (file): not UTF-8 text") from None
 
 
+def load_policy(*paths: str) -> Policy:
+    """Read, validate and compose policy files.
+
+    The first path is the operator's policy; later paths are overrides
+    (stricter wins).  Raises PolicyError as ``file:line: field: message`` for
+    a file that does not parse or validate, or layers that do not compose.
+    """
+    if not paths:
+        raise PolicyError("no policy file given")
+    layers: list[PolicyLayer] = []
+    for position, path in enumerate(paths):
+        layers.append(read_layer(path, override=position > 0, before=layers))
+    return Policy(layers)
+
+
 def read_layer(
     path: str, *, override: bool = False, before: Sequence[PolicyLayer] = ()
 ) -> PolicyLayer:
     """Read and validate one policy file.  Raises PolicyError (file:line: field: message)."""
-    return parse_layer(_read_text(path), path, override=override, before=before)
+    return parse_layer(read_text(path), path, override=override, before=before)
 
 
 @dataclass
@@ -240,7 +262,7 @@ def parse_layer(
     """
     if override and not before:
         raise PolicyError(f"{source}:1: (document): an override needs the operator's policy first")
-    reader = _Reader(source)
+    reader = NodeReader(source)
     root = reader.compose(text)
     top_required = {"format", "name", "rules"}
     if not override:
@@ -307,7 +329,7 @@ def parse_layer(
 
 
 def _parse_tiers(
-    reader: _Reader, node: Node, declared: _Declared, *, override: bool
+    reader: NodeReader, node: Node, declared: _Declared, *, override: bool
 ) -> tuple[dict[str, str], dict[str, str]]:
     required = frozenset() if override else frozenset(TIERS)
     entries = reader.mapping(node, "tiers", frozenset(TIERS), required)
@@ -339,7 +361,7 @@ def _parse_tiers(
 
 
 def _parse_declared(
-    reader: _Reader,
+    reader: NodeReader,
     top: dict[str, tuple[Node, Node]],
     key: str,
     known: set[str],
@@ -360,7 +382,7 @@ def _parse_declared(
 
 
 def _parse_rule(
-    reader: _Reader,
+    reader: NodeReader,
     node: Node,
     where: str,
     *,
@@ -377,16 +399,7 @@ def _parse_rule(
         effect = reader.string(body["effect"][1], f"{where}.effect")
         if effect not in ("allow", "deny"):
             reader.fail(body["effect"][1], f"{where}.effect", "expected allow or deny")
-    action_node = body["action"][1]
-    action = reader.string(action_node, f"{where}.action")
-    if action == "revoke":
-        reader.fail(
-            action_node,
-            f"{where}.action",
-            "revoke is not written as a rule: a role may revoke the kinds it may contribute",
-        )
-    if action not in RULE_ACTIONS:
-        reader.fail(action_node, f"{where}.action", f"expected one of {', '.join(RULE_ACTIONS)}")
+    action = _parse_action(reader, body["action"][1], f"{where}.action")
     allowed = _COMMON_RULE_KEYS | (_ALLOW_KEYS[action] if effect == "allow" else frozenset())
     for key, (key_node, _) in body.items():
         if key not in allowed:
@@ -403,69 +416,18 @@ def _parse_rule(
     rule_purposes = _references(
         reader, body["purposes"][1], f"{where}.purposes", purposes, "purpose"
     )
-    rule_tiers: frozenset[str] = frozenset()
-    rule_kinds: frozenset[str] = frozenset()
-    if action == "audit":
-        for key in ("tiers", "kinds"):
-            if key in body:
-                reader.fail(
-                    body[key][0],
-                    f"{where}.{key}",
-                    "audit rules cover the whole log (it holds no indicator values); "
-                    "name no tier or kind",
-                )
-    else:
-        if ("tiers" in body) == ("kinds" in body):
-            reader.fail(
-                node, f"{where}.tiers", f"a {action} rule names exactly one of tiers, kinds"
-            )
-        if "tiers" in body:
-            rule_tiers = _references(
-                reader, body["tiers"][1], f"{where}.tiers", frozenset(TIERS), "tier"
-            )
-        else:
-            rule_kinds = _references(
-                reader, body["kinds"][1], f"{where}.kinds", frozenset(tiers), "kind"
-            )
-        if effect == "allow":
+    rule_tiers, rule_kinds = _parse_targets(reader, body, node, where, action, tiers)
+    if effect == "allow":
+        if action != "audit":
             _refuse_prohibited(reader, body, where, rule_tiers, rule_kinds, tiers)
-
-    values: dict[str, Any] = {}
-    if "disclosure" in body:
-        word_node = body["disclosure"][1]
-        word = reader.string(word_node, f"{where}.disclosure")
-        try:
-            if word != word.lower():
-                raise ValueError(word)
-            level = Disclosure.parse(word)
-        except ValueError:
-            reader.fail(
-                word_node,
-                f"{where}.disclosure",
-                "expected one of " + ", ".join(d.word for d in Disclosure if d),
-            )
-        if level == Disclosure.NONE:
-            reader.fail(word_node, f"{where}.disclosure", "use effect: deny to refuse a match")
-        values["disclosure"] = level
-    elif action == "match" and effect == "allow":
-        reader.fail(node, f"{where}.disclosure", "a match rule must set its disclosure level")
-    if action == "contribute" and effect == "allow" and "retention_days" not in body:
-        reader.fail(node, f"{where}.retention_days", "a contribute rule must cap retention")
-    for key, minimum, nullable in (
-        ("min_contributors", 1, False),
-        ("daily_quota", 1, True),
-        ("retention_days", 1, True),
-    ):
-        if key in body:
-            values[key] = reader.integer(
-                body[key][1], f"{where}.{key}", minimum=minimum, nullable=nullable
-            )
-    for key in ("case_reference_required", "attribution"):
-        if key in body:
-            values[key] = reader.boolean(body[key][1], f"{where}.{key}")
-    for key in ("legal_basis", "description"):
-        if key in body:
-            values[key] = reader.string(body[key][1], f"{where}.{key}")
+        for key, message in _ALLOW_REQUIRES[action].items():
+            if key not in body:
+                reader.fail(node, f"{where}.{key}", message)
+    values = {
+        key: read(reader, body[key][1], f"{where}.{key}")
+        for key, read in _RULE_FIELDS.items()
+        if key in body
+    }
     return Rule(
         id=rule_id,
         action=action,
@@ -480,8 +442,88 @@ def _parse_rule(
     )
 
 
+def _parse_action(reader: NodeReader, node: Node, where: str) -> str:
+    action = reader.string(node, where)
+    if action == "revoke":
+        reader.fail(
+            node,
+            where,
+            "revoke is not written as a rule: a role may revoke the kinds it may contribute",
+        )
+    if action not in RULE_ACTIONS:
+        reader.fail(node, where, f"expected one of {', '.join(RULE_ACTIONS)}")
+    return action
+
+
+def _parse_targets(
+    reader: NodeReader,
+    body: dict[str, tuple[Node, Node]],
+    node: Node,
+    where: str,
+    action: str,
+    tiers: dict[str, str],
+) -> tuple[frozenset[str], frozenset[str]]:
+    """The rule's (tiers, kinds): exactly one of them for contribute and match, none for audit."""
+    if action == "audit":
+        for key in ("tiers", "kinds"):
+            if key in body:
+                reader.fail(
+                    body[key][0],
+                    f"{where}.{key}",
+                    "audit rules cover the whole log (it holds no indicator values); "
+                    "name no tier or kind",
+                )
+        return frozenset(), frozenset()
+    if ("tiers" in body) == ("kinds" in body):
+        reader.fail(node, f"{where}.tiers", f"a {action} rule names exactly one of tiers, kinds")
+    if "tiers" in body:
+        named = _references(reader, body["tiers"][1], f"{where}.tiers", frozenset(TIERS), "tier")
+        return named, frozenset()
+    named = _references(reader, body["kinds"][1], f"{where}.kinds", frozenset(tiers), "kind")
+    return frozenset(), named
+
+
+def _read_disclosure(reader: NodeReader, node: Node, where: str) -> Disclosure:
+    word = reader.string(node, where)
+    try:
+        if word != word.lower():
+            raise ValueError(word)
+        level = Disclosure.parse(word)
+    except ValueError:
+        reader.fail(node, where, "expected one of " + ", ".join(d.word for d in Disclosure if d))
+    if level == Disclosure.NONE:
+        reader.fail(node, where, "use effect: deny to refuse a match")
+    return level
+
+
+def _read_count(minimum: int, *, nullable: bool) -> _FieldReader:
+    def read(reader: NodeReader, node: Node, where: str) -> int | None:
+        return reader.integer(node, where, minimum=minimum, nullable=nullable)
+
+    return read
+
+
+def _read_text_field(reader: NodeReader, node: Node, where: str) -> str:
+    return reader.string(node, where)
+
+
+#: How each valued field of a rule is read, in the order its errors are reported
+#: (the structural keys id, effect, action, roles, purposes, tiers, kinds are
+#: read above).  Every key of ``_ALL_RULE_KEYS`` is either structural or here.
+_RULE_FIELDS: Final[Mapping[str, _FieldReader]] = {
+    "disclosure": _read_disclosure,
+    "min_contributors": _read_count(1, nullable=False),
+    "daily_quota": _read_count(1, nullable=True),
+    "retention_days": _read_count(1, nullable=True),
+    "case_reference_required": NodeReader.boolean,
+    "attribution": NodeReader.boolean,
+    "legal_basis": _read_text_field,
+    "description": _read_text_field,
+}
+
+
 def _references(
-    reader: _Reader, node: Node, where: str, known: frozenset[str], what: str
+    reader: NodeReader, node: Node, where: str, known: frozenset[str], what: str
 ) -> frozenset[str]:
     names = reader.names(node, where)
     for i, (name, item) in enumerate(names):
@@ -491,7 +533,7 @@ def _references(
 
 
 def _refuse_prohibited(
-    reader: _Reader,
+    reader: NodeReader,
     body: dict[str, tuple[Node, Node]],
     where: str,
     rule_tiers: frozenset[str],
@@ -504,198 +546,3 @@ def _refuse_prohibited(
     for kind in sorted(rule_kinds):
         if tiers.get(kind) == "prohibited":
             reader.fail(body["kinds"][1], f"{where}.kinds", f"{kind}: {message}")
-
-
-# --- scenarios ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """One row of a scenario table: a request and the decision expected for it.
-
-    ``expect`` holds only the keys the file sets: ``allow`` (always),
-    ``disclosure``, ``tier``, ``reasons`` (exact, in order) and
-    ``obligations`` (a subset of :class:`hub.policy.engine.Obligations` fields).
-    """
-
-    name: str
-    line: int
-    principal: Principal
-    action: str
-    kind: str
-    purpose: str
-    context: Context
-    expect: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class ScenarioResult:
-    scenario: Scenario
-    decision: Decision
-    mismatches: tuple[str, ...]
-
-    @property
-    def passed(self) -> bool:
-        return not self.mismatches
-
-
-_OBLIGATION_KEYS: Final[dict[str, tuple[str, int | None]]] = {
-    "min_contributors": (_INT, 1),
-    "daily_quota": (_INT, 0),
-    "retention_days": (_INT, 0),
-    "case_reference_required": (_BOOL, None),
-    "attribution_allowed": (_BOOL, None),
-    "legal_basis": (_STR, None),
-    "quota_bucket": (_STR, None),
-}
-
-
-def read_scenarios(path: str) -> list[Scenario]:
-    """Read a scenario table.  Raises PolicyError (file:line: field: message)."""
-    return parse_scenarios(_read_text(path), path)
-
-
-def parse_scenarios(text: str, source: str = "<string>") -> list[Scenario]:
-    """Validate a scenario document (format in ``policies/README.md``).  Raises PolicyError."""
-    reader = _Reader(source)
-    top = reader.mapping(
-        reader.compose(text),
-        "",
-        frozenset({"format", "description", "scenarios"}),
-        frozenset({"format", "scenarios"}),
-    )
-    if reader.string(top["format"][1], "format") != SCENARIO_FORMAT:
-        reader.fail(top["format"][1], "format", f"expected {SCENARIO_FORMAT!r}")
-    rows = top["scenarios"][1]
-    if not isinstance(rows, SequenceNode) or not rows.value:
-        reader.fail(rows, "scenarios", "expected a non-empty list")
-    out: list[Scenario] = []
-    names: dict[str, int] = {}
-    for i, node in enumerate(rows.value):
-        where = f"scenarios[{i}]"
-        body = reader.mapping(
-            node,
-            where,
-            frozenset(
-                {
-                    "name",
-                    "institution",
-                    "role",
-                    "action",
-                    "kind",
-                    "purpose",
-                    "case_reference",
-                    "expect",
-                }
-            ),
-            frozenset({"name", "role", "action", "kind", "purpose", "expect"}),
-        )
-        name = reader.string(body["name"][1], f"{where}.name")
-        line = node.start_mark.line + 1
-        if name in names:
-            reader.fail(
-                body["name"][1], f"{where}.name", f"duplicate scenario name (line {names[name]})"
-            )
-        names[name] = line
-        institution = "scenario-institution"
-        if "institution" in body:
-            institution = reader.string(body["institution"][1], f"{where}.institution")
-        case_reference = None
-        if "case_reference" in body:
-            # Taken as written: a blank reference must be refused like a missing one.
-            case_reference = str(
-                reader.scalar(
-                    body["case_reference"][1], f"{where}.case_reference", _STR, "a string"
-                )
-            )
-        # Role, action, kind and purpose are taken as written (even unknown or
-        # empty ones) because scenarios test that the engine refuses them.
-        fields = {
-            key: str(reader.scalar(body[key][1], f"{where}.{key}", _STR, "a string"))
-            for key in ("role", "action", "kind", "purpose")
-        }
-        out.append(
-            Scenario(
-                name=name,
-                line=line,
-                principal=Principal(institution, fields["role"]),
-                action=fields["action"],
-                kind=fields["kind"],
-                purpose=fields["purpose"],
-                context=Context(case_reference=case_reference),
-                expect=_parse_expect(reader, body["expect"][1], f"{where}.expect"),
-            )
-        )
-    return out
-
-
-def _parse_expect(reader: _Reader, node: Node, where: str) -> dict[str, Any]:
-    body = reader.mapping(
-        node,
-        where,
-        frozenset({"allow", "disclosure", "tier", "reasons", "obligations"}),
-        frozenset({"allow"}),
-    )
-    expect: dict[str, Any] = {"allow": reader.boolean(body["allow"][1], f"{where}.allow")}
-    if "disclosure" in body:
-        word_node = body["disclosure"][1]
-        try:
-            expect["disclosure"] = Disclosure.parse(reader.string(word_node, f"{where}.disclosure"))
-        except ValueError:
-            reader.fail(word_node, f"{where}.disclosure", "unknown disclosure level")
-    if "tier" in body:
-        expect["tier"] = str(reader.scalar(body["tier"][1], f"{where}.tier", _STR, "a string"))
-    if "reasons" in body:
-        codes = reader.names(
-            body["reasons"][1], f"{where}.reasons", pattern=re.compile(r"^[A-Z_]+(:.+)?$")
-        )
-        expect["reasons"] = tuple(code for code, _ in codes)
-    if "obligations" in body:
-        entries = reader.mapping(
-            body["obligations"][1], f"{where}.obligations", frozenset(_OBLIGATION_KEYS)
-        )
-        obligations: dict[str, Any] = {}
-        for key, (_, value_node) in entries.items():
-            tag, minimum = _OBLIGATION_KEYS[key]
-            path = f"{where}.obligations.{key}"
-            if tag == _INT:
-                assert minimum is not None
-                obligations[key] = reader.integer(value_node, path, minimum=minimum, nullable=True)
-            elif tag == _BOOL:
-                obligations[key] = reader.boolean(value_node, path)
-            elif isinstance(value_node, ScalarNode) and value_node.tag == _NULL:
-                obligations[key] = None
-            else:
-                obligations[key] = str(reader.scalar(value_node, path, _STR, "a string"))
-        expect["obligations"] = obligations
-    return expect
-
-
-def run_scenarios(policy: Policy, scenarios: Sequence[Scenario]) -> list[ScenarioResult]:
-    """Decide every scenario and compare with its expectation (pure)."""
-    results: list[ScenarioResult] = []
-    for scenario in scenarios:
-        decision = policy.decide(
-            scenario.principal, scenario.action, scenario.kind, scenario.purpose, scenario.context
-        )
-        results.append(ScenarioResult(scenario, decision, _mismatches(scenario.expect, decision)))
-    return results
-
-
-def _mismatches(expect: dict[str, Any], decision: Decision) -> tuple[str, ...]:
-    out: list[str] = []
-    if expect["allow"] != decision.allow:
-        out.append(f"allow: expected {expect['allow']}, got {decision.allow}")
-    if "disclosure" in expect and expect["disclosure"] != decision.disclosure:
-        out.append(
-            f"disclosure: expected {expect['disclosure'].word}, got {decision.disclosure.word}"
-        )
-    if "tier" in expect and expect["tier"] != decision.tier:
-        out.append(f"tier: expected {expect['tier']}, got {decision.tier}")
-    if "reasons" in expect and expect["reasons"] != decision.reasons:
-        out.append(f"reasons: expected {list(expect['reasons'])}, got {list(decision.reasons)}")
-    actual = decision.obligations.to_dict()
-    for key, value in expect.get("obligations", {}).items():
-        if actual[key] != value:
-            out.append(f"obligations.{key}: expected {value!r}, got {actual[key]!r}")
-    return tuple(out)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hub.infra.resources import shipped
-from hub.policy.engine import Policy, load_policy
+from hub.policy.engine import Policy
+from hub.policy.reader import load_policy
 from hub.storage.store import sqlite_url
 
 __all__ = [
