@@ -190,7 +190,7 @@ def _explain_mismatch(
     )
 
 
-def verify_log(
+def verify_log(  # noqa: PLR0912 - the numbered checks of the module docstring, in order, in one place
     client: LogClient,
     verifier: LogVerifier,
     previous: VerifiedState | None,

@@ -359,7 +359,7 @@ def _parse_declared(
     return frozenset(name for name, _ in names)
 
 
-def _parse_rule(
+def _parse_rule(  # noqa: PLR0912, PLR0915 - one branch per rule key; being table-driven in the policy split
     reader: _Reader,
     node: Node,
     where: str,
