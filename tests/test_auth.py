@@ -357,6 +357,7 @@ def test_registry_errors_name_the_entry(text: str, message: str) -> None:
 # --- the interceptor on a real server: every handler shape sees the principal ----------
 
 
+@pytest.mark.e2e
 def test_interceptor_passes_the_principal_to_every_handler_shape() -> None:
     def who(request: Any, context: grpc.ServicerContext) -> bytes:
         return current_principal().institution.encode()

@@ -22,6 +22,7 @@ def test_unknown_names_are_attribute_errors() -> None:
         _ = client_sdk.Store  # type: ignore[attr-defined]
 
 
+@pytest.mark.e2e
 def test_importing_errors_does_not_load_grpc() -> None:
     code = "import sys, client_sdk.core.errors; print('grpc' in sys.modules)"
     done = subprocess.run(

@@ -106,6 +106,7 @@ ROUND_TRIPS: list[FraudhubError] = [
 ]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("error", ROUND_TRIPS, ids=lambda e: type(e).__name__)
 def test_errors_round_trip_with_class_and_details(
     serve: Callable[..., grpc.Channel], error: FraudhubError
@@ -118,6 +119,7 @@ def test_errors_round_trip_with_class_and_details(
         assert getattr(back, attribute, None) == getattr(error, attribute, None)
 
 
+@pytest.mark.e2e
 def test_many_item_errors_are_capped(serve: Callable[..., grpc.Channel]) -> None:
     items = tuple(ItemError(i, "phone", "invalid", "indicators") for i in range(5000))
     back = _failure(serve({"M": _raising(InvalidItems("5000 invalid items", items))}))
@@ -125,6 +127,7 @@ def test_many_item_errors_are_capped(serve: Callable[..., grpc.Channel]) -> None
     assert back.items == items[:MAX_FIELD_VIOLATIONS]
 
 
+@pytest.mark.e2e
 def test_unexpected_exceptions_are_internal_and_not_echoed(
     serve: Callable[..., grpc.Channel], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -138,6 +141,7 @@ def test_unexpected_exceptions_are_internal_and_not_echoed(
     assert SECRET not in logged and SECRET not in caplog.text
 
 
+@pytest.mark.e2e
 def test_a_servicer_abort_keeps_its_status(serve: Callable[..., grpc.Channel]) -> None:
     def behavior(request: bytes, context: grpc.ServicerContext) -> bytes:
         context.abort(grpc.StatusCode.NOT_FOUND, "gone")
@@ -146,6 +150,7 @@ def test_a_servicer_abort_keeps_its_status(serve: Callable[..., grpc.Channel]) -
     assert isinstance(back, NotFound) and str(back) == "gone"
 
 
+@pytest.mark.e2e
 def test_streaming_responses_are_mapped_too(serve: Callable[..., grpc.Channel]) -> None:
     def behavior(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         yield b"first"
