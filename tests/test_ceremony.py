@@ -139,7 +139,7 @@ def test_deal_copies_where_hard_links_are_not_supported(
     def no_links(_source: object, _target: object) -> None:
         raise PermissionError("operation not permitted")  # vfat, exFAT
 
-    monkeypatch.setattr(ceremony.os, "link", no_links)
+    monkeypatch.setattr("hub.keyholder.ceremony.os.link", no_links)
     shares, public = ceremony.deal_to_directory(2, 3, tmp_path)
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in shares)
     assert ceremony.load_public(public).threshold == 2

@@ -19,7 +19,7 @@ def test_every_public_name_resolves() -> None:
 
 def test_unknown_names_are_attribute_errors() -> None:
     with pytest.raises(AttributeError):
-        _ = client_sdk.Store  # type: ignore[attr-defined]
+        _ = client_sdk.Store
 
 
 @pytest.mark.e2e

@@ -82,7 +82,8 @@ def _raising(exc: Exception) -> grpc.RpcMethodHandler[Any, Any]:
 
 def _failure(channel: grpc.Channel, method: str = "/t.T/M") -> FraudhubError:
     with pytest.raises(grpc.RpcError) as info:
-        channel.unary_unary(method)(b"request", timeout=10)
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
+        call(b"request", timeout=10)
     return errors_from_status(info.value)
 
 
@@ -157,7 +158,8 @@ def test_streaming_responses_are_mapped_too(serve: Callable[..., grpc.Channel]) 
         raise QuotaExhausted("quota spent mid-stream")
 
     channel = serve({"S": grpc.unary_stream_rpc_method_handler(behavior)})
-    replies = channel.unary_stream("/t.T/S")(b"request", timeout=10)
+    stream: grpc.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream("/t.T/S")
+    replies = stream(b"request", timeout=10)
     assert next(replies) == b"first"
     with pytest.raises(grpc.RpcError) as info:
         next(replies)
