@@ -44,4 +44,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/oprf.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
