@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fraudhub-installed
 PYTEST_ARGS ?= -n auto
 
-.PHONY: demo test lint protos bench venv clean
+.PHONY: demo test test-fast lint protos bench venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,12 +21,21 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/fraudhub demo $(DEMO_ARGS)
 
+# Static checks: style, formatting, types, import contracts (pyproject.toml
+# [tool.importlinter]) and module size (tests/check_module_size.py).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python tests/check_module_size.py
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The pure core and unit tests: no servers, no subprocesses, no PostgreSQL.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not e2e and not postgres"
 
 protos: $(STAMP)
 	$(BIN)/python protos/generate.py
@@ -35,4 +44,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/oprf.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache

@@ -26,8 +26,8 @@ from client_sdk.wire.auth import (
     save_private_key,
 )
 from client_sdk.wire.channels import ChannelSecurity, open_channel
-from hub.audit.verify import VerifiedState
 from hub.cli import main
+from hub.cli.audit import load_verified_state
 from hub.keyholder.ceremony import deal_to_directory
 from hub.services.audit import log_signer
 from hub.services.config import HubConfig
@@ -118,7 +118,7 @@ class RunningHub:
         return status, out + err
 
     def verified_size(self) -> int:
-        state = VerifiedState.load(self.state)
+        state = load_verified_state(self.state)
         assert state is not None
         return state.size
 

@@ -6,7 +6,7 @@ Shared by test_auth.py, test_keyholder.py and test_tokenizer.py.  Servers bind
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +98,7 @@ def start_holder(
 def running_holders(
     world: World,
     state_dir: Path,
-    servicers: dict[int, type[KeyHolderServicer]] | None = None,
+    servicers: Mapping[int, type[KeyHolderServicer]] | None = None,
 ) -> Iterator[dict[int, KeyHolderServer]]:
     """Start one server per share (optionally a tampered servicer class per index)."""
     servers: dict[int, KeyHolderServer] = {}

@@ -2,23 +2,52 @@
 
 pyproject maps the ``fraudhub`` package to ``protos/fraudhub``; the repository
 is not pip-installed in development, so ``protos/`` goes on ``sys.path``.
+
+Markers: a test that starts a gRPC server or a subprocess must be marked
+``e2e`` (``make test-fast`` leaves those out); one that is not marked and
+tries fails at once (:func:`_unmarked_tests_start_nothing`).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import grpc
 import pytest
 import sqlalchemy as sa
 
 _PROTOS = str(Path(__file__).resolve().parent.parent / "protos")
 if _PROTOS not in sys.path:
     sys.path.insert(0, _PROTOS)
+
+# pysodium finds libsodium by running `ldconfig -p` when first imported; load it
+# here, before the fixture below refuses subprocesses in unmarked tests.
+import client_sdk.core._sodium  # noqa: E402, F401
+
+# --- markers ------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _unmarked_tests_start_nothing(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keep the ``e2e`` marker honest: only marked tests start servers or subprocesses."""
+    if request.node.get_closest_marker("e2e") is not None:
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        pytest.fail(
+            "this test starts a server or a subprocess: mark it @pytest.mark.e2e", pytrace=False
+        )
+
+    monkeypatch.setattr(grpc, "server", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
 
 
 # --- databases (hub store and end-to-end tests) --------------------------------

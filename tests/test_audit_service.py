@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -89,7 +90,7 @@ def test_list_events_pages_through_the_whole_log(stub: audit_pb2_grpc.AuditStub)
 
 
 def test_list_events_filters(stub: audit_pb2_grpc.AuditStub) -> None:
-    def indexes(**fields: object) -> list[int]:
+    def indexes(**fields: Any) -> list[int]:
         request = audit_pb2.ListEventsRequest(end=60, filter=audit_pb2.EventFilter(**fields))
         return [r.leaf_index for r in stub.ListEvents(request)]
 
@@ -118,11 +119,11 @@ def test_proofs_verify_against_the_signed_checkpoint(
         merkle.verify_inclusion(
             merkle.leaf_hash(bodies[index]), index, 2500, list(proof.hashes), checkpoint.root_hash
         )
-    proof = stub.GetConsistencyProof(
+    consistency = stub.GetConsistencyProof(
         audit_pb2.GetConsistencyProofRequest(old_size=1000, new_size=2500)
     )
     merkle.verify_consistency(
-        1000, 2500, merkle.root_hash(bodies[:1000]), checkpoint.root_hash, list(proof.hashes)
+        1000, 2500, merkle.root_hash(bodies[:1000]), checkpoint.root_hash, list(consistency.hashes)
     )
     # Without fresh, the same checkpoint comes back while the hub signed no newer one.
     again = stub.GetCheckpoint(audit_pb2.GetCheckpointRequest())

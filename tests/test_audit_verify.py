@@ -34,9 +34,11 @@ from sqlmodel import Session, SQLModel
 
 from client_sdk.core.errors import AuditLogError, ConfigurationError
 from hub.audit import merkle
-from hub.audit.checkpoint import Checkpoint, LogSigner, LogVerifier, load_or_create_log_key
+from hub.audit.checkpoint import Checkpoint, LogSigner, LogVerifier
 from hub.audit.events import AuditEvent, decode, request_digest
 from hub.audit.verify import VerifiedState, verify_log
+from hub.cli.audit import load_verified_state, save_verified_state
+from hub.infra.privatefiles import load_or_create_log_key
 from hub.services.audit import DEFAULT_ORIGIN, LOG_KEY_FILENAME
 from hub.storage import auditlog
 
@@ -520,18 +522,18 @@ def test_state_file_is_checked_when_loaded(tmp_path: Path) -> None:
         note=signer.sign_checkpoint(Checkpoint(ORIGIN, 5, compact.root())),
     )
     path = tmp_path / "state.json"
-    state.save(path)
-    assert VerifiedState.load(path) == state
-    assert VerifiedState.load(tmp_path / "missing.json") is None
+    save_verified_state(state, path)
+    assert load_verified_state(path) == state
+    assert load_verified_state(tmp_path / "missing.json") is None
     obj = json.loads(path.read_text())
     obj["size"] = 7  # a compact range of 5 leaves (2 hashes) cannot describe 7 (3)
     path.write_text(json.dumps(obj))
     with pytest.raises(ConfigurationError, match="compact range of 7 leaves"):
-        VerifiedState.load(path)
+        load_verified_state(path)
     obj["size"], obj["root_hash"] = 5, obj["compact_range"][0]
     path.write_text(json.dumps(obj))
     with pytest.raises(ConfigurationError, match="does not match its root"):
-        VerifiedState.load(path)
+        load_verified_state(path)
     path.write_text("{}")
     with pytest.raises(ConfigurationError, match="not a fraudhub audit state file"):
-        VerifiedState.load(path)
+        load_verified_state(path)

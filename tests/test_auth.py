@@ -357,6 +357,7 @@ def test_registry_errors_name_the_entry(text: str, message: str) -> None:
 # --- the interceptor on a real server: every handler shape sees the principal ----------
 
 
+@pytest.mark.e2e
 def test_interceptor_passes_the_principal_to_every_handler_shape() -> None:
     def who(request: Any, context: grpc.ServicerContext) -> bytes:
         return current_principal().institution.encode()
@@ -368,7 +369,7 @@ def test_interceptor_passes_the_principal_to_every_handler_shape() -> None:
     def who_after_stream(requests: Any, context: grpc.ServicerContext) -> bytes:
         return b"%d:" % sum(1 for _ in requests) + current_principal().role.encode()
 
-    methods = {
+    methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "Unary": grpc.unary_unary_rpc_method_handler(who),
         "Server": grpc.unary_stream_rpc_method_handler(who_stream),
         "Client": grpc.stream_unary_rpc_method_handler(who_after_stream),
@@ -386,14 +387,21 @@ def test_interceptor_passes_the_principal_to_every_handler_shape() -> None:
     auth = BearerAuth(InstitutionKey("bank-a", BANK_KEY), AUD)
     try:
         channel = open_channel(f"127.0.0.1:{port}", security, auth)
-        assert channel.unary_unary("/t.T/Unary")(b"", timeout=10) == b"bank-a"
-        assert list(channel.unary_stream("/t.T/Server")(b"", timeout=10)) == [b"bank-a"] * 2
-        assert channel.stream_unary("/t.T/Client")(iter([b"", b""]), timeout=10) == b"2:bank"
-        assert list(channel.stream_stream("/t.T/Both")(iter([b""]), timeout=10)) == [b"bank-a"] * 2
+        unary: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/t.T/Unary")
+        server_stream: grpc.UnaryStreamMultiCallable[bytes, bytes]
+        server_stream = channel.unary_stream("/t.T/Server")
+        client_stream: grpc.StreamUnaryMultiCallable[bytes, bytes]
+        client_stream = channel.stream_unary("/t.T/Client")
+        both: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream("/t.T/Both")
+        assert unary(b"", timeout=10) == b"bank-a"
+        assert list(server_stream(b"", timeout=10)) == [b"bank-a"] * 2
+        assert client_stream(iter([b"", b""]), timeout=10) == b"2:bank"
+        assert list(both(iter([b""]), timeout=10)) == [b"bank-a"] * 2
         carrier = BearerAuth(InstitutionKey("carrier-b", CARRIER_KEY), AUD)
         denied = open_channel(f"127.0.0.1:{port}", security, carrier)
         with pytest.raises(grpc.RpcError) as info:
-            denied.unary_unary("/t.T/Unary")(b"", timeout=10)
+            refused: grpc.UnaryUnaryMultiCallable[bytes, bytes] = denied.unary_unary("/t.T/Unary")
+            refused(b"", timeout=10)
         assert isinstance(errors_from_status(info.value), PermissionDenied)
     finally:
         server.stop(None)

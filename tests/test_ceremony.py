@@ -12,7 +12,7 @@ from client_sdk.core import oprf, threshold
 from client_sdk.core.errors import ConfigurationError
 from client_sdk.core.threshold import KeyShare, PublicKeyInfo, deal
 from hub.cli import main
-from hub.keyholder import ceremony
+from hub.keyholder import ceremony, keyfiles
 
 
 def test_deal_writes_private_shares_and_public_key(
@@ -24,10 +24,10 @@ def test_deal_writes_private_shares_and_public_key(
     assert [p.name for p in shares] == ["share-1.json", "share-2.json", "share-3.json"]
     for p in shares:
         assert stat.S_IMODE(p.stat().st_mode) == 0o600
-    public = ceremony.load_public(out / "public.json")
-    loaded = [ceremony.load_share(p) for p in shares]
+    public = keyfiles.load_public(out / "public.json")
+    loaded = [keyfiles.load_share(p) for p in shares]
     for s in loaded:
-        ceremony.check_share(s, public)
+        keyfiles.check_share(s, public)
     # The dealt shares work: any two combine to the same token.
     batch = threshold.blind_batch([b"x"])
     r = [threshold.holder_evaluate(s, batch.blinded_elements) for s in loaded]
@@ -56,7 +56,7 @@ def test_world_readable_share_is_refused(tmp_path: Path) -> None:
     paths, _ = ceremony.deal_to_directory(1, 2, tmp_path)
     paths[0].chmod(0o644)
     with pytest.raises(Exception, match="chmod 600"):
-        ceremony.load_share(paths[0])
+        keyfiles.load_share(paths[0])
 
 
 @pytest.mark.parametrize(
@@ -139,10 +139,10 @@ def test_deal_copies_where_hard_links_are_not_supported(
     def no_links(_source: object, _target: object) -> None:
         raise PermissionError("operation not permitted")  # vfat, exFAT
 
-    monkeypatch.setattr(ceremony.os, "link", no_links)
+    monkeypatch.setattr("hub.keyholder.ceremony.os.link", no_links)
     shares, public = ceremony.deal_to_directory(2, 3, tmp_path)
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in shares)
-    assert ceremony.load_public(public).threshold == 2
+    assert keyfiles.load_public(public).threshold == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "public.json",
         "share-1.json",

@@ -17,10 +17,10 @@ from hub.audit.checkpoint import (
     LogSigner,
     LogVerifier,
     key_id,
-    load_or_create_log_key,
     open_checkpoint,
     parse_checkpoint_body,
 )
+from hub.infra.privatefiles import load_or_create_log_key
 
 ORIGIN = "fraudhub.test/audit"
 ROOT = hashlib.sha256(b"root").digest()

@@ -23,9 +23,10 @@ def test_every_public_name_resolves() -> None:
 
 def test_unknown_names_are_attribute_errors() -> None:
     with pytest.raises(AttributeError):
-        _ = client_sdk.Store  # type: ignore[attr-defined]
+        _ = client_sdk.Store
 
 
+@pytest.mark.e2e
 def test_importing_errors_does_not_load_grpc() -> None:
     code = "import sys, client_sdk.core.errors; print('grpc' in sys.modules)"
     done = subprocess.run(
@@ -38,6 +39,7 @@ def test_importing_errors_does_not_load_grpc() -> None:
     assert done.stdout.strip() == "False"
 
 
+@pytest.mark.e2e
 def test_regulator_audit_client_is_sdk_only() -> None:
     # A regulator installs the SDK, not the hub: its Audit client must load
     # without importing anything of the hub (or of the hub's CLI).

@@ -63,7 +63,7 @@ def test_categories_follow_the_wire_enum() -> None:
 
 def test_disclosure_numbers_are_the_wire_enum() -> None:
     for level in Disclosure:
-        assert common_pb2.Disclosure.Value(level.name if level else "DISCLOSURE_NONE") == level
+        assert common_pb2.Disclosure.Value(level.name if level else "DISCLOSURE_NONE") == int(level)
         assert codecs.disclosure_word(int(level)) == level.word
     with pytest.raises(InvalidRequest):
         codecs.disclosure_word(len(Disclosure))

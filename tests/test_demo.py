@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.e2e  # runs fraudhub as a subprocess
 
 
 def run_fraudhub(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

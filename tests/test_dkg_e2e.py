@@ -18,8 +18,8 @@ from client_sdk.core import oprf, threshold
 from client_sdk.core.threshold import KeyShare, PublicKeyInfo
 from client_sdk.core.tokens import TokenKeys, derive_token_keys, oprf_input
 from hub.cli import main as fraudhub
-from hub.keyholder.ceremony import load_public, load_share
 from hub.keyholder.dkg_local import Participant, run_dkg_locally, run_refresh_locally
+from hub.keyholder.keyfiles import load_public, load_share
 
 pytestmark = pytest.mark.e2e
 

@@ -15,8 +15,8 @@ from client_sdk.core import _sodium as sodium
 from client_sdk.core.envelope import seal_envelope
 from client_sdk.core.errors import ConfigurationError, DkgError
 from hub.keyholder import dkg_files
-from hub.keyholder.ceremony import load_public, load_share
 from hub.keyholder.dkg_files import ROUNDS, init_participant, run_round
+from hub.keyholder.keyfiles import load_public, load_share
 
 
 def setup(tmp_path: Path, n: int) -> tuple[list[Path], Path]:

@@ -343,7 +343,7 @@ def test_bad_jwt_is_unauthenticated_and_audited(world: LocalDeployment, kind: st
         purpose=SIM, queries=[exchange_pb2.MatchQuery(token=bytes(32), kind="phone", key_epoch=1)]
     )
     with pytest.raises(grpc.RpcError) as error:
-        exchange.Match(request, metadata=[("authorization", f"Bearer {token}")])
+        exchange.Match(request, metadata=(("authorization", f"Bearer {token}"),))
     assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
     event = last_event(world)
     assert (event["institution"], event["outcome"]) == ("unauthenticated", "UNAUTHENTICATED")
@@ -356,7 +356,7 @@ def test_replayed_jwt_is_unauthenticated(world: LocalDeployment) -> None:
     request = exchange_pb2.MatchRequest(
         purpose=SIM, queries=[exchange_pb2.MatchQuery(token=bytes(32), kind="phone", key_epoch=1)]
     )
-    metadata = [("authorization", f"Bearer {token}")]
+    metadata = (("authorization", f"Bearer {token}"),)
     assert len(exchange.Match(request, metadata=metadata).results) == 1
     with pytest.raises(grpc.RpcError) as error:
         exchange.Match(request, metadata=metadata)
@@ -678,7 +678,7 @@ def test_policy_reload_command(world: LocalDeployment, capsys: pytest.CaptureFix
 
 def _details(error: grpc.RpcError, response: Any) -> list[str]:
     """Field names of the BadRequest in ``error``; unpacks the partial answer into ``response``."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None
     fields: list[str] = []
     for detail in status.details:

@@ -97,7 +97,7 @@ def scenario(world: LocalDeployment, tmp_path: Path) -> None:
     with pytest.raises(grpc.RpcError):
         exchange.Match(
             exchange_pb2.MatchRequest(purpose="x", queries=[]),
-            metadata=[("authorization", f"Bearer {token}")],
+            metadata=(("authorization", f"Bearer {token}"),),
         )
 
 

@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.e2e  # runs fraudhub as a subprocess
 
 # Make `import pysodium` fail the way it does when the shared library is absent
 # (pysodium raises ValueError from its ctypes loader).

@@ -14,8 +14,9 @@ def test_results_are_handled_in_order_on_the_callers_thread() -> None:
     with _Pipeline[int]() as pipeline:
         for n in range(5):
             pipeline.push(
-                lambda n=n: n * n, lambda r: handled.append((r, threading.current_thread().name))
-            )  # type: ignore[misc]
+                lambda n=n: n * n,  # type: ignore[misc]  # mypy cannot type a default-bound lambda
+                lambda r: handled.append((r, threading.current_thread().name)),
+            )
     assert [r for r, _ in handled] == [0, 1, 4, 9, 16]
     assert {name for _, name in handled} == {threading.current_thread().name}
 

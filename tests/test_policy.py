@@ -725,6 +725,7 @@ def test_decide_never_raises(role: str, action: str, kind: str, purpose: str) ->
     assert d.reasons and d.version == policy.version
 
 
+@pytest.mark.e2e
 def test_engine_imports_neither_reader_nor_yaml() -> None:
     # The decision is pure: loading the engine (and the model) must not pull in
     # the YAML reader, so a process that only decides never parses files.

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "protos" / "fraudhub" / "v1"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
@@ -24,6 +26,7 @@ def _generated(directory: Path) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.e2e
 def test_committed_generated_code_is_fresh(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, str(REPO / "protos" / "generate.py"), "--out", str(tmp_path)],

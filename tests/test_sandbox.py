@@ -179,6 +179,7 @@ def test_sandbox_on_postgresql_reports_ready_and_stops(tmp_path: Path) -> None:
         assert status == 0, sandbox.stderr_path.read_text()
 
 
+@pytest.mark.e2e
 def test_reuse_loads_the_state_and_enroll_keeps_registered_keys(tmp_path: Path) -> None:
     state, clients = tmp_path / "state", tmp_path / "clients"
     with LocalDeployment(state, clients, log_to_file=False) as first:

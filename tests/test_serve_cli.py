@@ -107,6 +107,7 @@ def _checkpoint_size(tmp_path: Path, at_least: int, within: float = 10.0) -> int
         store.dispose()
 
 
+@pytest.mark.e2e
 def test_serve_reloads_on_sighup_and_stops_on_sigterm(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

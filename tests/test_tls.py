@@ -57,6 +57,7 @@ def test_missing_files_name_the_fix(tmp_path: Path) -> None:
         load_server_credentials(tls_files(tmp_path, "hub"))
 
 
+@pytest.mark.e2e
 def test_bind_requires_tls_unless_insecure(caplog: pytest.LogCaptureFixture) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(1))
     try:
@@ -70,6 +71,7 @@ def test_bind_requires_tls_unless_insecure(caplog: pytest.LogCaptureFixture) -> 
         server.stop(None)
 
 
+@pytest.mark.e2e
 def test_a_busy_port_is_refused_not_shared() -> None:
     first = grpc.server(futures.ThreadPoolExecutor(1), options=SERVER_OPTIONS)
     second = grpc.server(futures.ThreadPoolExecutor(1), options=SERVER_OPTIONS)

@@ -82,7 +82,8 @@ def _raising(exc: Exception) -> grpc.RpcMethodHandler[Any, Any]:
 
 def _failure(channel: grpc.Channel, method: str = "/t.T/M") -> FraudhubError:
     with pytest.raises(grpc.RpcError) as info:
-        channel.unary_unary(method)(b"request", timeout=10)
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
+        call(b"request", timeout=10)
     return errors_from_status(info.value)
 
 
@@ -106,6 +107,7 @@ ROUND_TRIPS: list[FraudhubError] = [
 ]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("error", ROUND_TRIPS, ids=lambda e: type(e).__name__)
 def test_errors_round_trip_with_class_and_details(
     serve: Callable[..., grpc.Channel], error: FraudhubError
@@ -118,6 +120,7 @@ def test_errors_round_trip_with_class_and_details(
         assert getattr(back, attribute, None) == getattr(error, attribute, None)
 
 
+@pytest.mark.e2e
 def test_many_item_errors_are_capped(serve: Callable[..., grpc.Channel]) -> None:
     items = tuple(ItemError(i, "phone", "invalid", "indicators") for i in range(5000))
     back = _failure(serve({"M": _raising(InvalidItems("5000 invalid items", items))}))
@@ -125,6 +128,7 @@ def test_many_item_errors_are_capped(serve: Callable[..., grpc.Channel]) -> None
     assert back.items == items[:MAX_FIELD_VIOLATIONS]
 
 
+@pytest.mark.e2e
 def test_unexpected_exceptions_are_internal_and_not_echoed(
     serve: Callable[..., grpc.Channel], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -138,6 +142,7 @@ def test_unexpected_exceptions_are_internal_and_not_echoed(
     assert SECRET not in logged and SECRET not in caplog.text
 
 
+@pytest.mark.e2e
 def test_a_servicer_abort_keeps_its_status(serve: Callable[..., grpc.Channel]) -> None:
     def behavior(request: bytes, context: grpc.ServicerContext) -> bytes:
         context.abort(grpc.StatusCode.NOT_FOUND, "gone")
@@ -146,13 +151,15 @@ def test_a_servicer_abort_keeps_its_status(serve: Callable[..., grpc.Channel]) -
     assert isinstance(back, NotFound) and str(back) == "gone"
 
 
+@pytest.mark.e2e
 def test_streaming_responses_are_mapped_too(serve: Callable[..., grpc.Channel]) -> None:
     def behavior(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         yield b"first"
         raise QuotaExhausted("quota spent mid-stream")
 
     channel = serve({"S": grpc.unary_stream_rpc_method_handler(behavior)})
-    replies = channel.unary_stream("/t.T/S")(b"request", timeout=10)
+    stream: grpc.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream("/t.T/S")
+    replies = stream(b"request", timeout=10)
     assert next(replies) == b"first"
     with pytest.raises(grpc.RpcError) as info:
         next(replies)

@@ -20,7 +20,7 @@ This is the only module that touches HKDF and the AEAD.  It guarantees:
 from __future__ import annotations
 
 import hmac
-import os
+import secrets
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -112,7 +112,7 @@ def seal_label(label_key: bytes, token: bytes, kind: str, contributor: str, labe
     """Seal ``label`` so only a holder of the raw value can open it."""
     if len(label) > MAX_LABEL_BYTES:
         raise InvalidRequest(f"label longer than {MAX_LABEL_BYTES} bytes")
-    nonce = os.urandom(NONCE_BYTES)
+    nonce = secrets.token_bytes(NONCE_BYTES)
     return nonce + ChaCha20Poly1305(label_key).encrypt(nonce, label, _aad(token, kind, contributor))
 
 

@@ -26,10 +26,8 @@ import base64
 import binascii
 import hashlib
 import hmac
-import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -45,7 +43,6 @@ __all__ = [
     "LogSigner",
     "LogVerifier",
     "key_id",
-    "load_or_create_log_key",
     "open_checkpoint",
     "parse_checkpoint_body",
 ]
@@ -221,34 +218,3 @@ def open_checkpoint(note: str, verifier: LogVerifier, *, origin: str | None = No
             f"checkpoint is for log {checkpoint.origin!r}, not the expected {origin!r}"
         )
     return checkpoint
-
-
-def load_or_create_log_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
-    """Load the hub's Ed25519 log key (PKCS#8 PEM), creating it (mode 0600) if missing.
-
-    Raises ConfigurationError if the file exists but is not an Ed25519 private key.
-    """
-    key_path = Path(path)
-    if not key_path.exists():
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        key_path.parent.mkdir(parents=True, exist_ok=True)
-        # O_EXCL: two processes starting at once must not both write a key.
-        try:
-            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return load_or_create_log_key(key_path)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-        return key
-    try:
-        loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    except (ValueError, TypeError) as exc:
-        raise ConfigurationError(f"log key {key_path} is not an unencrypted PEM key") from exc
-    if not isinstance(loaded, Ed25519PrivateKey):
-        raise ConfigurationError(f"log key {key_path} is not an Ed25519 key")
-    return loaded

@@ -62,11 +62,29 @@ from hub.audit.events import AuditEvent, decode
 from hub.audit.report import FORMATS, InstitutionReport, aggregate, render
 from hub.audit.verify import VerifiedState, verified_events, verify_log
 from hub.infra.argtypes import positive_float, positive_int
+from hub.infra.privatefiles import write_private_atomically
 from hub.services.audit import LOG_KEY_FILENAME, log_signer
 
-__all__ = ["register"]
+__all__ = ["load_verified_state", "register", "save_verified_state"]
 
 DEFAULT_STATE = Path("~/.fraudhub/audit-state.json")
+
+
+def load_verified_state(path: Path) -> VerifiedState | None:
+    """The regulator's state in ``path``, or None if the file does not exist.
+
+    Raises ConfigurationError naming ``path`` if the file is not a state file.
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    return VerifiedState.from_json(text, str(path))
+
+
+def save_verified_state(state: VerifiedState, path: Path) -> None:
+    """Replace the state in ``path`` atomically (mode 0600)."""
+    write_private_atomically(path, state.to_json())
 
 
 def _when(text: str) -> datetime:
@@ -106,7 +124,7 @@ def _read_log_key(value: str) -> str:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     state_path = Path(args.state).expanduser()
-    previous = VerifiedState.load(state_path)
+    previous = load_verified_state(state_path)
     if args.log_key:
         vkey = _read_log_key(args.log_key)
         if previous is not None and previous.verifier_key != vkey:
@@ -133,7 +151,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         except AuditLogError as exc:
             print(f"fraudhub audit verify: FAILED: {exc}", file=sys.stderr)
             return 1
-    result.state.save(state_path)
+    save_verified_state(result.state, state_path)
     since = f"size {result.previous_size}" if previous else "the empty log"
     print(
         f"audit log verified: checkpoint of size {result.state.size} from {since}, "
@@ -195,7 +213,7 @@ def _verified_window(
 ) -> Iterator[AuditEvent]:
     """The events of the last verified checkpoint in ``[since, until)``, re-checked."""
     path = Path(state_file).expanduser()
-    state = VerifiedState.load(path)
+    state = load_verified_state(path)
     if state is None:
         raise ConfigurationError(f"{path}: no verified checkpoint; run `fraudhub audit verify`")
     print(

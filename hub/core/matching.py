@@ -129,7 +129,7 @@ def clip_expiry(expires_at: datetime, now: datetime, retention_days: int | None)
     return min(expires_at, now + timedelta(days=retention_days))
 
 
-def validate_contribution(
+def validate_contribution(  # noqa: PLR0911 - one early return per documented item error
     index: int,
     item: ContributionItem,
     *,

@@ -40,13 +40,8 @@ from client_sdk.wire.auth import (
     save_private_key,
 )
 from client_sdk.wire.channels import ChannelSecurity
-from hub.keyholder.ceremony import (
-    PUBLIC_NAME,
-    SHARE_NAME,
-    deal_to_directory,
-    load_public,
-    load_share,
-)
+from hub.keyholder.ceremony import deal_to_directory
+from hub.keyholder.keyfiles import PUBLIC_NAME, SHARE_NAME, load_public, load_share
 from hub.keyholder.server import KeyHolderServer, KeyHolderServicer, QuotaLedger, SeenTokenFile
 from hub.services.admin import add_institution_locally
 from hub.services.config import HubConfig, default_policy

@@ -25,23 +25,18 @@ from pathlib import Path
 from typing import Any
 
 from client_sdk.core.errors import ConfigurationError
-from client_sdk.core.threshold import MAX_HOLDERS, KeyShare, PublicKeyInfo, deal
+from client_sdk.core.threshold import MAX_HOLDERS, deal
 from hub.infra.argtypes import positive_int
+from hub.keyholder.keyfiles import (
+    PUBLIC_NAME,
+    SHARE_NAME,
+    check_share,
+    load_public,
+    load_share,
+    write_private,
+)
 
-__all__ = ["check_share", "deal_to_directory", "load_public", "load_share", "register"]
-
-SHARE_NAME = "share-{index}.json"
-PUBLIC_NAME = "public.json"
-
-
-def _write_private(path: Path, text: str) -> None:
-    # O_EXCL: a ceremony never silently replaces a holder's existing share.
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise ConfigurationError(f"{path} already exists; deal into an empty directory") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(text + "\n")
+__all__ = ["deal_to_directory", "register"]
 
 
 def deal_to_directory(
@@ -63,7 +58,7 @@ def deal_to_directory(
     try:
         names = [SHARE_NAME.format(index=share.index) for share in shares]
         for name, share in zip(names, shares, strict=True):
-            _write_private(staging / name, share.to_json())
+            write_private(staging / name, share.to_json())
         (staging / PUBLIC_NAME).write_text(public.to_json() + "\n")
         for name in [*names, PUBLIC_NAME]:
             _place(staging / name, out / name)
@@ -93,45 +88,6 @@ def _place(staged: Path, target: Path) -> None:
         raise ConfigurationError(f"{target} already exists; deal into an empty directory") from None
     with os.fdopen(fd, "wb") as handle:
         handle.write(staged.read_bytes())
-
-
-def _read(path: Path, what: str) -> str:
-    try:
-        return path.read_text()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {what} file {path}: {exc.strerror}") from None
-
-
-def load_share(path: Path) -> KeyShare:
-    """Load a share file; refuse one readable by group or others."""
-    if os.name == "posix" and path.exists() and path.stat().st_mode & 0o077:
-        raise ConfigurationError(f"share file {path} must not be readable by others (chmod 600)")
-    try:
-        return KeyShare.from_json(_read(path, "share"))
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"{path}: {exc}") from None
-
-
-def load_public(path: Path) -> PublicKeyInfo:
-    """Load and check a public key file."""
-    try:
-        public = PublicKeyInfo.from_json(_read(path, "public key"))
-        public.check_consistent()
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"{path}: {exc}") from None
-    return public
-
-
-def check_share(share: KeyShare, public: PublicKeyInfo) -> None:
-    """Raise ConfigurationError unless ``share`` belongs to ``public``."""
-    if (share.epoch, share.threshold, share.holders) != (
-        public.epoch,
-        public.threshold,
-        public.holders,
-    ):
-        raise ConfigurationError("share and public key are from different ceremonies")
-    if share.public_share != public.public_shares.get(share.index):
-        raise ConfigurationError(f"share {share.index} does not match its public share")
 
 
 # --- CLI -------------------------------------------------------------------------

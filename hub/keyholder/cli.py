@@ -20,7 +20,7 @@ from client_sdk.core.errors import ConfigurationError
 from client_sdk.core.threshold import MAX_HOLDERS
 from client_sdk.wire.auth import keyholder_audience
 from hub.infra.argtypes import positive_int
-from hub.keyholder.ceremony import check_share, load_public, load_share
+from hub.keyholder.keyfiles import check_share, load_public, load_share
 from hub.keyholder.server import (
     DEFAULT_DAILY_QUOTA,
     KeyHolderServer,

@@ -19,8 +19,8 @@ from typing import Any
 from client_sdk.core.errors import ConfigurationError, FraudhubError
 from client_sdk.core.threshold import MAX_HOLDERS
 from hub.infra.argtypes import positive_int
-from hub.keyholder.ceremony import load_public, load_share
 from hub.keyholder.dkg_files import ROUNDS, init_participant, run_round
+from hub.keyholder.keyfiles import load_public, load_share
 
 __all__ = ["main", "register"]
 

@@ -43,7 +43,7 @@ from client_sdk.core import dkg
 from client_sdk.core.envelope import EnvelopeError, open_envelope, seal_envelope
 from client_sdk.core.errors import ConfigurationError
 from client_sdk.core.threshold import KeyShare, PublicKeyInfo
-from hub.keyholder.ceremony import PUBLIC_NAME, SHARE_NAME, _write_private, load_public
+from hub.keyholder.keyfiles import PUBLIC_NAME, SHARE_NAME, load_public, write_private
 
 __all__ = ["ROUNDS", "Identity", "init_participant", "run_round"]
 
@@ -514,7 +514,7 @@ def _finish(ctx: _Context, out: Path) -> tuple[Path | None, Path | None]:
     )
     out.mkdir(parents=True, exist_ok=True)
     share_path = out / SHARE_NAME.format(index=share.index)
-    _write_private(share_path, share.to_json())
+    write_private(share_path, share.to_json())
     public_path = out / PUBLIC_NAME
     public_path.write_text(public.to_json() + "\n")
     load_public(public_path)

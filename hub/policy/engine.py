@@ -175,7 +175,7 @@ class Policy:
 
     # --- decisions --------------------------------------------------------
 
-    def decide(
+    def decide(  # noqa: PLR0911 - one early return per documented DENY_ reason, in precedence order
         self,
         principal: Principal,
         action: str,

@@ -42,9 +42,10 @@ from typing_extensions import override
 from client_sdk.core.errors import FraudhubError, InvalidRequest
 from client_sdk.core.vocabulary import Principal
 from client_sdk.wire.codecs import optional_datetime, timestamp
-from hub.audit.checkpoint import LogSigner, load_or_create_log_key
+from hub.audit.checkpoint import LogSigner
 from hub.audit.events import AuditEvent, decode, request_digest
 from hub.audit.report import InstitutionReport, aggregate
+from hub.infra.privatefiles import load_or_create_log_key
 from hub.services.audited import audit_alone, audit_outcome, run_audited
 from hub.services.config import (
     CHECKPOINT_EVERY_EVENTS,

@@ -46,7 +46,7 @@ from client_sdk.core.errors import (
 from client_sdk.wire.auth import HUB_AUDIENCE
 from client_sdk.wire.channels import MAX_MESSAGE_BYTES
 from hub.audit.events import AuditEvent
-from hub.keyholder.ceremony import load_public
+from hub.keyholder.keyfiles import load_public
 from hub.policy.engine import Policy
 from hub.services import audit as audit_service
 from hub.services.admin import AdminService
