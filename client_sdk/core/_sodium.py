@@ -78,7 +78,8 @@ def _load() -> Any:
     except (ImportError, OSError, ValueError) as exc:  # pysodium raises ValueError if not found
         raise ConfigurationError(_INSTALL_HINT) from exc
     lib = pysodium.sodium
-    if not hasattr(lib, "crypto_core_ristretto255_from_hash"):
+    needed = ("crypto_core_ristretto255_from_hash", "crypto_core_ed25519_is_valid_point")
+    if not all(hasattr(lib, name) for name in needed):
         raise ConfigurationError(_INSTALL_HINT)
     if lib.sodium_init() < 0:
         raise ConfigurationError("libsodium failed to initialise")
