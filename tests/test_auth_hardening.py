@@ -43,8 +43,10 @@ from client_sdk.wire.auth import (
     public_key_bytes,
 )
 from client_sdk.wire.channels import open_channel
+from hub.audit.checkpoint import LogVerifier
 from hub.cli import main
 from hub.devtools.deployment import LocalDeployment
+from hub.keyholder.dkg_files import Identity
 from hub.storage import models
 from hub.storage.registry import DatabaseRegistry
 from hub.storage.store import Store, add_institution, sqlite_url
@@ -218,6 +220,32 @@ def test_institution_add_command_refuses_a_weak_key(
     assert main(["institution", "add", *args, "--public-key", weak]) == 2
     err = capsys.readouterr().err
     assert "shadow-bank" in err and "weak Ed25519 key" in err
+
+
+def test_a_pinned_log_or_witness_key_must_not_be_weak() -> None:
+    """A small-order log key would make any forged checkpoint signature verify."""
+    for key in SMALL_ORDER:
+        with pytest.raises(ConfigurationError, match="weak Ed25519 key"):
+            LogVerifier("fraudhub.example/log", key)
+    LogVerifier("fraudhub.example/log", public_key_bytes(generate_key()))
+
+
+def test_a_dkg_identity_with_a_weak_signing_key_is_refused() -> None:
+    envelope = sodium.scalarmult_base(sodium.scalar_random())
+
+    def identity(signing: bytes) -> dict[str, Any]:
+        return {
+            "name": "holder-1",
+            "dealer": 1,
+            "recipient": 1,
+            "signing_key": signing.hex(),
+            "envelope_key": envelope.hex(),
+        }
+
+    with pytest.raises(ConfigurationError, match="identity keys are malformed or weak"):
+        Identity.from_dict(identity(IDENTITY_KEY), "identity.json")
+    honest = public_key_bytes(generate_key())
+    assert Identity.from_dict(identity(honest), "identity.json").signing_key == honest
 
 
 # --- aud ------------------------------------------------------------------------------
