@@ -209,7 +209,11 @@ def test_a_local_registration_is_rolled_back_with_its_event(
     world: LocalDeployment, appends: FailingAppends
 ) -> None:
     row = Institution(
-        id="bank-local", role="bank", public_key=bytes(32), display_name="x", created_at=utcnow()
+        id="bank-local",
+        role="bank",
+        public_key=public_key_bytes(generate_key()),  # bytes(32) is a weak key (ADR 0011)
+        display_name="x",
+        created_at=utcnow(),
     )
     appends.count = 1
     with pytest.raises(store.StorageError, match="disk full"):

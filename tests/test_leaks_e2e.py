@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -22,9 +23,11 @@ from test_demo import ROOT, run_fraudhub
 from client_sdk import Indicator
 from client_sdk.client.hub import ItemFailure
 from client_sdk.core.errors import InvalidRequest, PolicyDenied
-from client_sdk.wire.auth import mint_jwt
+from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth, mint_jwt
 from client_sdk.wire.channels import open_channel
 from hub.devtools.deployment import LocalDeployment
+from hub.storage.models import utcnow
+from hub.storage.store import disable_institution
 
 EXAMPLES = ROOT / "examples"
 
@@ -99,6 +102,33 @@ def scenario(world: LocalDeployment, tmp_path: Path) -> None:
             exchange_pb2.MatchRequest(purpose="x", queries=[]),
             metadata=(("authorization", f"Bearer {token}"),),
         )
+    stream_ended_by_a_disable(world, pairs)
+
+
+def stream_ended_by_a_disable(world: LocalDeployment, pairs: list[tuple[str, str]]) -> None:
+    """A MatchStream of real tokens refused mid-stream (ADR 0011) logs and audits no value."""
+    world.register("bank-gone", "bank")
+    phones = [(k, v) for k, v in pairs if k == "phone"]
+    tokens = world.client("bank-gone")._tokenizer.tokenize(phones)
+    queries = [
+        exchange_pb2.MatchQuery(token=t.match_token, kind="phone", key_epoch=world.public.epoch)
+        for t in tokens
+    ]
+    requests = [exchange_pb2.MatchRequest(purpose="payment_screening", queries=queries)] * 2
+    auth = BearerAuth(world.keys["bank-gone"], HUB_AUDIENCE)
+    stub = exchange_pb2_grpc.ExchangeStub(open_channel(world.hub_address, world.security, auth))
+
+    def feed() -> Iterator[exchange_pb2.MatchRequest]:
+        yield requests[0]
+        with world.hub.store.session() as session:
+            disable_institution(session, "bank-gone", utcnow())
+            session.commit()
+        world.hub.registry.invalidate()
+        yield requests[1]
+
+    with pytest.raises(grpc.RpcError) as ended:
+        list(stub.MatchStream(feed(), timeout=30))
+    assert ended.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 @pytest.mark.e2e

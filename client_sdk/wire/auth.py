@@ -12,6 +12,8 @@ Every call to the hub or a key holder carries ``authorization: Bearer <jwt>``
   so every token is single-use at a server that keeps a replay cache.
 - :class:`BearerAuth` mints a fresh token for every call, so a retried call
   never reuses a ``jti``.
+- :func:`check_public_key` refuses Ed25519 public keys anyone could sign for
+  (small-order and non-canonical points); every registry applies it.
 
 Audiences name one server, so a token a key holder saw cannot be replayed at
 another server: :data:`HUB_AUDIENCE` for the hub, :func:`keyholder_audience`
@@ -35,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from client_sdk.core import _sodium as sodium
 from client_sdk.core.errors import ConfigurationError, InvalidRequest
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "MAX_TOKEN_TTL",
     "BearerAuth",
     "InstitutionKey",
+    "check_public_key",
     "generate_key",
     "keyholder_audience",
     "load_private_key",
@@ -64,6 +68,27 @@ PRIVATE_KEY_MODE = 0o600
 def keyholder_audience(index: int) -> str:
     """The JWT audience of key holder ``index`` (its share index)."""
     return f"fraudhub:keyholder:{index}"
+
+
+def check_public_key(raw: bytes) -> None:
+    """Refuse a raw Ed25519 public key that would let anyone sign as its owner.
+
+    A key must be 32 bytes encoding a point of the prime-order subgroup, in
+    its canonical encoding (RFC 8032 section 5.1.3: ``y < p``).  A small-order
+    key such as ``01 00..00`` (the identity) verifies the signature
+    ``01 00..00 || 00..00`` on every message with RFC 8032's cofactorless
+    check, which OpenSSL and so ``cryptography`` implement; the check itself is
+    libsodium's (``client_sdk.core._sodium.is_strong_ed25519_public_key``).
+    The key is public, so the message may name the problem but the caller
+    names the owner.  Raises ConfigurationError.
+    """
+    if len(raw) != 32:
+        raise ConfigurationError("public key must be 32 bytes")
+    if not sodium.is_strong_ed25519_public_key(raw):
+        raise ConfigurationError(
+            "public key is a weak Ed25519 key (small-order, non-canonical or off the "
+            "prime-order subgroup); generate one with 'fraudhub institution keygen'"
+        )
 
 
 def generate_key() -> Ed25519PrivateKey:

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from client_sdk.core import _sodium as sodium
 from client_sdk.core.errors import CheckpointError, ConfigurationError
 
 __all__ = [
@@ -139,6 +140,9 @@ class LogVerifier:
         _check_name(name)
         if len(public_key) != 32:
             raise ConfigurationError("an Ed25519 public key is 32 bytes")
+        if not sodium.is_strong_ed25519_public_key(public_key):
+            # A small-order key "verifies" forged signatures (ADR 0011).
+            raise ConfigurationError(f"the key of {name} is a weak Ed25519 key (small-order)")
         self.name = name
         self.public_key = public_key
         self.key_id = key_id(name, public_key)

@@ -83,8 +83,10 @@ class Identity:
             )
         except (KeyError, TypeError, ValueError):
             raise ConfigurationError(f"{where}: not a DKG identity file") from None
-        if len(ident.signing_key) != 32 or not sodium.is_valid_element(ident.envelope_key):
-            raise ConfigurationError(f"{where}: identity keys are malformed")
+        # A small-order signing key would let anyone sign as this participant.
+        strong = sodium.is_strong_ed25519_public_key(ident.signing_key)
+        if not strong or not sodium.is_valid_element(ident.envelope_key):
+            raise ConfigurationError(f"{where}: identity keys are malformed or weak")
         return ident
 
 

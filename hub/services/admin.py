@@ -40,8 +40,7 @@ from hub.storage.registry import (
     DatabaseReplayGuard,
     to_registered,
 )
-from hub.wire.auth import ROLES, current_principal
-from hub.wire.auth import Institution as RegisteredInstitution
+from hub.wire.auth import ROLES, current_principal, is_institution_id
 
 __all__ = [
     "LOCAL_OPERATOR",
@@ -258,8 +257,4 @@ class AdminService(admin_pb2_grpc.AdminServicer):
 
 
 def _is_identifier(value: str) -> bool:
-    try:
-        RegisteredInstitution(id=value, name="", role="bank", public_key=bytes(32))
-    except ConfigurationError:
-        return False
-    return True
+    return is_institution_id(value)

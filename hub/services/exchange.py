@@ -88,7 +88,7 @@ from hub.storage.store import (
     revoke,
     upsert_contributions,
 )
-from hub.wire.auth import current_principal
+from hub.wire.auth import current_principal_still_valid
 
 __all__ = [
     "MAX_CASE_REFERENCE",
@@ -215,7 +215,9 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         return error
 
     def _begin(self, action: str, request: Message) -> tuple[Principal, Policy, AuditDraft]:
-        who = current_principal()
+        # Re-checked per stream message: an expired token or a disabled
+        # institution ends the stream (hub.wire.auth).
+        who = current_principal_still_valid()
         principal = Principal(who.institution, who.role)
         policy = self._policy.current
         draft = AuditDraft(

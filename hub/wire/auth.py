@@ -7,8 +7,14 @@ verifies it before the servicer runs and guarantees:
 - Only EdDSA (Ed25519) signatures are accepted: ``alg: none``, HMAC (even
   keyed with the public key bytes), RSA and ECDSA are refused.
 - ``iss`` names a registered, enabled institution and ``sub`` equals it; the
-  signature verifies with that institution's registered key.
-- ``aud`` equals this server's audience; ``exp``, ``iat``, ``nbf`` and ``jti``
+  signature verifies with that institution's registered key.  No registry
+  holds a weak key: :class:`Institution` refuses small-order and
+  non-canonical Ed25519 keys (``client_sdk.wire.auth.check_public_key``), so
+  a registry file holding one does not load, and a database row holding one
+  (registered before the check existed) authenticates nobody.
+- ``aud`` is one string equal to this server's audience (RFC 7519 allows an
+  array; a token carrying one would be good at several servers, so an array
+  is refused even when it holds only this audience); ``exp``, ``iat``, ``nbf`` and ``jti``
   are required; the token is not expired, not used before ``nbf``/``iat``
   (beyond :data:`LEEWAY` seconds) and lives at most ``MAX_TOKEN_TTL`` seconds.
 - A ``jti`` is accepted once per issuer while its token is alive (a
@@ -19,7 +25,14 @@ verifies it before the servicer runs and guarantees:
   guard for a server built without either (tests, embedding).
 - The caller's role is allowed for the method by a per-method table; methods
   missing from the table are denied.
-- The servicer reads the caller with :func:`current_principal`.
+- The servicer reads the caller with :func:`current_principal`.  A stream
+  outlives the check made when it opened, so a streaming servicer calls
+  :func:`current_principal_still_valid` for every message: once the token's
+  ``exp`` (plus :data:`LEEWAY`) has passed the stream ends UNAUTHENTICATED
+  ("token expired during the stream"), once the institution is disabled or
+  unregistered PERMISSION_DENIED / UNAUTHENTICATED.  The check reads ``exp``
+  from the verified claims and the institution from the registry, whose
+  lookups the servers cache (the hub for ``REGISTRY_TTL`` = 2 s).
 
 Failures raise :class:`~client_sdk.core.errors.AuthenticationError`
 (UNAUTHENTICATED) or :class:`~client_sdk.core.errors.PermissionDenied`
@@ -55,7 +68,7 @@ from client_sdk.core.errors import (
     Unavailable,
 )
 from client_sdk.core.vocabulary import ROLES, Principal
-from client_sdk.wire.auth import JWT_ALGORITHM, MAX_TOKEN_TTL
+from client_sdk.wire.auth import JWT_ALGORITHM, MAX_TOKEN_TTL, check_public_key
 from hub.wire.rpc import around
 
 __all__ = [
@@ -69,8 +82,11 @@ __all__ = [
     "ReplayCache",
     "ReplayGuard",
     "TokenVerifier",
+    "VerifiedToken",
     "current_principal",
+    "current_principal_still_valid",
     "dump_registry",
+    "is_institution_id",
     "parse_registry",
 ]
 
@@ -107,8 +123,15 @@ class Institution:
             raise ConfigurationError("institution id must be 1..64 characters of [a-z0-9._-]")
         if self.role not in ROLES:
             raise ConfigurationError(f"institution {self.id}: role must be one of {ROLES}")
-        if len(self.public_key) != 32:
-            raise ConfigurationError(f"institution {self.id}: public key must be 32 bytes")
+        try:
+            check_public_key(self.public_key)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"institution {self.id}: {exc}") from None
+
+
+def is_institution_id(value: str) -> bool:
+    """True when ``value`` is a well-formed institution id (registered or not)."""
+    return bool(_INSTITUTION_ID.match(value))
 
 
 class InstitutionRegistry(Protocol):
@@ -281,6 +304,14 @@ class ReplayCache:
 # --- token verification -----------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class VerifiedToken:
+    """What a verified token established: the caller, and until when (Unix time)."""
+
+    principal: Principal
+    expires_at: float
+
+
 class TokenVerifier:
     """Verifies bearer tokens for one server audience (see the module docstring)."""
 
@@ -304,6 +335,10 @@ class TokenVerifier:
         Raises AuthenticationError for a malformed, forged, expired, replayed or
         foreign token, PermissionDenied for a disabled institution.
         """
+        return self.authenticate(token).principal
+
+    def authenticate(self, token: str) -> VerifiedToken:
+        """:meth:`verify`, also returning when the token expires (for streams)."""
         if len(token) > MAX_TOKEN_CHARS:
             raise AuthenticationError("token too long")
         try:
@@ -314,10 +349,19 @@ class TokenVerifier:
         # Checked before any key is touched, so no other algorithm's code path runs.
         if header.get("alg") != JWT_ALGORITHM:
             raise AuthenticationError(f"token algorithm must be {JWT_ALGORITHM}")
+        if not isinstance(unverified.get("aud"), str):
+            # pyjwt accepts an array holding our audience; one token, one server.
+            raise AuthenticationError("token audience (aud) must be one string, not a list")
         issuer = unverified.get("iss")
         if not isinstance(issuer, str):
             raise AuthenticationError("token has no issuer")
-        institution = self._registry.lookup(issuer)
+        try:
+            institution = self._registry.lookup(issuer)
+        except ConfigurationError as exc:
+            # A registry row that no longer validates (a weak key registered
+            # before keys were checked) authenticates nobody.
+            log.error("registry entry refused: %s", exc)
+            raise AuthenticationError("institution's registered key is refused") from None
         if institution is None:
             raise AuthenticationError("unknown institution")
         claims = self._decode(token, institution)
@@ -331,7 +375,29 @@ class TokenVerifier:
         if institution.disabled:
             raise PermissionDenied("institution is disabled")
         self._replay.check_and_store(issuer, jti, float(claims["exp"]))
-        return Principal(institution=institution.id, role=institution.role)
+        return VerifiedToken(
+            Principal(institution=institution.id, role=institution.role), float(claims["exp"])
+        )
+
+    def recheck(self, verified: VerifiedToken) -> None:
+        """Check that a token verified earlier (a stream's) still authorizes its caller.
+
+        Raises AuthenticationError once it expired (beyond :data:`LEEWAY`) or its
+        institution left the registry, PermissionDenied once the institution is
+        disabled.  Costs a clock read and one (cached) registry lookup.
+        """
+        if time.time() > verified.expires_at + LEEWAY:
+            raise AuthenticationError(
+                "token expired during the stream; open a new stream with a fresh token"
+            )
+        try:
+            institution = self._registry.lookup(verified.principal.institution)
+        except ConfigurationError:
+            institution = None
+        if institution is None:
+            raise AuthenticationError("institution is no longer registered")
+        if institution.disabled:
+            raise PermissionDenied("institution was disabled during the stream")
 
     def _decode(self, token: str, institution: Institution) -> dict[str, Any]:
         key = Ed25519PublicKey.from_public_bytes(institution.public_key)
@@ -366,7 +432,16 @@ class TokenVerifier:
 
 # --- the interceptor ---------------------------------------------------------------
 
-_PRINCIPAL: contextvars.ContextVar[Principal] = contextvars.ContextVar("fraudhub_principal")
+_CALLER: contextvars.ContextVar[tuple[VerifiedToken, TokenVerifier]] = contextvars.ContextVar(
+    "fraudhub_caller"
+)
+
+
+def _caller() -> tuple[VerifiedToken, TokenVerifier]:
+    try:
+        return _CALLER.get()
+    except LookupError:
+        raise AuthenticationError("no authenticated caller") from None
 
 
 def current_principal() -> Principal:
@@ -375,10 +450,19 @@ def current_principal() -> Principal:
     Raises AuthenticationError outside an authenticated call (a servicer
     registered without :class:`AuthInterceptor` fails closed).
     """
-    try:
-        return _PRINCIPAL.get()
-    except LookupError:
-        raise AuthenticationError("no authenticated caller") from None
+    return _caller()[0].principal
+
+
+def current_principal_still_valid() -> Principal:
+    """:func:`current_principal`, re-checked: call it for every message of a stream.
+
+    Raises AuthenticationError once the call's token has expired or its
+    institution is no longer registered, PermissionDenied once the institution
+    is disabled (:meth:`TokenVerifier.recheck`).
+    """
+    verified, verifier = _caller()
+    verifier.recheck(verified)
+    return verified.principal
 
 
 def _bearer_token(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
@@ -423,12 +507,22 @@ class AuthInterceptor(grpc.ServerInterceptor):
         self, method: str, metadata: Sequence[tuple[str, str | bytes]] | None
     ) -> Principal:
         """The caller of ``method`` if its token verifies and its role is allowed."""
-        principal = self._verifier.verify(_bearer_token(metadata))
+        return self._authorize(method, metadata).principal
+
+    def _authorize(
+        self, method: str, metadata: Sequence[tuple[str, str | bytes]] | None
+    ) -> VerifiedToken:
+        verified = self._verifier.authenticate(_bearer_token(metadata))
+        principal = verified.principal
         allowed = self._roles.get(method)
         if allowed is None or principal.role not in allowed:
             log.info("denied %s to %s (role %s)", method, principal.institution, principal.role)
             raise PermissionDenied(f"role {principal.role} may not call {method}")
-        return principal
+        return verified
+
+    def _enter(self, ctx: contextvars.Context, method: str, context: grpc.ServicerContext) -> None:
+        verified = self._authorize(method, context.invocation_metadata())
+        ctx.run(_CALLER.set, (verified, self._verifier))
 
     def intercept_service(
         self,
@@ -444,7 +538,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
             # The servicer (and each step of its response stream) runs in a
             # context that holds the caller, whichever thread resumes it.
             ctx = contextvars.copy_context()
-            ctx.run(_PRINCIPAL.set, self.authorize(method, context.invocation_metadata()))
+            self._enter(ctx, method, context)
             return ctx
 
         return around(handler, enter=enter)
