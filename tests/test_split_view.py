@@ -19,7 +19,6 @@ from fraudhub.v1 import audit_pb2, audit_pb2_grpc
 from test_audit_verify import complete_nodes
 
 
-
 @pytest.fixture
 def hub(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[RunningHub]:
     running = RunningHub(tmp_path, capsys)
@@ -30,9 +29,11 @@ def hub(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[RunningH
 def _serve_fresh_checkpoint(hub: RunningHub) -> int:
     """Someone (another regulator) is served a checkpoint of the current tree; its size."""
     with hub.channel("reg-1") as channel:
-        note = audit_pb2_grpc.AuditStub(channel).GetCheckpoint(
-            audit_pb2.GetCheckpointRequest(fresh=True), timeout=30
-        ).note
+        note = (
+            audit_pb2_grpc.AuditStub(channel)
+            .GetCheckpoint(audit_pb2.GetCheckpointRequest(fresh=True), timeout=30)
+            .note
+        )
     return int(note.split("\n")[1])
 
 
