@@ -10,6 +10,9 @@ Tables (on ``SQLModel.metadata``, migrated by alembic with the rest of the hub):
   (level 0 = leaf hashes).  Complete subtrees never change, so they are written
   once, when the leaf that completes them is appended.
 - ``audit_checkpoint``: every signed checkpoint note the hub made.
+- ``audit_cosignature``: the witnesses' cosignature lines of those checkpoints
+  (C2SP tlog-cosignature; ADR 0010), at most one per checkpoint and witness.
+  They are appended to the note when it is served (:func:`cosigned_note`).
 
 Guarantees:
 
@@ -52,18 +55,23 @@ from hub.storage.models import UTCDateTime
 __all__ = [
     "APPEND_LOCK_KEY",
     "AuditCheckpointRow",
+    "AuditCosignatureRow",
     "AuditEventRow",
     "AuditLogCorrupt",
     "AuditNodeRow",
     "EventFilter",
     "SessionNodeSource",
     "StoredEvent",
+    "add_cosignature",
     "append",
     "checkpoint_due",
     "consistency_proof",
+    "cosignatures",
+    "cosigned_note",
     "create_checkpoint",
     "get_event",
     "inclusion_proof",
+    "last_cosigned_size",
     "latest_checkpoint",
     "list_events",
     "root_at",
@@ -121,6 +129,21 @@ class AuditCheckpointRow(SQLModel, table=True):
     tree_size: int = Field(sa_column=sa.Column(sa.BigInteger(), nullable=False, index=True))
     created_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
     note: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+
+
+class AuditCosignatureRow(SQLModel, table=True):
+    """One witness's cosignature line of one checkpoint."""
+
+    __tablename__ = "audit_cosignature"
+    __table_args__ = (sa.UniqueConstraint("checkpoint_id", "witness"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    checkpoint_id: int = Field(sa_column=sa.Column(sa.Integer(), nullable=False, index=True))
+    # The witness's verifier key string: which pinned key made the line.
+    witness: str = Field(max_length=512)
+    tree_size: int = Field(sa_column=sa.Column(sa.BigInteger(), nullable=False))
+    line: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+    created_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
 
 
 @dataclass(frozen=True)
@@ -425,3 +448,55 @@ def get_event(session: Session, index: int) -> StoredEvent:
     if row is None:
         raise NotFound(f"audit event {index} does not exist")
     return StoredEvent(row.leaf_index, bytes(row.body))
+
+
+def add_cosignature(
+    session: Session, checkpoint_id: int, witness: str, tree_size: int, line: str, now: datetime
+) -> None:
+    """Store ``witness``'s cosignature ``line`` of checkpoint ``checkpoint_id``.
+
+    A second line by the same witness for the same checkpoint replaces nothing:
+    the first one stays (both verify; one is enough).  Does not commit.
+    """
+    exists = session.exec(
+        select(AuditCosignatureRow.id).where(
+            AuditCosignatureRow.checkpoint_id == checkpoint_id,
+            AuditCosignatureRow.witness == witness,
+        )
+    ).first()
+    if exists is None:
+        session.add(
+            AuditCosignatureRow(
+                checkpoint_id=checkpoint_id,
+                witness=witness,
+                tree_size=tree_size,
+                line=line,
+                created_at=now,
+            )
+        )
+        session.flush()
+
+
+def cosignatures(session: Session, checkpoint_id: int) -> dict[str, str]:
+    """The stored cosignature lines of a checkpoint, by witness verifier key."""
+    rows = session.exec(
+        select(AuditCosignatureRow).where(AuditCosignatureRow.checkpoint_id == checkpoint_id)
+    ).all()
+    return {row.witness: row.line for row in rows}
+
+
+def cosigned_note(session: Session, checkpoint: AuditCheckpointRow) -> str:
+    """The checkpoint's note with every stored cosignature line appended."""
+    assert checkpoint.id is not None  # a stored row
+    lines = cosignatures(session, checkpoint.id)
+    return checkpoint.note + "".join(lines[w] for w in sorted(lines))
+
+
+def last_cosigned_size(session: Session, witness: str) -> int:
+    """The largest tree size ``witness`` cosigned for this hub (0 if none)."""
+    size = session.exec(
+        select(sa.func.max(AuditCosignatureRow.tree_size)).where(
+            AuditCosignatureRow.witness == witness
+        )
+    ).first()
+    return int(size or 0)
