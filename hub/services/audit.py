@@ -39,7 +39,7 @@ from google.protobuf.message import Message
 from sqlmodel import Session
 from typing_extensions import override
 
-from client_sdk.core.errors import FraudhubError, InvalidRequest
+from client_sdk.core.errors import ConfigurationError, FraudhubError, InvalidRequest
 from client_sdk.core.vocabulary import Principal
 from client_sdk.wire.codecs import optional_datetime, timestamp
 from hub.audit.checkpoint import LogSigner, load_or_create_log_key
@@ -52,6 +52,7 @@ from hub.services.config import (
     HubConfig,
     LivePolicy,
 )
+from hub.services.witnesses import CosignatureCollector
 from hub.storage import auditlog, store
 from hub.storage.models import utcnow
 from hub.storage.store import Store
@@ -107,6 +108,7 @@ class AuditService(audit_pb2_grpc.AuditServicer):
         policy: LivePolicy | None = None,
         clock: Callable[[], datetime] = utcnow,
         page_size: int = PAGE_SIZE,
+        collector: CosignatureCollector | None = None,
     ) -> None:
         self._store = store
         self._signer = signer
@@ -114,6 +116,7 @@ class AuditService(audit_pb2_grpc.AuditServicer):
         self._policy = policy
         self._clock = clock
         self._page_size = page_size
+        self._collector = collector
 
     # --- auditing the auditor --------------------------------------------------
 
@@ -155,15 +158,22 @@ class AuditService(audit_pb2_grpc.AuditServicer):
     def GetCheckpoint(
         self, request: audit_pb2.GetCheckpointRequest, context: grpc.ServicerContext
     ) -> audit_pb2.SignedCheckpoint:
-        def work(session: Session) -> tuple[str, int]:
+        def work(session: Session) -> tuple[tuple[int, str], int]:
             latest = auditlog.latest_checkpoint(session)
             if request.fresh or latest is None:
-                return auditlog.create_checkpoint(
-                    session, self._signer, self._origin, self._clock()
-                ), 1
-            return latest.note, 1
+                auditlog.create_checkpoint(session, self._signer, self._origin, self._clock())
+                latest = auditlog.latest_checkpoint(session)
+            assert latest is not None and latest.id is not None  # just stored
+            return (latest.id, latest.note), 1
 
-        return audit_pb2.SignedCheckpoint(note=self._audited("GetCheckpoint", request, work))
+        checkpoint_id, note = self._audited("GetCheckpoint", request, work)
+        if self._collector is not None:
+            # Bounded by the collector's timeout; a witness outage serves fewer lines.
+            self._collector.collect(checkpoint_id, note)
+        # Store.session raises StorageError for database failures.
+        with self._store.session() as session:
+            served = auditlog.cosigned_note(session, checkpoint_id, note)
+        return audit_pb2.SignedCheckpoint(note=served)
 
     @override
     def ListEvents(
@@ -324,6 +334,7 @@ class Checkpointer:
         every_events: int = CHECKPOINT_EVERY_EVENTS,
         every_seconds: float = CHECKPOINT_EVERY_SECONDS,
         clock: Callable[[], datetime] = utcnow,
+        collector: CosignatureCollector | None = None,
     ) -> None:
         self._store = store
         self._signer = signer
@@ -331,9 +342,11 @@ class Checkpointer:
         self._every_events = every_events
         self._every_seconds = every_seconds
         self._clock = clock
+        self._collector = collector
 
     def run_once(self) -> str | None:
-        """Sign a checkpoint if one is due; return its note, or None."""
+        """Sign a checkpoint if one is due, then ask the witnesses to cosign it
+        (on this thread, never the writers'); return its note, or None."""
         with self._store.session() as session:
             now = self._clock()
             if not auditlog.checkpoint_due(
@@ -341,7 +354,10 @@ class Checkpointer:
             ):
                 return None
             note = auditlog.create_checkpoint(session, self._signer, self._origin, now)
+            latest = auditlog.latest_checkpoint(session)
             session.commit()
+        if self._collector is not None and latest is not None and latest.id is not None:
+            self._collector.collect(latest.id, note)
         return note
 
     def run_until(self, stopped: Callable[[float], bool], tick: float = 1.0) -> None:
@@ -358,6 +374,20 @@ def log_signer(data_dir: Path, origin: str = DEFAULT_ORIGIN) -> LogSigner:
     return LogSigner(origin, load_or_create_log_key(Path(data_dir) / LOG_KEY_FILENAME))
 
 
+def _collector(store: Store, config: HubConfig) -> CosignatureCollector | None:
+    """The witnesses' cosignature collector, if any are configured; raises ConfigurationError."""
+    if not config.witnesses:
+        return None
+    if config.witness_identity is None:
+        raise ConfigurationError(
+            "witnesses are configured but not the hub's operator identity to call them with"
+        )
+    default_ca = None if config.insecure else (config.tls_dir or config.data_dir) / "tls" / "ca.pem"
+    return CosignatureCollector(
+        store, config.witnesses, config.witness_identity, default_ca=default_ca
+    )
+
+
 def register(server: grpc.Server, store: Store, policy: LivePolicy, config: HubConfig) -> str:
     """Add the Audit servicer and its checkpoint thread to ``server``; return the service name.
 
@@ -365,12 +395,16 @@ def register(server: grpc.Server, store: Store, policy: LivePolicy, config: HubC
     stops when the server stops.
     """
     signer = log_signer(config.data_dir)
-    audit_pb2_grpc.add_AuditServicer_to_server(AuditService(store, signer, policy=policy), server)
+    collector = _collector(store, config)
+    audit_pb2_grpc.add_AuditServicer_to_server(
+        AuditService(store, signer, policy=policy, collector=collector), server
+    )
     checkpointer = Checkpointer(
         store,
         signer,
         every_events=config.checkpoint_every_events,
         every_seconds=config.checkpoint_every_seconds,
+        collector=collector,
     )
 
     def stopped(timeout: float) -> bool:

@@ -485,11 +485,10 @@ def cosignatures(session: Session, checkpoint_id: int) -> dict[str, str]:
     return {row.witness: row.line for row in rows}
 
 
-def cosigned_note(session: Session, checkpoint: AuditCheckpointRow) -> str:
-    """The checkpoint's note with every stored cosignature line appended."""
-    assert checkpoint.id is not None  # a stored row
-    lines = cosignatures(session, checkpoint.id)
-    return checkpoint.note + "".join(lines[w] for w in sorted(lines))
+def cosigned_note(session: Session, checkpoint_id: int, note: str) -> str:
+    """Checkpoint ``checkpoint_id``'s ``note`` with its stored cosignature lines appended."""
+    lines = cosignatures(session, checkpoint_id)
+    return note + "".join(lines[w] for w in sorted(lines))
 
 
 def last_cosigned_size(session: Session, witness: str) -> int:
