@@ -172,13 +172,11 @@ class Witness:
                     f"{current} this witness cosigned"
                 )
             try:
-                merkle.verify_consistency(
-                    current,
-                    checkpoint.size,
-                    head.root_hash if head else b"",
-                    checkpoint.root_hash,
-                    proof,
-                )
+                # The first checkpoint of a log is taken on trust (nothing to extend).
+                if head is not None:
+                    merkle.verify_consistency(
+                        current, checkpoint.size, head.root_hash, checkpoint.root_hash, proof
+                    )
             except ConsistencyProofError as exc:
                 raise InconsistentCheckpoint(
                     f"inconsistent: the checkpoint of size {checkpoint.size} does not extend "

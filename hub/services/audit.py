@@ -158,21 +158,21 @@ class AuditService(audit_pb2_grpc.AuditServicer):
     def GetCheckpoint(
         self, request: audit_pb2.GetCheckpointRequest, context: grpc.ServicerContext
     ) -> audit_pb2.SignedCheckpoint:
-        def work(session: Session) -> tuple[tuple[int, str], int]:
+        def work(session: Session) -> tuple[str, int]:
             latest = auditlog.latest_checkpoint(session)
             if request.fresh or latest is None:
-                auditlog.create_checkpoint(session, self._signer, self._origin, self._clock())
-                latest = auditlog.latest_checkpoint(session)
-            assert latest is not None and latest.id is not None  # just stored
-            return (latest.id, latest.note), 1
+                return auditlog.create_checkpoint(
+                    session, self._signer, self._origin, self._clock()
+                ), 1
+            return latest.note, 1
 
-        checkpoint_id, note = self._audited("GetCheckpoint", request, work)
+        note = self._audited("GetCheckpoint", request, work)
         if self._collector is not None:
             # Bounded by the collector's timeout; a witness outage serves fewer lines.
-            self._collector.collect(checkpoint_id, note)
+            self._collector.collect(note)
         # Store.session raises StorageError for database failures.
         with self._store.session() as session:
-            served = auditlog.cosigned_note(session, checkpoint_id, note)
+            served = auditlog.cosigned_note(session, note)
         return audit_pb2.SignedCheckpoint(note=served)
 
     @override
@@ -354,10 +354,9 @@ class Checkpointer:
             ):
                 return None
             note = auditlog.create_checkpoint(session, self._signer, self._origin, now)
-            latest = auditlog.latest_checkpoint(session)
             session.commit()
-        if self._collector is not None and latest is not None and latest.id is not None:
-            self._collector.collect(latest.id, note)
+        if self._collector is not None:
+            self._collector.collect(note)
         return note
 
     def run_until(self, stopped: Callable[[float], bool], tick: float = 1.0) -> None:

@@ -102,21 +102,21 @@ class CosignatureCollector:
     def witness_keys(self) -> list[str]:
         return [w.endpoint.verifier_key for w in self._witnesses]
 
-    def collect(self, checkpoint_id: int, note: str) -> int:
-        """Ask every witness that has not cosigned ``checkpoint_id`` yet; return how
-        many cosignatures the checkpoint has now.  Never raises."""
+    def collect(self, note: str) -> int:
+        """Ask every witness that has not cosigned checkpoint ``note`` yet; return how
+        many cosignatures it has now.  Never raises."""
         try:
             with self._store.session() as session:
-                have = auditlog.cosignatures(session, checkpoint_id)
+                have = auditlog.cosignatures(session, note)
         except SQLAlchemyError as exc:
             log.error("cannot read cosignatures (%s)", type(exc).__name__)
             return 0
         missing = [w for w in self._witnesses if w.endpoint.verifier_key not in have]
-        jobs = [self._pool.submit(self._ask, w, checkpoint_id, note) for w in missing]
+        jobs = [self._pool.submit(self._ask, w, note) for w in missing]
         done, _ = futures.wait(jobs, timeout=self._timeout * 2 + 1)
         return len(have) + sum(1 for job in done if job.result())
 
-    def _ask(self, witness: _Witness, checkpoint_id: int, note: str) -> bool:
+    def _ask(self, witness: _Witness, note: str) -> bool:
         label = witness.verifier.label()
         try:
             body, _ = split_note(note)
@@ -132,10 +132,10 @@ class CosignatureCollector:
                 witness.size = reply.conflict.witness_size
                 if witness.size > checkpoint.size:
                     log.info(
-                        "witness %s is already at size %d, past checkpoint %d",
+                        "witness %s is already at size %d, past the checkpoint of size %d",
                         label,
                         witness.size,
-                        checkpoint_id,
+                        checkpoint.size,
                     )
                     return False
                 reply = self._add(witness, witness.size, checkpoint.size, note)
@@ -148,7 +148,7 @@ class CosignatureCollector:
             with self._store.session() as session:
                 auditlog.add_cosignature(
                     session,
-                    checkpoint_id,
+                    note,
                     witness.endpoint.verifier_key,
                     checkpoint.size,
                     line,
@@ -161,7 +161,7 @@ class CosignatureCollector:
             log.warning("witness %s: its cosignature does not verify (%s)", label, exc)
         except FraudhubError as exc:
             # Refusals name why (e.g. inconsistent with what it cosigned): an alarm.
-            log.error("witness %s refused checkpoint %d: %s", label, checkpoint_id, exc)
+            log.error("witness %s refused a checkpoint: %s", label, exc)
             witness.size = None
         except SQLAlchemyError as exc:
             log.error("cosignature of witness %s not stored (%s)", label, type(exc).__name__)

@@ -11,7 +11,7 @@ Tables (on ``SQLModel.metadata``, migrated by alembic with the rest of the hub):
   once, when the leaf that completes them is appended.
 - ``audit_checkpoint``: every signed checkpoint note the hub made.
 - ``audit_cosignature``: the witnesses' cosignature lines of those checkpoints
-  (C2SP tlog-cosignature; ADR 0010), at most one per checkpoint and witness.
+  (C2SP tlog-cosignature; ADR 0010), at most one per checkpoint body and witness.
   They are appended to the note when it is served (:func:`cosigned_note`).
 
 Guarantees:
@@ -38,6 +38,7 @@ Guarantees:
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,7 +49,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 
 from client_sdk.core.errors import InvalidRequest, NotFound, ServerError
 from hub.audit import merkle
-from hub.audit.checkpoint import Checkpoint, LogSigner, parse_checkpoint_body
+from hub.audit.checkpoint import Checkpoint, LogSigner, parse_checkpoint_body, split_note
 from hub.audit.events import AuditEvent
 from hub.storage.models import UTCDateTime
 
@@ -135,10 +136,12 @@ class AuditCosignatureRow(SQLModel, table=True):
     """One witness's cosignature line of one checkpoint."""
 
     __tablename__ = "audit_cosignature"
-    __table_args__ = (sa.UniqueConstraint("checkpoint_id", "witness"),)
+    __table_args__ = (sa.UniqueConstraint("checkpoint_digest", "witness"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    checkpoint_id: int = Field(sa_column=sa.Column(sa.Integer(), nullable=False, index=True))
+    # SHA-256 (hex) of the checkpoint body the line cosigns: the line belongs to
+    # that body, whichever checkpoint row (re-signed or not) carries it.
+    checkpoint_digest: str = Field(max_length=64, index=True)
     # The witness's verifier key string: which pinned key made the line.
     witness: str = Field(max_length=512)
     tree_size: int = Field(sa_column=sa.Column(sa.BigInteger(), nullable=False))
@@ -450,24 +453,29 @@ def get_event(session: Session, index: int) -> StoredEvent:
     return StoredEvent(row.leaf_index, bytes(row.body))
 
 
-def add_cosignature(
-    session: Session, checkpoint_id: int, witness: str, tree_size: int, line: str, now: datetime
-) -> None:
-    """Store ``witness``'s cosignature ``line`` of checkpoint ``checkpoint_id``.
+def _body_digest(note: str) -> str:
+    return hashlib.sha256(split_note(note)[0].encode()).hexdigest()
 
-    A second line by the same witness for the same checkpoint replaces nothing:
-    the first one stays (both verify; one is enough).  Does not commit.
+
+def add_cosignature(
+    session: Session, note: str, witness: str, tree_size: int, line: str, now: datetime
+) -> None:
+    """Store ``witness``'s cosignature ``line`` of the checkpoint ``note``.
+
+    A second line by the same witness for the same body replaces nothing: the
+    first one stays (both verify; one is enough).  Does not commit.
     """
+    digest = _body_digest(note)
     exists = session.exec(
         select(AuditCosignatureRow.id).where(
-            AuditCosignatureRow.checkpoint_id == checkpoint_id,
+            AuditCosignatureRow.checkpoint_digest == digest,
             AuditCosignatureRow.witness == witness,
         )
     ).first()
     if exists is None:
         session.add(
             AuditCosignatureRow(
-                checkpoint_id=checkpoint_id,
+                checkpoint_digest=digest,
                 witness=witness,
                 tree_size=tree_size,
                 line=line,
@@ -477,17 +485,19 @@ def add_cosignature(
         session.flush()
 
 
-def cosignatures(session: Session, checkpoint_id: int) -> dict[str, str]:
-    """The stored cosignature lines of a checkpoint, by witness verifier key."""
+def cosignatures(session: Session, note: str) -> dict[str, str]:
+    """The stored cosignature lines of the checkpoint ``note``, by witness verifier key."""
     rows = session.exec(
-        select(AuditCosignatureRow).where(AuditCosignatureRow.checkpoint_id == checkpoint_id)
+        select(AuditCosignatureRow).where(
+            AuditCosignatureRow.checkpoint_digest == _body_digest(note)
+        )
     ).all()
     return {row.witness: row.line for row in rows}
 
 
-def cosigned_note(session: Session, checkpoint_id: int, note: str) -> str:
-    """Checkpoint ``checkpoint_id``'s ``note`` with its stored cosignature lines appended."""
-    lines = cosignatures(session, checkpoint_id)
+def cosigned_note(session: Session, note: str) -> str:
+    """The checkpoint ``note`` with its stored cosignature lines appended."""
+    lines = cosignatures(session, note)
     return note + "".join(lines[w] for w in sorted(lines))
 
 

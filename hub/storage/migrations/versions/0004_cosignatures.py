@@ -25,21 +25,23 @@ def upgrade() -> None:
     op.create_table(
         "audit_cosignature",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("checkpoint_id", sa.Integer(), nullable=False),
+        sa.Column("checkpoint_digest", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("witness", sqlmodel.sql.sqltypes.AutoString(length=512), nullable=False),
         sa.Column("tree_size", sa.BigInteger(), nullable=False),
         sa.Column("line", sa.Text(), nullable=False),
         sa.Column("created_at", hub.storage.models.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("checkpoint_id", "witness"),
+        sa.UniqueConstraint("checkpoint_digest", "witness"),
     )
     with op.batch_alter_table("audit_cosignature", schema=None) as batch_op:
         batch_op.create_index(
-            batch_op.f("ix_audit_cosignature_checkpoint_id"), ["checkpoint_id"], unique=False
+            batch_op.f("ix_audit_cosignature_checkpoint_digest"),
+            ["checkpoint_digest"],
+            unique=False,
         )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("audit_cosignature", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_audit_cosignature_checkpoint_id"))
+        batch_op.drop_index(batch_op.f("ix_audit_cosignature_checkpoint_digest"))
     op.drop_table("audit_cosignature")
