@@ -30,11 +30,16 @@ from hub.keyholder.server import (
     QuotaLedger,
     SeenTokenFile,
 )
-from hub.keyholder.witness import WitnessServicer, load_cosigner, open_witness
+from hub.keyholder.witness import (
+    WitnessServicer,
+    default_witness_name,
+    load_cosigner,
+    open_witness,
+)
 from hub.wire.auth import JsonFileRegistry, TokenVerifier
 from hub.wire.tls import TlsFiles, init_tls, keyholder_name, load_server_credentials, tls_files
 
-__all__ = ["default_witness_name", "register"]
+__all__ = ["register"]
 
 STOP_GRACE_SECONDS = 5.0
 
@@ -116,11 +121,6 @@ def _cmd_witness_key(args: argparse.Namespace) -> int:
     # key to the hub's operator and to regulators (audit verify --witness).
     print(load_cosigner(args.state_dir, args.name).verifier_key())
     return 0
-
-
-def default_witness_name(index: int) -> str:
-    """The witness key name of key holder ``index`` unless --witness-name says otherwise."""
-    return f"fraudhub/{keyholder_name(index)}/witness"
 
 
 def register(sub: Any) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "WITNESS_STATE_FILENAME",
     "WitnessServicer",
     "WitnessStateFile",
+    "default_witness_name",
     "load_cosigner",
     "open_witness",
 ]
@@ -98,6 +99,11 @@ class WitnessStateFile:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def default_witness_name(index: int) -> str:
+    """The witness key name of key holder ``index`` unless configured otherwise."""
+    return f"fraudhub/keyholder-{index}/witness"
 
 
 def load_cosigner(state_dir: Path, name: str) -> Cosigner:
