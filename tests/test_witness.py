@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import stat
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -34,6 +36,9 @@ from hub.audit.witness import (
     Witness,
     WitnessConflict,
 )
+from hub.cli import main
+from hub.keyholder.witness import WITNESS_KEY_FILENAME, open_witness
+from hub.services.config import WitnessEndpoint
 
 ORIGIN = "fraudhub.test/audit"
 SPEC_BODY = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"
@@ -229,3 +234,50 @@ def test_quorum_names_missing_and_bad_cosignatures() -> None:
         check_quorum(served, pinned, 2)
     with pytest.raises(ConfigurationError):
         check_quorum(served, pinned, 4)
+
+
+def test_witness_state_file_survives_a_restart(tmp_path: Path) -> None:
+    signer, bodies = _log(12)
+    tree = _Tree(signer, bodies)
+    log_key = signer.verifier_key()
+    witness, state = open_witness(tmp_path, "w1.test/witness", [log_key])
+    witness.add_checkpoint(0, [], tree.note(9))
+    vkey = witness.cosigner.verifier_key()
+    state.close()
+    assert stat.S_IMODE((tmp_path / WITNESS_KEY_FILENAME).stat().st_mode) == 0o600
+    # Restarted: same key, same head; a rollback or a fork is still refused.
+    witness, state = open_witness(tmp_path, "w1.test/witness", [log_key])
+    try:
+        assert witness.cosigner.verifier_key() == vkey
+        assert witness.size(ORIGIN) == 9
+        with pytest.raises(WitnessConflict) as caught:
+            witness.add_checkpoint(0, [], tree.note(4))
+        assert caught.value.size == 9
+        forked = _Tree(signer, bodies[:2] + bodies[3:] + [b"x"])
+        with pytest.raises(InconsistentCheckpoint):
+            witness.add_checkpoint(9, forked.proof(9, 12), forked.note(12))
+        witness.add_checkpoint(9, tree.proof(9, 12), tree.note(12))
+        assert witness.size(ORIGIN) == 12
+    finally:
+        state.close()
+
+
+def test_witness_key_command_prints_one_stable_verifier_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["witness-key", "--state-dir", str(tmp_path), "--name", "fraudhub/keyholder-1/witness"]
+    assert main(args) == 0
+    first = capsys.readouterr().out.strip()
+    assert main(args) == 0
+    assert capsys.readouterr().out.strip() == first
+    assert CosignatureVerifier.from_verifier_key(first).name == "fraudhub/keyholder-1/witness"
+
+
+def test_serve_witness_flag_is_checked() -> None:
+    endpoint = WitnessEndpoint.parse(f"127.0.0.1:9001,{KAT_VKEY},fraudhub:keyholder:1")
+    assert endpoint.audience == "fraudhub:keyholder:1"
+    with pytest.raises(ConfigurationError, match="HOST:PORT,WITNESS_VKEY,AUDIENCE"):
+        WitnessEndpoint.parse("127.0.0.1:9001")
+    log_key = LogSigner("w", Ed25519PrivateKey.from_private_bytes(SEED)).verifier_key()
+    with pytest.raises(ConfigurationError, match="signature type 0x04"):
+        WitnessEndpoint.parse(f"127.0.0.1:9001,{log_key},fraudhub:keyholder:1")
