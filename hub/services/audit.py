@@ -19,6 +19,11 @@ A thin adapter over :mod:`hub.storage.auditlog`.  Guarantees:
   ``HubConfig.checkpoint_every_seconds`` seconds (``serve --checkpoint-every``,
   ``--checkpoint-seconds``; defaults 1000 and 60) by a :class:`Checkpointer`
   thread that lives as long as the gRPC server, and on request (``GetCheckpoint(fresh=true)``).
+- With witnesses configured (``HubConfig.witnesses``, ADR 0010) each new
+  checkpoint is offered to them for cosigning on the checkpoint thread
+  (:mod:`hub.services.witnesses`); GetCheckpoint asks those that have not
+  cosigned the served checkpoint yet (bounded wait) and serves the note with
+  every stored cosignature appended.  A witness outage never fails a call.
 - Proofs read O(log n) stored nodes; ``ListEvents`` pages through the log by
   leaf index, :data:`PAGE_SIZE` rows per database read.
 """
