@@ -79,6 +79,7 @@ def _cmd_keyholder(args: argparse.Namespace) -> int:
     )
     quota = QuotaLedger(args.state_dir / "quota.sqlite3", args.daily_quota)
     witness = None
+    witness_state = None
     if args.witness_log_key:
         name = args.witness_name or default_witness_name(share.index)
         witness, witness_state = open_witness(args.state_dir, name, args.witness_log_key)
@@ -110,7 +111,7 @@ def _cmd_keyholder(args: argparse.Namespace) -> int:
     server.stop(STOP_GRACE_SECONDS)
     quota.close()
     seen.close()
-    if witness is not None:
+    if witness_state is not None:
         witness_state.close()
     return 0
 

@@ -415,8 +415,11 @@ def register(server: grpc.Server, store: Store, policy: LivePolicy, config: HubC
         # wait_for_termination returns True when it TIMED OUT (server still running).
         return not server.wait_for_termination(timeout)
 
-    threading.Thread(
-        target=checkpointer.run_until, args=(stopped,), name="fraudhub-checkpoints", daemon=True
-    ).start()
+    def run() -> None:
+        checkpointer.run_until(stopped)
+        if collector is not None:
+            collector.close()  # the server stopped: no more checkpoints to offer
+
+    threading.Thread(target=run, name="fraudhub-checkpoints", daemon=True).start()
     log.info("audit log key %s", signer.verifier_key())
     return SERVICE

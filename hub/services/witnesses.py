@@ -112,7 +112,10 @@ class CosignatureCollector:
             log.error("cannot read cosignatures (%s)", type(exc).__name__)
             return 0
         missing = [w for w in self._witnesses if w.endpoint.verifier_key not in have]
-        jobs = [self._pool.submit(self._ask, w, note) for w in missing]
+        try:
+            jobs = [self._pool.submit(self._ask, w, note) for w in missing]
+        except RuntimeError:
+            return len(have)  # closed: the hub is stopping
         done, _ = futures.wait(jobs, timeout=self._timeout * 2 + 1)
         return len(have) + sum(1 for job in done if job.result())
 
