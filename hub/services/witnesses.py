@@ -31,7 +31,6 @@ from pathlib import Path
 
 import grpc
 from fraudhub.v1 import witness_pb2, witness_pb2_grpc
-from sqlalchemy.exc import SQLAlchemyError
 
 from client_sdk.core.errors import CheckpointError, FraudhubError
 from client_sdk.wire.auth import BearerAuth, InstitutionKey
@@ -41,7 +40,7 @@ from hub.audit.cosignature import CosignatureVerifier
 from hub.services.config import WitnessEndpoint, WitnessIdentity
 from hub.storage import auditlog
 from hub.storage.models import utcnow
-from hub.storage.store import Store
+from hub.storage.store import StorageError, Store
 
 __all__ = ["CosignatureCollector"]
 
@@ -108,8 +107,8 @@ class CosignatureCollector:
         try:
             with self._store.session() as session:
                 have = auditlog.cosignatures(session, note)
-        except SQLAlchemyError as exc:
-            log.error("cannot read cosignatures (%s)", type(exc).__name__)
+        except StorageError as exc:
+            log.error("cannot read cosignatures (%s)", exc.cause)
             return 0
         missing = [w for w in self._witnesses if w.endpoint.verifier_key not in have]
         try:
@@ -162,12 +161,12 @@ class CosignatureCollector:
             return True
         except CheckpointError as exc:
             log.warning("witness %s: its cosignature does not verify (%s)", label, exc)
+        except StorageError as exc:
+            log.error("cosignature of witness %s not stored (%s)", label, exc.cause)
         except FraudhubError as exc:
             # Refusals name why (e.g. inconsistent with what it cosigned): an alarm.
             log.error("witness %s refused a checkpoint: %s", label, exc)
             witness.size = None
-        except SQLAlchemyError as exc:
-            log.error("cosignature of witness %s not stored (%s)", label, type(exc).__name__)
         return False
 
     def _add(
