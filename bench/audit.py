@@ -1,7 +1,7 @@
 """Audit log costs: append rate with the Merkle log on and off, proof latency at scale.
 
 Run: ``.venv/bin/python bench/audit.py [--backend sqlite|postgresql] [--append N]
-[--sizes 1000000 10000000] [--proofs K]``.
+[--sizes 1000000 10000000] [--proofs K] [--witnesses W]``.
 
 1. Append rate.  Events are written one transaction per event (one RPC = one
    transaction in the hub) and then 100 per transaction (bulk streams), first
@@ -15,6 +15,12 @@ Run: ``.venv/bin/python bench/audit.py [--backend sqlite|postgresql] [--append N
    independent root, then K random inclusion proofs (leaf i of size n) and K
    consistency proofs (random old size to n) are timed, with the node rows each
    reads; and one append on top of the n-leaf tree.
+3. Witness cosigning (``--witnesses W``, ADR 0010; SQLite only).  W key holders
+   witnessing over loopback TLS (``LocalDeployment``): the time to sign one
+   checkpoint alone, and to sign it and collect W cosignatures (consistency
+   proof per witness, witness verifies and fsyncs its state), median of
+   ``--checkpoints`` runs; then the append rate (one event per transaction)
+   while a checkpoint thread signs every 100 events, without and with cosigning.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -238,6 +245,69 @@ def proof_latency(backend: str, size: int, proofs: int, rng: random.Random) -> d
     }
 
 
+def witness_cost(witnesses: int, checkpoints: int, appends: int) -> dict[str, float]:
+    """Median ms per checkpoint signed alone / signed and cosigned, and ev/s without / with."""
+    from hub.devtools.deployment import LocalDeployment
+    from hub.services.audit import Checkpointer, log_signer
+    from hub.services.witnesses import CosignatureCollector
+
+    result: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="fraudhub-bench-") as tmp:
+        root = Path(tmp)
+        world = LocalDeployment(
+            root / "data", root / "clients", threshold=1, holders=witnesses, log_to_file=False
+        )
+        try:
+            for running in world.holders.values():
+                running.server.start()
+            store, config = world.hub.store, world.hub.config
+            assert config.witness_identity is not None
+            collector = CosignatureCollector(
+                store,
+                config.witnesses,
+                config.witness_identity,
+                default_ca=world.data_dir / "tls" / "ca.pem",
+            )
+            signer = log_signer(world.data_dir)
+            counter = iter(range(10**9))
+
+            def append(count: int) -> None:
+                for _ in range(count):
+                    with store.session() as session:
+                        auditlog.append(session, event(next(counter)))
+                        session.commit()
+
+            for label, cosigner in (("sign_ms", None), ("cosign_ms", collector)):
+                checkpointer = Checkpointer(
+                    store, signer, every_events=1, every_seconds=1e9, collector=cosigner
+                )
+                times = []
+                for _ in range(checkpoints):
+                    append(10)
+                    start = time.perf_counter()
+                    checkpointer.run_once()
+                    times.append((time.perf_counter() - start) * 1000)
+                result[label] = statistics.median(times)
+            for label, cosigner in (("rate_off", None), ("rate_on", collector)):
+                checkpointer = Checkpointer(
+                    store, signer, every_events=100, every_seconds=1e9, collector=cosigner
+                )
+                stop = threading.Event()
+                thread = threading.Thread(
+                    target=checkpointer.run_until, args=(stop.wait,), kwargs={"tick": 0.01}
+                )
+                thread.start()
+                start = time.perf_counter()
+                append(appends)
+                result[label] = appends / (time.perf_counter() - start)
+                stop.set()
+                thread.join()
+            collector.close()
+        finally:
+            world.close()
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
@@ -245,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="*", default=[1_000_000, 10_000_000])
     parser.add_argument("--proofs", type=int, default=200, help="proofs timed per size")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--witnesses", type=int, default=0, help="also measure cosigning by W witnesses"
+    )
+    parser.add_argument("--checkpoints", type=int, default=50, help="checkpoints timed")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     print(f"fraudhub bench/audit.py  backend={args.backend}  python={sys.version.split()[0]}")
@@ -255,6 +329,15 @@ def main(argv: list[str] | None = None) -> int:
             on = append_rate(args.backend, args.append, per_txn, merkle_on=True)
             label = f"{per_txn} event(s) per txn"
             print(f"{label:<26}{off:>10.0f}{on:>10.0f}{on / off:>8.2f}", flush=True)
+    if args.witnesses > 0:
+        w = witness_cost(args.witnesses, args.checkpoints, args.append)
+        print(
+            f"checkpoint with {args.witnesses} witness(es): sign {w['sign_ms']:.2f} ms, "
+            f"sign+cosign {w['cosign_ms']:.2f} ms (median of {args.checkpoints}); appends "
+            f"with a checkpoint every 100 events: {w['rate_off']:.0f} ev/s without, "
+            f"{w['rate_on']:.0f} ev/s with cosigning ({w['rate_on'] / w['rate_off']:.2f})",
+            flush=True,
+        )
     if args.sizes:
         print(
             f"{'events':>10}{'load s':>8}{'incl p50 ms':>12}{'p99':>7}{'rows':>6}"

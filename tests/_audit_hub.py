@@ -4,7 +4,9 @@ The hub is ``hub.services.server.HubServer`` on a SQLite file in a temporary dir
 plaintext gRPC on port 0 (``insecure``: TLS is covered by the transport tests),
 with one regulator (``reg-1``) and one bank (``bank-a``) registered.  Tests
 edit its database file through :meth:`RunningHub.sql`, a second connection,
-while it runs.
+while it runs.  With ``witnesses=n`` it first starts n real key holder servers
+(plaintext, port 0) that witness its log (``hub.keyholder.witness``); the hub
+calls them as the operator institution ``hub-operator``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from client_sdk.wire.auth import (
     BearerAuth,
     InstitutionKey,
     generate_key,
+    keyholder_audience,
     public_key_bytes,
     save_private_key,
 )
@@ -29,11 +32,16 @@ from client_sdk.wire.channels import ChannelSecurity, open_channel
 from hub.cli import main
 from hub.cli.audit import load_verified_state
 from hub.keyholder.ceremony import deal_to_directory
+from hub.keyholder.keyfiles import load_public, load_share
+from hub.keyholder.server import KeyHolderServer, KeyHolderServicer, QuotaLedger
+from hub.keyholder.witness import WitnessServicer, WitnessStateFile, open_witness
 from hub.services.audit import log_signer
-from hub.services.config import HubConfig
+from hub.services.config import HubConfig, WitnessEndpoint, WitnessIdentity
 from hub.services.server import HubServer
 from hub.storage.models import Institution
 from hub.storage.store import SQLITE_FILENAME, add_institution
+from hub.wire.auth import Institution as RegistryEntry
+from hub.wire.auth import JsonFileRegistry, TokenVerifier, dump_registry
 
 __all__ = ["RunningHub"]
 
@@ -41,12 +49,25 @@ __all__ = ["RunningHub"]
 class RunningHub:
     """A real hub on loopback, its regulator and bank credentials, and its database."""
 
-    def __init__(self, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def __init__(
+        self, root: Path, capsys: pytest.CaptureFixture[str], *, witnesses: int = 0
+    ) -> None:
         self.root = root
         self.capsys = capsys
-        _, public = deal_to_directory(1, 1, root / "keys")
+        shares, public = deal_to_directory(1, max(1, witnesses), root / "keys")
+        self.witness_servers: list[KeyHolderServer] = []
+        self._witness_files: list[WitnessStateFile | QuotaLedger] = []
+        self.witness_keys: list[str] = []
+        endpoints = [self._start_witness(root, path, public) for path in shares[:witnesses]]
         self.config = HubConfig(
-            data_dir=root / "data", public_key=public, listen="127.0.0.1:0", insecure=True
+            data_dir=root / "data",
+            public_key=public,
+            listen="127.0.0.1:0",
+            insecure=True,
+            witnesses=tuple(endpoints),
+            witness_identity=(
+                WitnessIdentity("hub-operator", root / "hub-operator.pem") if witnesses else None
+            ),
         )
         self.server = HubServer(self.config)
         self.port = self.server.start()
@@ -63,6 +84,36 @@ class RunningHub:
         self.state = root / "audit-state.json"
         self.db = self.config.data_dir / SQLITE_FILENAME
 
+    def _start_witness(self, root: Path, share_path: Path, public: Path) -> WitnessEndpoint:
+        registry = root / "holder-registry.json"
+        if not registry.exists():
+            operator = generate_key()
+            save_private_key(operator, root / "hub-operator.pem")
+            entry = RegistryEntry("hub-operator", "hub", "operator", public_key_bytes(operator))
+            registry.write_text(dump_registry([entry]))
+        share = load_share(share_path)
+        state_dir = root / f"witness-{share.index}"
+        log_key = log_signer(root / "data").verifier_key()  # the hub's, made before it starts
+        witness, state = open_witness(state_dir, f"w{share.index}.test/witness", [log_key])
+        quota = QuotaLedger(state_dir / "quota.sqlite3", 10)
+        server = KeyHolderServer.create(
+            KeyHolderServicer(share, load_public(public), quota),
+            TokenVerifier(JsonFileRegistry(registry), keyholder_audience(share.index)),
+            "127.0.0.1:0",
+            None,
+            insecure=True,
+            witness=WitnessServicer(witness),
+        )
+        server.start()
+        self.witness_servers.append(server)
+        self._witness_files += [state, quota]
+        self.witness_keys.append(witness.cosigner.verifier_key())
+        return WitnessEndpoint(
+            f"127.0.0.1:{server.port}",
+            witness.cosigner.verifier_key(),
+            keyholder_audience(share.index),
+        )
+
     def restart(self) -> None:
         self.server.stop(0)
         self.server = HubServer(self.config)
@@ -70,6 +121,10 @@ class RunningHub:
 
     def stop(self) -> None:
         self.server.stop(0)
+        for witness in self.witness_servers:
+            witness.stop(0)
+        for file in self._witness_files:
+            file.close()
 
     def channel(self, institution: str) -> grpc.Channel:
         auth = BearerAuth(

@@ -44,6 +44,7 @@ def test_demo_runs_every_step_and_exits_0(tmp_path: Path) -> None:
     ):
         assert step in out
     assert "FAILED" not in out and "ok: a value reported by both banks matches" in out
+    assert "ok: cosigned by 3 key holder witnesses: fraudhub/keyholder-1/witness" in out
     # One table row per subscriber, by reference only.
     rows = [
         line for line in out.splitlines() if re.match(r"\s+SUB-\d+ +(phone|national_id|url) ", line)
@@ -61,6 +62,7 @@ def test_demo_runs_every_step_and_exits_0(tmp_path: Path) -> None:
         "logs",
         "registry.json",
         "tls",
+        "witness-client.pem",
     ]
     json_files = {str(p.relative_to(data_dir)) for p in data_dir.rglob("*.json")}
     assert json_files == {"registry.json", "keys/public.json"} | {

@@ -11,7 +11,7 @@ a real key holder's BlindEvaluate over gRPC.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,14 +82,15 @@ def test_base_point_with_bit_255_set_is_refused_everywhere() -> None:
     assert sodium.is_valid_element(BASE)
     assert not sodium.is_canonical_encoding(bad)
     assert not sodium.is_valid_element(bad)
-    for operation in (
+    operations: tuple[Callable[[], object], ...] = (
         lambda: sodium.scalarmult(ONE, bad),
         lambda: sodium.element_add(BASE, bad),
         lambda: sodium.element_add(bad, BASE),
         lambda: sodium.element_sub(bad, BASE),
         lambda: oprf.deserialize_element(bad),
         lambda: oprf.blind_evaluate(sodium.scalar_random(), bad),
-    ):
+    )
+    for operation in operations:
         with pytest.raises(InvalidElementError, match="canonical"):
             operation()
 

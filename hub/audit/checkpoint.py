@@ -43,9 +43,14 @@ __all__ = [
     "Checkpoint",
     "LogSigner",
     "LogVerifier",
+    "NoteSignature",
+    "check_key_name",
     "key_id",
     "open_checkpoint",
     "parse_checkpoint_body",
+    "parse_verifier_key",
+    "split_note",
+    "verifier_key",
 ]
 
 _ALG_ED25519 = 0x01
@@ -54,12 +59,52 @@ _NAME = re.compile(r"[^\s+]+")
 _HASH_SIZE = 32
 
 
-def key_id(name: str, public_key: bytes) -> bytes:
-    """The 4-byte signed-note key id of an Ed25519 key."""
-    return hashlib.sha256(name.encode() + b"\n" + bytes([_ALG_ED25519]) + public_key).digest()[:4]
+def key_id(name: str, public_key: bytes, signature_type: int = _ALG_ED25519) -> bytes:
+    """The 4-byte signed-note key id of a key of ``signature_type`` (0x01: Ed25519 note
+    signatures; 0x04: Ed25519 cosignatures, C2SP tlog-cosignature)."""
+    material = name.encode() + b"\n" + bytes([signature_type]) + public_key
+    return hashlib.sha256(material).digest()[:4]
 
 
-def _check_name(name: str) -> None:
+@dataclass(frozen=True)
+class NoteSignature:
+    """One signature line of a signed note: key name, key id and the rest of the blob."""
+
+    name: str
+    key_id: bytes
+    signature: bytes
+
+    def line(self) -> str:
+        blob = base64.b64encode(self.key_id + self.signature).decode()
+        return f"{_SIG_PREFIX}{self.name} {blob}\n"
+
+
+def split_note(note: str) -> tuple[str, list[NoteSignature]]:
+    """The text of a signed note (ending in its newline) and its signature lines.
+
+    Raises CheckpointError if the note has no signature block or a signature
+    line is malformed (no em dash, not base64, shorter than a key id and one byte).
+    """
+    text, sep, block = note.rpartition("\n\n")
+    if not sep or not block.endswith("\n"):
+        raise CheckpointError("signed note has no signature block")
+    signatures: list[NoteSignature] = []
+    for line in block[:-1].split("\n"):
+        if not line.startswith(_SIG_PREFIX):
+            raise CheckpointError("signed note has a malformed signature line")
+        name, _, blob_text = line[len(_SIG_PREFIX) :].partition(" ")
+        try:
+            blob = base64.b64decode(blob_text, validate=True)
+        except binascii.Error as exc:
+            raise CheckpointError("signed note has a signature that is not base64") from exc
+        if len(blob) < 5:
+            raise CheckpointError("signed note has a truncated signature")
+        signatures.append(NoteSignature(name, blob[:4], blob[4:]))
+    return text + "\n", signatures
+
+
+def check_key_name(name: str) -> None:
+    """Raise ConfigurationError unless ``name`` is a valid signed-note key name."""
     if not _NAME.fullmatch(name):
         raise ConfigurationError("a signed-note key name must be non-empty, without spaces or '+'")
 
@@ -104,11 +149,42 @@ def parse_checkpoint_body(text: str) -> Checkpoint:
     return Checkpoint(origin, int(size_text), root)
 
 
+def verifier_key(name: str, public_key: bytes, signature_type: int = _ALG_ED25519) -> str:
+    """The signed-note verifier key string ``name+keyid+base64(type || key)``."""
+    encoded = base64.b64encode(bytes([signature_type]) + public_key).decode()
+    return f"{name}+{key_id(name, public_key, signature_type).hex()}+{encoded}"
+
+
+def parse_verifier_key(vkey: str, signature_type: int = _ALG_ED25519) -> tuple[str, bytes]:
+    """The key name and 32-byte Ed25519 public key of a verifier key of ``signature_type``.
+
+    Raises ConfigurationError if it is malformed, of another type, or its key id
+    does not match its name and key.
+    """
+    parts = vkey.strip().split("+", 2)
+    if len(parts) != 3:
+        raise ConfigurationError("a verifier key is name+keyid+base64(key)")
+    name, id_hex, key_b64 = parts
+    check_key_name(name)
+    try:
+        raw = base64.b64decode(key_b64, validate=True)
+        expected_id = bytes.fromhex(id_hex)
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigurationError("a verifier key has a malformed key id or key") from exc
+    if len(raw) != 33 or raw[0] != signature_type:
+        raise ConfigurationError(
+            f"the verifier key is not an Ed25519 key of signature type 0x{signature_type:02x}"
+        )
+    if not hmac.compare_digest(key_id(name, raw[1:], signature_type), expected_id):
+        raise ConfigurationError("the verifier key's key id does not match its key")
+    return name, raw[1:]
+
+
 class LogSigner:
     """Signs checkpoints with the hub's Ed25519 log key under the key name ``name``."""
 
     def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
-        _check_name(name)
+        check_key_name(name)
         self.name = name
         self._private_key = private_key
         self.public_key = private_key.public_key().public_bytes(
@@ -118,8 +194,7 @@ class LogSigner:
 
     def verifier_key(self) -> str:
         """The verifier key string a regulator pins (``name+keyid+base64key``)."""
-        encoded = base64.b64encode(bytes([_ALG_ED25519]) + self.public_key).decode()
-        return f"{self.name}+{self.key_id.hex()}+{encoded}"
+        return verifier_key(self.name, self.public_key)
 
     def sign_note(self, text: str) -> str:
         """The signed note: ``text`` (ending in a newline), a blank line, one signature line."""
@@ -137,7 +212,7 @@ class LogVerifier:
     """A pinned log key: verifies signed notes made by that key only."""
 
     def __init__(self, name: str, public_key: bytes) -> None:
-        _check_name(name)
+        check_key_name(name)
         if len(public_key) != 32:
             raise ConfigurationError("an Ed25519 public key is 32 bytes")
         if not sodium.is_strong_ed25519_public_key(public_key):
@@ -150,27 +225,13 @@ class LogVerifier:
 
     def verifier_key(self) -> str:
         """This key as a ``name+keyid+base64key`` string."""
-        encoded = base64.b64encode(bytes([_ALG_ED25519]) + self.public_key).decode()
-        return f"{self.name}+{self.key_id.hex()}+{encoded}"
+        return verifier_key(self.name, self.public_key)
 
     @classmethod
     def from_verifier_key(cls, vkey: str) -> LogVerifier:
         """Parse ``name+keyid+base64key``; raises ConfigurationError if malformed."""
-        parts = vkey.strip().split("+", 2)
-        if len(parts) != 3:
-            raise ConfigurationError("a verifier key is name+keyid+base64(key)")
-        name, id_hex, key_b64 = parts
-        try:
-            raw = base64.b64decode(key_b64, validate=True)
-            expected_id = bytes.fromhex(id_hex)
-        except (binascii.Error, ValueError) as exc:
-            raise ConfigurationError("a verifier key has a malformed key id or key") from exc
-        if len(raw) != 33 or raw[0] != _ALG_ED25519:
-            raise ConfigurationError("the verifier key is not an Ed25519 key")
-        verifier = cls(name, raw[1:])
-        if not hmac.compare_digest(verifier.key_id, expected_id):
-            raise ConfigurationError("the verifier key's key id does not match its key")
-        return verifier
+        name, public_key = parse_verifier_key(vkey, _ALG_ED25519)
+        return cls(name, public_key)
 
     def verify_note(self, note: str) -> str:
         """Return the note text if a signature by this key verifies.
@@ -178,26 +239,16 @@ class LogVerifier:
         Raises CheckpointError: malformed note, no signature by this key (unknown
         key), or a signature by this key that does not verify (bad signature).
         """
-        text, sep, signatures = note.rpartition("\n\n")
-        if not sep or not signatures.endswith("\n"):
-            raise CheckpointError("signed note has no signature block")
-        text += "\n"
+        text, signatures = split_note(note)
         seen_names: list[str] = []
-        for line in signatures[:-1].split("\n"):
-            if not line.startswith(_SIG_PREFIX):
-                raise CheckpointError("signed note has a malformed signature line")
-            name, _, blob_text = line[len(_SIG_PREFIX) :].partition(" ")
-            try:
-                blob = base64.b64decode(blob_text, validate=True)
-            except binascii.Error as exc:
-                raise CheckpointError("signed note has a signature that is not base64") from exc
-            if len(blob) < 5:
-                raise CheckpointError("signed note has a truncated signature")
-            seen_names.append(f"{name} ({blob[:4].hex()})")
-            if name != self.name or not hmac.compare_digest(blob[:4], self.key_id):
+        for signature in signatures:
+            seen_names.append(f"{signature.name} ({signature.key_id.hex()})")
+            if signature.name != self.name or not hmac.compare_digest(
+                signature.key_id, self.key_id
+            ):
                 continue
             try:
-                self._key.verify(blob[4:], text.encode())
+                self._key.verify(signature.signature, text.encode())
             except InvalidSignature as exc:
                 raise CheckpointError(
                     f"bad signature: the checkpoint signature by key {self.name} "

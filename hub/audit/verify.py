@@ -3,7 +3,12 @@
 :func:`verify_log` trusts nothing the hub says until it checks it:
 
 1. the checkpoint's signature against the PINNED log key (unknown key, bad
-   signature and wrong origin are refused);
+   signature and wrong origin are refused), and, when the regulator pinned
+   witness keys, a quorum of their cosignatures (C2SP tlog-cosignature,
+   ADR 0010): every missing or bad one is named.  Witnesses refuse to cosign
+   a history inconsistent with one they cosigned, so a log rewritten after a
+   checkpoint was served lacks the quorum even where this regulator saw none
+   of it (a split view);
 2. against the last checkpoint this regulator verified (:class:`VerifiedState`):
    a smaller tree is a truncated log, the same size with another root is a
    fork, a larger tree must come with a valid RFC 9162 consistency proof;
@@ -38,6 +43,7 @@ from client_sdk.core.errors import (
 )
 from hub.audit import merkle
 from hub.audit.checkpoint import Checkpoint, LogVerifier, open_checkpoint
+from hub.audit.cosignature import CosignatureVerifier, QuorumResult, check_quorum
 from hub.audit.events import AuditEvent, decode
 
 __all__ = ["LogClient", "VerifiedState", "VerifyResult", "verified_events", "verify_log"]
@@ -73,6 +79,9 @@ class VerifiedState:
     root_hash: bytes
     compact_range: tuple[bytes, ...]
     note: str
+    # The pinned witness keys and how many must cosign (ADR 0010).
+    witnesses: tuple[str, ...] = ()
+    witness_quorum: int = 0
 
     def to_json(self) -> str:
         return json.dumps(
@@ -84,6 +93,8 @@ class VerifiedState:
                 "root_hash": base64.b64encode(self.root_hash).decode(),
                 "compact_range": [base64.b64encode(h).decode() for h in self.compact_range],
                 "note": self.note,
+                "witnesses": list(self.witnesses),
+                "witness_quorum": self.witness_quorum,
             },
             indent=2,
         )
@@ -104,6 +115,8 @@ class VerifiedState:
                     base64.b64decode(h, validate=True) for h in obj["compact_range"]
                 ),
                 note=str(obj["note"]),
+                witnesses=tuple(str(w) for w in obj.get("witnesses", [])),
+                witness_quorum=int(obj.get("witness_quorum", 0)),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigurationError(f"{source}: not a fraudhub audit state file") from exc
@@ -113,6 +126,8 @@ class VerifiedState:
             raise ConfigurationError(f"{source}: {exc}") from exc
         if compact.root() != state.root_hash:
             raise ConfigurationError(f"{source}: the compact range does not match its root")
+        if not 0 <= state.witness_quorum <= len(state.witnesses):
+            raise ConfigurationError(f"{source}: the witness quorum exceeds the pinned witnesses")
         return state
 
 
@@ -121,6 +136,7 @@ class VerifyResult:
     state: VerifiedState
     previous_size: int
     new_events: int
+    witnesses: QuorumResult | None = None
 
 
 def _root(compact: merkle.CompactRange, leaves: list[bytes], count: int) -> bytes:
@@ -199,6 +215,8 @@ def verify_log(  # noqa: PLR0912 - the numbered checks of the module docstring, 
     fresh: bool = True,
     full: bool = False,
     deep: bool = False,
+    witnesses: tuple[str, ...] = (),
+    witness_quorum: int = 0,
 ) -> VerifyResult:
     """Verify the hub's latest checkpoint and events against ``previous``.
 
@@ -208,12 +226,16 @@ def verify_log(  # noqa: PLR0912 - the numbered checks of the module docstring, 
     range (detects edits of already verified events too).  ``deep`` also checks
     the inclusion proof of every fetched event, which exercises every stored
     node hash of the hub (one request per event: for investigations, not for
-    routine runs).  Raises AuditLogError (CheckpointError,
-    ConsistencyProofError) naming what is wrong.
+    routine runs).  ``witnesses`` (verifier keys) and ``witness_quorum``: at
+    least that many of them must have cosigned the checkpoint.  Raises
+    AuditLogError (CheckpointError, ConsistencyProofError) naming what is
+    wrong, ConfigurationError for a malformed witness key or quorum.
     """
+    pinned = [CosignatureVerifier.from_verifier_key(w) for w in witnesses]
     note = client.get_checkpoint(fresh)
     expected_origin = origin or (previous.origin if previous else None)
     checkpoint = open_checkpoint(note, verifier, origin=expected_origin)
+    quorum = check_quorum(note, pinned, witness_quorum) if pinned or witness_quorum else None
     old_size = previous.size if previous else 0
     if previous is not None:
         if checkpoint.size < previous.size:
@@ -275,8 +297,10 @@ def verify_log(  # noqa: PLR0912 - the numbered checks of the module docstring, 
         root_hash=checkpoint.root_hash,
         compact_range=tuple(compact.hashes),
         note=note,
+        witnesses=tuple(witnesses),
+        witness_quorum=witness_quorum,
     )
-    return VerifyResult(state, old_size, checkpoint.size - old_size)
+    return VerifyResult(state, old_size, checkpoint.size - old_size, quorum)
 
 
 def _checked_events(

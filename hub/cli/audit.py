@@ -7,8 +7,11 @@
   0, ``--deep`` also checks every fetched event's inclusion proof.  Exit 0 and
   the state file advances when the log verifies; exit 1 with one line naming
   what is wrong otherwise (edited, deleted or reordered event, truncated,
-  forked or rewritten log, bad signature, unknown key); the state file is then
-  left as it was.  Other failures (hub unreachable, PERMISSION_DENIED) exit 2.
+  forked or rewritten log, bad signature, unknown key, missing witness quorum
+  naming each missing or bad cosignature); the state file is then left as it
+  was.  ``--witness VKEY`` (repeatable) and ``--witness-quorum N`` pin the
+  witnesses that must cosign (ADR 0010); both are kept in the state file.
+  Other failures (hub unreachable, PERMISSION_DENIED) exit 2.
 - ``report --from --to [--format table|csv|json]``: per-institution requests,
   items, matches, match rate, refusals by reason, requests by tier and purpose.
 - ``policy VERSION``: the text of the policy version an event names, checked
@@ -137,6 +140,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     else:
         raise ConfigurationError("the first verification needs --log-key (the hub's log key)")
     verifier = LogVerifier.from_verifier_key(vkey)
+    witnesses, quorum = _witness_policy(args, previous)
     with _channel(args) as channel:
         try:
             result = verify_log(
@@ -147,6 +151,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 fresh=not args.no_fresh,
                 full=args.full,
                 deep=args.deep,
+                witnesses=witnesses,
+                witness_quorum=quorum,
             )
         except AuditLogError as exc:
             print(f"fraudhub audit verify: FAILED: {exc}", file=sys.stderr)
@@ -157,7 +163,40 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         f"audit log verified: checkpoint of size {result.state.size} from {since}, "
         f"{result.new_events} new event(s) rebuilt the signed root; state saved to {state_path}"
     )
+    if result.witnesses is not None:
+        cosigned = result.witnesses
+        print(
+            f"cosigned by {len(cosigned.cosigned)} of {len(witnesses)} pinned witness(es) "
+            f"(quorum {quorum}): {', '.join(cosigned.cosigned) or 'none'}"
+        )
+        for problem in cosigned.problems:
+            print(f"warning: {problem}", file=sys.stderr)
     return 0
+
+
+def _witness_policy(
+    args: argparse.Namespace, previous: VerifiedState | None
+) -> tuple[tuple[str, ...], int]:
+    """The pinned witness keys and quorum: from the flags, else the state file's.
+
+    ``--witness`` replaces the pinned set; the quorum defaults to all of them.
+    """
+    if args.witness:
+        witnesses = tuple(_read_log_key(w) for w in args.witness)
+    else:
+        witnesses = previous.witnesses if previous else ()
+    if args.witness_quorum is not None:
+        quorum = int(args.witness_quorum)
+    elif args.witness or previous is None:
+        quorum = len(witnesses)
+    else:
+        quorum = previous.witness_quorum
+    if quorum > len(witnesses):
+        raise ConfigurationError(
+            f"--witness-quorum {quorum} needs at least {quorum} --witness key(s), "
+            f"{len(witnesses)} pinned"
+        )
+    return witnesses, quorum
 
 
 def _cmd_policy(args: argparse.Namespace) -> int:
@@ -343,6 +382,21 @@ def register(sub: Any) -> None:
         "--no-fresh",
         action="store_true",
         help="verify the hub's latest scheduled checkpoint; do not ask it to sign one now",
+    )
+    verify.add_argument(
+        "--witness",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="a witness's verifier key (or @FILE), repeatable; replaces the pinned set "
+        "kept in the state file",
+    )
+    verify.add_argument(
+        "--witness-quorum",
+        type=int,
+        metavar="N",
+        help="cosignatures by pinned witnesses the checkpoint needs "
+        "(default: all --witness keys, else the state file's)",
     )
     verify.set_defaults(func=_cmd_verify)
 

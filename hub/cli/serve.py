@@ -4,6 +4,8 @@
 policy on SIGHUP, and prints the bound port on stdout so ``--listen
 127.0.0.1:0`` works in scripts.  It also prints the verifier key of the
 hub's audit log key, which regulators pin (``audit verify --log-key``).
+``--witness`` (repeatable) names the witnesses asked to cosign each audit
+checkpoint (ADR 0010).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from client_sdk.core.errors import ConfigurationError
 from hub.cli.database import add_database_arguments
 from hub.infra.argtypes import positive_float, positive_int
 from hub.services.audit import log_signer
@@ -21,6 +24,8 @@ from hub.services.config import (
     CHECKPOINT_EVERY_SECONDS,
     DEFAULT_LISTEN,
     HubConfig,
+    WitnessEndpoint,
+    WitnessIdentity,
     default_policy,
 )
 from hub.services.server import HubServer
@@ -39,6 +44,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_workers=args.workers,
         checkpoint_every_events=args.checkpoint_every,
         checkpoint_every_seconds=args.checkpoint_seconds,
+        witnesses=tuple(args.witness),
+        witness_identity=_witness_identity(args),
     )
     hub = HubServer(config)
     port = hub.start()
@@ -49,6 +56,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     hub.wait()
     return 0
+
+
+def _witness_endpoint(text: str) -> WitnessEndpoint:
+    try:
+        return WitnessEndpoint.parse(text)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _witness_identity(args: argparse.Namespace) -> WitnessIdentity | None:
+    if not args.witness:
+        return None
+    if not args.witness_institution or args.witness_key is None:
+        raise ConfigurationError(
+            "--witness needs --witness-institution and --witness-key: the operator "
+            "institution the witnesses admitted, and its Ed25519 key"
+        )
+    return WitnessIdentity(args.witness_institution, args.witness_key)
 
 
 def register(sub: Any) -> None:
@@ -83,4 +108,17 @@ def register(sub: Any) -> None:
         metavar="T",
         help=f"... or every T seconds when the log grew (default {CHECKPOINT_EVERY_SECONDS:g})",
     )
+    serve.add_argument(
+        "--witness",
+        type=_witness_endpoint,
+        action="append",
+        default=[],
+        metavar="HOST:PORT,VKEY,AUDIENCE",
+        help="a witness to ask for checkpoint cosignatures (repeatable; ADR 0010): its "
+        "address, its witness verifier key, its JWT audience (e.g. fraudhub:keyholder:1)",
+    )
+    serve.add_argument(
+        "--witness-institution", help="the operator institution id the hub calls witnesses as"
+    )
+    serve.add_argument("--witness-key", type=Path, help="that institution's Ed25519 key (PEM)")
     serve.set_defaults(func=_cmd_serve)

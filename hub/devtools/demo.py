@@ -5,7 +5,8 @@ registers two banks, a carrier and a regulator, has the banks contribute
 ``examples/bank_a.csv`` and ``examples/bank_b.csv``, has the carrier screen
 ``examples/carrier_subscribers.csv`` and prints what the policy disclosed,
 revokes one indicator and shows it no longer matches, has the regulator
-verify the audit log (signed checkpoint, every event's inclusion proof) over
+verify the audit log (signed checkpoint, every event's inclusion proof, and
+the cosignatures of all three key holders witnessing the log, ADR 0010) over
 the Audit service, then shuts everything down.
 
 Every step checks its outcome; the exit status is 1 if one fails.  The data
@@ -189,13 +190,25 @@ def run_demo(data_dir: Path, examples: Path | None = None) -> None:
                 BearerAuth(world.keys["regulator-r"], HUB_AUDIENCE),
             )
             try:
-                verified = verify_log(AuditLogClient(channel), verifier, None, deep=True)
+                verified = verify_log(
+                    AuditLogClient(channel),
+                    verifier,
+                    None,
+                    deep=True,
+                    witnesses=tuple(world.witness_keys),
+                    witness_quorum=len(world.witness_keys),
+                )
             finally:
                 channel.close()
             _check(
                 verified.state.size > 0,
                 f"signed checkpoint of {verified.state.size} events verified, every event's "
                 f"inclusion proof checked (root {verified.state.root_hash.hex()[:16]}...)",
+            )
+            cosigned = verified.witnesses.cosigned if verified.witnesses else ()
+            _check(
+                len(cosigned) == len(world.witness_keys),
+                f"cosigned by {len(cosigned)} key holder witnesses: {', '.join(cosigned)}",
             )
             _say(f"\nServers' log: {data_dir / 'logs' / LOG_FILENAME}")
         _say("Stopped the hub and the key holders.")

@@ -16,6 +16,12 @@ server binds ``127.0.0.1:0`` with TLS material from ``fraudhub init``
 - With ``reuse=True`` an existing deployment's TLS material, key shares and
   database are used as they are (``fraudhub sandbox`` restarted on its
   directory); what is missing is created.  Nothing is overwritten either way.
+- With ``witnesses=True`` (the default) every key holder also witnesses the
+  audit log (``hub.keyholder.witness``; its key in ``data_dir/keyholder-<i>``)
+  and the hub asks them to cosign each checkpoint as the operator institution
+  ``hub-operator`` (key ``data_dir/witness-client.pem``).  The holders are
+  bound before the hub is built, so the hub knows their addresses; a restarted
+  holder keeps its port.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_sdk.client.hub import ClientConfig, HubClient
 from client_sdk.client.tokenizer import HolderEndpoint
@@ -40,11 +48,20 @@ from client_sdk.wire.auth import (
     save_private_key,
 )
 from client_sdk.wire.channels import ChannelSecurity
+from hub.audit.cosignature import Cosigner
 from hub.keyholder.ceremony import deal_to_directory
 from hub.keyholder.keyfiles import PUBLIC_NAME, SHARE_NAME, load_public, load_share
 from hub.keyholder.server import KeyHolderServer, KeyHolderServicer, QuotaLedger, SeenTokenFile
+from hub.keyholder.witness import (
+    WitnessServicer,
+    WitnessStateFile,
+    default_witness_name,
+    load_cosigner,
+    open_witness,
+)
 from hub.services.admin import add_institution_locally
-from hub.services.config import HubConfig, default_policy
+from hub.services.audit import log_signer
+from hub.services.config import HubConfig, WitnessEndpoint, WitnessIdentity, default_policy
 from hub.services.server import HubServer
 from hub.storage.models import Institution, utcnow
 from hub.storage.registry import to_registered
@@ -52,25 +69,31 @@ from hub.storage.store import list_institutions
 from hub.wire.auth import JsonFileRegistry, TokenVerifier, dump_registry
 from hub.wire.tls import init_tls, keyholder_name, load_server_credentials, tls_files
 
-__all__ = ["LOG_FILENAME", "LocalDeployment", "RunningHolder"]
+__all__ = ["LOG_FILENAME", "WITNESS_CLIENT", "LocalDeployment", "RunningHolder"]
 
 log = logging.getLogger(__name__)
 
 LOG_FILENAME = "servers.log"
+#: The operator institution the hub calls the witnesses as, and its key file.
+WITNESS_CLIENT = "hub-operator"
+WITNESS_CLIENT_KEY = "witness-client.pem"
 
 
 @dataclass
 class RunningHolder:
-    """A key holder server, its quota ledger and its token-id file."""
+    """A key holder server, its quota ledger, its token-id file and witness state."""
 
     server: KeyHolderServer
     quota: QuotaLedger
     seen: SeenTokenFile
+    witness: WitnessStateFile | None = None
 
     def stop(self, grace: float) -> None:
         self.server.stop(grace)
         self.quota.close()
         self.seen.close()
+        if self.witness is not None:
+            self.witness.close()
 
 
 class LocalDeployment:
@@ -96,6 +119,7 @@ class LocalDeployment:
         log_to_file: bool = True,
         grace: float = 1.0,
         reuse: bool = False,
+        witnesses: bool = True,
     ) -> None:
         self.data_dir = data_dir
         self.client_dir = client_dir
@@ -118,6 +142,30 @@ class LocalDeployment:
             share = load_share(path)
             self.shares[share.index] = share
         self.registry_path = data_dir / "registry.json"
+        if not self.registry_path.exists():
+            self.registry_path.write_text(dump_registry([]) + "\n")
+        self.holders: dict[int, RunningHolder] = {}
+        self.holder_ports: dict[int, int] = {}
+        self.witness_keys: list[str] = []
+        self._witnesses = witnesses
+        endpoints: list[WitnessEndpoint] = []
+        identity = None
+        if witnesses:
+            # Bound (not started) now: the hub is configured with their addresses.
+            self._log_key = log_signer(data_dir).verifier_key()
+            for index in self.shares:
+                self._create_holder(index)
+                self.witness_keys.append(self._cosigner(index).verifier_key())
+                endpoints.append(
+                    WitnessEndpoint(
+                        f"127.0.0.1:{self.holder_ports[index]}",
+                        self.witness_keys[-1],
+                        keyholder_audience(index),
+                    )
+                )
+            identity = WitnessIdentity(WITNESS_CLIENT, data_dir / WITNESS_CLIENT_KEY)
+            if not identity.key.exists():
+                save_private_key(generate_key(), identity.key)
         self.hub = HubServer(
             HubConfig(
                 data_dir=data_dir,
@@ -127,16 +175,21 @@ class LocalDeployment:
                 policy_paths=policy_paths or (default_policy(),),
                 max_workers=8,
                 shutdown_grace=grace,
+                witnesses=tuple(endpoints),
+                witness_identity=identity,
             )
         )
         self.hub.store.migrate()
+        if identity is not None:
+            with self.hub.store.session() as session:
+                known = session.get(Institution, WITNESS_CLIENT) is not None
+            if not known:
+                self._add(WITNESS_CLIENT, "operator", load_private_key(identity.key), "the hub")
         self._export_registry()
         # Last, so a constructor that failed above leaves logging as it was.
         self._log_handler: logging.Handler | None = None
         if log_to_file:
             self._log_handler = _log_servers_to(data_dir / "logs" / LOG_FILENAME)
-        self.holders: dict[int, RunningHolder] = {}
-        self.holder_ports: dict[int, int] = {}
         self.keys: dict[str, InstitutionKey] = {}
         self._clients: list[HubClient] = []
         self._closed = False
@@ -147,7 +200,10 @@ class LocalDeployment:
         """Start the hub and every key holder; return self."""
         self.hub.start()
         for index in self.shares:
-            self.start_holder(index)
+            if index in self.holders:
+                self.holders[index].server.start()
+            else:
+                self.start_holder(index)
         return self
 
     @property
@@ -156,7 +212,23 @@ class LocalDeployment:
 
     def start_holder(self, index: int) -> None:
         """(Re)start key holder ``index``, on its previous port if it had one."""
+        self._create_holder(index)
+        self.holders[index].server.start()
+
+    def _cosigner(self, index: int) -> Cosigner:
+        return load_cosigner(self.data_dir / keyholder_name(index), default_witness_name(index))
+
+    def _create_holder(self, index: int) -> None:
+        """Build and bind key holder ``index`` (and its witness), not started."""
         share = self.shares[index]
+        witness_state = None
+        witness_servicer = None
+        if self._witnesses:
+            state_dir = self.data_dir / keyholder_name(index)
+            witness, witness_state = open_witness(
+                state_dir, default_witness_name(index), [self._log_key]
+            )
+            witness_servicer = WitnessServicer(witness)
         quota = QuotaLedger(self.data_dir / keyholder_name(index) / "quota.sqlite3", 10**9)
         seen = SeenTokenFile(self.data_dir / keyholder_name(index) / "seen-tokens.sqlite3")
         verifier = TokenVerifier(
@@ -169,9 +241,9 @@ class LocalDeployment:
             f"127.0.0.1:{self.holder_ports.get(index, 0)}",
             load_server_credentials(tls_files(self.data_dir, keyholder_name(index))),
             max_workers=4,
+            witness=witness_servicer,
         )
-        server.start()
-        self.holders[index] = RunningHolder(server, quota, seen)
+        self.holders[index] = RunningHolder(server, quota, seen, witness_state)
         self.holder_ports[index] = server.port
 
     def stop_holder(self, index: int) -> None:
@@ -187,6 +259,14 @@ class LocalDeployment:
         private = generate_key()
         key_path = self.client_dir / f"{institution_id}.pem"
         save_private_key(private, key_path)
+        self._add(institution_id, role, private, name)
+        self._export_registry()
+        self.hub.registry.invalidate()
+        key = InstitutionKey(institution_id, private)
+        self.keys[institution_id] = key
+        return key
+
+    def _add(self, institution_id: str, role: str, private: Ed25519PrivateKey, name: str) -> None:
         row = Institution(
             id=institution_id,
             role=role,
@@ -195,11 +275,6 @@ class LocalDeployment:
             created_at=utcnow(),
         )
         add_institution_locally(self.hub.store, row, "local")
-        self._export_registry()
-        self.hub.registry.invalidate()
-        key = InstitutionKey(institution_id, private)
-        self.keys[institution_id] = key
-        return key
 
     def enroll(self, institution_id: str, role: str, name: str = "") -> InstitutionKey:
         """Register ``institution_id`` unless it already is, with its key in ``client_dir``.

@@ -3,7 +3,9 @@
 ``init --data-dir DIR`` writes the local TLS material (``hub.wire.tls``).
 ``keyholder`` runs one key holder until SIGINT or SIGTERM, then drains calls
 for a few seconds and exits 0.  It prints the bound port on stdout, so
-``--listen 127.0.0.1:0`` works in scripts.
+``--listen 127.0.0.1:0`` works in scripts.  With ``--witness-log-key`` it also
+witnesses the hub's audit log (``hub.keyholder.witness``, ADR 0010).
+``witness-key --state-dir DIR --name NAME`` prints that witness's verifier key.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ from hub.keyholder.server import (
     KeyHolderServicer,
     QuotaLedger,
     SeenTokenFile,
+)
+from hub.keyholder.witness import (
+    WitnessServicer,
+    default_witness_name,
+    load_cosigner,
+    open_witness,
 )
 from hub.wire.auth import JsonFileRegistry, TokenVerifier
 from hub.wire.tls import TlsFiles, init_tls, keyholder_name, load_server_credentials, tls_files
@@ -70,6 +78,11 @@ def _cmd_keyholder(args: argparse.Namespace) -> int:
         replay=seen,
     )
     quota = QuotaLedger(args.state_dir / "quota.sqlite3", args.daily_quota)
+    witness = None
+    witness_state = None
+    if args.witness_log_key:
+        name = args.witness_name or default_witness_name(share.index)
+        witness, witness_state = open_witness(args.state_dir, name, args.witness_log_key)
     server = KeyHolderServer.create(
         KeyHolderServicer(share, public, quota),
         verifier,
@@ -77,6 +90,7 @@ def _cmd_keyholder(args: argparse.Namespace) -> int:
         credentials,
         insecure=args.insecure,
         max_workers=args.workers,
+        witness=WitnessServicer(witness) if witness is not None else None,
     )
     stop = threading.Event()
 
@@ -87,6 +101,8 @@ def _cmd_keyholder(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     server.start()
     print(f"key holder {share.index} (epoch {share.epoch}) listening on port {server.port}")
+    if witness is not None:
+        print(f"witness key {witness.cosigner.verifier_key()}")
     sys.stdout.flush()
     # Wake up now and then: a signal delivered to one of gRPC's threads only runs
     # its Python handler once the main thread executes again.
@@ -95,6 +111,16 @@ def _cmd_keyholder(args: argparse.Namespace) -> int:
     server.stop(STOP_GRACE_SECONDS)
     quota.close()
     seen.close()
+    if witness_state is not None:
+        witness_state.close()
+    return 0
+
+
+def _cmd_witness_key(args: argparse.Namespace) -> int:
+    # The key is created here if missing: the holder's operator runs this on
+    # the holder's machine, before or after first start, to hand the verifier
+    # key to the hub's operator and to regulators (audit verify --witness).
+    print(load_cosigner(args.state_dir, args.name).verifier_key())
     return 0
 
 
@@ -136,4 +162,24 @@ def register(sub: Any) -> None:
     kh.add_argument(
         "--workers", type=positive_int(), default=8, help="RPC worker threads (default 8)"
     )
+    kh.add_argument(
+        "--witness-log-key",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="also witness the audit log with this log key (the hub's `audit log-key`); "
+        "repeatable. The witness key is witness-key.pem in --state-dir",
+    )
+    kh.add_argument(
+        "--witness-name", help="witness key name (default fraudhub/keyholder-<index>/witness)"
+    )
     kh.set_defaults(func=_cmd_keyholder)
+
+    wk = sub.add_parser(
+        "witness-key", help="print (creating if missing) a key holder's witness verifier key"
+    )
+    wk.add_argument("--state-dir", type=Path, required=True, help="the key holder's state dir")
+    wk.add_argument(
+        "--name", required=True, help="witness key name, e.g. fraudhub/keyholder-1/witness"
+    )
+    wk.set_defaults(func=_cmd_witness_key)

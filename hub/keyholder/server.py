@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from fraudhub.v1 import keyholder_pb2, keyholder_pb2_grpc
+from fraudhub.v1 import keyholder_pb2, keyholder_pb2_grpc, witness_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -47,6 +47,9 @@ from client_sdk.core.errors import (
 )
 from client_sdk.core.threshold import KeyShare, PublicKeyInfo, holder_evaluate
 from hub.infra.sqlitefile import immediate, open_state_file
+from hub.keyholder.witness import METHOD_ROLES as WITNESS_ROLES
+from hub.keyholder.witness import SERVICE_NAME as WITNESS_SERVICE
+from hub.keyholder.witness import WitnessServicer
 from hub.wire.auth import LEEWAY, ROLES, AuthInterceptor, TokenVerifier, current_principal
 from hub.wire.status import ErrorInterceptor
 from hub.wire.tls import SERVER_OPTIONS, bind
@@ -271,18 +274,29 @@ class KeyHolderServer:
         *,
         insecure: bool = False,
         max_workers: int = 8,
+        witness: WitnessServicer | None = None,
     ) -> KeyHolderServer:
-        """Build and bind (not start) a server; raises ConfigurationError."""
+        """Build and bind (not start) a server; raises ConfigurationError.
+
+        ``witness`` also serves the audit log's Witness service (ADR 0010).
+        """
+        roles = dict(METHOD_ROLES)
+        services = [SERVICE_NAME]
+        if witness is not None:
+            roles.update(WITNESS_ROLES)
+            services.append(WITNESS_SERVICE)
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="keyholder"),
-            interceptors=[ErrorInterceptor(), AuthInterceptor(verifier, METHOD_ROLES)],
+            interceptors=[ErrorInterceptor(), AuthInterceptor(verifier, roles)],
             options=SERVER_OPTIONS,
         )
         keyholder_pb2_grpc.add_KeyHolderServicer_to_server(servicer, server)
+        if witness is not None:
+            witness_pb2_grpc.add_WitnessServicer_to_server(witness, server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         port = bind(server, address, credentials, insecure=insecure)
         return cls(server, health_servicer, port)

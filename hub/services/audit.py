@@ -19,6 +19,11 @@ A thin adapter over :mod:`hub.storage.auditlog`.  Guarantees:
   ``HubConfig.checkpoint_every_seconds`` seconds (``serve --checkpoint-every``,
   ``--checkpoint-seconds``; defaults 1000 and 60) by a :class:`Checkpointer`
   thread that lives as long as the gRPC server, and on request (``GetCheckpoint(fresh=true)``).
+- With witnesses configured (``HubConfig.witnesses``, ADR 0010) each new
+  checkpoint is offered to them for cosigning on the checkpoint thread
+  (:mod:`hub.services.witnesses`); GetCheckpoint asks those that have not
+  cosigned the served checkpoint yet (bounded wait) and serves the note with
+  every stored cosignature appended.  A witness outage never fails a call.
 - Proofs read O(log n) stored nodes; ``ListEvents`` pages through the log by
   leaf index, :data:`PAGE_SIZE` rows per database read.
 """
@@ -39,7 +44,7 @@ from google.protobuf.message import Message
 from sqlmodel import Session
 from typing_extensions import override
 
-from client_sdk.core.errors import FraudhubError, InvalidRequest
+from client_sdk.core.errors import ConfigurationError, FraudhubError, InvalidRequest
 from client_sdk.core.vocabulary import Principal
 from client_sdk.wire.codecs import optional_datetime, timestamp
 from hub.audit.checkpoint import LogSigner
@@ -53,6 +58,7 @@ from hub.services.config import (
     HubConfig,
     LivePolicy,
 )
+from hub.services.witnesses import CosignatureCollector
 from hub.storage import auditlog, store
 from hub.storage.models import utcnow
 from hub.storage.store import Store
@@ -108,6 +114,7 @@ class AuditService(audit_pb2_grpc.AuditServicer):
         policy: LivePolicy | None = None,
         clock: Callable[[], datetime] = utcnow,
         page_size: int = PAGE_SIZE,
+        collector: CosignatureCollector | None = None,
     ) -> None:
         self._store = store
         self._signer = signer
@@ -115,6 +122,7 @@ class AuditService(audit_pb2_grpc.AuditServicer):
         self._policy = policy
         self._clock = clock
         self._page_size = page_size
+        self._collector = collector
 
     # --- auditing the auditor --------------------------------------------------
 
@@ -164,7 +172,14 @@ class AuditService(audit_pb2_grpc.AuditServicer):
                 ), 1
             return latest.note, 1
 
-        return audit_pb2.SignedCheckpoint(note=self._audited("GetCheckpoint", request, work))
+        note = self._audited("GetCheckpoint", request, work)
+        if self._collector is not None:
+            # Bounded by the collector's timeout; a witness outage serves fewer lines.
+            self._collector.collect(note)
+        # Store.session raises StorageError for database failures.
+        with self._store.session() as session:
+            served = auditlog.cosigned_note(session, note)
+        return audit_pb2.SignedCheckpoint(note=served)
 
     @override
     def ListEvents(
@@ -325,6 +340,7 @@ class Checkpointer:
         every_events: int = CHECKPOINT_EVERY_EVENTS,
         every_seconds: float = CHECKPOINT_EVERY_SECONDS,
         clock: Callable[[], datetime] = utcnow,
+        collector: CosignatureCollector | None = None,
     ) -> None:
         self._store = store
         self._signer = signer
@@ -332,9 +348,11 @@ class Checkpointer:
         self._every_events = every_events
         self._every_seconds = every_seconds
         self._clock = clock
+        self._collector = collector
 
     def run_once(self) -> str | None:
-        """Sign a checkpoint if one is due; return its note, or None."""
+        """Sign a checkpoint if one is due, then ask the witnesses to cosign it
+        (on this thread, never the writers'); return its note, or None."""
         with self._store.session() as session:
             now = self._clock()
             if not auditlog.checkpoint_due(
@@ -343,6 +361,8 @@ class Checkpointer:
                 return None
             note = auditlog.create_checkpoint(session, self._signer, self._origin, now)
             session.commit()
+        if self._collector is not None:
+            self._collector.collect(note)
         return note
 
     def run_until(self, stopped: Callable[[float], bool], tick: float = 1.0) -> None:
@@ -359,6 +379,20 @@ def log_signer(data_dir: Path, origin: str = DEFAULT_ORIGIN) -> LogSigner:
     return LogSigner(origin, load_or_create_log_key(Path(data_dir) / LOG_KEY_FILENAME))
 
 
+def _collector(store: Store, config: HubConfig) -> CosignatureCollector | None:
+    """The witnesses' cosignature collector, if any are configured; raises ConfigurationError."""
+    if not config.witnesses:
+        return None
+    if config.witness_identity is None:
+        raise ConfigurationError(
+            "witnesses are configured but not the hub's operator identity to call them with"
+        )
+    default_ca = None if config.insecure else (config.tls_dir or config.data_dir) / "tls" / "ca.pem"
+    return CosignatureCollector(
+        store, config.witnesses, config.witness_identity, default_ca=default_ca
+    )
+
+
 def register(server: grpc.Server, store: Store, policy: LivePolicy, config: HubConfig) -> str:
     """Add the Audit servicer and its checkpoint thread to ``server``; return the service name.
 
@@ -366,20 +400,27 @@ def register(server: grpc.Server, store: Store, policy: LivePolicy, config: HubC
     stops when the server stops.
     """
     signer = log_signer(config.data_dir)
-    audit_pb2_grpc.add_AuditServicer_to_server(AuditService(store, signer, policy=policy), server)
+    collector = _collector(store, config)
+    audit_pb2_grpc.add_AuditServicer_to_server(
+        AuditService(store, signer, policy=policy, collector=collector), server
+    )
     checkpointer = Checkpointer(
         store,
         signer,
         every_events=config.checkpoint_every_events,
         every_seconds=config.checkpoint_every_seconds,
+        collector=collector,
     )
 
     def stopped(timeout: float) -> bool:
         # wait_for_termination returns True when it TIMED OUT (server still running).
         return not server.wait_for_termination(timeout)
 
-    threading.Thread(
-        target=checkpointer.run_until, args=(stopped,), name="fraudhub-checkpoints", daemon=True
-    ).start()
+    def run() -> None:
+        checkpointer.run_until(stopped)
+        if collector is not None:
+            collector.close()  # the server stopped: no more checkpoints to offer
+
+    threading.Thread(target=run, name="fraudhub-checkpoints", daemon=True).start()
     log.info("audit log key %s", signer.verifier_key())
     return SERVICE

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from client_sdk.core.errors import ConfigurationError
+from hub.audit.cosignature import CosignatureVerifier
 from hub.infra.resources import shipped
 from hub.policy.engine import Policy
 from hub.policy.reader import load_policy
@@ -26,6 +28,8 @@ __all__ = [
     "DEFAULT_LISTEN",
     "HubConfig",
     "LivePolicy",
+    "WitnessEndpoint",
+    "WitnessIdentity",
     "default_policy",
 ]
 
@@ -40,6 +44,42 @@ CHECKPOINT_EVERY_SECONDS = 60.0
 def default_policy() -> Path:
     """``policies/default.yaml`` where it is installed (source tree or share/fraudhub)."""
     return shipped("policies/default.yaml")
+
+
+@dataclass(frozen=True)
+class WitnessEndpoint:
+    """One witness the hub asks: where, which key must cosign, which JWT audience.
+
+    ``ca`` is the CA certificate of its TLS (``None``: the hub's own
+    ``tls/ca.pem``, or plaintext when the hub itself runs insecure).
+    """
+
+    address: str
+    verifier_key: str
+    audience: str
+    ca: Path | None = None
+    server_name: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> WitnessEndpoint:
+        """``HOST:PORT,VKEY,AUDIENCE`` (the ``serve --witness`` syntax); raises
+        ConfigurationError naming what is malformed."""
+        parts = text.split(",")
+        if len(parts) != 3 or not all(parts):
+            raise ConfigurationError(
+                f"--witness {text!r}: expected HOST:PORT,WITNESS_VKEY,AUDIENCE"
+            )
+        endpoint = cls(parts[0].strip(), parts[1].strip(), parts[2].strip())
+        CosignatureVerifier.from_verifier_key(endpoint.verifier_key)
+        return endpoint
+
+
+@dataclass(frozen=True)
+class WitnessIdentity:
+    """The hub's operator institution: its id and Ed25519 key (PEM)."""
+
+    institution: str
+    key: Path
 
 
 @dataclass(frozen=True)
@@ -68,6 +108,9 @@ class HubConfig:
     # A signed audit checkpoint every N events or T seconds, whichever comes first.
     checkpoint_every_events: int = CHECKPOINT_EVERY_EVENTS
     checkpoint_every_seconds: float = CHECKPOINT_EVERY_SECONDS
+    # Witnesses asked to cosign each checkpoint (ADR 0010), and who the hub is to them.
+    witnesses: tuple[WitnessEndpoint, ...] = ()
+    witness_identity: WitnessIdentity | None = None
 
     @property
     def url(self) -> str:

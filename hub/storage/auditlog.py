@@ -10,6 +10,9 @@ Tables (on ``SQLModel.metadata``, migrated by alembic with the rest of the hub):
   (level 0 = leaf hashes).  Complete subtrees never change, so they are written
   once, when the leaf that completes them is appended.
 - ``audit_checkpoint``: every signed checkpoint note the hub made.
+- ``audit_cosignature``: the witnesses' cosignature lines of those checkpoints
+  (C2SP tlog-cosignature; ADR 0010), at most one per checkpoint body and witness.
+  They are appended to the note when it is served (:func:`cosigned_note`).
 
 Guarantees:
 
@@ -35,6 +38,7 @@ Guarantees:
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,25 +49,30 @@ from sqlmodel import Field, Session, SQLModel, col, select
 
 from client_sdk.core.errors import InvalidRequest, NotFound, ServerError
 from hub.audit import merkle
-from hub.audit.checkpoint import Checkpoint, LogSigner, parse_checkpoint_body
+from hub.audit.checkpoint import Checkpoint, LogSigner, parse_checkpoint_body, split_note
 from hub.audit.events import AuditEvent
 from hub.storage.models import UTCDateTime
 
 __all__ = [
     "APPEND_LOCK_KEY",
     "AuditCheckpointRow",
+    "AuditCosignatureRow",
     "AuditEventRow",
     "AuditLogCorrupt",
     "AuditNodeRow",
     "EventFilter",
     "SessionNodeSource",
     "StoredEvent",
+    "add_cosignature",
     "append",
     "checkpoint_due",
     "consistency_proof",
+    "cosignatures",
+    "cosigned_note",
     "create_checkpoint",
     "get_event",
     "inclusion_proof",
+    "last_cosigned_size",
     "latest_checkpoint",
     "list_events",
     "root_at",
@@ -121,6 +130,23 @@ class AuditCheckpointRow(SQLModel, table=True):
     tree_size: int = Field(sa_column=sa.Column(sa.BigInteger(), nullable=False, index=True))
     created_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
     note: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+
+
+class AuditCosignatureRow(SQLModel, table=True):
+    """One witness's cosignature line of one checkpoint."""
+
+    __tablename__ = "audit_cosignature"
+    __table_args__ = (sa.UniqueConstraint("checkpoint_digest", "witness"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    # SHA-256 (hex) of the checkpoint body the line cosigns: the line belongs to
+    # that body, whichever checkpoint row (re-signed or not) carries it.
+    checkpoint_digest: str = Field(max_length=64, index=True)
+    # The witness's verifier key string: which pinned key made the line.
+    witness: str = Field(max_length=512)
+    tree_size: int = Field(sa_column=sa.Column(sa.BigInteger(), nullable=False))
+    line: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+    created_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
 
 
 @dataclass(frozen=True)
@@ -425,3 +451,61 @@ def get_event(session: Session, index: int) -> StoredEvent:
     if row is None:
         raise NotFound(f"audit event {index} does not exist")
     return StoredEvent(row.leaf_index, bytes(row.body))
+
+
+def _body_digest(note: str) -> str:
+    return hashlib.sha256(split_note(note)[0].encode()).hexdigest()
+
+
+def add_cosignature(
+    session: Session, note: str, witness: str, tree_size: int, line: str, now: datetime
+) -> None:
+    """Store ``witness``'s cosignature ``line`` of the checkpoint ``note``.
+
+    A second line by the same witness for the same body replaces nothing: the
+    first one stays (both verify; one is enough).  Does not commit.
+    """
+    digest = _body_digest(note)
+    exists = session.exec(
+        select(AuditCosignatureRow.id).where(
+            AuditCosignatureRow.checkpoint_digest == digest,
+            AuditCosignatureRow.witness == witness,
+        )
+    ).first()
+    if exists is None:
+        session.add(
+            AuditCosignatureRow(
+                checkpoint_digest=digest,
+                witness=witness,
+                tree_size=tree_size,
+                line=line,
+                created_at=now,
+            )
+        )
+        session.flush()
+
+
+def cosignatures(session: Session, note: str) -> dict[str, str]:
+    """The stored cosignature lines of the checkpoint ``note``, by witness verifier key."""
+    rows = session.exec(
+        select(AuditCosignatureRow).where(
+            AuditCosignatureRow.checkpoint_digest == _body_digest(note)
+        )
+    ).all()
+    return {row.witness: row.line for row in rows}
+
+
+def cosigned_note(session: Session, note: str) -> str:
+    """The checkpoint ``note`` with its stored cosignature lines appended."""
+    lines = cosignatures(session, note)
+    return note + "".join(lines[w] for w in sorted(lines))
+
+
+def last_cosigned_size(session: Session, witness: str) -> int:
+    """The largest tree size ``witness`` cosigned for this hub (0 if none)."""
+    size = session.exec(
+        select(sa.func.max(AuditCosignatureRow.tree_size)).where(
+            AuditCosignatureRow.witness == witness
+        )
+    ).first()
+    return int(size or 0)
