@@ -36,7 +36,8 @@ if TYPE_CHECKING:  # what type checkers see; at run time names load on first use
     from client_sdk.core.indicators import canonicalize
     from client_sdk.core.vocabulary import CATEGORIES, KINDS, REVOKE_REASONS
     from client_sdk.wire.auth import InstitutionKey
-    from client_sdk.wire.channels import ChannelSecurity, RetryPolicy, errors_from_status
+    from client_sdk.wire.channels import ChannelSecurity, RetryPolicy
+    from client_sdk.wire.status import errors_from_status
 
 __all__ = [
     "CATEGORIES",
@@ -70,7 +71,7 @@ _SOURCES: dict[str, str] = {
     "InstitutionKey": "client_sdk.wire.auth",
     "ChannelSecurity": "client_sdk.wire.channels",
     "RetryPolicy": "client_sdk.wire.channels",
-    "errors_from_status": "client_sdk.wire.channels",
+    "errors_from_status": "client_sdk.wire.status",
     "HolderEndpoint": "client_sdk.client.tokenizer",
     "Tokenizer": "client_sdk.client.tokenizer",
     "BulkSummary": "client_sdk.client.hub",
