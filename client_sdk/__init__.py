@@ -20,11 +20,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers see; at run time names load on first use
-    from client_sdk.client.hub import (
+    from client_sdk.client.config import ClientConfig
+    from client_sdk.client.hub import HubClient
+    from client_sdk.client.results import (
         BulkSummary,
-        ClientConfig,
         Contributed,
-        HubClient,
         Indicator,
         ItemFailure,
         Label,
@@ -74,15 +74,15 @@ _SOURCES: dict[str, str] = {
     "errors_from_status": "client_sdk.wire.status",
     "HolderEndpoint": "client_sdk.client.tokenizer",
     "Tokenizer": "client_sdk.client.tokenizer",
-    "BulkSummary": "client_sdk.client.hub",
-    "ClientConfig": "client_sdk.client.hub",
-    "Contributed": "client_sdk.client.hub",
+    "BulkSummary": "client_sdk.client.results",
+    "ClientConfig": "client_sdk.client.config",
+    "Contributed": "client_sdk.client.results",
     "HubClient": "client_sdk.client.hub",
-    "Indicator": "client_sdk.client.hub",
-    "ItemFailure": "client_sdk.client.hub",
-    "Label": "client_sdk.client.hub",
-    "MatchResult": "client_sdk.client.hub",
-    "RevokeResult": "client_sdk.client.hub",
+    "Indicator": "client_sdk.client.results",
+    "ItemFailure": "client_sdk.client.results",
+    "Label": "client_sdk.client.results",
+    "MatchResult": "client_sdk.client.results",
+    "RevokeResult": "client_sdk.client.results",
     "REVOKE_REASONS": "client_sdk.core.vocabulary",
 }
 

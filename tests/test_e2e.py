@@ -26,7 +26,7 @@ from grpc_status import rpc_status
 from sqlmodel import func, select
 
 from client_sdk import HubClient, Indicator
-from client_sdk.client.hub import Contributed, ItemFailure, MatchResult
+from client_sdk.client.results import Contributed, ItemFailure, MatchResult
 from client_sdk.client.tokenizer import Tokenizer
 from client_sdk.core.errors import (
     InvalidIndicator,

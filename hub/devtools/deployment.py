@@ -27,7 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from client_sdk.client.hub import ClientConfig, HubClient
+from client_sdk.client.config import ClientConfig
+from client_sdk.client.hub import HubClient
 from client_sdk.client.tokenizer import HolderEndpoint
 from client_sdk.core.errors import ConfigurationError
 from client_sdk.core.threshold import KeyShare, PublicKeyInfo
