@@ -216,19 +216,25 @@ def _windows(
         handle = path.open(newline="", encoding="utf-8")
     except OSError as exc:
         raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
+    offset = 0
+    rows: list[dict[str, str]] = []
     with handle, tqdm(desc=what, unit="row", disable=not progress) as bar:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"kind", "value"} <= set(reader.fieldnames):
-            raise ConfigurationError(f"{path}: the header must name the columns kind and value")
-        offset = 0
-        rows: list[dict[str, str]] = []
-        for row in reader:
-            rows.append(row)
-            if len(rows) == window:
-                yield rows, offset
-                bar.update(len(rows))
-                offset += len(rows)
-                rows = []
+        try:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not {"kind", "value"} <= set(reader.fieldnames):
+                raise ConfigurationError(f"{path}: the header must name the columns kind and value")
+            for row in reader:
+                rows.append(row)
+                if len(rows) == window:
+                    yield rows, offset
+                    bar.update(len(rows))
+                    offset += len(rows)
+                    rows = []
+        except (UnicodeDecodeError, csv.Error) as exc:
+            # The rows before it were sent; the file cannot be read on (no value quoted).
+            where = f"row {offset + len(rows) + 1}"
+            what_failed = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else "not CSV"
+            raise ConfigurationError(f"{path}: {where}: {what_failed}") from None
         if rows:
             yield rows, offset
             bar.update(len(rows))

@@ -44,6 +44,8 @@ class ClientConfig:
             data = json.loads(path.read_text("utf-8"))
         except OSError as exc:
             raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigurationError(f"{path}: not UTF-8") from None
         except json.JSONDecodeError as exc:
             raise ConfigurationError(f"{path}: not JSON (line {exc.lineno})") from None
         base = path.parent
@@ -59,7 +61,7 @@ class ClientConfig:
                 ca=base / str(data["ca"]) if data.get("ca") else None,
                 server_name=data.get("server_name"),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ConfigurationError(f"{path}: missing or invalid field {exc}") from None
 
     def dump(self) -> str:

@@ -148,6 +148,8 @@ class HubClient:
             public = PublicKeyInfo.from_json(config.public.read_text("utf-8"))
         except OSError as exc:
             raise ConfigurationError(f"cannot read {config.public}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigurationError(f"{config.public}: not UTF-8") from None
         key = InstitutionKey.load(config.institution, config.key)
         if config.ca is not None:
             security = ChannelSecurity.from_ca_file(str(config.ca), config.server_name)
