@@ -21,6 +21,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from client_sdk.core.errors import (
     WIRE_REASONS,
+    DkgError,
     FraudhubError,
     HolderError,
     InvalidIndicator,
@@ -42,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Every module that defines FraudhubError subclasses, hub side included.
 _DEFINING_MODULES = (
     "client_sdk.core.tokens",
+    "client_sdk.core.dkg",
     "client_sdk.client.tokenizer",
     "hub.storage.store",
     "hub.storage.auditlog",
@@ -58,6 +60,10 @@ def _examples(cls: type[FraudhubError]) -> list[FraudhubError]:
         return [cls(3, "evaluation rejected")]
     if issubclass(cls, InvalidIndicator):
         return [cls("phone", "not a valid number", 4), cls("email", "no @")]
+    if issubclass(cls, DkgError):
+        return [cls("round 2 cannot finish", {2: "bad share", 4: "no answer"}), cls("no quorum")]
+    if issubclass(cls, StorageError):
+        return [cls("the hub's database failed (disk full)", "disk full"), cls()]
     if issubclass(cls, InvalidItems):
         items = (ItemError(0, "phone", "too short", "queries"), ItemError(7, "", "token: 31 bytes"))
         return [cls("2 invalid items", items)]

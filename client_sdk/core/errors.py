@@ -315,6 +315,7 @@ WIRE_REASONS: Final[Mapping[str, type[FraudhubError]]] = MappingProxyType(
         "CONSISTENCY_PROOF_ERROR": ConsistencyProofError,
         "CHECKPOINT_ERROR": CheckpointError,
         "PROOF_ERROR": ProofError,
+        "DKG_ERROR": DkgError,
         "STORAGE_ERROR": StorageError,
         "AUDIT_LOG_CORRUPT": AuditLogCorrupt,
     }

@@ -8,9 +8,9 @@ Defined here, once, for the hub (which packs, ``hub.wire.status``) and the SDK
   the reason code taken from the explicit registry
   :data:`~client_sdk.core.errors.WIRE_REASONS`; metadata holds the fields a
   class needs to be rebuilt (``reasons`` of PolicyDenied, ``holder`` of
-  HolderError, ``cause`` of StorageError, ``kind``/``reason``/``index`` of
-  InvalidIndicator) and
-  ``invalid_items`` (how many items were wrong);
+  HolderError, ``cause`` of StorageError, ``disqualified`` of DkgError,
+  ``kind``/``reason``/``index`` of InvalidIndicator) and ``invalid_items``
+  (how many items were wrong);
 - for item errors, one ``BadRequest.FieldViolation(field="<field>[<index>]",
   description="(<kind>) <reason>")`` per item, at most
   :data:`MAX_FIELD_VIOLATIONS` (trailers are small).
@@ -28,6 +28,7 @@ ServerError).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -42,6 +43,7 @@ from client_sdk.core.errors import (
     WIRE_REASONS,
     AuthenticationError,
     ConfigurationError,
+    DkgError,
     FraudhubError,
     HolderError,
     InvalidIndicator,
@@ -141,6 +143,8 @@ def _metadata(exc: FraudhubError, items: tuple[ItemError, ...]) -> dict[str, str
         metadata["holder"] = str(exc.holder)
     if isinstance(exc, StorageError):
         metadata["cause"] = exc.cause
+    if isinstance(exc, DkgError) and exc.disqualified:
+        metadata["disqualified"] = json.dumps({str(i): why for i, why in exc.disqualified.items()})
     if isinstance(exc, InvalidIndicator):
         # The kind and the reason, never the value (the class never holds it).
         metadata["kind"] = exc.kind
@@ -205,6 +209,12 @@ def _rebuild(
         return cls(message, items)
     if issubclass(cls, StorageError):
         return cls(message, metadata.get("cause", "other"))
+    if issubclass(cls, DkgError):
+        named = json.loads(metadata.get("disqualified", "{}"))
+        disqualified = {int(i): str(why) for i, why in named.items()}
+        # The message carries the named participants; the constructor adds them again.
+        suffix = "; ".join(f"participant {i}: {why}" for i, why in sorted(disqualified.items()))
+        return cls(message.removesuffix(f" ({suffix})") if suffix else message, disqualified)
     return cls(message)
 
 
@@ -232,7 +242,7 @@ def decode_status(status: status_pb2.Status) -> FraudhubError:
             metadata = dict(info.metadata)
     try:
         return _rebuild(cls, message, metadata, tuple(items))
-    except (TypeError, ValueError, KeyError):
+    except (TypeError, ValueError, KeyError, AttributeError):
         return family(message)
 
 
