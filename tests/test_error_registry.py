@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,16 +41,16 @@ from hub.wire.status import to_rpc_status
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Every module that defines FraudhubError subclasses, hub side included.
-_DEFINING_MODULES = (
-    "client_sdk.core.tokens",
-    "client_sdk.core.dkg",
-    "client_sdk.client.tokenizer",
-    "hub.storage.store",
-    "hub.storage.auditlog",
-    "hub.services.server",
-    "hub.keyholder.server",
-)
+
+def _project_modules() -> list[str]:
+    """Every module of client_sdk and hub (not migrations or ``__main__``: those run on import)."""
+    names = []
+    for package in ("client_sdk", "hub"):
+        root = importlib.import_module(package)
+        for info in pkgutil.walk_packages(root.__path__, f"{package}."):
+            if ".migrations" not in info.name and not info.name.endswith("__main__"):
+                names.append(info.name)
+    return names
 
 
 def _examples(cls: type[FraudhubError]) -> list[FraudhubError]:
@@ -122,7 +123,7 @@ def test_every_registered_class_round_trips_here(cls: type[FraudhubError]) -> No
 
 
 def test_every_error_class_of_the_project_is_registered() -> None:
-    for name in _DEFINING_MODULES:
+    for name in _project_modules():
         importlib.import_module(name)
     found: list[type[FraudhubError]] = []
     pending: list[type[FraudhubError]] = [FraudhubError]

@@ -43,6 +43,7 @@ __all__ = [
     "ConsistencyProofError",
     "CryptoError",
     "DkgError",
+    "EnvelopeError",
     "FraudhubError",
     "HolderError",
     "InclusionProofError",
@@ -107,6 +108,10 @@ class InvalidElementError(CryptoError):
 
 class LabelError(CryptoError):
     """A sealed label could not be opened (wrong key, context or tampered)."""
+
+
+class EnvelopeError(CryptoError):
+    """An envelope could not be opened (wrong key, associated data, or tampered)."""
 
 
 class ConfigurationError(CallerError):
@@ -298,6 +303,7 @@ WIRE_REASONS: Final[Mapping[str, type[FraudhubError]]] = MappingProxyType(
         "CRYPTO_ERROR": CryptoError,
         "INVALID_ELEMENT_ERROR": InvalidElementError,
         "LABEL_ERROR": LabelError,
+        "ENVELOPE_ERROR": EnvelopeError,
         "CONFIGURATION_ERROR": ConfigurationError,
         "POLICY_ERROR": PolicyError,
         "AUTHENTICATION_ERROR": AuthenticationError,
