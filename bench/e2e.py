@@ -43,7 +43,8 @@ sys.path.insert(0, str(ROOT / "protos"))
 sys.path.insert(0, str(ROOT))
 
 from client_sdk import oprf  # noqa: E402
-from client_sdk.client.hub import ClientConfig, HubClient  # noqa: E402
+from client_sdk.client.config import ClientConfig  # noqa: E402
+from client_sdk.client.hub import HubClient  # noqa: E402
 from client_sdk.client.tokenizer import HolderEndpoint  # noqa: E402
 from client_sdk.core import _sodium as sodium  # noqa: E402
 from client_sdk.wire.auth import generate_key, public_key_bytes, save_private_key  # noqa: E402

@@ -20,11 +20,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers see; at run time names load on first use
-    from client_sdk.client.hub import (
+    from client_sdk.client.config import ClientConfig
+    from client_sdk.client.hub import HubClient
+    from client_sdk.client.results import (
         BulkSummary,
-        ClientConfig,
         Contributed,
-        HubClient,
         Indicator,
         ItemFailure,
         Label,
@@ -36,7 +36,8 @@ if TYPE_CHECKING:  # what type checkers see; at run time names load on first use
     from client_sdk.core.indicators import canonicalize
     from client_sdk.core.vocabulary import CATEGORIES, KINDS, REVOKE_REASONS
     from client_sdk.wire.auth import InstitutionKey
-    from client_sdk.wire.channels import ChannelSecurity, RetryPolicy, errors_from_status
+    from client_sdk.wire.channels import ChannelSecurity, RetryPolicy
+    from client_sdk.wire.status import errors_from_status
 
 __all__ = [
     "CATEGORIES",
@@ -70,18 +71,18 @@ _SOURCES: dict[str, str] = {
     "InstitutionKey": "client_sdk.wire.auth",
     "ChannelSecurity": "client_sdk.wire.channels",
     "RetryPolicy": "client_sdk.wire.channels",
-    "errors_from_status": "client_sdk.wire.channels",
+    "errors_from_status": "client_sdk.wire.status",
     "HolderEndpoint": "client_sdk.client.tokenizer",
     "Tokenizer": "client_sdk.client.tokenizer",
-    "BulkSummary": "client_sdk.client.hub",
-    "ClientConfig": "client_sdk.client.hub",
-    "Contributed": "client_sdk.client.hub",
+    "BulkSummary": "client_sdk.client.results",
+    "ClientConfig": "client_sdk.client.config",
+    "Contributed": "client_sdk.client.results",
     "HubClient": "client_sdk.client.hub",
-    "Indicator": "client_sdk.client.hub",
-    "ItemFailure": "client_sdk.client.hub",
-    "Label": "client_sdk.client.hub",
-    "MatchResult": "client_sdk.client.hub",
-    "RevokeResult": "client_sdk.client.hub",
+    "Indicator": "client_sdk.client.results",
+    "ItemFailure": "client_sdk.client.results",
+    "Label": "client_sdk.client.results",
+    "MatchResult": "client_sdk.client.results",
+    "RevokeResult": "client_sdk.client.results",
     "REVOKE_REASONS": "client_sdk.core.vocabulary",
 }
 

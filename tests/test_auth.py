@@ -34,7 +34,8 @@ from client_sdk.wire.auth import (
     public_key_bytes,
     save_private_key,
 )
-from client_sdk.wire.channels import ChannelSecurity, errors_from_status, open_channel
+from client_sdk.wire.channels import ChannelSecurity, open_channel
+from client_sdk.wire.status import errors_from_status
 from hub.wire.auth import (
     AuthInterceptor,
     Institution,

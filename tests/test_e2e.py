@@ -26,7 +26,7 @@ from grpc_status import rpc_status
 from sqlmodel import func, select
 
 from client_sdk import HubClient, Indicator
-from client_sdk.client.hub import Contributed, ItemFailure, MatchResult
+from client_sdk.client.results import Contributed, ItemFailure, MatchResult
 from client_sdk.client.tokenizer import Tokenizer
 from client_sdk.core.errors import (
     InvalidIndicator,
@@ -36,7 +36,8 @@ from client_sdk.core.errors import (
     Unavailable,
 )
 from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth, mint_jwt, public_key_bytes
-from client_sdk.wire.channels import RetryPolicy, errors_from_status, open_channel
+from client_sdk.wire.channels import RetryPolicy, open_channel
+from client_sdk.wire.status import errors_from_status
 from hub.devtools.deployment import LocalDeployment
 from hub.storage import auditlog
 from hub.storage.models import Indicator as IndicatorRow

@@ -23,7 +23,7 @@ from client_sdk.core.errors import (
 )
 from client_sdk.core.tokens import oprf_input
 from client_sdk.wire.auth import keyholder_audience
-from client_sdk.wire.channels import errors_from_status
+from client_sdk.wire.status import errors_from_status
 from hub.keyholder.server import MAX_BATCH, KeyHolderServer, QuotaLedger, SeenTokenFile
 
 pytestmark = pytest.mark.e2e

@@ -21,7 +21,7 @@ from leakcheck import assert_no_leak, digits_of
 from test_demo import ROOT, run_fraudhub
 
 from client_sdk import Indicator
-from client_sdk.client.hub import ItemFailure
+from client_sdk.client.results import ItemFailure
 from client_sdk.core.errors import InvalidRequest, PolicyDenied
 from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth, mint_jwt
 from client_sdk.wire.channels import open_channel

@@ -1,4 +1,4 @@
-"""The bulk path's one-deep pipeline (client_sdk.client.hub._Pipeline)."""
+"""The bulk path's one-deep pipeline (client_sdk.client.bulk._Pipeline)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from client_sdk.client.hub import _Pipeline
+from client_sdk.client.bulk import _Pipeline
 
 
 def test_results_are_handled_in_order_on_the_callers_thread() -> None:

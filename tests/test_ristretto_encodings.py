@@ -29,7 +29,7 @@ from client_sdk.core.errors import (
     InvalidItems,
 )
 from client_sdk.wire.auth import keyholder_audience
-from client_sdk.wire.channels import errors_from_status
+from client_sdk.wire.status import errors_from_status
 from hub.keyholder.server import KeyHolderServer
 
 DATA = Path(__file__).parent / "data" / "rfc9496_ristretto255_bad_encodings.json"

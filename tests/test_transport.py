@@ -1,4 +1,4 @@
-"""Status mapping both ways (hub.wire.status -> client_sdk.wire.channels) and the retry helper."""
+"""Status mapping both ways (hub.wire.status -> client_sdk.wire.status) and the retry helper."""
 
 from __future__ import annotations
 
@@ -32,15 +32,12 @@ from client_sdk.core.errors import (
     ServerError,
     Unavailable,
 )
-from client_sdk.wire.channels import (
+from client_sdk.wire.channels import ChannelSecurity, RetryPolicy, call_with_retry, open_channel
+from client_sdk.wire.status import (
     MAX_FIELD_VIOLATIONS,
-    ChannelSecurity,
-    RetryPolicy,
-    call_with_retry,
     decode_field_violation,
     encode_field_violation,
     errors_from_status,
-    open_channel,
 )
 from hub.wire.status import INTERNAL_MESSAGE, ErrorInterceptor
 from hub.wire.tls import bind

@@ -10,7 +10,7 @@ reads through (``get_checkpoint``, ``events``, ``inclusion_proof``,
 it trusts nothing the hub sends; the verifier does the checking.
 
 Every gRPC failure becomes the fraudhub error of its status
-(:func:`client_sdk.wire.channels.errors_from_status`); nothing else is raised.
+(:func:`client_sdk.wire.status.errors_from_status`); nothing else is raised.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import TypeVar
 import grpc
 from fraudhub.v1 import audit_pb2, audit_pb2_grpc
 
-from client_sdk.wire.channels import errors_from_status
 from client_sdk.wire.codecs import timestamp
+from client_sdk.wire.status import errors_from_status
 
 __all__ = ["AuditLogClient"]
 

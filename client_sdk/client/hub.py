@@ -16,44 +16,55 @@ and non-personal metadata to the hub.  Guarantees:
   digest of the case reference).
 - UNAVAILABLE from the hub, and too few key holders answering, are retried
   with exponential backoff within the :class:`~client_sdk.wire.channels.RetryPolicy`
-  deadline.  Retrying is safe:
+  deadline, by the one retry loop (``client_sdk.wire.channels.call_with_retry``).
+  Retrying is safe:
   contributions are idempotent per (institution, kind, token, epoch) and
   matches do not change stored data.
 - The bulk variants (:meth:`HubClient.contribute_csv`,
-  :meth:`HubClient.match_csv`) read the CSV in windows of ``window`` rows, so
-  memory stays flat whatever the file size; the tokenizer spreads the crypto
-  of large windows over all cores; each window travels as one client stream
-  (ContributeStream) or bidirectional stream (MatchStream) of batches and is
-  retried as a whole; a tqdm progress bar counts rows.
+  :meth:`HubClient.match_csv`, ``client_sdk.client.bulk``) read the CSV in
+  windows of ``window`` rows, so memory stays flat whatever the file size; the
+  tokenizer spreads the crypto of large windows over all cores; each window
+  travels as one client stream (ContributeStream) or bidirectional stream
+  (MatchStream) of batches and is retried as a whole; a tqdm progress bar counts rows.
+
+The result types live in ``client_sdk.client.results`` and the configuration
+file in ``client_sdk.client.config``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import json
-import logging
-import random
-import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Generic, TypeVar
+from typing import IO, Any, TypeVar
 
 import grpc
-from fraudhub.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
+from fraudhub.v1 import exchange_pb2, exchange_pb2_grpc
 from google.protobuf.message import Message
-from grpc_status import rpc_status
 
+from client_sdk.client import bulk
+from client_sdk.client.bulk import DEFAULT_WINDOW
+from client_sdk.client.config import ClientConfig
+from client_sdk.client.messages import (
+    contribute_outcomes,
+    indicator_message,
+    malformed,
+    match_result,
+    partial_response,
+)
+from client_sdk.client.results import (
+    BulkSummary,
+    Contributed,
+    Indicator,
+    ItemFailure,
+    MatchResult,
+    RevokeResult,
+)
 from client_sdk.client.tokenizer import HolderEndpoint, Tokenizer
 from client_sdk.core import indicators
 from client_sdk.core.errors import (
     ConfigurationError,
-    FraudhubError,
     InvalidIndicator,
     InvalidItems,
     InvalidRequest,
@@ -61,194 +72,19 @@ from client_sdk.core.errors import (
     Unavailable,
 )
 from client_sdk.core.threshold import PublicKeyInfo
-from client_sdk.core.tokens import LabelError, TokenKeys, open_label, seal_label
-from client_sdk.core.vocabulary import DISCLOSURE_LEVELS, REVOKE_REASONS
+from client_sdk.core.tokens import TokenKeys
+from client_sdk.core.vocabulary import REVOKE_REASONS
 from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth, InstitutionKey
 from client_sdk.wire.channels import ChannelSecurity, RetryPolicy, call_with_retry, open_channel
-from client_sdk.wire.codecs import category_value, disclosure_word, timestamp
 
-__all__ = [
-    "BulkSummary",
-    "ClientConfig",
-    "Contributed",
-    "HubClient",
-    "Indicator",
-    "ItemFailure",
-    "Label",
-    "MatchResult",
-    "RevokeResult",
-]
-
-log = logging.getLogger(__name__)
+__all__ = ["DEFAULT_BATCH", "HubClient"]
 
 #: Items per request message (exchange.proto allows up to 10000).
 DEFAULT_BATCH = 2000
-#: CSV rows tokenized and sent together by the bulk variants.
-DEFAULT_WINDOW = 16384
-# One window is one stream; the hub takes at most 200,000 items per stream.
-MAX_WINDOW = 200_000
-DEFAULT_CONFIDENCE = 50
 
 _R = TypeVar("_R", bound=Message)
-_T = TypeVar("_T")
 _B = TypeVar("_B")
 _O = TypeVar("_O")
-
-
-@dataclass(frozen=True)
-class Indicator:
-    """One indicator to contribute: a raw value of ``kind`` and its metadata.
-
-    ``label`` is free text (a case reference, a note) sealed before it leaves
-    the process.  ``observed_at`` defaults to now; ``expires_at`` to as long as
-    the hub's policy allows.
-    """
-
-    kind: str
-    value: str = field(repr=False)
-    category: str
-    confidence: int = DEFAULT_CONFIDENCE
-    observed_at: datetime | None = None
-    expires_at: datetime | None = None
-    label: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class ItemFailure:
-    """Why input ``index`` got no result; ``error`` never holds the value.
-
-    ``kind`` is ``"unknown"`` when the caller's kind is not one fraudhub
-    knows: a misplaced column can put a value there, and failures get printed.
-    """
-
-    index: int
-    kind: str
-    error: FraudhubError
-
-    def __post_init__(self) -> None:
-        if self.kind not in indicators.ALL_KINDS:
-            object.__setattr__(self, "kind", indicators.UNKNOWN_KIND)
-
-    @property
-    def reason(self) -> str:
-        """The error without its own position prefix (``index`` and ``kind`` say where)."""
-        if isinstance(self.error, InvalidIndicator):
-            return self.error.reason
-        return str(self.error)
-
-
-@dataclass(frozen=True)
-class Contributed:
-    """Input ``index`` is stored; ``expires_at`` is set when the hub clipped it."""
-
-    index: int
-    kind: str
-    expires_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Label:
-    """A contributor's label; ``text`` is None if it does not open (tampered)."""
-
-    contributor: str
-    text: str | None
-
-
-@dataclass(frozen=True)
-class MatchResult:
-    """What the hub disclosed about input ``index`` (fields above ``disclosure`` stay empty)."""
-
-    index: int
-    kind: str
-    matched: bool
-    disclosure: str
-    contributors: int = 0
-    categories: tuple[str, ...] = ()
-    first_seen: datetime | None = None
-    last_seen: datetime | None = None
-    max_confidence: int = 0
-    labels: tuple[Label, ...] = ()
-    reasons: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class RevokeResult:
-    """How many of the valid inputs were revoked; ``failures`` are the invalid ones."""
-
-    revoked: int
-    not_found: int
-    failures: tuple[ItemFailure, ...] = ()
-
-
-@dataclass
-class BulkSummary:
-    """Counts of a bulk run; ``failures`` lists each failed row (1-based data row)."""
-
-    rows: int = 0
-    stored: int = 0
-    matched: int = 0
-    failures: list[ItemFailure] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ClientConfig:
-    """Where an institution's client finds the hub, the key holders and its key.
-
-    Read from a JSON file (:meth:`load`): ``institution``, ``key`` (PEM
-    private key file), ``hub`` (host:port), ``holders`` (list of ``{"index",
-    "address"}``), ``public`` (public.json of the OPRF key), ``ca`` (CA file;
-    omitted means the system roots) and optional ``server_name``.  Relative
-    paths are relative to the file.
-    """
-
-    institution: str
-    key: Path
-    hub: str
-    holders: tuple[HolderEndpoint, ...]
-    public: Path
-    ca: Path | None = None
-    server_name: str | None = None
-
-    @classmethod
-    def load(cls, path: Path) -> ClientConfig:
-        """Parse ``path``; raises ConfigurationError naming the missing or bad field."""
-        try:
-            data = json.loads(path.read_text("utf-8"))
-        except OSError as exc:
-            raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigurationError(f"{path}: not JSON (line {exc.lineno})") from None
-        base = path.parent
-        try:
-            return cls(
-                institution=str(data["institution"]),
-                key=base / str(data["key"]),
-                hub=str(data["hub"]),
-                holders=tuple(
-                    HolderEndpoint(int(h["index"]), str(h["address"])) for h in data["holders"]
-                ),
-                public=base / str(data["public"]),
-                ca=base / str(data["ca"]) if data.get("ca") else None,
-                server_name=data.get("server_name"),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigurationError(f"{path}: missing or invalid field {exc}") from None
-
-    def dump(self) -> str:
-        """The JSON text :meth:`load` reads (paths as given)."""
-        return json.dumps(
-            {
-                "institution": self.institution,
-                "key": str(self.key),
-                "hub": self.hub,
-                "holders": [{"index": h.index, "address": h.address} for h in self.holders],
-                "public": str(self.public),
-                "ca": str(self.ca) if self.ca else None,
-                "server_name": self.server_name,
-            },
-            indent=2,
-        )
-
 
 _Q = TypeVar("_Q", bound=Message)
 
@@ -260,19 +96,6 @@ def _with_timeout(method: Callable[..., _R], request: _Q) -> Callable[[float], _
         return method(request, timeout=timeout)
 
     return call
-
-
-def _partial(error: grpc.RpcError, response_type: type[_R]) -> _R | None:
-    """The response for the valid items packed in an INVALID_ARGUMENT status, if any."""
-    status = rpc_status.from_call(error)
-    if status is None:
-        return None
-    for detail in status.details:
-        if detail.Is(response_type.DESCRIPTOR):
-            message = response_type()
-            detail.Unpack(message)
-            return message
-    return None
 
 
 class HubClient:
@@ -325,6 +148,8 @@ class HubClient:
             public = PublicKeyInfo.from_json(config.public.read_text("utf-8"))
         except OSError as exc:
             raise ConfigurationError(f"cannot read {config.public}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigurationError(f"{config.public}: not UTF-8") from None
         key = InstitutionKey.load(config.institution, config.key)
         if config.ca is not None:
             security = ChannelSecurity.from_ca_file(str(config.ca), config.server_name)
@@ -371,17 +196,11 @@ class HubClient:
 
         A holder that answered wrongly is excluded by the tokenizer, not retried.
         """
-        end = time.monotonic() + self._retry.deadline
-        backoffs = self._retry.backoffs(random.Random())  # noqa: S311 - jitter only
-        while True:
-            try:
-                return self._tokenizer.tokenize(pairs)
-            except Unavailable:
-                pause = next(backoffs, None)
-                if pause is None or time.monotonic() + pause >= end:
-                    raise
-                log.info("too few key holders answered; retrying in %.2fs", pause)
-                time.sleep(pause)
+        return call_with_retry(
+            lambda _timeout: self._tokenizer.tokenize(pairs),
+            self._retry,
+            retry_if=lambda error: isinstance(error, Unavailable),
+        )
 
     def _unary(
         self,
@@ -399,7 +218,7 @@ class HubClient:
                 return method(timeout)
             except grpc.RpcError as exc:
                 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                    found = _partial(exc, response_type)
+                    found = partial_response(exc, response_type)
                     if found is not None:
                         partial.append(found)
                 raise
@@ -464,7 +283,15 @@ class HubClient:
         messages: list[tuple[int, exchange_pb2.Indicator]] = []
         for index, (kind, keys) in tokens.items():
             try:
-                messages.append((index, self._indicator_message(items[index], kind, keys, now)))
+                message = indicator_message(
+                    items[index],
+                    kind,
+                    keys,
+                    epoch=self._epoch,
+                    institution=self.institution,
+                    now=now,
+                )
+                messages.append((index, message))
             except InvalidRequest as exc:
                 results[index] = ItemFailure(index, kind, exc)
         batches = [messages[i : i + self._batch] for i in range(0, len(messages), self._batch)]
@@ -487,7 +314,7 @@ class HubClient:
                     ),
                     exchange_pb2.ContributeResponse,
                 )
-                results.update(_contribute_results(messages, response, invalid))
+                results.update(contribute_outcomes(messages, response, invalid))
             else:
                 results.update(
                     self._batch_by_batch(
@@ -496,35 +323,13 @@ class HubClient:
                             _with_timeout(self._stub.Contribute, request(batch)),
                             exchange_pb2.ContributeResponse,
                         ),
-                        _contribute_results,
+                        contribute_outcomes,
                         lambda message: message.kind,
                     )
                 )
             return [results[i] for i in range(len(items))]
 
         return send
-
-    def _indicator_message(
-        self, item: Indicator, kind: str, keys: TokenKeys, now: datetime
-    ) -> exchange_pb2.Indicator:
-        """The wire form of one item; raises InvalidRequest for bad metadata."""
-        if not 0 <= item.confidence <= 100:
-            raise InvalidRequest("confidence must be between 0 and 100")
-        message = exchange_pb2.Indicator(
-            token=keys.match_token,
-            kind=kind,
-            category=category_value(item.category),
-            confidence=item.confidence,
-            key_epoch=self._epoch,
-            observed_at=timestamp(item.observed_at or now),
-        )
-        if item.expires_at is not None:
-            message.expires_at.CopyFrom(timestamp(item.expires_at))
-        if item.label:
-            message.sealed_label = seal_label(
-                keys.label_key, keys.match_token, kind, self.institution, item.label.encode()
-            )
-        return message
 
     # --- revoke ----------------------------------------------------------------------------
 
@@ -647,45 +452,15 @@ class HubClient:
         invalid: InvalidItems | None,
     ) -> dict[int, MatchResult | ItemFailure]:
         out: dict[int, MatchResult | ItemFailure] = {}
-        for position, reason in _malformed(response, invalid).items():
+        for position, reason in malformed(response, invalid).items():
             index, (kind, _) = batch[position]
             out[index] = ItemFailure(index, kind, InvalidRequest(reason))
         for result in response.results:
             index, (kind, keys) = batch[result.index]
-            out[index] = self._decode_result(index, kind, keys, result)
+            out[index] = match_result(index, kind, keys, result)
         return out
 
-    def _decode_result(
-        self, index: int, kind: str, keys: TokenKeys, result: exchange_pb2.MatchResult
-    ) -> MatchResult:
-        labels = []
-        for sealed in result.labels:
-            try:
-                text: str | None = open_label(
-                    keys.label_key, keys.match_token, kind, sealed.contributor, sealed.sealed_label
-                ).decode("utf-8", "replace")
-            except LabelError:
-                text = None
-            labels.append(Label(sealed.contributor, text))
-        return MatchResult(
-            index=index,
-            kind=kind,
-            matched=result.matched,
-            disclosure=disclosure_word(result.disclosure),
-            contributors=result.contributors,
-            categories=tuple(common_pb2.Category.Name(c).lower() for c in result.categories),
-            first_seen=(
-                result.first_seen.ToDatetime(tzinfo=UTC) if result.HasField("first_seen") else None
-            ),
-            last_seen=(
-                result.last_seen.ToDatetime(tzinfo=UTC) if result.HasField("last_seen") else None
-            ),
-            max_confidence=result.max_confidence,
-            labels=tuple(labels),
-            reasons=tuple(result.reasons),
-        )
-
-    # --- bulk -------------------------------------------------------------------------------------
+    # --- bulk (client_sdk.client.bulk) -------------------------------------------------------
 
     def contribute_csv(
         self,
@@ -696,45 +471,19 @@ class HubClient:
         window: int = DEFAULT_WINDOW,
         progress: bool = True,
     ) -> BulkSummary:
-        """Contribute every row of a CSV.
+        """Contribute every row of a CSV (:func:`client_sdk.client.bulk.contribute_csv`).
 
         Columns ``kind``, ``value``, ``category`` and optional ``confidence``,
         ``observed_at``, ``expires_at`` (ISO 8601 with a zone), ``label``.  A
         row that cannot be parsed is a failure of that row (numbered from 1,
         header excluded); the others are still contributed.
         """
-        summary = BulkSummary()
-
-        def tally(
-            parsed: list[tuple[int, Indicator]],
-            offset: int,
-            outcomes: list[Contributed | ItemFailure],
-        ) -> None:
-            for (position, _), outcome in zip(parsed, outcomes, strict=True):
-                if isinstance(outcome, ItemFailure):
-                    summary.failures.append(
-                        ItemFailure(offset + position + 1, outcome.kind, outcome.error)
-                    )
-                else:
-                    summary.stored += 1
-
-        with _Pipeline[list[Contributed | ItemFailure]]() as pipeline:
-            for rows, offset in _windows(path, window, progress, "contribute"):
-                parsed: list[tuple[int, Indicator]] = []
-                for position, row in enumerate(rows):
-                    try:
-                        parsed.append((position, _indicator_from_row(row)))
-                    except InvalidRequest as exc:
-                        kind = (row.get("kind") or "").strip()
-                        summary.failures.append(ItemFailure(offset + position + 1, kind, exc))
-                summary.rows += len(rows)
-                pipeline.check()
-                send = self._contribution(
-                    [item for _, item in parsed], purpose, case_reference, streaming=True
-                )
-                pipeline.push(send, partial(tally, parsed, offset))
-        summary.failures.sort(key=lambda f: f.index)
-        return summary
+        return bulk.contribute_csv(
+            path,
+            lambda items: self._contribution(items, purpose, case_reference, streaming=True),
+            window=window,
+            progress=progress,
+        )
 
     def match_csv(
         self,
@@ -746,224 +495,16 @@ class HubClient:
         window: int = DEFAULT_WINDOW,
         progress: bool = True,
     ) -> BulkSummary:
-        """Screen every row of a CSV with columns ``kind`` and ``value``.
+        """Screen every row of a CSV with columns ``kind`` and ``value`` (:func:`bulk.match_csv`).
 
         Writes one CSV row per input row to ``out``: the input's other columns
         (the value column is left out, so the result file does not copy raw
         values), then the result.
         """
-        summary = BulkSummary()
-        writer: csv.DictWriter[str] | None = None
-
-        def write(
-            rows: list[dict[str, str]], offset: int, outcomes: list[MatchResult | ItemFailure]
-        ) -> None:
-            nonlocal writer
-            for position, (row, outcome) in enumerate(zip(rows, outcomes, strict=True)):
-                summary.rows += 1
-                record = {k: v for k, v in row.items() if k != "value"}
-                if "kind" in record:  # the kind cell may hold a value put in the wrong column
-                    record["kind"] = outcome.kind
-                record.update(_result_columns(outcome))
-                if writer is None:
-                    writer = csv.DictWriter(out, fieldnames=list(record))
-                    writer.writeheader()
-                writer.writerow(record)
-                if isinstance(outcome, ItemFailure):
-                    summary.failures.append(
-                        ItemFailure(offset + position + 1, outcome.kind, outcome.error)
-                    )
-                elif outcome.matched:
-                    summary.matched += 1
-
-        with _Pipeline[list[MatchResult | ItemFailure]]() as pipeline:
-            for rows, offset in _windows(path, window, progress, "match"):
-                pairs = [((row.get("kind") or "").strip(), row.get("value") or "") for row in rows]
-                pipeline.check()
-                send = self._screening(pairs, purpose, case_reference, streaming=True)
-                pipeline.push(send, partial(write, rows, offset))
-        return summary
-
-
-class _Pipeline(Generic[_T]):
-    """Runs each window's hub call in the background while the next window is tokenized.
-
-    One call in flight at a time, so at most two windows are in memory and results
-    are handled in input order, on the caller's thread.  :meth:`check` raises a
-    failed call's error before the next window is tokenized (no key-holder work
-    for nothing).  On leaving the block the call in flight is finished and its
-    result handled, also when the block raised an error (match_csv still writes
-    the rows the hub answered); on an interrupt the block is left at once (the
-    interpreter still joins the call, bounded by its deadline, at exit).
-    """
-
-    def __init__(self) -> None:
-        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-send")
-        self._pending: tuple[Future[_T], Callable[[_T], None]] | None = None
-
-    def check(self) -> None:
-        """Raise now if the call in flight already failed."""
-        if self._pending is not None and self._pending[0].done():
-            self._finish()
-
-    def push(self, send: Callable[[], _T], handle: Callable[[_T], None]) -> None:
-        self._finish()
-        self._pending = (self._sender.submit(send), handle)
-
-    def _finish(self) -> None:
-        if self._pending is not None:
-            future, handle = self._pending
-            self._pending = None
-            handle(future.result())
-
-    def __enter__(self) -> _Pipeline[_T]:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        interrupted = exc_type is not None and not issubclass(exc_type, Exception)
-        try:
-            if exc_type is None:
-                self._finish()
-            elif not interrupted:
-                # The block's own error is the one raised; the window in flight
-                # still gets its outcomes recorded if it succeeded.
-                with contextlib.suppress(Exception):
-                    self._finish()
-        finally:
-            self._sender.shutdown(wait=not interrupted, cancel_futures=True)
-
-
-def _malformed(
-    response: exchange_pb2.ContributeResponse | exchange_pb2.MatchResponse,
-    invalid: InvalidItems | None,
-) -> dict[int, str]:
-    """Reason by position of each malformed item: the response lists all of them,
-    the INVALID_ARGUMENT status only the first 50 (and a stream's status counts
-    positions across the stream, so it is only used with the response it came with)."""
-    found = {e.index: e.reason for e in (invalid.items if invalid else ())}
-    found.update((m.index, m.reason) for m in response.malformed)
-    return found
-
-
-def _contribute_results(
-    batch: Sequence[tuple[int, exchange_pb2.Indicator]],
-    response: exchange_pb2.ContributeResponse,
-    invalid: InvalidItems | None,
-) -> dict[int, Contributed | ItemFailure]:
-    """Per-item outcomes of one request (or one stream) of ``batch``."""
-    out: dict[int, Contributed | ItemFailure] = {}
-    bad = _malformed(response, invalid)
-    rejected = {r.index: r.reason for r in response.rejected_items}
-    clipped = {c.index: c.expires_at.ToDatetime(tzinfo=UTC) for c in response.clipped}
-    for position, (index, message) in enumerate(batch):
-        if position in bad:
-            out[index] = ItemFailure(index, message.kind, InvalidRequest(bad[position]))
-        elif position in rejected:
-            reasons = tuple(rejected[position].split(","))
-            denied = PolicyDenied("the policy refuses this item", reasons)
-            out[index] = ItemFailure(index, message.kind, denied)
-        else:
-            out[index] = Contributed(index, message.kind, clipped.get(position))
-    return out
-
-
-# --- CSV helpers --------------------------------------------------------------------------
-
-
-def _windows(
-    path: Path, window: int, progress: bool, what: str
-) -> Iterator[tuple[list[dict[str, str]], int]]:
-    """Rows of ``path`` in lists of at most ``window``, with the offset of each list."""
-    from tqdm import tqdm  # type: ignore[import-untyped]
-
-    if not 1 <= window <= MAX_WINDOW:
-        raise ConfigurationError(f"window must be 1..{MAX_WINDOW} rows (one stream each)")
-
-    try:
-        handle = path.open(newline="", encoding="utf-8")
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
-    with handle, tqdm(desc=what, unit="row", disable=not progress) as bar:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"kind", "value"} <= set(reader.fieldnames):
-            raise ConfigurationError(f"{path}: the header must name the columns kind and value")
-        offset = 0
-        rows: list[dict[str, str]] = []
-        for row in reader:
-            rows.append(row)
-            if len(rows) == window:
-                yield rows, offset
-                bar.update(len(rows))
-                offset += len(rows)
-                rows = []
-        if rows:
-            yield rows, offset
-            bar.update(len(rows))
-
-
-def _parse_time(text: str | None, name: str) -> datetime | None:
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidRequest(f"{name} is not an ISO 8601 time") from None
-    if value.tzinfo is None:
-        raise InvalidRequest(f"{name} needs a time zone (e.g. Z)")
-    return value
-
-
-def _indicator_from_row(row: dict[str, str]) -> Indicator:
-    """An :class:`Indicator` from a CSV row; raises InvalidRequest for a bad field."""
-    confidence_text = (row.get("confidence") or "").strip()
-    try:
-        confidence = int(confidence_text) if confidence_text else DEFAULT_CONFIDENCE
-    except ValueError:
-        raise InvalidRequest("confidence is not an integer") from None
-    return Indicator(
-        kind=(row.get("kind") or "").strip(),
-        value=row.get("value") or "",
-        category=(row.get("category") or "").strip(),
-        confidence=confidence,
-        observed_at=_parse_time(row.get("observed_at"), "observed_at"),
-        expires_at=_parse_time(row.get("expires_at"), "expires_at"),
-        label=row.get("label") or None,
-    )
-
-
-def _at_least(result: MatchResult, level: str) -> bool:
-    """Whether ``result`` matched at ``level`` or above (so the field is meaningful)."""
-    return result.matched and DISCLOSURE_LEVELS.index(result.disclosure) >= DISCLOSURE_LEVELS.index(
-        level
-    )
-
-
-def _result_columns(outcome: MatchResult | ItemFailure) -> dict[str, str]:
-    if isinstance(outcome, ItemFailure):
-        return {
-            "matched": "",
-            "disclosure": "",
-            "contributors": "",
-            "categories": "",
-            "first_seen": "",
-            "last_seen": "",
-            "max_confidence": "",
-            "labels": "",
-            "error": outcome.reason,
-        }
-    return {
-        "matched": "yes" if outcome.matched else "no",
-        "disclosure": outcome.disclosure,
-        "contributors": str(outcome.contributors) if _at_least(outcome, "count") else "",
-        "categories": " ".join(outcome.categories),
-        "first_seen": outcome.first_seen.isoformat() if outcome.first_seen else "",
-        "last_seen": outcome.last_seen.isoformat() if outcome.last_seen else "",
-        "max_confidence": str(outcome.max_confidence) if _at_least(outcome, "summary") else "",
-        "labels": " | ".join(f"{lb.contributor}: {lb.text}" for lb in outcome.labels),
-        "error": "",
-    }
+        return bulk.match_csv(
+            path,
+            out,
+            lambda pairs: self._screening(pairs, purpose, case_reference, streaming=True),
+            window=window,
+            progress=progress,
+        )

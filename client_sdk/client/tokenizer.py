@@ -64,7 +64,8 @@ from client_sdk.core.threshold import (
 )
 from client_sdk.core.tokens import TokenKeys, derive_token_keys, oprf_input
 from client_sdk.wire.auth import BearerAuth, InstitutionKey, keyholder_audience
-from client_sdk.wire.channels import ChannelSecurity, errors_from_status, open_channel
+from client_sdk.wire.channels import ChannelSecurity, open_channel
+from client_sdk.wire.status import errors_from_status
 
 __all__ = ["MAX_BATCH", "HolderEndpoint", "Tokenizer"]
 

@@ -25,17 +25,18 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from client_sdk.core import _sodium as sodium
-from client_sdk.core.errors import CryptoError, InvalidElementError
+from client_sdk.core.errors import EnvelopeError, InvalidElementError
 
-__all__ = ["ENVELOPE_INFO", "EnvelopeError", "open_envelope", "seal_envelope"]
+__all__ = [
+    "ENVELOPE_INFO",
+    "EnvelopeError",  # defined in client_sdk.core.errors (the wire registry)
+    "open_envelope",
+    "seal_envelope",
+]
 
 ENVELOPE_INFO = b"fraudhub/v1/envelope"
 _NONCE = bytes(12)
 _OVERHEAD = sodium.ELEMENT_BYTES + 16
-
-
-class EnvelopeError(CryptoError):
-    """An envelope could not be opened (wrong key, associated data, or tampered)."""
 
 
 def _key(shared: bytes, ephemeral: bytes, recipient: bytes) -> bytes:

@@ -11,9 +11,14 @@ split by who is at fault, as in python-api-core:
 
 Each class names its gRPC status code as a *string* (the name of a
 ``grpc.StatusCode`` member) so that this module, and the protocol core that
-raises these errors, never import grpc.  The hub maps them in one interceptor
-(``hub.wire.status``) and the SDK maps statuses back in one function
-(``client_sdk.client.hub``).
+raises these errors, never import grpc.
+
+:data:`WIRE_REASONS` is the explicit registry of every class a status can
+carry, keyed by its wire reason code (``google.rpc.ErrorInfo.reason``).  The
+hub packs errors and the SDK unpacks them with ``client_sdk.wire.status``, so
+a status decodes to the same class whatever else the process imported
+(ADR 0008).  The classes the hub raises (:class:`StorageError`,
+:class:`AuditLogCorrupt`) live here for that reason.
 
 Messages never contain raw indicator values, tokens or secrets: an error about
 an item names its kind, its position and the reason, nothing else.
@@ -21,27 +26,35 @@ an item names its kind, its position and the reason, nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from types import MappingProxyType
+from typing import ClassVar, Final
 
 __all__ = [
+    "WIRE_REASONS",
     "AlreadyExists",
+    "AuditLogCorrupt",
     "AuditLogError",
     "AuthenticationError",
     "CallerError",
     "CheckpointError",
+    "CheckpointRefused",
     "ConfigurationError",
     "ConsistencyProofError",
     "CryptoError",
     "DkgError",
+    "EnvelopeError",
     "FraudhubError",
     "HolderError",
     "InclusionProofError",
+    "InconsistentCheckpoint",
     "InvalidElementError",
     "InvalidIndicator",
     "InvalidItems",
     "InvalidRequest",
     "ItemError",
+    "LabelError",
     "NotFound",
     "PeerError",
     "PermissionDenied",
@@ -50,7 +63,11 @@ __all__ = [
     "ProofError",
     "QuotaExhausted",
     "ServerError",
+    "StorageError",
     "Unavailable",
+    "UnknownLog",
+    "WitnessConflict",
+    "wire_reason",
 ]
 
 
@@ -91,6 +108,14 @@ class CryptoError(CallerError):
 
 class InvalidElementError(CryptoError):
     """A group element or scalar encoding is invalid, non-canonical or the identity."""
+
+
+class LabelError(CryptoError):
+    """A sealed label could not be opened (wrong key, context or tampered)."""
+
+
+class EnvelopeError(CryptoError):
+    """An envelope could not be opened (wrong key, associated data, or tampered)."""
 
 
 class ConfigurationError(CallerError):
@@ -182,7 +207,7 @@ class InvalidItems(InvalidRequest):
     """Some items of a batch are invalid; ``items`` says which and why.
 
     The hub sends each item as a google.rpc.BadRequest field violation and the
-    SDK rebuilds this error from them (``client_sdk.wire.channels``).
+    SDK rebuilds this error from them (``client_sdk.wire.status``).
     """
 
     def __init__(self, message: str, items: tuple[ItemError, ...]) -> None:
@@ -243,3 +268,116 @@ class ProofError(PeerError):
     RFC 9497's ``VerifyError``.  The threshold client re-raises it as a
     :class:`HolderError` naming the holder.
     """
+
+
+# --- server errors -------------------------------------------------------------
+
+
+class StorageError(ServerError):
+    """The database failed (not the caller's fault).
+
+    ``cause`` is one of ``hub.storage.store.STORAGE_CAUSES`` ("disk full",
+    "database locked", ...); the message names it and nothing else of the
+    driver's error.
+    """
+
+    def __init__(self, message: str = "the hub's database failed", cause: str = "other") -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class AuditLogCorrupt(ServerError):
+    """The stored log no longer matches itself or its signed checkpoints."""
+
+
+# --- the wire registry ---------------------------------------------------------------
+
+
+class UnknownLog(NotFound):
+    """A witness was asked to cosign a log origin it does not witness."""
+
+
+class CheckpointRefused(InvalidRequest):
+    """A witness refused a checkpoint: malformed, or not signed by the log's key."""
+
+
+class InconsistentCheckpoint(InvalidRequest):
+    """A checkpoint smaller than, or not an extension of, the one a witness last cosigned."""
+
+
+class WitnessConflict(CallerError):
+    """The caller's old size is not the witness's: retry from ``size`` (C2SP tlog-witness 409)."""
+
+    grpc_status: ClassVar[str] = "FAILED_PRECONDITION"
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+    @classmethod
+    def at(cls, origin: str, size: int, asked: int) -> WitnessConflict:
+        """The conflict of a witness at ``size`` asked to prove from ``asked``."""
+        return cls(
+            f"witness is at size {size} for log {origin!r}, not at the old size {asked} "
+            "the request proves from",
+            size,
+        )
+
+
+#: Wire reason code -> class, for every class a status can carry.  The codes
+#: are a wire format: never change or reuse one (a class may be renamed, its
+#: code stays).  A new FraudhubError subclass gets its line here; a class
+#: missing from this table travels as its nearest registered ancestor
+#: (:func:`wire_reason`), and tests/test_error_registry.py fails until it is added.
+WIRE_REASONS: Final[Mapping[str, type[FraudhubError]]] = MappingProxyType(
+    {
+        "FRAUDHUB_ERROR": FraudhubError,
+        "CALLER_ERROR": CallerError,
+        "PEER_ERROR": PeerError,
+        "SERVER_ERROR": ServerError,
+        "INVALID_REQUEST": InvalidRequest,
+        "CRYPTO_ERROR": CryptoError,
+        "INVALID_ELEMENT_ERROR": InvalidElementError,
+        "LABEL_ERROR": LabelError,
+        "ENVELOPE_ERROR": EnvelopeError,
+        "CONFIGURATION_ERROR": ConfigurationError,
+        "POLICY_ERROR": PolicyError,
+        "AUTHENTICATION_ERROR": AuthenticationError,
+        "PERMISSION_DENIED": PermissionDenied,
+        "POLICY_DENIED": PolicyDenied,
+        "QUOTA_EXHAUSTED": QuotaExhausted,
+        "NOT_FOUND": NotFound,
+        "ALREADY_EXISTS": AlreadyExists,
+        "INVALID_INDICATOR": InvalidIndicator,
+        "INVALID_ITEMS": InvalidItems,
+        "UNAVAILABLE": Unavailable,
+        "HOLDER_ERROR": HolderError,
+        "AUDIT_LOG_ERROR": AuditLogError,
+        "INCLUSION_PROOF_ERROR": InclusionProofError,
+        "CONSISTENCY_PROOF_ERROR": ConsistencyProofError,
+        "CHECKPOINT_ERROR": CheckpointError,
+        "PROOF_ERROR": ProofError,
+        "DKG_ERROR": DkgError,
+        "STORAGE_ERROR": StorageError,
+        "AUDIT_LOG_CORRUPT": AuditLogCorrupt,
+        "UNKNOWN_LOG": UnknownLog,
+        "CHECKPOINT_REFUSED": CheckpointRefused,
+        "INCONSISTENT_CHECKPOINT": InconsistentCheckpoint,
+        "WITNESS_CONFLICT": WitnessConflict,
+    }
+)
+_REASON_OF: Final[Mapping[type[FraudhubError], str]] = MappingProxyType(
+    {cls: reason for reason, cls in WIRE_REASONS.items()}
+)
+
+
+def wire_reason(cls: type[FraudhubError]) -> str:
+    """The wire reason code of ``cls``: its own, else its nearest registered ancestor's.
+
+    Never raises: every class derives from :class:`FraudhubError`, which is registered.
+    """
+    for ancestor in cls.__mro__:
+        reason = _REASON_OF.get(ancestor)
+        if reason is not None:
+            return reason
+    return _REASON_OF[FraudhubError]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from client_sdk.core.errors import CryptoError, InvalidRequest
+from client_sdk.core.errors import CryptoError, InvalidRequest, LabelError
 
 __all__ = [
     "LABEL_KEY_INFO",
@@ -34,7 +34,7 @@ __all__ = [
     "MAX_LABEL_BYTES",
     "OPRF_INPUT_PREFIX",
     "TOKEN_BYTES",
-    "LabelError",
+    "LabelError",  # defined in client_sdk.core.errors (the wire registry)
     "TokenKeys",
     "derive_token_keys",
     "open_label",
@@ -53,10 +53,6 @@ TAG_BYTES = 16
 MAX_LABEL_BYTES = 1024
 # RFC 9497 inputs are length-prefixed with two bytes.
 MAX_OPRF_INPUT = 2**16 - 1
-
-
-class LabelError(CryptoError):
-    """A sealed label could not be opened (wrong key, context or tampered)."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
+from client_sdk.core.errors import InvalidRequest
+
 __all__ = [
     "ALL_KINDS",
     "CATEGORIES",
@@ -104,11 +106,16 @@ class Disclosure(IntEnum):
 
     @classmethod
     def parse(cls, word: str) -> Disclosure:
-        """The level spelled ``word``; raises ValueError for anything else."""
+        """The level spelled ``word``; raises InvalidRequest for anything else.
+
+        The message lists the levels and does not echo ``word`` (it may be
+        anything a caller sent).
+        """
         try:
             return cls[word.upper()]
         except KeyError:
-            raise ValueError(f"unknown disclosure level {word!r}") from None
+            words = ", ".join(level.word for level in cls)
+            raise InvalidRequest(f"unknown disclosure level (one of {words})") from None
 
 
 #: Disclosure words, least to most.

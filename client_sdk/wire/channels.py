@@ -1,4 +1,4 @@
-"""The SDK's gRPC edge: channels, per-call credentials, status mapping, retries.
+"""The SDK's gRPC edge: channels, per-call credentials and retries.
 
 Guarantees:
 
@@ -6,201 +6,44 @@ Guarantees:
   explicitly, which logs a WARNING (development only).
 - Every call through a channel opened with ``auth`` carries a freshly minted
   ``authorization: Bearer`` token (``client_sdk.wire.auth.BearerAuth``).
-- :func:`errors_from_status` is THE one place a gRPC status becomes a
-  :class:`~client_sdk.core.errors.FraudhubError`: it reads the google.rpc.Status
-  rich details the hub's interceptor (``hub.wire.status``) writes, rebuilding the
-  exact error class (``ErrorInfo.reason``) and per-item errors (``BadRequest``).
-- :func:`call_with_retry` retries UNAVAILABLE only, with exponential backoff
-  and full jitter, within one overall deadline.
-
-The error wire format is defined here, once, for both sides:
-``ErrorInfo(domain="fraudhub", reason=UPPER_SNAKE class name, metadata=...)``
-and one ``BadRequest.FieldViolation(field="<field>[<index>]",
-description="(<kind>) <reason>")`` per item (at most
-:data:`MAX_FIELD_VIOLATIONS`; trailers are small).
+- :func:`call_with_retry` is the SDK's one retry loop: exponential backoff
+  with full jitter within one overall deadline, for UNAVAILABLE statuses and
+  for the errors its caller names retryable (the key holders' Unavailable).
+  A failed call raises the FraudhubError of its status
+  (``client_sdk.wire.status.errors_from_status``).
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
-from client_sdk.core.errors import (
-    AuthenticationError,
-    ConfigurationError,
-    FraudhubError,
-    HolderError,
-    InvalidIndicator,
-    InvalidItems,
-    InvalidRequest,
-    ItemError,
-    NotFound,
-    PermissionDenied,
-    PolicyDenied,
-    QuotaExhausted,
-    ServerError,
-    Unavailable,
-)
+from client_sdk.core.errors import ConfigurationError, FraudhubError, Unavailable
 from client_sdk.wire.auth import BearerAuth
+from client_sdk.wire.status import errors_from_status, status_code
 
 __all__ = [
-    "ERROR_DOMAIN",
-    "MAX_FIELD_VIOLATIONS",
+    "MAX_MESSAGE_BYTES",
     "BearerInterceptor",
     "ChannelSecurity",
     "RetryPolicy",
     "call_with_retry",
-    "decode_field_violation",
-    "encode_field_violation",
-    "error_reason",
-    "errors_from_status",
     "open_channel",
 ]
 
 log = logging.getLogger(__name__)
 
-ERROR_DOMAIN = "fraudhub"
-#: Most per-item violations sent in one status (gRPC trailers are limited to a few KiB).
-MAX_FIELD_VIOLATIONS = 50
 # 64 MiB: a 10000-item batch with sealed labels is ~11 MiB; gRPC's default is 4 MiB.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Trailing metadata accepted: an INVALID_ARGUMENT status carries the answer for
 # a batch's valid items (the hub attaches at most 1 MiB); gRPC's default is 16 KiB.
 MAX_METADATA_BYTES = 2 * 1024 * 1024
-
-_VIOLATION_FIELD = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*)\[(\d+)\]$")
-_VIOLATION_DESCRIPTION = re.compile(r"^\(([A-Za-z0-9_.:-]*)\) (.*)$", re.DOTALL)
-_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-
-# Status codes without a (usable) ErrorInfo: the class by code.
-_BY_CODE: dict[grpc.StatusCode, type[FraudhubError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
-    grpc.StatusCode.OUT_OF_RANGE: InvalidRequest,
-    grpc.StatusCode.FAILED_PRECONDITION: ConfigurationError,
-    grpc.StatusCode.UNAUTHENTICATED: AuthenticationError,
-    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: QuotaExhausted,
-    grpc.StatusCode.NOT_FOUND: NotFound,
-    grpc.StatusCode.UNAVAILABLE: Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
-    grpc.StatusCode.CANCELLED: Unavailable,
-}
-
-
-def error_reason(cls: type[FraudhubError]) -> str:
-    """``ErrorInfo.reason`` of an error class: its name in UPPER_SNAKE case."""
-    return _CAMEL_BOUNDARY.sub("_", cls.__name__).upper()
-
-
-def encode_field_violation(item: ItemError) -> error_details_pb2.BadRequest.FieldViolation:
-    """One item error as a BadRequest field violation (never holds a value)."""
-    return error_details_pb2.BadRequest.FieldViolation(
-        field=f"{item.field}[{item.index}]", description=f"({item.kind}) {item.reason}"
-    )
-
-
-def decode_field_violation(violation: error_details_pb2.BadRequest.FieldViolation) -> ItemError:
-    """Inverse of :func:`encode_field_violation`; foreign shapes keep what they have."""
-    field_match = _VIOLATION_FIELD.match(violation.field)
-    description = _VIOLATION_DESCRIPTION.match(violation.description)
-    kind, reason = (
-        (description.group(1), description.group(2)) if description else ("", violation.description)
-    )
-    if field_match is None:
-        return ItemError(-1, kind, reason, violation.field)
-    return ItemError(int(field_match.group(2)), kind, reason, field_match.group(1))
-
-
-def _error_classes() -> dict[str, type[FraudhubError]]:
-    found: dict[str, type[FraudhubError]] = {}
-    pending: list[type[FraudhubError]] = [FraudhubError]
-    while pending:
-        cls = pending.pop()
-        found[error_reason(cls)] = cls
-        pending.extend(cls.__subclasses__())
-    return found
-
-
-def _rebuild(
-    cls: type[FraudhubError],
-    message: str,
-    metadata: dict[str, str],
-    items: tuple[ItemError, ...],
-) -> FraudhubError:
-    """An instance of ``cls`` from the wire; raises TypeError for unknown constructors."""
-    if issubclass(cls, PolicyDenied):
-        reasons = tuple(r for r in metadata.get("reasons", "").split(",") if r)
-        return cls(message, reasons)
-    if issubclass(cls, HolderError):
-        holder = int(metadata.get("holder", "0"))
-        prefix = f"key holder {holder}: "
-        return cls(holder, message.removeprefix(prefix))
-    if issubclass(cls, InvalidIndicator) and len(items) == 1:
-        only = items[0]
-        return cls(only.kind, only.reason, only.index if only.index >= 0 else None)
-    if issubclass(cls, InvalidItems):
-        return cls(message, items)
-    return cls(message)
-
-
-def _status_code(error: grpc.RpcError) -> grpc.StatusCode:
-    # Errors raised by a channel are also grpc.Call objects; the stubs cannot say so.
-    code = getattr(error, "code", None)
-    result = code() if callable(code) else None
-    return result if isinstance(result, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
-
-
-def errors_from_status(error: grpc.RpcError) -> FraudhubError:
-    """The FraudhubError a failed call stands for (never raises).
-
-    The class named by ``ErrorInfo.reason`` is used only if it is a fraudhub
-    error whose gRPC status is the one received; otherwise the class follows
-    the status code (UNAVAILABLE, DEADLINE_EXCEEDED and CANCELLED become
-    :class:`Unavailable`; unknown codes :class:`ServerError`).  BadRequest
-    violations become ``items`` of :class:`InvalidItems`.
-    """
-    code = _status_code(error)
-    details = getattr(error, "details", None)
-    message = (details() if callable(details) else None) or code.name
-    status: status_pb2.Status | None = None
-    if callable(getattr(error, "trailing_metadata", None)):
-        try:
-            status = rpc_status.from_call(cast(grpc.Call, error))
-        except ValueError:
-            # Details that contradict the status line are ignored, not trusted.
-            status = None
-    info: error_details_pb2.ErrorInfo | None = None
-    items: list[ItemError] = []
-    for detail in status.details if status is not None else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            items.extend(decode_field_violation(v) for v in bad.field_violations)
-    cls = _BY_CODE.get(code, ServerError)
-    if items and code == grpc.StatusCode.INVALID_ARGUMENT:
-        cls = InvalidItems
-    metadata: dict[str, str] = {}
-    if info is not None and info.domain == ERROR_DOMAIN:
-        named = _error_classes().get(info.reason)
-        if named is not None and named.grpc_status == code.name:
-            cls = named
-            metadata = dict(info.metadata)
-    try:
-        return _rebuild(cls, message, metadata, tuple(items))
-    except (TypeError, ValueError):
-        return _BY_CODE.get(code, ServerError)(message)
 
 
 # --- channels ----------------------------------------------------------------
@@ -327,10 +170,15 @@ class RetryPolicy:
             ceiling *= self.multiplier
 
 
+def _never(error: FraudhubError) -> bool:
+    return False
+
+
 def call_with_retry(
     call: Callable[[float], T],
     policy: RetryPolicy = RetryPolicy(),
     *,
+    retry_if: Callable[[FraudhubError], bool] = _never,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
@@ -338,11 +186,14 @@ def call_with_retry(
     """Run ``call(timeout)`` until it succeeds, retrying UNAVAILABLE.
 
     ``call`` gets the seconds left until the overall deadline and should pass
-    them as the gRPC timeout.  Only UNAVAILABLE is retried (the request did not
-    reach a servicer, or the server asked to retry); fraudhub's write calls are
-    idempotent (duplicates are counted, revocations repeat), so a retry after a
-    lost response is safe.  Raises the FraudhubError of the last failure
-    (:func:`errors_from_status`); :class:`Unavailable` when the deadline passes.
+    them as the gRPC timeout.  A ``grpc.RpcError`` is retried only when its
+    status is UNAVAILABLE (the request did not reach a servicer, or the server
+    asked to retry); a FraudhubError ``call`` raises itself is retried when
+    ``retry_if`` says so (default: never).  fraudhub's write calls are
+    idempotent (duplicates are counted, revocations repeat), so a retry after
+    a lost response is safe.  Raises the FraudhubError of the last failure
+    (``errors_from_status`` for statuses); :class:`Unavailable` when the
+    deadline passes before an attempt.
     """
     rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
     end = clock() + policy.deadline
@@ -359,10 +210,13 @@ def call_with_retry(
             return call(remaining)
         except grpc.RpcError as exc:
             error = errors_from_status(exc)
-            if _status_code(exc) != grpc.StatusCode.UNAVAILABLE:
-                raise error from None
-            pause = next(backoffs, None)
-            if pause is None or clock() + pause >= end:
-                raise error from None
-            log.info("attempt %d unavailable; retrying in %.2fs", attempt, pause)
-            sleep(pause)
+            retryable = status_code(exc) == grpc.StatusCode.UNAVAILABLE
+        except FraudhubError as exc:
+            if not retry_if(exc):
+                raise
+            error, retryable = exc, True
+        pause = next(backoffs, None) if retryable else None
+        if pause is None or clock() + pause >= end:
+            raise error from None
+        log.info("attempt %d: %s; retrying in %.2fs", attempt, type(error).__name__, pause)
+        sleep(pause)

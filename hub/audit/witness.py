@@ -28,14 +28,16 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 from client_sdk.core.errors import (
     CheckpointError,
+    CheckpointRefused,
     ConsistencyProofError,
-    FraudhubError,
+    InconsistentCheckpoint,
     InvalidRequest,
-    NotFound,
+    UnknownLog,
+    WitnessConflict,
 )
 from hub.audit import merkle
 from hub.audit.checkpoint import LogVerifier, NoteSignature, open_checkpoint, split_note
@@ -52,31 +54,6 @@ __all__ = [
     "WitnessState",
     "WitnessTransaction",
 ]
-
-
-class UnknownLog(NotFound):
-    """The checkpoint names a log origin this witness does not witness."""
-
-
-class CheckpointRefused(InvalidRequest):
-    """The checkpoint is malformed or not signed by the log's key."""
-
-
-class InconsistentCheckpoint(InvalidRequest):
-    """The checkpoint is smaller than, or not an extension of, the one last cosigned."""
-
-
-class WitnessConflict(FraudhubError):
-    """The caller's old size is not the witness's: retry from ``size``."""
-
-    grpc_status: ClassVar[str] = "FAILED_PRECONDITION"
-
-    def __init__(self, origin: str, size: int, asked: int) -> None:
-        super().__init__(
-            f"witness is at size {size} for log {origin!r}, not at the old size {asked} "
-            "the request proves from"
-        )
-        self.size = size
 
 
 @dataclass(frozen=True)
@@ -165,7 +142,7 @@ class Witness:
             head = txn.get(origin)
             current = head.size if head else 0
             if old_size != current:
-                raise WitnessConflict(origin, current, old_size)
+                raise WitnessConflict.at(origin, current, old_size)
             if checkpoint.size < current:
                 raise InconsistentCheckpoint(
                     f"rollback: the checkpoint has {checkpoint.size} leaves, fewer than the "

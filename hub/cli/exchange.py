@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from client_sdk.client.hub import BulkSummary, ClientConfig, HubClient
+from client_sdk.client.config import ClientConfig
+from client_sdk.client.hub import HubClient
+from client_sdk.client.results import BulkSummary
 
 __all__ = ["register"]
 

@@ -27,7 +27,8 @@ from fraudhub.v1 import admin_pb2, admin_pb2_grpc
 
 from client_sdk.core.errors import ConfigurationError
 from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth, InstitutionKey
-from client_sdk.wire.channels import ChannelSecurity, errors_from_status, open_channel
+from client_sdk.wire.channels import ChannelSecurity, open_channel
+from client_sdk.wire.status import errors_from_status
 from hub.policy.engine import Policy
 from hub.policy.model import ACTIONS, AUDIT_KIND, TIERS, Context, Decision, Principal
 from hub.policy.reader import load_policy

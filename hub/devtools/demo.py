@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from client_sdk.client.audit import AuditLogClient
-from client_sdk.client.hub import HubClient, ItemFailure, MatchResult
+from client_sdk.client.hub import HubClient
+from client_sdk.client.results import ItemFailure, MatchResult
 from client_sdk.core.errors import FraudhubError
 from client_sdk.core.indicators import canonicalize
 from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth

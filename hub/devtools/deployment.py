@@ -35,7 +35,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client_sdk.client.hub import ClientConfig, HubClient
+from client_sdk.client.config import ClientConfig
+from client_sdk.client.hub import HubClient
 from client_sdk.client.tokenizer import HolderEndpoint
 from client_sdk.core.errors import ConfigurationError
 from client_sdk.core.threshold import KeyShare, PublicKeyInfo

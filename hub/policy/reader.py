@@ -31,7 +31,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from client_sdk.core.errors import PolicyError
+from client_sdk.core.errors import InvalidRequest, PolicyError
 from hub.policy.engine import Policy
 from hub.policy.model import POLICY_FORMAT, RULE_ACTIONS, TIERS, Disclosure, PolicyLayer, Rule
 
@@ -487,9 +487,9 @@ def _read_disclosure(reader: NodeReader, node: Node, where: str) -> Disclosure:
     word = reader.string(node, where)
     try:
         if word != word.lower():
-            raise ValueError(word)
+            raise InvalidRequest(word)
         level = Disclosure.parse(word)
-    except ValueError:
+    except InvalidRequest:
         reader.fail(node, where, "expected one of " + ", ".join(d.word for d in Disclosure if d))
     if level == Disclosure.NONE:
         reader.fail(node, where, "use effect: deny to refuse a match")

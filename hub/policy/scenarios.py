@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from yaml.nodes import Node, SequenceNode
 
+from client_sdk.core.errors import InvalidRequest
 from hub.policy.engine import Policy
 from hub.policy.model import Context, Decision, Disclosure, Principal
 from hub.policy.reader import NodeReader, read_text
@@ -177,7 +178,7 @@ def _parse_expect(reader: NodeReader, node: Node, where: str) -> dict[str, Any]:
         word_node = body["disclosure"][1]
         try:
             expect["disclosure"] = Disclosure.parse(reader.string(word_node, f"{where}.disclosure"))
-        except ValueError:
+        except InvalidRequest:
             reader.fail(word_node, f"{where}.disclosure", "unknown disclosure level")
     if "tier" in body:
         expect["tier"] = reader.verbatim(body["tier"][1], f"{where}.tier")

@@ -34,7 +34,8 @@ from fraudhub.v1 import witness_pb2, witness_pb2_grpc
 
 from client_sdk.core.errors import CheckpointError, FraudhubError
 from client_sdk.wire.auth import BearerAuth, InstitutionKey
-from client_sdk.wire.channels import ChannelSecurity, errors_from_status, open_channel
+from client_sdk.wire.channels import ChannelSecurity, open_channel
+from client_sdk.wire.status import errors_from_status
 from hub.audit.checkpoint import parse_checkpoint_body, split_note
 from hub.audit.cosignature import CosignatureVerifier
 from hub.services.config import WitnessEndpoint, WitnessIdentity

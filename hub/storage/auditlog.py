@@ -47,7 +47,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from client_sdk.core.errors import InvalidRequest, NotFound, ServerError
+from client_sdk.core.errors import AuditLogCorrupt, InvalidRequest, NotFound
 from hub.audit import merkle
 from hub.audit.checkpoint import Checkpoint, LogSigner, parse_checkpoint_body, split_note
 from hub.audit.events import AuditEvent
@@ -58,7 +58,7 @@ __all__ = [
     "AuditCheckpointRow",
     "AuditCosignatureRow",
     "AuditEventRow",
-    "AuditLogCorrupt",
+    "AuditLogCorrupt",  # defined in client_sdk.core.errors (the wire registry)
     "AuditNodeRow",
     "EventFilter",
     "SessionNodeSource",
@@ -84,10 +84,6 @@ __all__ = [
 APPEND_LOCK_KEY = 0x6672_6175_6468_7562 & 0x7FFF_FFFF_FFFF_FFFF
 # Nodes per query: a proof needs about 2*log2(n) nodes, far below this.
 _IN_CHUNK = 200
-
-
-class AuditLogCorrupt(ServerError):
-    """The stored log no longer matches itself or its signed checkpoints."""
 
 
 class AuditEventRow(SQLModel, table=True):

@@ -41,7 +41,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from client_sdk.core.errors import AlreadyExists, NotFound, QuotaExhausted, ServerError
+from client_sdk.core.errors import AlreadyExists, NotFound, QuotaExhausted, StorageError
 from hub.core.matching import Contribution, Sighting
 from hub.infra.sqlitefile import SQLITE_BUSY_TIMEOUT, prepare_connection
 from hub.storage.models import Indicator, Institution, PolicyText, QuotaUsage, SeenToken
@@ -50,7 +50,7 @@ __all__ = [
     "SQLITE_FILENAME",
     "STORAGE_CAUSES",
     "ContributionCounts",
-    "StorageError",
+    "StorageError",  # defined in client_sdk.core.errors (the wire registry)
     "Store",
     "add_institution",
     "consume_quota",
@@ -102,18 +102,6 @@ _PG_CAUSES = {
     "XX001": "corruption",  # data_corrupted
     "XX002": "corruption",  # index_corrupted
 }
-
-
-class StorageError(ServerError):
-    """The database failed (not the caller's fault).
-
-    ``cause`` is one of :data:`STORAGE_CAUSES`; the message names it and
-    nothing else of the driver's error.
-    """
-
-    def __init__(self, message: str = "the hub's database failed", cause: str = "other") -> None:
-        super().__init__(message)
-        self.cause = cause
 
 
 def storage_cause(exc: sa.exc.SQLAlchemyError) -> str:

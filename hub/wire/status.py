@@ -5,10 +5,10 @@ first in its interceptor list:
 
 - A :class:`~client_sdk.core.errors.FraudhubError` becomes the status its class
   names (``grpc_status``), with a google.rpc.Status carrying an ``ErrorInfo``
-  (domain ``fraudhub``, reason = the class in UPPER_SNAKE, metadata for the
+  (domain ``fraudhub``, reason = the class's registered wire code, metadata for the
   classes that need it) and, for item errors, a ``BadRequest`` with one field
   violation per item (at most ``MAX_FIELD_VIOLATIONS``).  The wire format is
-  ``client_sdk.wire.channels``'s, which maps it back.
+  ``client_sdk.wire.status``'s (``pack_status``), which maps it back.
 - Any other exception becomes INTERNAL with the message "internal error"; it
   is logged with its type and code locations only, never its message, the
   request or the locals (they may hold tokens or values).
@@ -22,27 +22,14 @@ import traceback
 from typing import Any, NoReturn
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import status_pb2
 from grpc_status import rpc_status
 
-from client_sdk.core.errors import (
-    FraudhubError,
-    HolderError,
-    InvalidIndicator,
-    InvalidItems,
-    ItemError,
-    PolicyDenied,
-)
-from client_sdk.wire.channels import (
-    ERROR_DOMAIN,
-    MAX_FIELD_VIOLATIONS,
-    encode_field_violation,
-    error_reason,
-)
+from client_sdk.core.errors import FraudhubError
+from client_sdk.wire.status import pack_status
 from hub.wire.rpc import around
 
-__all__ = ["INTERNAL_MESSAGE", "ErrorInterceptor", "item_errors", "to_rpc_status"]
+__all__ = ["INTERNAL_MESSAGE", "ErrorInterceptor", "to_rpc_status"]
 
 log = logging.getLogger(__name__)
 
@@ -51,59 +38,12 @@ INTERNAL_MESSAGE = "internal error"
 MAX_MESSAGE_CHARS = 1000
 
 
-def item_errors(exc: FraudhubError) -> tuple[ItemError, ...]:
-    """The per-item errors an exception carries (none for whole-request errors)."""
-    if isinstance(exc, InvalidItems):
-        return exc.items
-    if isinstance(exc, InvalidIndicator) and exc.index is not None:
-        return (exc.item(),)
-    return ()
-
-
-def _metadata(exc: FraudhubError, items: tuple[ItemError, ...]) -> dict[str, str]:
-    metadata: dict[str, str] = {}
-    if isinstance(exc, PolicyDenied) and exc.reasons:
-        metadata["reasons"] = ",".join(exc.reasons)
-    if isinstance(exc, HolderError):
-        metadata["holder"] = str(exc.holder)
-    if items:
-        metadata["invalid_items"] = str(len(items))
-    return metadata
-
-
-def _pack(message: Any) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
-
-
 def to_rpc_status(exc: FraudhubError) -> status_pb2.Status:
-    """The google.rpc.Status for a fraudhub error (see the module docstring)."""
-    code = grpc.StatusCode[exc.grpc_status]
-    items = item_errors(exc)
-    details = [
-        _pack(
-            error_details_pb2.ErrorInfo(
-                reason=error_reason(type(exc)),
-                domain=ERROR_DOMAIN,
-                metadata=_metadata(exc, items),
-            )
-        )
-    ]
-    if items:
-        details.append(
-            _pack(
-                error_details_pb2.BadRequest(
-                    field_violations=[
-                        encode_field_violation(i) for i in items[:MAX_FIELD_VIOLATIONS]
-                    ]
-                )
-            )
-        )
-    message = str(exc) or code.name
-    if len(message) > MAX_MESSAGE_CHARS:
-        message = message[: MAX_MESSAGE_CHARS - 3] + "..."
-    return status_pb2.Status(code=code.value[0], message=message, details=details)
+    """The google.rpc.Status for a fraudhub error, its message cut to MAX_MESSAGE_CHARS."""
+    status = pack_status(exc)
+    if len(status.message) > MAX_MESSAGE_CHARS:
+        status.message = status.message[: MAX_MESSAGE_CHARS - 3] + "..."
+    return status
 
 
 def _abort(method: str, exc: Exception, context: grpc.ServicerContext) -> NoReturn:
