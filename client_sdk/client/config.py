@@ -11,11 +11,45 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from client_sdk.client.tokenizer import HolderEndpoint
 from client_sdk.core.errors import ConfigurationError
+from client_sdk.wire.channels import HUB_SERVER_NAME, ChannelSecurity, holder_server_name
 
-__all__ = ["ClientConfig"]
+__all__ = ["ClientConfig", "HolderConfig"]
+
+
+@dataclass(frozen=True)
+class HolderConfig:
+    """One key holder in a :class:`ClientConfig`: its address and its own pin."""
+
+    index: int
+    address: str
+    ca: Path | None = None
+    server_name: str | None = None
+
+    def endpoint(self) -> HolderEndpoint:
+        """The tokenizer's endpoint, pinned to this holder alone; raises ConfigurationError."""
+        security = _pinned(self.ca, self.server_name, holder_server_name(self.index))
+        return HolderEndpoint(self.index, self.address, security=security)
+
+    @classmethod
+    def from_json(cls, entry: dict[str, Any], base: Path) -> HolderConfig:
+        return cls(
+            int(entry["index"]),
+            str(entry["address"]),
+            base / str(entry["ca"]) if entry.get("ca") else None,
+            entry.get("server_name"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "address": self.address,
+            "ca": str(self.ca) if self.ca else None,
+            "server_name": self.server_name,
+        }
 
 
 @dataclass(frozen=True)
@@ -24,15 +58,19 @@ class ClientConfig:
 
     Read from a JSON file (:meth:`load`): ``institution``, ``key`` (PEM
     private key file), ``hub`` (host:port), ``holders`` (list of ``{"index",
-    "address"}``), ``public`` (public.json of the OPRF key), ``ca`` (CA file;
-    omitted means the system roots) and optional ``server_name``.  Relative
-    paths are relative to the file.
+    "address", "ca", "server_name"}``), ``public`` (public.json of the OPRF
+    key), ``ca`` (the hub's CA file) and optional ``server_name``.  Every
+    endpoint is pinned on its own (ADR 0012): the hub by ``ca``, holder ``i``
+    by its own ``ca``; with a CA file the expected server name defaults to the
+    role's (``hub.fraudhub.internal``, ``holder-<i>.fraudhub.internal``); an
+    endpoint without a CA file uses the system roots and its address's host
+    name.  Relative paths are relative to the file.
     """
 
     institution: str
     key: Path
     hub: str
-    holders: tuple[HolderEndpoint, ...]
+    holders: tuple[HolderConfig, ...]
     public: Path
     ca: Path | None = None
     server_name: str | None = None
@@ -54,14 +92,12 @@ class ClientConfig:
                 institution=str(data["institution"]),
                 key=base / str(data["key"]),
                 hub=str(data["hub"]),
-                holders=tuple(
-                    HolderEndpoint(int(h["index"]), str(h["address"])) for h in data["holders"]
-                ),
+                holders=tuple(HolderConfig.from_json(h, base) for h in data["holders"]),
                 public=base / str(data["public"]),
                 ca=base / str(data["ca"]) if data.get("ca") else None,
                 server_name=data.get("server_name"),
             )
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
             raise ConfigurationError(f"{path}: missing or invalid field {exc}") from None
 
     def dump(self) -> str:
@@ -71,10 +107,20 @@ class ClientConfig:
                 "institution": self.institution,
                 "key": str(self.key),
                 "hub": self.hub,
-                "holders": [{"index": h.index, "address": h.address} for h in self.holders],
+                "holders": [h.to_json() for h in self.holders],
                 "public": str(self.public),
                 "ca": str(self.ca) if self.ca else None,
                 "server_name": self.server_name,
             },
             indent=2,
         )
+
+    def hub_security(self) -> ChannelSecurity:
+        """The hub's pin: its CA file and expected name; raises ConfigurationError."""
+        return _pinned(self.ca, self.server_name, HUB_SERVER_NAME)
+
+
+def _pinned(ca: Path | None, server_name: str | None, role_name: str) -> ChannelSecurity:
+    if ca is None:
+        return ChannelSecurity(server_name=server_name)
+    return ChannelSecurity.from_ca_file(str(ca), server_name or role_name)

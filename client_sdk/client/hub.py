@@ -151,11 +151,8 @@ class HubClient:
         except UnicodeDecodeError:
             raise ConfigurationError(f"{config.public}: not UTF-8") from None
         key = InstitutionKey.load(config.institution, config.key)
-        if config.ca is not None:
-            security = ChannelSecurity.from_ca_file(str(config.ca), config.server_name)
-        else:
-            security = ChannelSecurity(server_name=config.server_name)
-        return cls.connect(config.hub, config.holders, public, key, security, **options)
+        holders = [h.endpoint() for h in config.holders]
+        return cls.connect(config.hub, holders, public, key, config.hub_security(), **options)
 
     def close(self) -> None:
         self._tokenizer.close()

@@ -82,11 +82,16 @@ DEFAULT_TIMEOUT = 30.0
 
 @dataclass(frozen=True)
 class HolderEndpoint:
-    """Where key holder ``index`` listens, and the JWT audience it expects."""
+    """Where key holder ``index`` listens, the JWT audience it expects, and how it is pinned.
+
+    ``security`` is this holder's own TLS pin (its CA and its server name,
+    ADR 0011); None uses the tokenizer's shared ``security``.
+    """
 
     index: int
     address: str
     audience: str = ""
+    security: ChannelSecurity | None = None
 
     @property
     def jwt_audience(self) -> str:
@@ -240,7 +245,8 @@ class Tokenizer:
             holder_stub = self._stubs.get(holder.index)
             if holder_stub is None:
                 auth = BearerAuth(self._key, holder.jwt_audience)
-                channel = open_channel(holder.address, self._security, auth)
+                security = holder.security or self._security
+                channel = open_channel(holder.address, security, auth)
                 self._channels.append(channel)
                 holder_stub = self._stubs[holder.index] = keyholder_pb2_grpc.KeyHolderStub(channel)
             return holder_stub

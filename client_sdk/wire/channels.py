@@ -6,6 +6,11 @@ Guarantees:
   explicitly, which logs a WARNING (development only).
 - Every call through a channel opened with ``auth`` carries a freshly minted
   ``authorization: Bearer`` token (``client_sdk.wire.auth.BearerAuth``).
+- Each server role has its own expected TLS name (:data:`HUB_SERVER_NAME`,
+  :func:`holder_server_name`); a client pins every endpoint with its own CA
+  and that name (``ChannelSecurity.server_name``), so the TLS handshake, which
+  completes before any call metadata is sent, fails against a server of
+  another role (ADR 0012).
 - :func:`call_with_retry` is the SDK's one retry loop: exponential backoff
   with full jitter within one overall deadline, for UNAVAILABLE statuses and
   for the errors its caller names retryable (the key holders' Unavailable).
@@ -29,11 +34,13 @@ from client_sdk.wire.auth import BearerAuth
 from client_sdk.wire.status import errors_from_status, status_code
 
 __all__ = [
+    "HUB_SERVER_NAME",
     "MAX_MESSAGE_BYTES",
     "BearerInterceptor",
     "ChannelSecurity",
     "RetryPolicy",
     "call_with_retry",
+    "holder_server_name",
     "open_channel",
 ]
 
@@ -44,6 +51,13 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Trailing metadata accepted: an INVALID_ARGUMENT status carries the answer for
 # a batch's valid items (the hub attaches at most 1 MiB); gRPC's default is 16 KiB.
 MAX_METADATA_BYTES = 2 * 1024 * 1024
+#: The TLS server name of the hub; key holder ``i`` is :func:`holder_server_name`.
+HUB_SERVER_NAME = "hub.fraudhub.internal"
+
+
+def holder_server_name(index: int) -> str:
+    """The TLS server name key holder ``index`` presents (``holder-<i>.fraudhub.internal``)."""
+    return f"holder-{index}.fraudhub.internal"
 
 
 # --- channels ----------------------------------------------------------------

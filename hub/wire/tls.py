@@ -1,19 +1,26 @@
-"""TLS material for a local deployment, and binding servers with it.
+"""Each party's own TLS identity, and binding servers with it.
 
-``fraudhub init --data-dir DIR`` (:func:`init_tls`) creates, under ``DIR/tls/``:
+Every server (the hub, each key holder) makes its own identity in its own
+directory (:func:`init_identity`; ``fraudhub init`` for the hub, ``fraudhub
+keyholder init`` for a holder), under ``DIR/tls/``:
 
-- ``ca.pem`` / ``ca.key``: a local certificate authority (ECDSA P-256),
-- ``hub.pem`` / ``hub.key`` and ``keyholder-<i>.pem`` / ``keyholder-<i>.key``
-  for ``i`` in 1..holders: server certificates for ``localhost``,
-  ``127.0.0.1`` and ``::1`` (plus any extra host names), signed by the CA.
+- ``ca.pem``: a certificate authority of this party alone (ECDSA P-256).  Its
+  private key signs the one server certificate and is then discarded, so no
+  file anywhere can issue a second certificate for this party.  ``ca.pem`` is
+  public: the party hands it to the clients that will reach it.
+- ``<stem>.pem`` / ``<stem>.key``: the server certificate for the party's
+  server name only (``hub.fraudhub.internal``, ``holder-<i>.fraudhub.internal``,
+  see ``client_sdk.wire.channels``), plus any extra host names asked for.
 
-Private keys are created with mode 0600 and never overwritten; ``init``
-refuses a directory that already holds a CA.  Clients trust ``ca.pem``
-(``client_sdk.wire.channels.ChannelSecurity.from_ca_file``).
+Private keys are created with mode 0600 in a 0700 directory and never
+overwritten; :func:`init_identity` refuses a directory that already holds an
+identity.  A client pins each endpoint separately (its ``ca.pem`` and expected
+server name), so a key holder's certificate cannot pass as the hub's and the
+TLS handshake fails before any call metadata (a JWT) is sent (ADR 0011).
 
 Servers always use TLS unless started with an explicit ``--insecure``, which
-:func:`bind` logs as a WARNING.  (Production deployments bring certificates
-from their own PKI; this CA is for development and single-site pilots.)
+:func:`bind` logs as a WARNING.  (Production deployments may bring certificates
+from their own PKI; the clients then pin that PKI's CA per endpoint.)
 """
 
 from __future__ import annotations
@@ -33,32 +40,31 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from client_sdk.core.errors import ConfigurationError
+from client_sdk.wire.channels import HUB_SERVER_NAME
 
 __all__ = [
     "CA_VALIDITY",
-    "LOOPBACK_NAMES",
+    "HOLDER_STEM",
+    "HUB_STEM",
     "SERVER_OPTIONS",
     "SERVER_VALIDITY",
     "TlsFiles",
     "bind",
+    "init_identity",
     "init_tls",
-    "keyholder_name",
     "load_server_credentials",
     "tls_files",
 ]
 
 log = logging.getLogger(__name__)
 
-LOOPBACK_NAMES: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 CA_VALIDITY = dt.timedelta(days=3 * 365)
 SERVER_VALIDITY = dt.timedelta(days=365)
 PRIVATE_MODE = 0o600
-HUB_NAME = "hub"
-
-
-def keyholder_name(index: int) -> str:
-    """The file stem of key holder ``index``'s certificate."""
-    return f"keyholder-{index}"
+PRIVATE_DIR_MODE = 0o700
+#: File stems of the hub's and a key holder's certificate and key in their ``tls/``.
+HUB_STEM = "hub"
+HOLDER_STEM = "keyholder"
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,7 @@ class TlsFiles:
 
 
 def tls_files(data_dir: Path, name: str) -> TlsFiles:
-    """Where ``init`` puts the files of server ``name`` (``hub``, ``keyholder-1``...)."""
+    """Where :func:`init_identity` puts server ``name``'s files (``hub``, ``keyholder``)."""
     tls = data_dir / "tls"
     return TlsFiles(tls / "ca.pem", tls / f"{name}.pem", tls / f"{name}.key")
 
@@ -103,9 +109,11 @@ def _subject_alt_names(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(names)
 
 
-def _make_ca(now: dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def _make_ca(
+    server_name: str, now: dt.datetime
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fraudhub local CA")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"fraudhub CA of {server_name}")])
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -162,32 +170,34 @@ def _make_server(
     return key, cert
 
 
-def init_tls(data_dir: Path, holders: int = 3, extra_hosts: Sequence[str] = ()) -> list[Path]:
-    """Create the CA and the server certificates; return the files written.
+def init_identity(
+    directory: Path, stem: str, server_name: str, extra_hosts: Sequence[str] = ()
+) -> list[Path]:
+    """Create one party's CA and server certificate under ``directory/tls``.
 
-    Raises ConfigurationError if ``DIR/tls/ca.pem`` already exists or
-    ``holders`` is not 1..255.
+    Returns the files written (the CA's key is never written).  Raises
+    ConfigurationError if ``directory/tls/ca.pem`` already exists.
     """
-    if not 1 <= holders <= 255:
-        raise ConfigurationError("holders must be 1..255")
-    tls = data_dir / "tls"
-    tls.mkdir(parents=True, exist_ok=True, mode=0o700)
-    ca_path, ca_key_path = tls / "ca.pem", tls / "ca.key"
-    if ca_path.exists():
-        raise ConfigurationError(f"{ca_path} exists; this data directory is initialised")
+    directory.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    tls = directory / "tls"
+    tls.mkdir(exist_ok=True, mode=PRIVATE_DIR_MODE)
+    # mkdir's mode is masked by the umask and ignored for existing directories.
+    tls.chmod(PRIVATE_DIR_MODE)
+    files = tls_files(directory, stem)
+    if files.ca.exists():
+        raise ConfigurationError(f"{files.ca} exists; this directory is initialised")
     now = dt.datetime.now(dt.UTC)
-    hosts = (*LOOPBACK_NAMES, *extra_hosts)
-    ca_key, ca_cert = _make_ca(now)
-    _write_private(ca_key_path, _key_pem(ca_key))
-    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    written = [ca_path, ca_key_path]
-    for name in (HUB_NAME, *(keyholder_name(i) for i in range(1, holders + 1))):
-        files = tls_files(data_dir, name)
-        key, cert = _make_server(name, hosts, ca_key, ca_cert, now)
-        _write_private(files.key, _key_pem(key))
-        files.certificate.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        written += [files.certificate, files.key]
-    return written
+    ca_key, ca_cert = _make_ca(server_name, now)
+    key, cert = _make_server(server_name, (server_name, *extra_hosts), ca_key, ca_cert, now)
+    _write_private(files.key, _key_pem(key))
+    files.certificate.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    return [files.ca, files.certificate, files.key]
+
+
+def init_tls(data_dir: Path, extra_hosts: Sequence[str] = ()) -> list[Path]:
+    """The hub's own identity (``fraudhub init``): :func:`init_identity` for the hub."""
+    return init_identity(data_dir, HUB_STEM, HUB_SERVER_NAME, extra_hosts)
 
 
 def load_server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
@@ -197,7 +207,8 @@ def load_server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
         key = files.key.read_bytes()
     except OSError as exc:
         raise ConfigurationError(
-            f"cannot read TLS files ({exc.filename}): {exc.strerror}; run `fraudhub init`"
+            f"cannot read TLS files ({exc.filename}): {exc.strerror}; "
+            "run `fraudhub init` (hub) or `fraudhub keyholder init` (key holder)"
         ) from None
     return grpc.ssl_server_credentials([(key, certificate)])
 
