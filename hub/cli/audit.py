@@ -57,7 +57,7 @@ from fraudhub.v1 import audit_pb2
 from client_sdk.client.audit import AuditLogClient
 from client_sdk.core.errors import AuditLogError, ConfigurationError
 from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth, InstitutionKey
-from client_sdk.wire.channels import ChannelSecurity, open_channel
+from client_sdk.wire.channels import HUB_SERVER_NAME, ChannelSecurity, open_channel
 from client_sdk.wire.codecs import timestamp
 from hub.audit.anomalies import Thresholds, detect
 from hub.audit.checkpoint import LogVerifier
@@ -108,7 +108,8 @@ def _channel(args: argparse.Namespace) -> grpc.Channel:
     if args.insecure:
         security = ChannelSecurity(insecure=True)
     elif args.ca:
-        security = ChannelSecurity.from_ca_file(args.ca, args.server_name)
+        # A pinned private CA: check the hub's role name (ADR 0011).
+        security = ChannelSecurity.from_ca_file(args.ca, args.server_name or HUB_SERVER_NAME)
     else:
         security = ChannelSecurity(server_name=args.server_name)
     auth = BearerAuth(InstitutionKey.load(args.institution, Path(args.key)), HUB_AUDIENCE)
@@ -328,7 +329,10 @@ def _connection_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--key", default=env("FRAUDHUB_KEY"), help="your Ed25519 key (PEM)")
     parser.add_argument("--ca", help="CA certificate of the hub's TLS (PEM)")
-    parser.add_argument("--server-name", help="TLS host name to check (default: from --hub)")
+    parser.add_argument(
+        "--server-name",
+        help="TLS host name to check (default: hub.fraudhub.internal with --ca, else from --hub)",
+    )
     parser.add_argument(
         "--insecure", action="store_true", help="plaintext, no TLS (development only)"
     )

@@ -19,15 +19,13 @@ holders read (``hub.wire.auth.JsonFileRegistry``).
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import sys
 from pathlib import Path
 from typing import Any
 
-from client_sdk.core.errors import ConfigurationError
 from client_sdk.wire.auth import generate_key, public_key_b64, save_private_key
 from hub.cli.database import add_database_arguments, open_store
+from hub.infra.argtypes import public_key_option
 from hub.services.admin import add_institution_locally, disable_institution_locally, to_registered
 from hub.storage.models import Institution, utcnow
 from hub.storage.store import list_institutions
@@ -68,20 +66,7 @@ def register(sub: Any) -> argparse._SubParsersAction[argparse.ArgumentParser]:
 
 
 def _public_key(args: argparse.Namespace) -> bytes:
-    text = args.public_key
-    if args.public_key_file is not None:
-        try:
-            text = args.public_key_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot read {args.public_key_file}: {exc.strerror}"
-            ) from None
-    if not text:
-        raise ConfigurationError("give --public-key or --public-key-file")
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ConfigurationError("the public key must be base64 (institution keygen)") from None
+    return public_key_option(args.public_key, args.public_key_file)
 
 
 def _cmd_add(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from fraudhub.v1 import admin_pb2, admin_pb2_grpc
 
 from client_sdk.core.errors import ConfigurationError
 from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth, InstitutionKey
-from client_sdk.wire.channels import ChannelSecurity, open_channel
+from client_sdk.wire.channels import HUB_SERVER_NAME, ChannelSecurity, open_channel
 from client_sdk.wire.status import errors_from_status
 from hub.policy.engine import Policy
 from hub.policy.model import ACTIONS, AUDIT_KIND, TIERS, Context, Decision, Principal
@@ -184,7 +184,7 @@ def _cmd_policy_reload(args: argparse.Namespace) -> int:
     if args.insecure:
         security = ChannelSecurity(insecure=True)
     elif args.ca is not None:
-        security = ChannelSecurity.from_ca_file(str(args.ca))
+        security = ChannelSecurity.from_ca_file(str(args.ca), HUB_SERVER_NAME)
     else:
         raise ConfigurationError("give --ca (the hub's CA certificate) or --insecure")
     channel = open_channel(args.hub, security, BearerAuth(key, HUB_AUDIENCE))

@@ -1,16 +1,26 @@
-"""``fraudhub init`` and ``fraudhub keyholder``.
+"""``fraudhub init`` (the hub's TLS identity) and ``fraudhub keyholder ...``.
 
-``init --data-dir DIR`` writes the local TLS material (``hub.wire.tls``).
-``keyholder`` runs one key holder until SIGINT or SIGTERM, then drains calls
-for a few seconds and exits 0.  It prints the bound port on stdout, so
-``--listen 127.0.0.1:0`` works in scripts.  With ``--witness-log-key`` it also
-witnesses the hub's audit log (``hub.keyholder.witness``, ADR 0010).
-``witness-key --state-dir DIR --name NAME`` prints that witness's verifier key.
+Every party makes its own TLS identity in its own directory (ADR 0011):
+
+- ``init --data-dir DIR``: the hub's CA and certificate (``hub.fraudhub.internal``)
+  in ``DIR/tls``; no key of any holder.
+- ``keyholder init --state-dir DIR --name NAME``: one key holder's CA and
+  certificate in ``DIR/tls`` (mode 0700 directory, 0600 key); the holder's
+  server name is remembered in ``DIR/holder.json``.
+- ``keyholder serve --state-dir DIR --share ... --public ...``: runs the holder
+  until SIGINT or SIGTERM, then drains calls for a few seconds and exits 0.  It
+  prints the bound port on stdout, so ``--listen 127.0.0.1:0`` works in scripts.
+  It admits only the institutions of its own registry (``DIR/admitted.json``,
+  ``keyholder institution ...`` in ``hub.keyholder.admission_cli``).  With
+  ``--witness-log-key`` it also witnesses the hub's audit log
+  (``hub.keyholder.witness``, ADR 0010).
+- ``witness-key --state-dir DIR --name NAME`` prints that witness's verifier key.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -19,9 +29,10 @@ from types import FrameType
 from typing import Any
 
 from client_sdk.core.errors import ConfigurationError
-from client_sdk.core.threshold import MAX_HOLDERS
 from client_sdk.wire.auth import keyholder_audience
 from hub.infra.argtypes import positive_int
+from hub.keyholder.admission import HolderRegistry
+from hub.keyholder.admission_cli import register_admission_actions
 from hub.keyholder.keyfiles import check_share, load_public, load_share
 from hub.keyholder.server import (
     DEFAULT_DAILY_QUOTA,
@@ -36,48 +47,87 @@ from hub.keyholder.witness import (
     load_cosigner,
     open_witness,
 )
-from hub.wire.auth import JsonFileRegistry, TokenVerifier
-from hub.wire.tls import TlsFiles, init_tls, keyholder_name, load_server_credentials, tls_files
+from hub.wire.auth import TokenVerifier
+from hub.wire.tls import (
+    HOLDER_STEM,
+    TlsFiles,
+    init_identity,
+    init_tls,
+    load_server_credentials,
+    tls_files,
+)
 
-__all__ = ["register"]
+__all__ = ["holder_name", "init_holder", "register"]
 
 STOP_GRACE_SECONDS = 5.0
+IDENTITY_FILENAME = "holder.json"
+
+
+def init_holder(state_dir: Path, name: str, extra_hosts: tuple[str, ...] = ()) -> list[Path]:
+    """A key holder's own TLS identity and name in ``state_dir``; return the files written.
+
+    Raises ConfigurationError if ``state_dir`` already holds an identity.
+    """
+    written = init_identity(state_dir, HOLDER_STEM, name, extra_hosts)
+    identity = state_dir / IDENTITY_FILENAME
+    identity.write_text(json.dumps({"name": name}) + "\n")
+    return [*written, identity]
+
+
+def holder_name(state_dir: Path) -> str:
+    """The server name ``keyholder init`` gave this holder; raises ConfigurationError."""
+    path = state_dir / IDENTITY_FILENAME
+    try:
+        name = json.loads(path.read_text("utf-8"))["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigurationError(
+            f"{path} missing or invalid; run `fraudhub keyholder init --state-dir {state_dir}`"
+        ) from None
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"{path}: name must be text")
+    return name
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    written = init_tls(args.data_dir, holders=args.holders, extra_hosts=args.host)
-    print(f"TLS material for the hub and {args.holders} key holder(s) in {args.data_dir / 'tls'}:")
+    written = init_tls(args.data_dir, extra_hosts=args.host)
+    print(f"TLS identity of the hub in {args.data_dir / 'tls'}:")
     for path in written:
         print(f"  {path}")
-    print("clients trust tls/ca.pem; *.key files are private (mode 0600)")
+    print("clients pin tls/ca.pem for the hub; hub.key is private (mode 0600)")
     return 0
 
 
-def _tls(args: argparse.Namespace, index: int) -> TlsFiles | None:
+def _cmd_holder_init(args: argparse.Namespace) -> int:
+    written = init_holder(args.state_dir, args.name, tuple(args.host))
+    print(f"TLS identity of key holder {args.name} in {args.state_dir / 'tls'}:")
+    for path in written:
+        print(f"  {path}")
+    print("clients pin tls/ca.pem for this holder; keyholder.key is private (mode 0600)")
+    return 0
+
+
+def _tls(args: argparse.Namespace) -> TlsFiles | None:
     if args.insecure:
         return None
     if args.tls_cert and args.tls_key:
         return TlsFiles(ca=Path(), certificate=args.tls_cert, key=args.tls_key)
-    if args.data_dir is None:
-        raise ConfigurationError(
-            "give --data-dir (from `fraudhub init`), --tls-cert/--tls-key, or --insecure"
-        )
-    return tls_files(args.data_dir, keyholder_name(index))
+    return tls_files(args.state_dir, HOLDER_STEM)
 
 
-def _cmd_keyholder(args: argparse.Namespace) -> int:
+def _cmd_serve(args: argparse.Namespace) -> int:
     share = load_share(args.share)
     public = load_public(args.public)
     check_share(share, public)
-    files = _tls(args, share.index)
+    files = _tls(args)
     credentials = load_server_credentials(files) if files is not None else None
+    registry = HolderRegistry(args.state_dir, holder_name(args.state_dir))
     seen = SeenTokenFile(args.state_dir / "seen-tokens.sqlite3")
     verifier = TokenVerifier(
-        JsonFileRegistry(args.registry),
-        args.audience or keyholder_audience(share.index),
-        replay=seen,
+        registry, args.audience or keyholder_audience(share.index), replay=seen
     )
-    quota = QuotaLedger(args.state_dir / "quota.sqlite3", args.daily_quota)
+    quota = QuotaLedger(
+        args.state_dir / "quota.sqlite3", DEFAULT_DAILY_QUOTA, limits=registry.daily_quota
+    )
     witness = None
     witness_state = None
     if args.witness_log_key:
@@ -125,39 +175,39 @@ def _cmd_witness_key(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    init = sub.add_parser("init", help="create a local CA and TLS certificates")
+    init = sub.add_parser("init", help="create the hub's own CA and TLS certificate")
     init.add_argument("--data-dir", type=Path, required=True)
     init.add_argument(
-        "--holders",
-        type=positive_int(MAX_HOLDERS),
-        default=3,
-        help="number of key holders (default 3)",
-    )
-    init.add_argument(
-        "--host", action="append", default=[], help="extra host name or IP for the certificates"
+        "--host", action="append", default=[], help="extra host name or IP for the certificate"
     )
     init.set_defaults(func=_cmd_init)
 
-    kh = sub.add_parser("keyholder", help="run a key holder server for one key share")
+    group = sub.add_parser("keyholder", help="a key holder: its identity, server and registry")
+    actions = group.add_subparsers(dest="keyholder_command", metavar="ACTION", required=True)
+
+    holder_init = actions.add_parser("init", help="create this holder's own CA and certificate")
+    holder_init.add_argument("--state-dir", type=Path, required=True)
+    holder_init.add_argument(
+        "--name", required=True, help="its TLS server name, e.g. holder-1.fraudhub.internal"
+    )
+    holder_init.add_argument(
+        "--host", action="append", default=[], help="extra host name or IP for the certificate"
+    )
+    holder_init.set_defaults(func=_cmd_holder_init)
+
+    kh = actions.add_parser("serve", help="run the key holder server for one key share")
     kh.add_argument("--share", type=Path, required=True, help="share-<i>.json (mode 0600)")
     kh.add_argument("--public", type=Path, required=True, help="public.json of the same key")
     kh.add_argument(
-        "--registry", type=Path, required=True, help="institutions JSON (institution export)"
-    )
-    kh.add_argument(
-        "--state-dir", type=Path, required=True, help="where the quota and token-id files live"
+        "--state-dir",
+        type=Path,
+        required=True,
+        help="this holder's directory (keyholder init): TLS, registry, quota and token-id files",
     )
     kh.add_argument("--listen", default="127.0.0.1:0", help="host:port (default 127.0.0.1:0)")
-    kh.add_argument("--data-dir", type=Path, help="data dir of `fraudhub init` (TLS files)")
-    kh.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM)")
-    kh.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    kh.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM) from your PKI")
+    kh.add_argument("--tls-key", type=Path, help="server private key (PEM) from your PKI")
     kh.add_argument("--insecure", action="store_true", help="serve WITHOUT TLS (development only)")
-    kh.add_argument(
-        "--daily-quota",
-        type=positive_int(),
-        default=DEFAULT_DAILY_QUOTA,
-        help=f"elements per institution per UTC day (default {DEFAULT_DAILY_QUOTA})",
-    )
     kh.add_argument("--audience", help="JWT audience (default fraudhub:keyholder:<index>)")
     kh.add_argument(
         "--workers", type=positive_int(), default=8, help="RPC worker threads (default 8)"
@@ -173,7 +223,9 @@ def register(sub: Any) -> None:
     kh.add_argument(
         "--witness-name", help="witness key name (default fraudhub/keyholder-<index>/witness)"
     )
-    kh.set_defaults(func=_cmd_keyholder)
+    kh.set_defaults(func=_cmd_serve)
+
+    register_admission_actions(actions)
 
     wk = sub.add_parser(
         "witness-key", help="print (creating if missing) a key holder's witness verifier key"

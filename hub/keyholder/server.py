@@ -8,9 +8,11 @@ A thin adapter around ``client_sdk.core.threshold.holder_evaluate``.  Guarantees
 - A batch holds 1..:data:`MAX_BATCH` blinded elements of the served epoch;
   every malformed element is reported by position (google.rpc.BadRequest,
   field ``blinded_elements[i]``) and nothing is evaluated.
-- Each institution may evaluate at most ``daily_quota`` elements per UTC day.
-  The count lives in SQLite in the holder's state directory, so a restart
-  does not reset it; it is charged before evaluating, and a spent quota
+- Only institutions this holder's own operator admitted may call
+  (``hub.keyholder.admission.HolderRegistry``; the hub's registry is never
+  read).  Each may evaluate at most its own daily quota of elements per UTC
+  day, set per institution by the holder's operator.  The count lives in
+  SQLite in the holder's state directory, so a restart does not reset it; it is charged before evaluating, and a spent quota
   answers RESOURCE_EXHAUSTED.  (Evaluation counts are what a key holder is
   allowed to learn, DESIGN.md "Parties".)
 - A token id is accepted once while its token lives, across restarts
@@ -101,17 +103,25 @@ def _utc_day() -> str:
 class QuotaLedger:
     """Per-institution daily evaluation counts in a small SQLite file.
 
+    The limit of an institution is ``limits(institution)`` (the holder's own
+    registry, per institution) or, without ``limits``, ``daily_quota`` for all.
     Thread-safe within a process (one lock) and across processes sharing the
     file (``BEGIN IMMEDIATE``).  Raises ConfigurationError if the file cannot
     be opened.
     """
 
     def __init__(
-        self, path: Path, daily_quota: int, *, today: Callable[[], str] = _utc_day
+        self,
+        path: Path,
+        daily_quota: int,
+        *,
+        limits: Callable[[str], int] | None = None,
+        today: Callable[[], str] = _utc_day,
     ) -> None:
         if daily_quota < 1:
             raise ConfigurationError("daily quota must be at least 1 element")
         self.daily_quota = daily_quota
+        self._limits = limits
         self._today = today
         self._lock = threading.Lock()
         self._db = open_state_file(path, _SCHEMA, "quota")
@@ -128,15 +138,16 @@ class QuotaLedger:
     def charge(self, institution: str, elements: int) -> None:
         """Count ``elements`` against today's quota; raise QuotaExhausted if it would overflow."""
         day = self._today()
+        limit = self._limits(institution) if self._limits is not None else self.daily_quota
         with self._lock, immediate(self._db) as db:
             row = db.execute(
                 "SELECT elements FROM evaluations WHERE institution = ? AND day = ?",
                 (institution, day),
             ).fetchone()
             used = int(row[0]) if row else 0
-            if used + elements > self.daily_quota:
+            if used + elements > limit:
                 raise QuotaExhausted(
-                    f"daily evaluation quota spent ({used} of {self.daily_quota} elements "
+                    f"daily evaluation quota spent ({used} of {limit} elements "
                     f"used, {elements} asked); it resets at 00:00 UTC"
                 )
             db.execute(
