@@ -43,16 +43,17 @@ sys.path.insert(0, str(ROOT / "protos"))
 sys.path.insert(0, str(ROOT))
 
 from client_sdk import oprf  # noqa: E402
-from client_sdk.client.config import ClientConfig  # noqa: E402
+from client_sdk.client.config import ClientConfig, HolderConfig  # noqa: E402
 from client_sdk.client.hub import HubClient  # noqa: E402
-from client_sdk.client.tokenizer import HolderEndpoint  # noqa: E402
 from client_sdk.core import _sodium as sodium  # noqa: E402
 from client_sdk.wire.auth import generate_key, public_key_bytes, save_private_key  # noqa: E402
+from client_sdk.wire.channels import holder_server_name  # noqa: E402
+from hub.keyholder.admission import admit  # noqa: E402
 from hub.keyholder.ceremony import deal_to_directory  # noqa: E402
-from hub.services.admin import to_registered  # noqa: E402
+from hub.keyholder.cli import init_holder  # noqa: E402
 from hub.storage.models import Institution, utcnow  # noqa: E402
-from hub.storage.store import Store, add_institution, list_institutions, sqlite_url  # noqa: E402
-from hub.wire.auth import dump_registry  # noqa: E402
+from hub.storage.store import Store, add_institution, sqlite_url  # noqa: E402
+from hub.wire.auth import Institution as AdmittedInstitution  # noqa: E402
 from hub.wire.tls import init_tls  # noqa: E402
 
 INSTITUTIONS = {"bank-a": "bank", "carrier-x": "carrier"}
@@ -199,10 +200,13 @@ class WorkerRss:
 
 
 def setup(root: Path) -> tuple[Path, Path, Path]:
-    """TLS, key shares, registered institutions; returns (data, clients, public.json)."""
+    """Each party's TLS identity, key shares, institutions registered at the hub and
+    admitted at every holder; returns (data, clients, public.json)."""
     data, clients = root / "data", root / "clients"
-    init_tls(data, holders=3)
-    _, public = deal_to_directory(2, 3, data / "keys")
+    init_tls(data)
+    for i in (1, 2, 3):
+        init_holder(root / f"holder-{i}", holder_server_name(i))
+    _, public = deal_to_directory(2, 3, root / "keys")
     clients.mkdir()
     store = Store(sqlite_url(data))
     store.migrate()
@@ -216,9 +220,13 @@ def setup(root: Path) -> tuple[Path, Path, Path]:
                     id=institution, role=role, public_key=public_key_bytes(key), created_at=utcnow()
                 ),
             )
+            for i in (1, 2, 3):
+                admit(
+                    root / f"holder-{i}",
+                    AdmittedInstitution(institution, institution, role, public_key_bytes(key)),
+                    10**9,
+                )
         session.commit()
-        rows = list_institutions(session, include_disabled=True)
-    (data / "registry.json").write_text(dump_registry([to_registered(r) for r in rows]))
     store.dispose()
     return data, clients, public
 
@@ -246,12 +254,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one benchmark
         data, clients, public = setup(root)
         holders = [
             fraudhub(
-                "keyholder",
-                "--share", str(data / "keys" / f"share-{i}.json"),
+                "keyholder", "serve",
+                "--share", str(root / "keys" / f"share-{i}.json"),
                 "--public", str(public),
-                "--registry", str(data / "registry.json"),
-                "--state-dir", str(data / f"keyholder-{i}"),
-                "--data-dir", str(data),
+                "--state-dir", str(root / f"holder-{i}"),
                 "--listen", "127.0.0.1:0",
             )
             for i in (1, 2, 3)
@@ -263,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one benchmark
         try:
             hub_port = port_of(hub)
             endpoints = [
-                HolderEndpoint(i, f"127.0.0.1:{port_of(p)}") for i, p in enumerate(holders, 1)
+                HolderConfig(i, f"127.0.0.1:{port_of(p)}", root / f"holder-{i}" / "tls" / "ca.pem")
+                for i, p in enumerate(holders, 1)
             ]
 
             def client(institution: str) -> HubClient:

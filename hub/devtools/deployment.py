@@ -1,25 +1,35 @@
 """A complete fraudhub deployment on loopback: hub, ``n`` key holders, institutions.
 
-Used by ``fraudhub demo``, the end-to-end tests and ``bench/e2e.py``.  Every
-server binds ``127.0.0.1:0`` with TLS material from ``fraudhub init``
-(:func:`hub.wire.tls.init_tls`).  Guarantees:
+Used by ``fraudhub demo``, ``fraudhub sandbox``, the end-to-end tests and
+``bench/e2e.py``.  Every party has its own directory and TLS identity, as three
+separate organisations would (ADR 0012, docs/ONBOARDING.md):
 
-- ``data_dir`` receives only server-side state: TLS material, the key
-  ceremony's files, the key holders' quota files, the registry the holders
-  read, the hub's database and audit key, and the servers' logs.  Institution
-  private keys and client configurations go to ``client_dir``.
-- Institutions are registered as ``fraudhub institution add`` does (database
-  row and audit event in one transaction); the key holders' registry file is
-  re-exported after each change, and they re-read it on their next call.
+- ``data_dir`` is the hub's: its TLS identity (``fraudhub init``), database,
+  audit key, the key it calls witnesses with, and the servers' logs.  It holds
+  no key of any key holder.
+- ``holders_dir/holder-<i>`` is key holder ``i``'s state directory: its own
+  TLS identity (``fraudhub keyholder init``, server name
+  ``holder-<i>.fraudhub.internal``), its own registry of admitted institutions
+  with their quotas, its quota, token-id and witness files.
+  ``holders_dir/keys`` holds the key ceremony's output (shares, ``public.json``).
+- Institution private keys and client configurations go to ``client_dir``;
+  a client pins the hub and each holder by that party's own CA and name.
+- :meth:`LocalDeployment.register` onboards an institution as the three
+  parties do: its key is generated in ``client_dir``, the hub registers it
+  (database row and audit event in one transaction, as ``fraudhub institution
+  add``), and each holder's operator admits it in that holder's own registry
+  (as ``fraudhub keyholder institution add``); holders never read the hub's
+  registry.
 - :meth:`LocalDeployment.close` stops every server it started (graceful,
   ``grace`` seconds) and is safe to call twice.
 - With ``reuse=True`` an existing deployment's TLS material, key shares and
   database are used as they are (``fraudhub sandbox`` restarted on its
   directory); what is missing is created.  Nothing is overwritten either way.
 - With ``witnesses=True`` (the default) every key holder also witnesses the
-  audit log (``hub.keyholder.witness``; its key in ``data_dir/keyholder-<i>``)
-  and the hub asks them to cosign each checkpoint as the operator institution
-  ``hub-operator`` (key ``data_dir/witness-client.pem``).  The holders are
+  audit log (``hub.keyholder.witness``; its key in its own directory) and the
+  hub asks them to cosign each checkpoint as the operator institution
+  ``hub-operator`` (key ``data_dir/witness-client.pem``), which every holder
+  admits.  The holders are
   bound before the hub is built, so the hub knows their addresses; a restarted
   holder keeps its port.
 """
@@ -28,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -35,7 +46,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client_sdk.client.config import ClientConfig
+from client_sdk.client.config import ClientConfig, HolderConfig
 from client_sdk.client.hub import HubClient
 from client_sdk.client.tokenizer import HolderEndpoint
 from client_sdk.core.errors import ConfigurationError
@@ -48,9 +59,11 @@ from client_sdk.wire.auth import (
     public_key_bytes,
     save_private_key,
 )
-from client_sdk.wire.channels import ChannelSecurity
+from client_sdk.wire.channels import HUB_SERVER_NAME, ChannelSecurity, holder_server_name
 from hub.audit.cosignature import Cosigner
+from hub.keyholder.admission import HolderRegistry, admit, load_admissions
 from hub.keyholder.ceremony import deal_to_directory
+from hub.keyholder.cli import init_holder
 from hub.keyholder.keyfiles import PUBLIC_NAME, SHARE_NAME, load_public, load_share
 from hub.keyholder.server import KeyHolderServer, KeyHolderServicer, QuotaLedger, SeenTokenFile
 from hub.keyholder.witness import (
@@ -65,10 +78,9 @@ from hub.services.audit import log_signer
 from hub.services.config import HubConfig, WitnessEndpoint, WitnessIdentity, default_policy
 from hub.services.server import HubServer
 from hub.storage.models import Institution, utcnow
-from hub.storage.registry import to_registered
-from hub.storage.store import list_institutions
-from hub.wire.auth import JsonFileRegistry, TokenVerifier, dump_registry
-from hub.wire.tls import init_tls, keyholder_name, load_server_credentials, tls_files
+from hub.wire.auth import Institution as AdmittedInstitution
+from hub.wire.auth import TokenVerifier
+from hub.wire.tls import HOLDER_STEM, HUB_STEM, init_tls, load_server_credentials, tls_files
 
 __all__ = ["LOG_FILENAME", "WITNESS_CLIENT", "LocalDeployment", "RunningHolder"]
 
@@ -78,6 +90,13 @@ LOG_FILENAME = "servers.log"
 #: The operator institution the hub calls the witnesses as, and its key file.
 WITNESS_CLIENT = "hub-operator"
 WITNESS_CLIENT_KEY = "witness-client.pem"
+#: Each holder's daily quota per institution in a local deployment (load tests need room).
+LOCAL_DAILY_QUOTA = 10**9
+
+
+def holder_dir_name(index: int) -> str:
+    """The directory of key holder ``index`` under ``holders_dir``."""
+    return f"holder-{index}"
 
 
 @dataclass
@@ -100,11 +119,12 @@ class RunningHolder:
 class LocalDeployment:
     """Hub and key holders on loopback (see the module docstring).
 
+    ``holders_dir`` defaults to ``holders`` next to ``data_dir``.
     ``servicers`` replaces the key holder servicer class per share index
     (fault tests use a lying holder).  Raises ConfigurationError if
-    ``data_dir`` already holds a deployment's TLS material or key shares,
-    unless ``reuse`` is set (then they are loaded; ConfigurationError if a
-    file of them is missing or unreadable).
+    ``data_dir`` or a holder's directory already holds a TLS identity or key
+    shares, unless ``reuse`` is set (then they are loaded; ConfigurationError
+    if a file of them is missing or unreadable).
     """
 
     def __init__(
@@ -112,6 +132,7 @@ class LocalDeployment:
         data_dir: Path,
         client_dir: Path,
         *,
+        holders_dir: Path | None = None,
         database_url: str | None = None,
         threshold: int = 2,
         holders: int = 3,
@@ -124,27 +145,15 @@ class LocalDeployment:
     ) -> None:
         self.data_dir = data_dir
         self.client_dir = client_dir
+        self.holders_dir = holders_dir or data_dir.parent / "holders"
         self.grace = grace
         self._servicers = servicers or {}
         data_dir.mkdir(parents=True, exist_ok=True)
         client_dir.mkdir(parents=True, exist_ok=True)
-        if not (reuse and (data_dir / "tls" / "ca.pem").exists()):
-            init_tls(data_dir, holders=holders)
-        keys_dir = data_dir / "keys"
-        if reuse and (keys_dir / PUBLIC_NAME).exists():
-            public_path = keys_dir / PUBLIC_NAME
-            share_paths = [keys_dir / SHARE_NAME.format(index=i) for i in range(1, holders + 1)]
-        else:
-            share_paths, public_path = deal_to_directory(threshold, holders, keys_dir)
-        self.public_path = public_path
-        self.public: PublicKeyInfo = load_public(public_path)
-        self.shares: dict[int, KeyShare] = {}
-        for path in share_paths:
-            share = load_share(path)
-            self.shares[share.index] = share
-        self.registry_path = data_dir / "registry.json"
-        if not self.registry_path.exists():
-            self.registry_path.write_text(dump_registry([]) + "\n")
+        if not (reuse and tls_files(data_dir, HUB_STEM).ca.exists()):
+            init_tls(data_dir)
+        self.holder_dirs = {i: self.holders_dir / holder_dir_name(i) for i in range(1, holders + 1)}
+        public_path = self._prepare_holders(threshold, reuse)
         self.holders: dict[int, RunningHolder] = {}
         self.holder_ports: dict[int, int] = {}
         self.witness_keys: list[str] = []
@@ -162,6 +171,8 @@ class LocalDeployment:
                         f"127.0.0.1:{self.holder_ports[index]}",
                         self.witness_keys[-1],
                         keyholder_audience(index),
+                        ca=self._holder_ca(index),
+                        server_name=holder_server_name(index),
                     )
                 )
             identity = WitnessIdentity(WITNESS_CLIENT, data_dir / WITNESS_CLIENT_KEY)
@@ -186,7 +197,8 @@ class LocalDeployment:
                 known = session.get(Institution, WITNESS_CLIENT) is not None
             if not known:
                 self._add(WITNESS_CLIENT, "operator", load_private_key(identity.key), "the hub")
-        self._export_registry()
+            # Each holder's operator admits the hub's operator, which asks it to cosign.
+            self._admit_everywhere(WITNESS_CLIENT, "operator", load_private_key(identity.key))
         # Last, so a constructor that failed above leaves logging as it was.
         self._log_handler: logging.Handler | None = None
         if log_to_file:
@@ -194,6 +206,26 @@ class LocalDeployment:
         self.keys: dict[str, InstitutionKey] = {}
         self._clients: list[HubClient] = []
         self._closed = False
+
+    def _prepare_holders(self, threshold: int, reuse: bool) -> Path:
+        """Each holder's own identity, and the key shares; return ``public.json``."""
+        for index, directory in self.holder_dirs.items():
+            if not (reuse and tls_files(directory, HOLDER_STEM).ca.exists()):
+                init_holder(directory, holder_server_name(index))
+        holders = len(self.holder_dirs)
+        keys_dir = self.holders_dir / "keys"
+        if reuse and (keys_dir / PUBLIC_NAME).exists():
+            public_path = keys_dir / PUBLIC_NAME
+            share_paths = [keys_dir / SHARE_NAME.format(index=i) for i in range(1, holders + 1)]
+        else:
+            share_paths, public_path = deal_to_directory(threshold, holders, keys_dir)
+        self.public_path = public_path
+        self.public: PublicKeyInfo = load_public(public_path)
+        self.shares: dict[int, KeyShare] = {}
+        for path in share_paths:
+            share = load_share(path)
+            self.shares[share.index] = share
+        return public_path
 
     # --- servers ------------------------------------------------------------------
 
@@ -217,30 +249,31 @@ class LocalDeployment:
         self.holders[index].server.start()
 
     def _cosigner(self, index: int) -> Cosigner:
-        return load_cosigner(self.data_dir / keyholder_name(index), default_witness_name(index))
+        return load_cosigner(self.holder_dirs[index], default_witness_name(index))
 
     def _create_holder(self, index: int) -> None:
         """Build and bind key holder ``index`` (and its witness), not started."""
         share = self.shares[index]
+        directory = self.holder_dirs[index]
         witness_state = None
         witness_servicer = None
         if self._witnesses:
-            state_dir = self.data_dir / keyholder_name(index)
             witness, witness_state = open_witness(
-                state_dir, default_witness_name(index), [self._log_key]
+                directory, default_witness_name(index), [self._log_key]
             )
             witness_servicer = WitnessServicer(witness)
-        quota = QuotaLedger(self.data_dir / keyholder_name(index) / "quota.sqlite3", 10**9)
-        seen = SeenTokenFile(self.data_dir / keyholder_name(index) / "seen-tokens.sqlite3")
-        verifier = TokenVerifier(
-            JsonFileRegistry(self.registry_path), keyholder_audience(index), replay=seen
+        registry = HolderRegistry(directory, holder_server_name(index))
+        quota = QuotaLedger(
+            directory / "quota.sqlite3", LOCAL_DAILY_QUOTA, limits=registry.daily_quota
         )
+        seen = SeenTokenFile(directory / "seen-tokens.sqlite3")
+        verifier = TokenVerifier(registry, keyholder_audience(index), replay=seen)
         servicer_class = self._servicers.get(index, KeyHolderServicer)
         server = KeyHolderServer.create(
             servicer_class(share, self.public, quota),
             verifier,
             f"127.0.0.1:{self.holder_ports.get(index, 0)}",
-            load_server_credentials(tls_files(self.data_dir, keyholder_name(index))),
+            load_server_credentials(tls_files(directory, HOLDER_STEM)),
             max_workers=4,
             witness=witness_servicer,
         )
@@ -255,17 +288,46 @@ class LocalDeployment:
 
     # --- institutions and clients ---------------------------------------------------
 
-    def register(self, institution_id: str, role: str, name: str = "") -> InstitutionKey:
-        """Register an institution with a fresh key (private key in ``client_dir``)."""
+    def register(
+        self,
+        institution_id: str,
+        role: str,
+        name: str = "",
+        *,
+        admitted_by: Collection[int] | None = None,
+    ) -> InstitutionKey:
+        """Onboard an institution with a fresh key (private key in ``client_dir``).
+
+        The hub registers it; each holder in ``admitted_by`` (default: all)
+        admits it in its own registry.  ``admitted_by=()`` is a registration
+        that reaches only the hub (tests of the shadow-institution attack).
+        """
         private = generate_key()
         key_path = self.client_dir / f"{institution_id}.pem"
         save_private_key(private, key_path)
         self._add(institution_id, role, private, name)
-        self._export_registry()
         self.hub.registry.invalidate()
+        chosen = self.holder_dirs if admitted_by is None else admitted_by
+        for index in chosen:
+            self.admit(index, institution_id, role, public_key_bytes(private), name)
         key = InstitutionKey(institution_id, private)
         self.keys[institution_id] = key
         return key
+
+    def admit(
+        self, index: int, institution_id: str, role: str, public_key: bytes, name: str = ""
+    ) -> None:
+        """Holder ``index``'s operator admits an institution (its own registry, own quota)."""
+        institution = AdmittedInstitution(institution_id, name or institution_id, role, public_key)
+        admit(self.holder_dirs[index], institution, LOCAL_DAILY_QUOTA)
+
+    def _admit_everywhere(
+        self, institution_id: str, role: str, private: Ed25519PrivateKey, name: str = ""
+    ) -> None:
+        """Admit at every holder that has not admitted ``institution_id`` yet (reuse)."""
+        for index, directory in self.holder_dirs.items():
+            if all(a.institution.id != institution_id for a in load_admissions(directory)):
+                self.admit(index, institution_id, role, public_key_bytes(private), name)
 
     def _add(self, institution_id: str, role: str, private: Ed25519PrivateKey, name: str) -> None:
         row = Institution(
@@ -299,21 +361,31 @@ class LocalDeployment:
             raise ConfigurationError(
                 f"{institution_id} is registered with another role or key than {key_path}"
             )
+        self._admit_everywhere(institution_id, role, private, name)
         key = InstitutionKey(institution_id, private)
         self.keys[institution_id] = key
         return key
 
-    def _export_registry(self) -> None:
-        with self.hub.store.session() as session:
-            rows = list_institutions(session, include_disabled=True)
-        self.registry_path.write_text(dump_registry([to_registered(r) for r in rows]) + "\n")
-
     @property
     def security(self) -> ChannelSecurity:
-        return ChannelSecurity.from_ca_file(str(self.data_dir / "tls" / "ca.pem"))
+        """The hub's pin: its own CA and its server name."""
+        return ChannelSecurity.from_ca_file(
+            str(tls_files(self.data_dir, HUB_STEM).ca), HUB_SERVER_NAME
+        )
+
+    def _holder_ca(self, index: int) -> Path:
+        return tls_files(self.holder_dirs[index], HOLDER_STEM).ca
+
+    def holder_security(self, index: int) -> ChannelSecurity:
+        """Key holder ``index``'s pin: its own CA and its server name."""
+        return ChannelSecurity.from_ca_file(str(self._holder_ca(index)), holder_server_name(index))
 
     def holder_endpoints(self) -> list[HolderEndpoint]:
-        return [HolderEndpoint(i, f"127.0.0.1:{p}") for i, p in sorted(self.holder_ports.items())]
+        """Each holder's address, pinned to that holder alone."""
+        return [
+            HolderEndpoint(i, f"127.0.0.1:{p}", security=self.holder_security(i))
+            for i, p in sorted(self.holder_ports.items())
+        ]
 
     def client(self, institution_id: str, **options: Any) -> HubClient:
         """A HubClient for a registered institution (closed with the deployment)."""
@@ -342,9 +414,12 @@ class LocalDeployment:
             institution=institution_id,
             key=Path(f"{institution_id}.pem"),
             hub=self.hub_address,
-            holders=tuple(self.holder_endpoints()),
+            holders=tuple(
+                HolderConfig(i, f"127.0.0.1:{port}", relative(self._holder_ca(i)))
+                for i, port in sorted(self.holder_ports.items())
+            ),
             public=relative(self.public_path),
-            ca=relative(self.data_dir / "tls" / "ca.pem"),
+            ca=relative(tls_files(self.data_dir, HUB_STEM).ca),
         )
         path = self.client_dir / f"{institution_id}.json"
         path.write_text(config.dump() + "\n")

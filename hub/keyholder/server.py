@@ -12,8 +12,9 @@ A thin adapter around ``client_sdk.core.threshold.holder_evaluate``.  Guarantees
   (``hub.keyholder.admission.HolderRegistry``; the hub's registry is never
   read).  Each may evaluate at most its own daily quota of elements per UTC
   day, set per institution by the holder's operator.  The count lives in
-  SQLite in the holder's state directory, so a restart does not reset it; it is charged before evaluating, and a spent quota
-  answers RESOURCE_EXHAUSTED.  (Evaluation counts are what a key holder is
+  SQLite in the holder's state directory, so a restart does not reset it;
+  it is charged before evaluating, and a spent quota answers
+  RESOURCE_EXHAUSTED.  (Evaluation counts are what a key holder is
   allowed to learn, DESIGN.md "Parties".)
 - A token id is accepted once while its token lives, across restarts
   (:class:`SeenTokenFile`, in the state directory).
