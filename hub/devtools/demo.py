@@ -1,7 +1,10 @@
 """``fraudhub demo``: the whole exchange on one machine, in about ten seconds.
 
-Starts a hub (SQLite) and three key holders (2-of-3) on loopback with TLS,
-registers two banks, a carrier and a regulator, has the banks contribute
+Starts a hub (SQLite) and three key holders (2-of-3) on loopback, each with
+its own directory and TLS identity, onboards two banks, a carrier and a
+regulator as the three parties do (registered at the hub, admitted by each
+holder's operator), shows that an institution registered only at the hub is
+refused by every holder, has the banks contribute
 ``examples/bank_a.csv`` and ``examples/bank_b.csv``, has the carrier screen
 ``examples/carrier_subscribers.csv`` and prints what the policy disclosed,
 revokes one indicator and shows it no longer matches, has the regulator
@@ -10,7 +13,8 @@ the cosignatures of all three key holders witnessing the log, ADR 0010) over
 the Audit service, then shuts everything down.
 
 Every step checks its outcome; the exit status is 1 if one fails.  The data
-directory receives only the servers' state and logs (``hub.devtools.deployment``);
+directory receives only the servers' state and logs: ``hub/`` for the hub and
+``holders/`` for the key holders (``hub.devtools.deployment``);
 institution keys live in a temporary directory deleted at the end.  The
 printed table shows subscriber references and kinds, never the raw values.
 """
@@ -28,7 +32,7 @@ from typing import Any
 from client_sdk.client.audit import AuditLogClient
 from client_sdk.client.hub import HubClient
 from client_sdk.client.results import ItemFailure, MatchResult
-from client_sdk.core.errors import FraudhubError
+from client_sdk.core.errors import FraudhubError, PermissionDenied
 from client_sdk.core.indicators import canonicalize
 from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth
 from client_sdk.wire.channels import open_channel
@@ -120,12 +124,13 @@ def run_demo(data_dir: Path, examples: Path | None = None) -> None:
     examples = examples if examples is not None else shipped("examples")
     with tempfile.TemporaryDirectory(prefix="fraudhub-demo-clients-") as client_dir:
         _say(f"Starting a hub and 3 key holders (2-of-3) on loopback; state in {data_dir}")
-        with LocalDeployment(data_dir, Path(client_dir)) as world:
+        hub_dir = data_dir / "hub"
+        with LocalDeployment(hub_dir, Path(client_dir), holders_dir=data_dir / "holders") as world:
             world.start()
             ports = ", ".join(str(p) for p in world.holder_ports.values())
             _say(f"  hub on port {world.hub.port}, key holders on ports {ports} (TLS)")
 
-            _say("\n1. Registering institutions")
+            _say("\n1. Registering institutions (hub registers, each key holder admits)")
             for institution, role in (
                 ("bank-a", "bank"),
                 ("bank-b", "bank"),
@@ -133,7 +138,17 @@ def run_demo(data_dir: Path, examples: Path | None = None) -> None:
                 ("regulator-r", "regulator"),
             ):
                 world.register(institution, role)
-                _say(f"  {institution:<12} {role}")
+                _say(f"  {institution:<12} {role:<10} registered at the hub, admitted by 3 holders")
+            # The hub's operator alone cannot make an institution that tokenizes.
+            world.register("shadow-bank", "bank", admitted_by=())
+            try:
+                world.client("shadow-bank").match(
+                    [("phone", "+8613900000000")], purpose=SCREENING_PURPOSE
+                )
+                refused = False
+            except PermissionDenied:
+                refused = True
+            _check(refused, "shadow-bank, registered only at the hub, is refused by the holders")
 
             _say("\n2. Banks contribute their indicators (tokens only leave the bank)")
             for bank, name in (("bank-a", "bank_a.csv"), ("bank-b", "bank_b.csv")):
@@ -184,7 +199,7 @@ def run_demo(data_dir: Path, examples: Path | None = None) -> None:
 
             _say("\n5. regulator-r verifies the audit log over the Audit service")
             # The regulator pins the hub's log key (the hub logs it at start).
-            verifier = LogVerifier.from_verifier_key(log_signer(data_dir).verifier_key())
+            verifier = LogVerifier.from_verifier_key(log_signer(hub_dir).verifier_key())
             channel = open_channel(
                 world.hub_address,
                 world.security,
@@ -211,7 +226,7 @@ def run_demo(data_dir: Path, examples: Path | None = None) -> None:
                 len(cosigned) == len(world.witness_keys),
                 f"cosigned by {len(cosigned)} key holder witnesses: {', '.join(cosigned)}",
             )
-            _say(f"\nServers' log: {data_dir / 'logs' / LOG_FILENAME}")
+            _say(f"\nServers' log: {hub_dir / 'logs' / LOG_FILENAME}")
         _say("Stopped the hub and the key holders.")
 
 

@@ -5,9 +5,12 @@ the hub and three key holders of a 2-of-3 key on loopback, TLS, the default
 policy) and registers :data:`SANDBOX_INSTITUTIONS`, then waits for SIGINT or
 SIGTERM.  ``DIR`` holds:
 
-- ``DIR/state/``: the servers' state (TLS material, key shares, the key
-  holders' files, the hub's database unless ``--database-url``, the audit
-  log key, ``logs/servers.log``);
+- ``DIR/state/``: the hub's directory (its own TLS identity, its database
+  unless ``--database-url``, the audit log key, ``logs/servers.log``); it
+  holds no key of any key holder;
+- ``DIR/holders/holder-<i>/``: key holder ``i``'s own directory (its TLS
+  identity, its registry of the institutions it admitted, its quota and
+  token-id files), and ``DIR/holders/keys/`` the key ceremony's output;
 - ``DIR/clients/<id>.pem`` and ``DIR/clients/<id>.json``: each institution's
   private key and its client configuration, in the format
   ``fraudhub contribute|match --config`` reads (``ClientConfig``; paths in it
@@ -78,13 +81,13 @@ READY_TIMEOUT = 30.0
 PRIVATE_UMASK = 0o077
 
 
-def wait_serving(addresses: Sequence[str], security: ChannelSecurity, timeout: float) -> None:
-    """Return once every address answers gRPC health checking with SERVING.
+def wait_serving(endpoints: Sequence[tuple[str, ChannelSecurity]], timeout: float) -> None:
+    """Return once every ``(address, pin)`` answers gRPC health checking with SERVING.
 
     Raises Unavailable naming the address that did not within ``timeout`` seconds.
     """
     deadline = time.monotonic() + timeout
-    for address in addresses:
+    for address, security in endpoints:
         channel = open_channel(address, security)
         try:
             stub = health_pb2_grpc.HealthStub(channel)
@@ -197,8 +200,10 @@ def run_sandbox(
                 world.client_config(institution)
             log_key = log_signer(world.data_dir).verifier_key()
             (directory / "clients" / LOG_KEY_FILENAME).write_text(log_key + "\n")
-            addresses = [world.hub_address] + [e.address for e in world.holder_endpoints()]
-            wait_serving(addresses, world.security, READY_TIMEOUT)
+            endpoints = [(world.hub_address, world.security)] + [
+                (e.address, world.holder_security(e.index)) for e in world.holder_endpoints()
+            ]
+            wait_serving(endpoints, READY_TIMEOUT)
             print(instructions(directory, world), file=err, flush=True)
             print(f"{READY_PREFIX}{directory}", file=out, flush=True)
             # A timed wait, so the signal handler that sets ``stop`` runs promptly.
