@@ -1,7 +1,9 @@
-"""Test helpers: TLS material, institutions and real key holder servers on loopback.
+"""Test helpers: TLS identities, institutions and real key holder servers on loopback.
 
 Shared by test_auth.py, test_keyholder.py and test_tokenizer.py.  Servers bind
-127.0.0.1:0 with TLS certificates made by ``fraudhub init`` (``hub.wire.tls``).
+127.0.0.1:0; each holder has its own directory with its own TLS identity and
+its own registry of admitted institutions (``fraudhub keyholder init``,
+``hub.keyholder.admission``), as in a real deployment.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import grpc
 
+from client_sdk.client.tokenizer import HolderEndpoint
 from client_sdk.core.threshold import KeyShare, PublicKeyInfo, deal
 from client_sdk.wire.auth import (
     BearerAuth,
@@ -21,10 +24,12 @@ from client_sdk.wire.auth import (
     keyholder_audience,
     public_key_bytes,
 )
-from client_sdk.wire.channels import ChannelSecurity, open_channel
+from client_sdk.wire.channels import ChannelSecurity, holder_server_name, open_channel
+from hub.keyholder.admission import HolderRegistry, admit
+from hub.keyholder.cli import init_holder
 from hub.keyholder.server import KeyHolderServer, KeyHolderServicer, QuotaLedger
-from hub.wire.auth import Institution, JsonFileRegistry, TokenVerifier, dump_registry
-from hub.wire.tls import init_tls, keyholder_name, load_server_credentials, tls_files
+from hub.wire.auth import Institution, TokenVerifier
+from hub.wire.tls import HOLDER_STEM, load_server_credentials, tls_files
 
 SEED = bytes(range(32))
 
@@ -33,19 +38,24 @@ SEED = bytes(range(32))
 class World:
     """Everything a test needs to run key holders and call them."""
 
-    data_dir: Path
-    registry_path: Path
+    holder_dirs: dict[int, Path]
     keys: dict[str, InstitutionKey]
     shares: list[KeyShare]
     public: PublicKeyInfo
 
-    @property
-    def security(self) -> ChannelSecurity:
-        return ChannelSecurity.from_ca_file(str(self.data_dir / "tls" / "ca.pem"))
+    def security(self, index: int) -> ChannelSecurity:
+        """Key holder ``index``'s pin: its own CA and server name."""
+        ca = tls_files(self.holder_dirs[index], HOLDER_STEM).ca
+        return ChannelSecurity.from_ca_file(str(ca), holder_server_name(index))
 
-    def channel(self, port: int, institution: str | None, audience: str) -> grpc.Channel:
+    def endpoint(self, index: int, port: int) -> HolderEndpoint:
+        return HolderEndpoint(index, f"127.0.0.1:{port}", security=self.security(index))
+
+    def channel(
+        self, index: int, port: int, institution: str | None, audience: str
+    ) -> grpc.Channel:
         auth = BearerAuth(self.keys[institution], audience) if institution else None
-        return open_channel(f"127.0.0.1:{port}", self.security, auth)
+        return open_channel(f"127.0.0.1:{port}", self.security(index), auth)
 
 
 INSTITUTIONS = {
@@ -57,20 +67,16 @@ INSTITUTIONS = {
 
 
 def make_world(root: Path, threshold: int = 2, holders: int = 3) -> World:
-    data_dir = root / "data"
-    init_tls(data_dir, holders=holders)
+    """Holders with their own identities, each admitting :data:`INSTITUTIONS`."""
     keys = {i: InstitutionKey(i, generate_key()) for i in INSTITUTIONS}
-    registry_path = root / "institutions.json"
-    registry_path.write_text(
-        dump_registry(
-            [
-                Institution(i, name, role, public_key_bytes(keys[i].private_key), disabled)
-                for i, (name, role, disabled) in INSTITUTIONS.items()
-            ]
-        )
-    )
+    holder_dirs = {i: root / f"holder-{i}" for i in range(1, holders + 1)}
+    for index, directory in holder_dirs.items():
+        init_holder(directory, holder_server_name(index))
+        for i, (name, role, disabled) in INSTITUTIONS.items():
+            admitted = Institution(i, name, role, public_key_bytes(keys[i].private_key), disabled)
+            admit(directory, admitted, daily_quota=10**9)
     shares, public = deal(threshold, holders, seed=SEED)
-    return World(data_dir, registry_path, keys, shares, public)
+    return World(holder_dirs, keys, shares, public)
 
 
 def start_holder(
@@ -81,13 +87,15 @@ def start_holder(
     servicer_class: type[KeyHolderServicer] = KeyHolderServicer,
     daily_quota: int = 1_000_000,
 ) -> KeyHolderServer:
+    directory = world.holder_dirs[share.index]
     quota = QuotaLedger(state_dir / f"quota-{share.index}.sqlite3", daily_quota)
-    verifier = TokenVerifier(JsonFileRegistry(world.registry_path), keyholder_audience(share.index))
+    registry = HolderRegistry(directory, holder_server_name(share.index))
+    verifier = TokenVerifier(registry, keyholder_audience(share.index))
     server = KeyHolderServer.create(
         servicer_class(share, world.public, quota),
         verifier,
         "127.0.0.1:0",
-        load_server_credentials(tls_files(world.data_dir, keyholder_name(share.index))),
+        load_server_credentials(tls_files(directory, HOLDER_STEM)),
         max_workers=4,
     )
     server.start()

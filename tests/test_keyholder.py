@@ -42,7 +42,7 @@ def holder(world: World, tmp_path: Path) -> Iterator[KeyHolderServer]:
 
 
 def _stub(world: World, server: KeyHolderServer, institution: str | None = "bank-a") -> Any:
-    channel = world.channel(server.port, institution, keyholder_audience(1))
+    channel = world.channel(1, server.port, institution, keyholder_audience(1))
     return keyholder_pb2_grpc.KeyHolderStub(channel)
 
 
@@ -144,7 +144,7 @@ def test_regulator_may_read_key_info_but_not_evaluate(
 
 
 def test_health_is_serving_without_a_token(world: World, holder: KeyHolderServer) -> None:
-    channel = world.channel(holder.port, None, "")
+    channel = world.channel(1, holder.port, None, "")
     health = health_pb2_grpc.HealthStub(channel)
     for service in ("", "fraudhub.v1.KeyHolder"):
         reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
@@ -152,7 +152,7 @@ def test_health_is_serving_without_a_token(world: World, holder: KeyHolderServer
 
 
 def test_reflection_lists_the_services(world: World, holder: KeyHolderServer) -> None:
-    channel = world.channel(holder.port, None, "")
+    channel = world.channel(1, holder.port, None, "")
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
     request = reflection_pb2.ServerReflectionRequest(list_services="")
     (reply,) = list(stub.ServerReflectionInfo(iter([request]), timeout=10))

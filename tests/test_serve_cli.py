@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_demo import ROOT
 
 from client_sdk.wire.auth import generate_key, public_key_b64
-from client_sdk.wire.channels import ChannelSecurity, open_channel
+from client_sdk.wire.channels import HUB_SERVER_NAME, ChannelSecurity, open_channel
 from hub.cli import main
 from hub.keyholder.ceremony import deal_to_directory
 from hub.services.config import default_policy
@@ -83,7 +83,8 @@ def test_bad_public_key_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def _health(port: int, ca: Path) -> int:
-    channel = open_channel(f"127.0.0.1:{port}", ChannelSecurity.from_ca_file(str(ca)))
+    security = ChannelSecurity.from_ca_file(str(ca), HUB_SERVER_NAME)
+    channel = open_channel(f"127.0.0.1:{port}", security)
     try:
         reply = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service="fraudhub.v1.Exchange"), timeout=5
@@ -111,7 +112,7 @@ def _checkpoint_size(tmp_path: Path, at_least: int, within: float = 10.0) -> int
 def test_serve_reloads_on_sighup_and_stops_on_sigterm(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    init_tls(tmp_path, holders=3)
+    init_tls(tmp_path)
     _, public = deal_to_directory(2, 3, tmp_path / "keys")
     policy = tmp_path / "policy.yaml"
     shutil.copyfile(default_policy(), policy)
@@ -169,8 +170,21 @@ def test_serve_reloads_on_sighup_and_stops_on_sigterm(
         (["serve", "--checkpoint-seconds", "-1"], "--checkpoint-seconds: must be a finite number"),
         (["serve", "--checkpoint-seconds", "nan"], "--checkpoint-seconds: must be a finite number"),
         (["serve", "--workers", "two"], "--workers: not a whole number: 'two'"),
-        (["keyholder", "--daily-quota", "0"], "--daily-quota: must be at least 1, got 0"),
-        (["init", "--holders", "300"], "--holders: must be between 1 and"),
+        (
+            [
+                "keyholder",
+                "institution",
+                "quota",
+                "--state-dir",
+                "s",
+                "--id",
+                "b",
+                "--daily-quota",
+                "0",
+            ],
+            "--daily-quota: must be at least 1, got 0",
+        ),
+        (["keyholder", "serve", "--workers", "0"], "--workers: must be at least 1, got 0"),
         (["audit", "anomalies", "--days", "-3"], "--days: must be at least 1, got -3"),
         (["audit", "anomalies", "--spike-factor", "0"], "--spike-factor: must be a finite number"),
     ],

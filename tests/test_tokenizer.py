@@ -43,9 +43,9 @@ def expected_keys(world: World, items: list[tuple[str, str]]) -> list[TokenKeys]
 def tokenizer(
     world: World, servers: dict[int, KeyHolderServer], caller: str = "bank-a", **options: int
 ) -> Tokenizer:
-    endpoints = [HolderEndpoint(i, f"127.0.0.1:{s.port}") for i, s in sorted(servers.items())]
+    endpoints = [world.endpoint(i, s.port) for i, s in sorted(servers.items())]
     return Tokenizer(
-        endpoints, world.public, world.keys[caller], world.security, timeout=10, **options
+        endpoints, world.public, world.keys[caller], world.security(1), timeout=10, **options
     )
 
 
@@ -158,7 +158,7 @@ def test_large_inputs_use_the_process_pool(
 
 
 def test_configuration_is_checked(world: World) -> None:
-    key, security = world.keys["bank-a"], world.security
+    key, security = world.keys["bank-a"], world.security(1)
     one = [HolderEndpoint(1, "127.0.0.1:1")]
     with pytest.raises(ConfigurationError, match="needs 2"):
         Tokenizer(one, world.public, key, security)
