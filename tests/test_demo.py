@@ -51,23 +51,33 @@ def test_demo_runs_every_step_and_exits_0(tmp_path: Path) -> None:
     ]
     assert len(rows) == 10 + 1  # the screening, then the revoked subscriber again
     assert "13800138000" not in out and "110101198503121239" not in out
-    # The data directory holds the servers' state and logs, nothing of the clients.
-    assert sorted(p.name for p in data_dir.iterdir()) == [
+    assert "ok: shadow-bank, registered only at the hub, is refused by the holders" in out
+    # The data directory holds the servers' state and logs, nothing of the clients;
+    # each party has its own directory and the hub's holds no key of a holder.
+    assert sorted(p.name for p in data_dir.iterdir()) == ["holders", "hub"]
+    hub_dir, holders_dir = data_dir / "hub", data_dir / "holders"
+    assert sorted(p.name for p in hub_dir.iterdir()) == [
         "hub.sqlite3",
-        "keyholder-1",
-        "keyholder-2",
-        "keyholder-3",
-        "keys",
         "log-key.pem",
         "logs",
-        "registry.json",
         "tls",
         "witness-client.pem",
     ]
+    assert sorted(p.name for p in (hub_dir / "tls").iterdir()) == ["ca.pem", "hub.key", "hub.pem"]
+    assert sorted(p.name for p in holders_dir.iterdir()) == [
+        "holder-1",
+        "holder-2",
+        "holder-3",
+        "keys",
+    ]
+    for i in (1, 2, 3):
+        tls = holders_dir / f"holder-{i}" / "tls"
+        assert sorted(p.name for p in tls.iterdir()) == ["ca.pem", "keyholder.key", "keyholder.pem"]
     json_files = {str(p.relative_to(data_dir)) for p in data_dir.rglob("*.json")}
-    assert json_files == {"registry.json", "keys/public.json"} | {
-        f"keys/share-{i}.json" for i in (1, 2, 3)
-    }
+    assert json_files == {"holders/keys/public.json"} | {
+        f"holders/{name}" for i in (1, 2, 3)
+        for name in (f"keys/share-{i}.json", f"holder-{i}/admitted.json", f"holder-{i}/holder.json")
+    }  # fmt: skip
     assert not list(data_dir.rglob("bank-*")) and not list(data_dir.rglob("carrier-*"))
 
 
