@@ -2,8 +2,9 @@
 
 Runs an end-to-end scenario (contributions with labels, matches, revocations,
 malformed and refused calls, a bulk CSV run) and ``fraudhub demo``, then reads
-every file of both data directories (SQLite database, WAL and shared memory,
-audit key, registry, logs) and fails if any raw value, its digits-only form
+every file of the hub's and the key holders' directories (SQLite database, WAL
+and shared memory, audit key, the holders' own registries, quota and token-id
+files, logs) and fails if any raw value, its digits-only form
 or a label text appears in one (``tests/leakcheck.py``).
 """
 
@@ -22,7 +23,7 @@ from test_demo import ROOT, run_fraudhub
 
 from client_sdk import Indicator
 from client_sdk.client.results import ItemFailure
-from client_sdk.core.errors import InvalidRequest, PolicyDenied
+from client_sdk.core.errors import InvalidRequest, PermissionDenied, PolicyDenied
 from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth, mint_jwt
 from client_sdk.wire.channels import open_channel
 from hub.devtools.deployment import LocalDeployment
@@ -95,6 +96,10 @@ def scenario(world: LocalDeployment, tmp_path: Path) -> None:
         swapped, purpose="fraud_reporting", progress=False
     )
     assert [(f.kind, number in f.reason) for f in summary.failures] == [("unknown", False)]
+    # An institution only the hub registered: every holder refuses it (issue 10).
+    world.register("shadow-bank", "bank", admitted_by=())
+    with pytest.raises(PermissionDenied):
+        world.client("shadow-bank").match(pairs, purpose="payment_screening")
     exchange = exchange_pb2_grpc.ExchangeStub(open_channel(world.hub_address, world.security))
     token = mint_jwt(world.keys["carrier-x"].private_key, "carrier-x", "wrong-audience")
     with pytest.raises(grpc.RpcError):
@@ -133,19 +138,21 @@ def stream_ended_by_a_disable(world: LocalDeployment, pairs: list[tuple[str, str
 
 @pytest.mark.e2e
 def test_no_raw_value_in_databases_wal_or_logs(tmp_path: Path) -> None:
-    hub_dir = tmp_path / "e2e"
-    with LocalDeployment(hub_dir, tmp_path / "clients") as world:
+    hub_dir, holders_dir = tmp_path / "e2e", tmp_path / "e2e-holders"
+    with LocalDeployment(hub_dir, tmp_path / "clients", holders_dir=holders_dir) as world:
         world.start()
         scenario(world, tmp_path)
         # Read the WAL before shutdown checkpoints it into the database.
-        live = {p: p.read_bytes() for p in all_files(hub_dir)}
+        live = {p: p.read_bytes() for p in all_files(hub_dir) + all_files(holders_dir)}
     demo_dir = tmp_path / "demo"
     done = run_fraudhub("demo", "--data-dir", str(demo_dir))
     assert done.returncode == 0, done.stderr
 
-    files = {**live, **{p: p.read_bytes() for p in all_files(hub_dir) + all_files(demo_dir)}}
+    after = all_files(hub_dir) + all_files(holders_dir) + all_files(demo_dir)
+    files = {**live, **{p: p.read_bytes() for p in after}}
     names = {p.name for p in files}
     assert {"hub.sqlite3", "hub.sqlite3-wal", "servers.log", "quota.sqlite3"} <= names
+    assert {"admitted.json", "seen-tokens.sqlite3", "holder.json"} <= names
     secrets = [v for vs in SCENARIO.values() for v in vs] + LABELS + example_values()
     assert len(secrets) > 30
     for path, data in files.items():
