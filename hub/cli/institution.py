@@ -23,9 +23,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from client_sdk.wire.auth import generate_key, public_key_b64, save_private_key
+from client_sdk.wire.auth import generate_key, public_key_b64, public_key_bytes, save_private_key
 from hub.cli.database import add_database_arguments, open_store
 from hub.infra.argtypes import public_key_option
+from hub.keyholder.admission import fingerprint
 from hub.services.admin import add_institution_locally, disable_institution_locally, to_registered
 from hub.storage.models import Institution, utcnow
 from hub.storage.store import list_institutions
@@ -43,7 +44,9 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     pub_path.write_text(public + "\n")
     print(f"private key: {out} (mode 0600; keep it at the institution)")
     print(f"public key:  {pub_path}")
-    print(f"public_key (base64, register it at the hub): {public}")
+    print(f"public_key (base64, register it at the hub and each key holder): {public}")
+    # Operators read this to the institution over another channel before admitting it.
+    print(f"key fingerprint: {fingerprint(public_key_bytes(key))}")
     return 0
 
 

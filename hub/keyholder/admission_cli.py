@@ -53,7 +53,8 @@ def _cmd_add(args: argparse.Namespace) -> int:
     )
     admission = admit(args.state_dir, institution, args.daily_quota)
     print(f"admitted {institution.id} ({institution.role}) at this key holder")
-    print(f"  key fingerprint {fingerprint(institution.public_key)}: compare it with the bank's")
+    print(f"  key fingerprint {fingerprint(institution.public_key)} (the institution reads its own")
+    print("  from `fraudhub institution keygen`; compare them over another channel)")
     print(f"  daily quota {admission.daily_quota} elements")
     return 0
 
