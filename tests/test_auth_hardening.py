@@ -46,6 +46,7 @@ from client_sdk.wire.channels import open_channel
 from hub.audit.checkpoint import LogVerifier
 from hub.cli import main
 from hub.devtools.deployment import LocalDeployment
+from hub.keyholder.admission import REGISTRY_FILENAME
 from hub.keyholder.dkg_files import Identity
 from hub.storage import models
 from hub.storage.registry import DatabaseRegistry
@@ -185,11 +186,13 @@ def test_json_registry_refuses_a_weak_key_at_load_and_at_reload(tmp_path: Path) 
 
 def test_key_holder_refuses_a_registry_with_a_weak_key(tmp_path: Path) -> None:
     world = make_world(tmp_path)
-    entries = json.loads(world.registry_path.read_text())
+    registry_path = world.holder_dirs[1] / REGISTRY_FILENAME  # the holder's own registry
+    entries = json.loads(registry_path.read_text())
     entries["institutions"].append(
-        {"id": "shadow-bank", "name": "", "role": "bank", "public_key": "AQ" + "A" * 41 + "="}
-    )
-    world.registry_path.write_text(json.dumps(entries))
+        {"id": "shadow-bank", "name": "", "role": "bank", "public_key": "AQ" + "A" * 41 + "=",
+         "daily_quota": 1}
+    )  # fmt: skip
+    registry_path.write_text(json.dumps(entries))
     with pytest.raises(ConfigurationError, match="institution shadow-bank: public key is a weak"):
         start_holder(world, world.shares[0], tmp_path)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from _keyholders import World, make_world, running_holders
 
-from client_sdk.client.tokenizer import HolderEndpoint, Tokenizer
+from client_sdk.client.tokenizer import Tokenizer
 from client_sdk.core import _sodium as sodium
 from client_sdk.core import oprf, threshold
 from client_sdk.core.threshold import KeyShare, PublicKeyInfo
@@ -50,9 +50,9 @@ def load(dirs: list[Path]) -> tuple[list[KeyShare], PublicKeyInfo]:
 
 def tokens_from_holders(world: World, state: Path) -> list[TokenKeys]:
     with running_holders(world, state) as servers:
-        endpoints = [HolderEndpoint(i, f"127.0.0.1:{s.port}") for i, s in sorted(servers.items())]
+        endpoints = [world.endpoint(i, s.port) for i, s in sorted(servers.items())]
         with Tokenizer(
-            endpoints, world.public, world.keys["bank-a"], world.security, timeout=10
+            endpoints, world.public, world.keys["bank-a"], world.security(1), timeout=10
         ) as tokenizer:
             return tokenizer.tokenize(ITEMS)
 

@@ -174,7 +174,7 @@ def holder(world: World, tmp_path: Path) -> Iterator[KeyHolderServer]:
 def test_blind_evaluate_refuses_the_base_point_with_bit_255_set(
     world: World, holder: KeyHolderServer
 ) -> None:
-    channel = world.channel(holder.port, "bank-a", keyholder_audience(1))
+    channel = world.channel(1, holder.port, "bank-a", keyholder_audience(1))
     stub: Any = keyholder_pb2_grpc.KeyHolderStub(channel)
     request = keyholder_pb2.BlindEvaluateRequest(
         epoch=1, blinded_elements=[BASE, _top_bit(BASE), (P + 2).to_bytes(32, "little")]

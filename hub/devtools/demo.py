@@ -116,6 +116,27 @@ def _matched(result: MatchResult | ItemFailure) -> bool:
     return isinstance(result, MatchResult) and result.matched
 
 
+def _onboard(world: LocalDeployment) -> None:
+    """Step 1: the hub registers and every key holder admits; a hub-only one is refused."""
+    _say("\n1. Registering institutions (hub registers, each key holder admits)")
+    for institution, role in (
+        ("bank-a", "bank"),
+        ("bank-b", "bank"),
+        ("carrier-x", "carrier"),
+        ("regulator-r", "regulator"),
+    ):
+        world.register(institution, role)
+        _say(f"  {institution:<12} {role:<10} registered at the hub, admitted by 3 holders")
+    # The hub's operator alone cannot make an institution that tokenizes.
+    world.register("shadow-bank", "bank", admitted_by=())
+    try:
+        world.client("shadow-bank").match([("phone", "+8613900000000")], purpose=SCREENING_PURPOSE)
+        refused = False
+    except PermissionDenied:
+        refused = True
+    _check(refused, "shadow-bank, registered only at the hub, is refused by the holders")
+
+
 def run_demo(data_dir: Path, examples: Path | None = None) -> None:
     """Run every step; raises DemoFailure or a FraudhubError if one fails.
 
@@ -130,25 +151,7 @@ def run_demo(data_dir: Path, examples: Path | None = None) -> None:
             ports = ", ".join(str(p) for p in world.holder_ports.values())
             _say(f"  hub on port {world.hub.port}, key holders on ports {ports} (TLS)")
 
-            _say("\n1. Registering institutions (hub registers, each key holder admits)")
-            for institution, role in (
-                ("bank-a", "bank"),
-                ("bank-b", "bank"),
-                ("carrier-x", "carrier"),
-                ("regulator-r", "regulator"),
-            ):
-                world.register(institution, role)
-                _say(f"  {institution:<12} {role:<10} registered at the hub, admitted by 3 holders")
-            # The hub's operator alone cannot make an institution that tokenizes.
-            world.register("shadow-bank", "bank", admitted_by=())
-            try:
-                world.client("shadow-bank").match(
-                    [("phone", "+8613900000000")], purpose=SCREENING_PURPOSE
-                )
-                refused = False
-            except PermissionDenied:
-                refused = True
-            _check(refused, "shadow-bank, registered only at the hub, is refused by the holders")
+            _onboard(world)
 
             _say("\n2. Banks contribute their indicators (tokens only leave the bank)")
             for bank, name in (("bank-a", "bank_a.csv"), ("bank-b", "bank_b.csv")):
