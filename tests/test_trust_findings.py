@@ -1,11 +1,11 @@
 """Issue 10, findings 1 and 2, as an operator-turned-attacker would try them.
 
 1. Shadow institution: the hub's operator registers ``shadow-bank`` at the hub
-   (and exports its registry); before ADR 0011 every key holder evaluated for
+   (and exports its registry); before ADR 0012 every key holder evaluated for
    it.  Now each holder answers PERMISSION_DENIED saying the institution is not
    admitted by that holder, and a hub export only becomes an admission when a
    holder's operator imports it.
-2. One CA for everyone: before ADR 0011 a key holder's certificate was accepted
+2. One CA for everyone: before ADR 0012 a key holder's certificate was accepted
    as the hub's and the client sent it hub JWTs.  Now every party has its own
    CA and server name, the client pins each endpoint separately, and a server
    of another role fails the TLS handshake before any call metadata is sent.

@@ -281,3 +281,14 @@ def test_serve_witness_flag_is_checked() -> None:
     log_key = LogSigner("w", Ed25519PrivateKey.from_private_bytes(SEED)).verifier_key()
     with pytest.raises(ConfigurationError, match="signature type 0x04"):
         WitnessEndpoint.parse(f"127.0.0.1:9001,{log_key},fraudhub:keyholder:1")
+
+
+def test_witness_endpoint_pins_the_holders_own_ca_and_name() -> None:
+    text = (
+        f"127.0.0.1:9001,{KAT_VKEY},fraudhub:keyholder:1,kh1/tls/ca.pem,holder-1.fraudhub.internal"
+    )
+    endpoint = WitnessEndpoint.parse(text)
+    assert endpoint.ca == Path("kh1/tls/ca.pem")
+    assert endpoint.server_name == "holder-1.fraudhub.internal"
+    with pytest.raises(ConfigurationError, match="CA_FILE"):
+        WitnessEndpoint.parse(f"{text},extra")

@@ -85,7 +85,7 @@ class HolderEndpoint:
     """Where key holder ``index`` listens, the JWT audience it expects, and how it is pinned.
 
     ``security`` is this holder's own TLS pin (its CA and its server name,
-    ADR 0011); None uses the tokenizer's shared ``security``.
+    ADR 0012); None uses the tokenizer's shared ``security``.
     """
 
     index: int

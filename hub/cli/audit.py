@@ -108,7 +108,7 @@ def _channel(args: argparse.Namespace) -> grpc.Channel:
     if args.insecure:
         security = ChannelSecurity(insecure=True)
     elif args.ca:
-        # A pinned private CA: check the hub's role name (ADR 0011).
+        # A pinned private CA: check the hub's role name (ADR 0012).
         security = ChannelSecurity.from_ca_file(args.ca, args.server_name or HUB_SERVER_NAME)
     else:
         security = ChannelSecurity(server_name=args.server_name)

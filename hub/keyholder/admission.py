@@ -1,4 +1,4 @@
-"""A key holder's own registry: the institutions ITS operator admitted (ADR 0011).
+"""A key holder's own registry: the institutions ITS operator admitted (ADR 0012).
 
 The hub's registry is not trusted by a key holder: a hub operator who lists a
 "shadow" institution must not get evaluations from any holder.  Each holder

@@ -1,6 +1,6 @@
 """``fraudhub init`` (the hub's TLS identity) and ``fraudhub keyholder ...``.
 
-Every party makes its own TLS identity in its own directory (ADR 0011):
+Every party makes its own TLS identity in its own directory (ADR 0012):
 
 - ``init --data-dir DIR``: the hub's CA and certificate (``hub.fraudhub.internal``)
   in ``DIR/tls``; no key of any holder.

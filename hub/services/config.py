@@ -62,14 +62,18 @@ class WitnessEndpoint:
 
     @classmethod
     def parse(cls, text: str) -> WitnessEndpoint:
-        """``HOST:PORT,VKEY,AUDIENCE`` (the ``serve --witness`` syntax); raises
+        """``HOST:PORT,VKEY,AUDIENCE[,CA_FILE[,SERVER_NAME]]`` (the ``serve --witness``
+        syntax; a key holder's own ``tls/ca.pem`` and name, ADR 0012); raises
         ConfigurationError naming what is malformed."""
-        parts = text.split(",")
-        if len(parts) != 3 or not all(parts):
+        parts = [part.strip() for part in text.split(",")]
+        if not 3 <= len(parts) <= 5 or not all(parts):
             raise ConfigurationError(
                 f"--witness {text!r}: expected HOST:PORT,WITNESS_VKEY,AUDIENCE"
+                "[,CA_FILE[,SERVER_NAME]]"
             )
-        endpoint = cls(parts[0].strip(), parts[1].strip(), parts[2].strip())
+        ca = Path(parts[3]) if len(parts) > 3 else None
+        name = parts[4] if len(parts) > 4 else None
+        endpoint = cls(parts[0], parts[1], parts[2], ca, name)
         CosignatureVerifier.from_verifier_key(endpoint.verifier_key)
         return endpoint
 

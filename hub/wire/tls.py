@@ -16,7 +16,7 @@ Private keys are created with mode 0600 in a 0700 directory and never
 overwritten; :func:`init_identity` refuses a directory that already holds an
 identity.  A client pins each endpoint separately (its ``ca.pem`` and expected
 server name), so a key holder's certificate cannot pass as the hub's and the
-TLS handshake fails before any call metadata (a JWT) is sent (ADR 0011).
+TLS handshake fails before any call metadata (a JWT) is sent (ADR 0012).
 
 Servers always use TLS unless started with an explicit ``--insecure``, which
 :func:`bind` logs as a WARNING.  (Production deployments may bring certificates
