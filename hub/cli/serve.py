@@ -113,9 +113,10 @@ def register(sub: Any) -> None:
         type=_witness_endpoint,
         action="append",
         default=[],
-        metavar="HOST:PORT,VKEY,AUDIENCE",
+        metavar="HOST:PORT,VKEY,AUDIENCE[,CA_FILE[,SERVER_NAME]]",
         help="a witness to ask for checkpoint cosignatures (repeatable; ADR 0010): its "
-        "address, its witness verifier key, its JWT audience (e.g. fraudhub:keyholder:1)",
+        "address, its witness verifier key, its JWT audience (e.g. fraudhub:keyholder:1), "
+        "and the pin of its own TLS identity (ADR 0012)",
     )
     serve.add_argument(
         "--witness-institution", help="the operator institution id the hub calls witnesses as"
