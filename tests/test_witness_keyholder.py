@@ -1,6 +1,7 @@
-"""A ``fraudhub keyholder --witness-log-key`` process witnesses the log over TLS.
+"""A ``fraudhub keyholder serve --witness-log-key`` process witnesses the log over TLS.
 
-Real process, real TLS (``fraudhub init`` material), real JWTs: the hub's
+Real process, real TLS (the holder's own ``keyholder init`` identity), real JWTs
+of institutions the holder admitted itself: the hub's
 operator gets a cosignature that verifies under the witness key the process
 prints; a stale old size is answered with the witness's size; a bank may not
 ask; the witness state is in the holder's state directory.
@@ -25,27 +26,23 @@ from client_sdk.wire.channels import ChannelSecurity, open_channel
 from hub.audit.checkpoint import Checkpoint, LogSigner
 from hub.audit.cosignature import CosignatureVerifier, check_quorum
 from hub.cli import main
+from hub.keyholder.admission import admit
 from hub.keyholder.witness import WITNESS_KEY_FILENAME, WITNESS_STATE_FILENAME
 from hub.services.audit import DEFAULT_ORIGIN
-from hub.wire.auth import Institution, dump_registry
+from hub.wire.auth import Institution
 
 REPO = Path(__file__).resolve().parent.parent
+NAME = "holder-1.fraudhub.internal"
 
 pytestmark = pytest.mark.e2e
 
 
 def test_keyholder_process_cosigns_for_the_operator_only(tmp_path: Path) -> None:
-    assert main(["init", "--data-dir", str(tmp_path), "--holders", "1"]) == 0
+    state = tmp_path / "state"
+    assert main(["keyholder", "init", "--state-dir", str(state), "--name", NAME]) == 0
     operator, bank = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    registry = tmp_path / "institutions.json"
-    registry.write_text(
-        dump_registry(
-            [
-                Institution("hub-operator", "hub", "operator", public_key_bytes(operator)),
-                Institution("bank-a", "Bank A", "bank", public_key_bytes(bank)),
-            ]
-        )
-    )
+    admit(state, Institution("hub-operator", "hub", "operator", public_key_bytes(operator)), 10)
+    admit(state, Institution("bank-a", "Bank A", "bank", public_key_bytes(bank)), 10)
     shares, public = deal(1, 1)
     share_path, public_path = tmp_path / "share-1.json", tmp_path / "public.json"
     share_path.write_text(shares[0].to_json())
@@ -53,10 +50,9 @@ def test_keyholder_process_cosigns_for_the_operator_only(tmp_path: Path) -> None
     public_path.write_text(public.to_json())
     log = LogSigner(DEFAULT_ORIGIN, Ed25519PrivateKey.generate())
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "protos")])}
-    command = [sys.executable, "-m", "hub.cli", "keyholder", "--listen", "127.0.0.1:0"]
+    command = [sys.executable, "-m", "hub.cli", "keyholder", "serve", "--listen", "127.0.0.1:0"]
     command += ["--share", str(share_path), "--public", str(public_path)]
-    command += ["--registry", str(registry), "--state-dir", str(tmp_path / "state")]
-    command += ["--data-dir", str(tmp_path), "--witness-log-key", log.verifier_key()]
+    command += ["--state-dir", str(state), "--witness-log-key", log.verifier_key()]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO
     )
@@ -68,7 +64,7 @@ def test_keyholder_process_cosigns_for_the_operator_only(tmp_path: Path) -> None
         vkey = process.stdout.readline().strip().removeprefix("witness key ")
         witness = CosignatureVerifier.from_verifier_key(vkey)
         assert witness.name == "fraudhub/keyholder-1/witness"
-        security = ChannelSecurity.from_ca_file(str(tmp_path / "tls" / "ca.pem"))
+        security = ChannelSecurity.from_ca_file(str(state / "tls" / "ca.pem"), NAME)
 
         def ask(key: Ed25519PrivateKey, who: str, old: int, note: str) -> object:
             auth = BearerAuth(InstitutionKey(who, key), keyholder_audience(1))
