@@ -23,12 +23,14 @@ import grpc
 import pytest
 from fraudhub.v1 import keyholder_pb2, keyholder_pb2_grpc
 
-from client_sdk.client.hub import ClientConfig, HubClient
+from client_sdk.client.config import ClientConfig
+from client_sdk.client.hub import HubClient
 from client_sdk.client.tokenizer import HolderEndpoint, Tokenizer
 from client_sdk.core import threshold
 from client_sdk.core.errors import PermissionDenied, QuotaExhausted, Unavailable
 from client_sdk.wire.auth import BearerAuth, keyholder_audience
-from client_sdk.wire.channels import errors_from_status, open_channel
+from client_sdk.wire.channels import open_channel
+from client_sdk.wire.status import errors_from_status
 from hub.cli import main
 from hub.devtools.deployment import LocalDeployment
 from hub.wire.tls import HOLDER_STEM, HUB_STEM, TlsFiles, load_server_credentials, tls_files
