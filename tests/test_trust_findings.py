@@ -29,7 +29,7 @@ from client_sdk.client.tokenizer import HolderEndpoint, Tokenizer
 from client_sdk.core import threshold
 from client_sdk.core.errors import PermissionDenied, QuotaExhausted, Unavailable
 from client_sdk.wire.auth import BearerAuth, keyholder_audience
-from client_sdk.wire.channels import open_channel
+from client_sdk.wire.channels import RetryPolicy, open_channel
 from client_sdk.wire.status import errors_from_status
 from hub.cli import main
 from hub.devtools.deployment import LocalDeployment
@@ -39,6 +39,8 @@ pytestmark = pytest.mark.e2e
 
 PHONE = "+8613987654321"
 SCREENING = "sim_activation_screening"
+# A failed handshake is UNAVAILABLE, which the client retries: keep the tests short.
+SHORT_RETRY = RetryPolicy(deadline=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +171,7 @@ def test_a_holder_posing_as_the_hub_gets_no_jwt(
 ) -> None:
     client = HubClient.connect(
         holder_as_hub.address, world.holder_endpoints(), world.public, world.keys["bank-a"],
-        world.security,
+        world.security, retry=SHORT_RETRY,
     )  # fmt: skip
     with client, pytest.raises(Unavailable):
         client.revoke([("phone", PHONE)], reason="false_positive")
@@ -184,7 +186,8 @@ def test_a_client_configuration_pins_the_hub_apart_from_the_holders(
     assert len({h["ca"] for h in data["holders"]} | {data["ca"]}) == 4  # four parties
     data["hub"] = holder_as_hub.address  # a relay pointing the bank at holder 1
     path.write_text(json.dumps(data))
-    with HubClient.from_config(ClientConfig.load(path)) as client, pytest.raises(Unavailable):
+    config = ClientConfig.load(path)
+    with HubClient.from_config(config, retry=SHORT_RETRY) as client, pytest.raises(Unavailable):
         client.revoke([("phone", PHONE)], reason="false_positive")
     assert holder_as_hub.recorder.metadata == []
 
