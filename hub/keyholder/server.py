@@ -54,12 +54,14 @@ from hub.keyholder.witness import METHOD_ROLES as WITNESS_ROLES
 from hub.keyholder.witness import SERVICE_NAME as WITNESS_SERVICE
 from hub.keyholder.witness import WitnessServicer
 from hub.wire.auth import LEEWAY, ROLES, AuthInterceptor, TokenVerifier, current_principal
+from hub.wire.decode import DecodeInterceptor, message_limits, receive_limit
 from hub.wire.status import ErrorInterceptor
 from hub.wire.tls import SERVER_OPTIONS, bind
 
 __all__ = [
     "DEFAULT_DAILY_QUOTA",
     "MAX_BATCH",
+    "MESSAGE_LIMITS",
     "METHOD_ROLES",
     "SERVICE_NAME",
     "KeyHolderServer",
@@ -79,6 +81,10 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     f"/{SERVICE_NAME}/GetKeyInfo": frozenset(ROLES),
     f"/{SERVICE_NAME}/BlindEvaluate": frozenset({"bank", "carrier"}),
 }
+#: Request bytes per message: a full batch of 32-byte elements with its
+#: protobuf framing, and a little room; GetKeyInfo takes the default.
+_LIMIT_OVERRIDES = {f"/{SERVICE_NAME}/BlindEvaluate": 64 * 1024 + MAX_BATCH * (ELEMENT_BYTES + 4)}
+MESSAGE_LIMITS: dict[str, int] = message_limits(METHOD_ROLES, _LIMIT_OVERRIDES)
 _SEEN_SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen_token (
     issuer TEXT NOT NULL,
@@ -297,10 +303,18 @@ class KeyHolderServer:
         if witness is not None:
             roles.update(WITNESS_ROLES)
             services.append(WITNESS_SERVICE)
+        limits = message_limits(roles, _LIMIT_OVERRIDES)
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="keyholder"),
-            interceptors=[ErrorInterceptor(), AuthInterceptor(verifier, roles)],
-            options=SERVER_OPTIONS,
+            interceptors=[
+                ErrorInterceptor(),
+                AuthInterceptor(verifier, roles),
+                DecodeInterceptor(limits),
+            ],
+            options=[
+                ("grpc.max_receive_message_length", receive_limit(limits)),
+                *SERVER_OPTIONS,
+            ],
         )
         keyholder_pb2_grpc.add_KeyHolderServicer_to_server(servicer, server)
         if witness is not None:

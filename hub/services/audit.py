@@ -188,22 +188,17 @@ class AuditService(audit_pb2_grpc.AuditServicer):
         # Read now: the generator may be closed (client cancel) outside the
         # interceptor's context, where the caller is no longer visible.
         who = current_principal()
-        f = request.filter
-        event_filter = auditlog.EventFilter(
-            institution=f.institution or None,
-            action=f.action or None,
-            tier=f.tier or None,
-            kind=f.kind or None,
-            outcome=f.outcome or None,
-            since=optional_datetime(f, "since"),
-            until=optional_datetime(f, "until"),
-        )
-        end = request.end or None
-        remaining = request.limit or None
-        position = request.start
         sent = 0
         outcome = "CANCELLED"
         try:
+            event_filter = _event_filter(request.filter)
+            for name in ("start", "end", "limit"):
+                if getattr(request, name) > MAX_LEAF_INDEX:
+                    # The log's leaf indices are SQL BIGINTs.
+                    raise InvalidRequest(f"{name} must be at most {MAX_LEAF_INDEX}")
+            end = request.end or None
+            remaining = request.limit or None
+            position = request.start
             while remaining is None or remaining > 0:
                 page = min(self._page_size, remaining or self._page_size)
                 with self._store.session() as session:
@@ -256,10 +251,9 @@ class AuditService(audit_pb2_grpc.AuditServicer):
     def GetReport(
         self, request: audit_pb2.GetReportRequest, context: grpc.ServicerContext
     ) -> audit_pb2.Report:
-        since, until = optional_datetime(request, "from"), optional_datetime(request, "to")
-        window = auditlog.EventFilter(since=since, until=until)
-
         def work(session: Session) -> tuple[audit_pb2.Report, int]:
+            since, until = optional_datetime(request, "from"), optional_datetime(request, "to")
+            window = auditlog.EventFilter(since=since, until=until)
             if since is not None and until is not None and since >= until:
                 raise InvalidRequest("report window: 'from' must be before 'to'")
             counted = 0
@@ -304,6 +298,21 @@ class AuditService(audit_pb2_grpc.AuditServicer):
 
 
 _POLICY_VERSION = re.compile(r"[0-9a-f]{64}")
+#: The largest leaf index, size or count a request may name (SQL BIGINT).
+MAX_LEAF_INDEX = 2**63 - 1
+
+
+def _event_filter(f: audit_pb2.EventFilter) -> auditlog.EventFilter:
+    """The store's filter for a request's; InvalidRequest for a bad timestamp."""
+    return auditlog.EventFilter(
+        institution=f.institution or None,
+        action=f.action or None,
+        tier=f.tier or None,
+        kind=f.kind or None,
+        outcome=f.outcome or None,
+        since=optional_datetime(f, "since"),
+        until=optional_datetime(f, "until"),
+    )
 
 
 def _report_message(report: InstitutionReport) -> audit_pb2.InstitutionReport:

@@ -305,9 +305,15 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                     )
                     decisions[item.kind] = decision
                     draft.note(decision)
+                try:
+                    decoded = contribution_item(item)
+                except InvalidRequest as exc:
+                    # A timestamp outside years 1-9999: this item only.
+                    invalid.append(ItemError(index, item.kind, str(exc), "indicators"))
+                    continue
                 checked = matching.validate_contribution(
                     index,
-                    contribution_item(item),
+                    decoded,
                     now=now,
                     categories=indicators.CATEGORIES,
                     key_epoch=self._key_epoch,

@@ -59,10 +59,17 @@ from hub.storage.registry import DatabaseRegistry, DatabaseReplayGuard
 from hub.storage.store import StorageError, Store, delete_expired, record_policy_text
 from hub.wire import tls
 from hub.wire.auth import AuthInterceptor, TokenVerifier
+from hub.wire.decode import DecodeInterceptor, message_limits, receive_limit
 from hub.wire.rpc import around
 from hub.wire.status import ErrorInterceptor
 
-__all__ = ["HUB_METHOD_ROLES", "HubServer", "RefusalAuditInterceptor", "method_names"]
+__all__ = [
+    "HUB_MESSAGE_LIMITS",
+    "HUB_METHOD_ROLES",
+    "HubServer",
+    "RefusalAuditInterceptor",
+    "method_names",
+]
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +118,25 @@ HUB_METHOD_ROLES: dict[str, frozenset[str]] = {
         },
     ),
 }
+
+
+# Request bytes per message, from exchange.proto's bounds: 10,000 indicators
+# of at most ~1.2 kB each (a 1,052-byte sealed label) for contributions,
+# 10,000 queries of ~60 bytes for matches and revocations.  Every other
+# method (Admin, Audit, later services) takes hub.wire.decode.DEFAULT_LIMIT.
+_CONTRIBUTION_LIMIT = 16 * 1024 * 1024
+_QUERY_LIMIT = 2 * 1024 * 1024
+_LIMIT_OVERRIDES = {
+    f"/{_EXCHANGE.full_name}/Contribute": _CONTRIBUTION_LIMIT,
+    f"/{_EXCHANGE.full_name}/ContributeStream": _CONTRIBUTION_LIMIT,
+    f"/{_EXCHANGE.full_name}/Match": _QUERY_LIMIT,
+    f"/{_EXCHANGE.full_name}/MatchStream": _QUERY_LIMIT,
+    f"/{_EXCHANGE.full_name}/Revoke": _QUERY_LIMIT,
+}
+#: Request bytes per message of each hub method (decoded after authentication).
+HUB_MESSAGE_LIMITS: dict[str, int] = message_limits(
+    {**HUB_METHOD_ROLES, **audit_service.METHOD_ROLES}, _LIMIT_OVERRIDES
+)
 
 
 class RefusalAuditInterceptor(grpc.ServerInterceptor):
@@ -210,10 +236,11 @@ class HubServer:
                 ErrorInterceptor(),
                 RefusalAuditInterceptor(self.store, self.policy, roles, self.registry),
                 AuthInterceptor(verifier, roles),
+                DecodeInterceptor(HUB_MESSAGE_LIMITS),
             ],
             options=[
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", receive_limit(HUB_MESSAGE_LIMITS)),
                 *tls.SERVER_OPTIONS,
             ],
         )

@@ -29,11 +29,34 @@ from client_sdk.core.errors import FraudhubError
 from client_sdk.wire.status import pack_status
 from hub.wire.rpc import around
 
-__all__ = ["INTERNAL_MESSAGE", "ErrorInterceptor", "to_rpc_status"]
+__all__ = ["DOCUMENTED_CODES", "INTERNAL_MESSAGE", "ErrorInterceptor", "to_rpc_status"]
 
 log = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "internal error"
+
+#: The status codes a fraudhub server may answer with (ADR 0003, "Errors";
+#: ADR 0005 for the Exchange's partial answers): the codes of the
+#: ``FraudhubError`` classes, and those gRPC itself produces for a call
+#: (CANCELLED and DEADLINE_EXCEEDED by the caller, UNAVAILABLE while the
+#: server stops, RESOURCE_EXHAUSTED past the server-wide message size).
+#: INTERNAL, UNKNOWN and UNIMPLEMENTED for a listed method are bugs.
+DOCUMENTED_CODES: frozenset[grpc.StatusCode] = frozenset(
+    {
+        grpc.StatusCode.OK,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+)
 # Status messages are for people; keep them short (they travel in trailers).
 MAX_MESSAGE_CHARS = 1000
 

@@ -1,0 +1,160 @@
+"""Test helpers: a real hub and key holder on loopback, every RPC of both, raw-bytes calls.
+
+Used by the wire fuzz test and the bad-input regression tests.  The hub is a
+``HubServer`` on a SQLite file (plaintext on 127.0.0.1:0), with one
+institution per role; the key holder is a real ``KeyHolderServer`` with TLS.
+Calls go through channels without (de)serializers, so a test sends any bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor_pool
+
+from _keyholders import make_world, start_holder
+from client_sdk.wire.auth import (
+    HUB_AUDIENCE,
+    BearerAuth,
+    InstitutionKey,
+    generate_key,
+    keyholder_audience,
+    public_key_bytes,
+)
+from client_sdk.wire.channels import ChannelSecurity, open_channel
+from hub.keyholder.ceremony import deal_to_directory
+from hub.keyholder.server import MESSAGE_LIMITS, METHOD_ROLES
+from hub.services.config import HubConfig
+from hub.services.server import HUB_MESSAGE_LIMITS, HubServer
+from hub.storage.models import Institution
+from hub.storage.store import add_institution
+from hub.wire.decode import DEFAULT_LIMIT
+
+__all__ = ["Target", "Targets", "call_raw", "running_targets"]
+
+HUB_INSTITUTIONS = {
+    "bank-a": "bank",
+    "carrier-x": "carrier",
+    "reg-1": "regulator",
+    "op-1": "operator",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One RPC of one server: where it is, its shape, who may call it."""
+
+    server: str  # "hub" or "holder"
+    method: str
+    request_streaming: bool
+    response_streaming: bool
+    roles: frozenset[str]
+
+
+@dataclass
+class Targets:
+    hub: HubServer
+    holder_port: int
+    authorized: dict[tuple[str, str], grpc.Channel]  # (server, role) -> channel
+    anonymous: dict[str, grpc.Channel]  # server -> channel without a token
+    targets: list[Target]
+
+    def channel(self, target: Target, authenticated: bool) -> grpc.Channel:
+        if not authenticated:
+            return self.anonymous[target.server]
+        return self.authorized[(target.server, min(target.roles))]
+
+
+def _shape(method: str) -> tuple[bool, bool]:
+    full = method.lstrip("/").replace("/", ".")
+    found = descriptor_pool.Default().FindMethodByName(full)
+    return bool(found.client_streaming), bool(found.server_streaming)
+
+
+def _targets(server: str, roles: dict[str, frozenset[str]]) -> list[Target]:
+    return [Target(server, m, *_shape(m), roles=r) for m, r in sorted(roles.items())]
+
+
+@contextmanager
+def running_targets(root: Path) -> Iterator[Targets]:
+    """A hub and one key holder, started, with channels for every role and none."""
+    from hub.services import audit as audit_service
+    from hub.services.server import HUB_METHOD_ROLES
+
+    _, public = deal_to_directory(1, 1, root / "keys")
+    config = HubConfig(
+        data_dir=root / "hub", public_key=public, listen="127.0.0.1:0", insecure=True
+    )
+    hub = HubServer(config)
+    hub_port = hub.start()
+    world = make_world(root / "holders", threshold=1, holders=1)
+    holder = start_holder(world, world.shares[0], root / "holders")
+    channels: list[grpc.Channel] = []
+    try:
+        authorized: dict[tuple[str, str], grpc.Channel] = {}
+        with hub.store.session() as session:
+            for institution, role in HUB_INSTITUTIONS.items():
+                key = generate_key()
+                add_institution(
+                    session,
+                    Institution(id=institution, role=role, public_key=public_key_bytes(key)),
+                )
+                auth = BearerAuth(InstitutionKey(institution, key), HUB_AUDIENCE)
+                channel = open_channel(f"127.0.0.1:{hub_port}", ChannelSecurity(insecure=True), auth)
+                authorized[("hub", role)] = channel
+            session.commit()
+        for institution, role in (("bank-a", "bank"), ("regulator-c", "regulator")):
+            authorized[("holder", role)] = world.channel(
+                holder.port, institution, keyholder_audience(1)
+            )
+        anonymous = {
+            "hub": open_channel(f"127.0.0.1:{hub_port}", ChannelSecurity(insecure=True), None),
+            "holder": world.channel(holder.port, None, keyholder_audience(1)),
+        }
+        channels = [*authorized.values(), *anonymous.values()]
+        hub_roles = {**HUB_METHOD_ROLES, **audit_service.METHOD_ROLES}
+        targets = _targets("hub", hub_roles) + _targets("holder", METHOD_ROLES)
+        # Every method the servers decode has a target, and nothing else.
+        assert {t.method for t in targets} == set(HUB_MESSAGE_LIMITS) | set(MESSAGE_LIMITS)
+        yield Targets(hub, holder.port, authorized, anonymous, targets)
+    finally:
+        for channel in channels:
+            channel.close()
+        holder.stop(0)
+        hub.stop(0)
+
+
+def call_raw(
+    channel: grpc.Channel, target: Target, messages: Iterable[bytes], timeout: float = 10
+) -> tuple[grpc.StatusCode, str]:
+    """Call ``target`` with raw request bytes; its final status code and message.
+
+    A unary-request method gets the first message (or empty bytes).
+    """
+    payloads = list(messages)
+    first = payloads[0] if payloads else b""
+    try:
+        responses: Any
+        if target.request_streaming and target.response_streaming:
+            responses = channel.stream_stream(target.method)(iter(payloads), timeout=timeout)
+            list(responses)
+        elif target.request_streaming:
+            channel.stream_unary(target.method)(iter(payloads), timeout=timeout)
+        elif target.response_streaming:
+            list(channel.unary_stream(target.method)(first, timeout=timeout))
+        else:
+            channel.unary_unary(target.method)(first, timeout=timeout)
+    except grpc.RpcError as exc:
+        code = exc.code()  # type: ignore[attr-defined]
+        details = exc.details()  # type: ignore[attr-defined]
+        return code, details or ""
+    return grpc.StatusCode.OK, ""
+
+
+#: Bytes over the limit of any hub method but the contribution ones.
+OVERSIZED = b"\x0a" + b"\xff\xff\x07" + b"x" * (2 * 1024 * 1024 + DEFAULT_LIMIT)
