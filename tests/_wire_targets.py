@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from _keyholders import make_world, start_holder
 from google.protobuf import descriptor_pool
 
-from _keyholders import make_world, start_holder
 from client_sdk.wire.auth import (
     HUB_AUDIENCE,
     BearerAuth,
@@ -105,7 +105,9 @@ def running_targets(root: Path) -> Iterator[Targets]:
                     Institution(id=institution, role=role, public_key=public_key_bytes(key)),
                 )
                 auth = BearerAuth(InstitutionKey(institution, key), HUB_AUDIENCE)
-                channel = open_channel(f"127.0.0.1:{hub_port}", ChannelSecurity(insecure=True), auth)
+                channel = open_channel(
+                    f"127.0.0.1:{hub_port}", ChannelSecurity(insecure=True), auth
+                )
                 authorized[("hub", role)] = channel
             session.commit()
         for institution, role in (("bank-a", "bank"), ("regulator-c", "regulator")):

@@ -22,13 +22,13 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from _wire_targets import Target, Targets, call_raw, running_targets
 from fraudhub.v1 import audit_pb2, exchange_pb2, keyholder_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _wire_targets import Target, Targets, call_raw, running_targets
 from client_sdk.core import oprf
 from hub.wire.status import DOCUMENTED_CODES
 
@@ -119,9 +119,7 @@ def _samples() -> list[bytes]:
             purpose="payment_screening",
             indicators=[
                 exchange_pb2.Indicator(token=token, kind="url", key_epoch=1, confidence=50),
-                exchange_pb2.Indicator(
-                    token=token, kind="url", key_epoch=1, observed_at=bad_stamp
-                ),
+                exchange_pb2.Indicator(token=token, kind="url", key_epoch=1, observed_at=bad_stamp),
             ],
         ).SerializeToString(),
         exchange_pb2.MatchRequest(
@@ -210,4 +208,3 @@ def test_fuzz_targets_cover_both_servers(targets: tuple[Targets, _Records]) -> N
     servers = {t.server for t in running.targets}
     assert servers == {"hub", "holder"}
     assert any(t.method.endswith("/ContributeStream") for t in running.targets)
-

@@ -103,9 +103,7 @@ def decode_after_auth(
         def unary_unary_raw(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
             return unary_unary(_first(requests, decode), context)
 
-        return grpc.stream_unary_rpc_method_handler(
-            unary_unary_raw, response_serializer=serializer
-        )
+        return grpc.stream_unary_rpc_method_handler(unary_unary_raw, response_serializer=serializer)
     if handler.unary_stream is not None:
         unary_stream = handler.unary_stream
 
