@@ -18,6 +18,7 @@ from typing import Any
 from client_sdk.core.errors import ConfigurationError
 from hub.cli.database import add_database_arguments
 from hub.infra.argtypes import positive_float, positive_int
+from hub.infra.process import exit_leaving_stuck_calls
 from hub.services.audit import log_signer
 from hub.services.config import (
     CHECKPOINT_EVERY_EVENTS,
@@ -42,6 +43,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         policy_paths=tuple(args.policy or [default_policy()]),
         insecure=args.insecure,
         max_workers=args.workers,
+        shutdown_grace=args.grace,
         checkpoint_every_events=args.checkpoint_every,
         checkpoint_every_seconds=args.checkpoint_seconds,
         witnesses=tuple(args.witness),
@@ -55,6 +57,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     print(f"audit log key {log_signer(config.data_dir).verifier_key()}")
     sys.stdout.flush()
     hub.wait()
+    if not hub.finished_cleanly:
+        exit_leaving_stuck_calls()
     return 0
 
 
@@ -93,6 +97,14 @@ def register(sub: Any) -> None:
     serve.add_argument("--insecure", action="store_true", help="serve WITHOUT TLS (development)")
     serve.add_argument(
         "--workers", type=positive_int(), default=8, help="RPC worker threads (default 8)"
+    )
+    serve.add_argument(
+        "--grace",
+        type=positive_float,
+        default=HubConfig.shutdown_grace,
+        metavar="SECONDS",
+        help="on SIGTERM, let in-flight calls finish this long, then cancel them "
+        f"(default {HubConfig.shutdown_grace:g})",
     )
     serve.add_argument(
         "--checkpoint-every",

@@ -10,6 +10,8 @@ SQLAlchemy, ``hub.storage.store``) and a key holder's state files (``hub.keyhold
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -17,9 +19,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from client_sdk.core.errors import ConfigurationError
+from client_sdk.core.errors import ConfigurationError, Unavailable
 
-__all__ = ["SQLITE_BUSY_TIMEOUT", "immediate", "open_state_file", "prepare_connection"]
+__all__ = [
+    "SQLITE_BUSY_TIMEOUT",
+    "SQLITE_CAUSES",
+    "immediate",
+    "open_state_file",
+    "prepare_connection",
+    "sqlite_cause",
+]
+
+log = logging.getLogger(__name__)
 
 # Seconds a writer waits for the SQLite lock before failing.
 SQLITE_BUSY_TIMEOUT = 30
@@ -57,13 +68,47 @@ def open_state_file(path: Path, schema: str, what: str) -> sqlite3.Connection:
     return db
 
 
+#: SQLite reports its failures as text; the fragment that names each cause
+#: (``hub.storage.store.STORAGE_CAUSES`` are the same words).
+SQLITE_CAUSES = (
+    ("database or disk is full", "disk full"),
+    ("database is locked", "database locked"),
+    ("database table is locked", "database locked"),
+    ("malformed", "corruption"),
+    ("file is not a database", "corruption"),
+    ("unable to open database", "connection lost"),
+)
+
+
+def sqlite_cause(message: str) -> str:
+    """Which storage cause an SQLite error message names ("other" if none)."""
+    text = message.lower()
+    for fragment, cause in SQLITE_CAUSES:
+        if fragment in text:
+            return cause
+    return "other"
+
+
 @contextmanager
 def immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """A write transaction: committed if the block succeeds, rolled back otherwise."""
-    db.execute("BEGIN IMMEDIATE")
+    """A write transaction: committed if the block succeeds, rolled back otherwise.
+
+    An SQLite failure (the lock wait timing out, a full disk...) raises
+    :class:`~client_sdk.core.errors.Unavailable` naming its cause, never the
+    driver's text (which can hold parameters); the caller may retry.
+    """
     try:
-        yield db
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        cause = sqlite_cause(str(exc))
+        log.error("state file failure: %s (%s)", type(exc).__name__, cause)
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise Unavailable(f"the server's state file failed ({cause}); retry") from None

@@ -31,6 +31,7 @@ from typing import Any
 from client_sdk.core.errors import ConfigurationError
 from client_sdk.wire.auth import keyholder_audience
 from hub.infra.argtypes import positive_int
+from hub.infra.process import exit_leaving_stuck_calls
 from hub.keyholder.admission import HolderRegistry
 from hub.keyholder.admission_cli import register_admission_actions
 from hub.keyholder.keyfiles import check_share, load_public, load_share
@@ -158,7 +159,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # its Python handler once the main thread executes again.
     while not stop.wait(0.5):
         pass
-    server.stop(STOP_GRACE_SECONDS)
+    if not server.stop(STOP_GRACE_SECONDS):
+        exit_leaving_stuck_calls()
     quota.close()
     seen.close()
     if witness_state is not None:

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -55,6 +55,7 @@ from hub.keyholder.witness import SERVICE_NAME as WITNESS_SERVICE
 from hub.keyholder.witness import WitnessServicer
 from hub.wire.auth import LEEWAY, ROLES, AuthInterceptor, TokenVerifier, current_principal
 from hub.wire.decode import DecodeInterceptor, message_limits, receive_limit
+from hub.wire.rpc import InFlight
 from hub.wire.status import ErrorInterceptor
 from hub.wire.tls import SERVER_OPTIONS, bind
 
@@ -64,6 +65,7 @@ __all__ = [
     "MESSAGE_LIMITS",
     "METHOD_ROLES",
     "SERVICE_NAME",
+    "STOP_MARGIN",
     "KeyHolderServer",
     "KeyHolderServicer",
     "QuotaLedger",
@@ -75,6 +77,8 @@ log = logging.getLogger(__name__)
 #: Largest batch of one BlindEvaluate (keyholder.proto).
 MAX_BATCH = 4096
 DEFAULT_DAILY_QUOTA = 5_000_000
+#: Seconds :meth:`KeyHolderServer.stop` waits past the grace period for cancelled calls.
+STOP_MARGIN = 2.0
 SERVICE_NAME: str = keyholder_pb2.DESCRIPTOR.services_by_name["KeyHolder"].full_name
 ELEMENT_BYTES = 32
 METHOD_ROLES: dict[str, frozenset[str]] = {
@@ -281,6 +285,7 @@ class KeyHolderServer:
     server: grpc.Server
     health: health.HealthServicer
     port: int
+    in_flight: InFlight = field(default_factory=InFlight)
 
     @classmethod
     def create(
@@ -298,6 +303,7 @@ class KeyHolderServer:
 
         ``witness`` also serves the audit log's Witness service (ADR 0010).
         """
+        in_flight = InFlight()
         roles = dict(METHOD_ROLES)
         services = [SERVICE_NAME]
         if witness is not None:
@@ -307,6 +313,7 @@ class KeyHolderServer:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="keyholder"),
             interceptors=[
+                in_flight,
                 ErrorInterceptor(),
                 AuthInterceptor(verifier, roles),
                 DecodeInterceptor(limits),
@@ -325,14 +332,27 @@ class KeyHolderServer:
             (*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         port = bind(server, address, credentials, insecure=insecure)
-        return cls(server, health_servicer, port)
+        return cls(server, health_servicer, port, in_flight)
 
     def start(self) -> None:
         self.server.start()
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
-    def stop(self, grace: float | None = None) -> None:
-        """Report NOT_SERVING, then stop, letting calls finish for ``grace`` seconds."""
+    def stop(self, grace: float | None = None) -> bool:
+        """Report NOT_SERVING, then stop, letting calls finish for ``grace`` seconds.
+
+        Returns within ``grace`` + :data:`STOP_MARGIN` seconds whatever the
+        calls do (gRPC cancels them after the grace period): True if every
+        call finished, False if a handler was left running (the process
+        should then exit without joining its thread).
+        """
         self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        budget = (grace or 0.0) + STOP_MARGIN
+        deadline = time.monotonic() + budget
+        finished = self.server.stop(grace).wait(budget) and self.in_flight.wait_idle(
+            max(0.0, deadline - time.monotonic())
+        )
+        if not finished:
+            log.error("calls still running %.1f s after the grace period", STOP_MARGIN)
+        return finished

@@ -19,6 +19,9 @@ Guarantees:
 - :meth:`HubServer.stop` lets in-flight calls finish for the grace period and
   marks the server NOT_SERVING first; SIGTERM and SIGINT do that, SIGHUP
   reloads the policy (a broken file is logged and the running policy stays).
+  Streams still open after the grace period are cancelled, and ``stop``
+  returns within grace + :data:`STOP_MARGIN` + :data:`FLUSH_TIMEOUT` seconds
+  in every case (``fraudhub serve`` then exits even if a handler is stuck).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Collection, Mapping
 from concurrent import futures
 from types import FrameType
@@ -53,6 +57,7 @@ from hub.services.admin import AdminService
 from hub.services.audited import audit_alone, audit_outcome
 from hub.services.config import HubConfig, LivePolicy
 from hub.services.exchange import ExchangeService
+from hub.services.refusals import RefusalTally
 from hub.storage import auditlog
 from hub.storage.models import utcnow
 from hub.storage.registry import DatabaseRegistry, DatabaseReplayGuard
@@ -60,7 +65,7 @@ from hub.storage.store import StorageError, Store, delete_expired, record_policy
 from hub.wire import tls
 from hub.wire.auth import AuthInterceptor, TokenVerifier
 from hub.wire.decode import DecodeInterceptor, message_limits, receive_limit
-from hub.wire.rpc import around
+from hub.wire.rpc import InFlight, around
 from hub.wire.status import ErrorInterceptor
 
 __all__ = [
@@ -73,6 +78,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Seconds :meth:`HubServer.stop` waits past the grace period for cancelled calls.
+STOP_MARGIN = 2.0
+#: Seconds it waits for the last refusal counts to be audited.
+FLUSH_TIMEOUT = 1.0
 # Institution id recorded for a caller whose token did not verify.
 UNAUTHENTICATED_CALLER = "unauthenticated"
 # Institution id of the hub's own housekeeping in the audit log.
@@ -142,6 +151,12 @@ HUB_MESSAGE_LIMITS: dict[str, int] = message_limits(
 class RefusalAuditInterceptor(grpc.ServerInterceptor):
     """Audits calls refused by the auth layer (installed just before it).
 
+    Refusals of a registered institution (role, disabled) are audited one
+    by one; authentication failures are counted per peer and window by
+    ``tally`` (:class:`~hub.services.refusals.RefusalTally`), one event with
+    the count each, so unauthenticated traffic cannot grow the log without
+    bound.
+
     The servicers audit everything they decide; what reaches this interceptor
     as :class:`AuthenticationError` or a role :class:`PermissionDenied` (not a
     :class:`PolicyDenied`, which the servicer audited) never reached a
@@ -160,6 +175,7 @@ class RefusalAuditInterceptor(grpc.ServerInterceptor):
         self._policy = policy
         self._audited = frozenset(audited)
         self._registry = registry
+        self.tally = RefusalTally(store, lambda: policy.current.version)
 
     def _record(self, method: str, exc: FraudhubError, context: grpc.ServicerContext) -> None:
         institution, role = UNAUTHENTICATED_CALLER, "none"
@@ -169,11 +185,16 @@ class RefusalAuditInterceptor(grpc.ServerInterceptor):
             if registered is not None:
                 institution, role = registered.id, registered.role
         service, _, name = method.lstrip("/").partition("/")
+        action = f"{service.rpartition('.')[2]}.{name}"
+        if institution == UNAUTHENTICATED_CALLER:
+            # Anyone can send these: one event per peer and window, with the count.
+            self.tally.record(context.peer(), action, type(exc).__name__)
+            return
         event = AuditEvent.refusal(
             time=utcnow(),
             institution=institution,
             role=role,
-            action=f"{service.rpartition('.')[2]}.{name}",
+            action=action,
             outcome=audit_outcome(exc),
             error=type(exc).__name__,
             policy_version=self._policy.current.version,
@@ -223,8 +244,12 @@ class HubServer:
         self.registry = DatabaseRegistry(self.store)
         self.health = health.HealthServicer()
         self._stopped = threading.Event()
+        self._done = threading.Event()
+        self._clean = True
         self.port = 0
         roles = {**HUB_METHOD_ROLES, **audit_service.METHOD_ROLES}
+        self.in_flight = InFlight()
+        self.refusals = RefusalAuditInterceptor(self.store, self.policy, roles, self.registry)
         verifier = TokenVerifier(
             self.registry, HUB_AUDIENCE, replay=DatabaseReplayGuard(self.store)
         )
@@ -233,8 +258,9 @@ class HubServer:
                 max_workers=config.max_workers, thread_name_prefix="fraudhub-hub"
             ),
             interceptors=[
+                self.in_flight,
                 ErrorInterceptor(),
-                RefusalAuditInterceptor(self.store, self.policy, roles, self.registry),
+                self.refusals,
                 AuthInterceptor(verifier, roles),
                 DecodeInterceptor(HUB_MESSAGE_LIMITS),
             ],
@@ -303,6 +329,12 @@ class HubServer:
         threading.Thread(
             target=self._sweep_until_stopped, name="fraudhub-expiry", daemon=True
         ).start()
+        threading.Thread(
+            target=self.refusals.tally.run_until,
+            args=(self._stopped.wait,),
+            name="fraudhub-refusals",
+            daemon=True,
+        ).start()
         credentials = None
         if not self.config.insecure:
             data_dir = self.config.tls_dir or self.config.data_dir
@@ -332,18 +364,55 @@ class HubServer:
                 "could not record the policy's text for auditors", exc.cause
             ) from None
 
-    def stop(self, grace: float | None = None) -> None:
-        """Refuse new calls, let in-flight ones finish for ``grace`` seconds, stop."""
+    def stop(self, grace: float | None = None) -> bool:
+        """Refuse new calls, let in-flight ones finish for ``grace`` seconds, stop.
+
+        Returns within ``grace`` + :data:`STOP_MARGIN` + :data:`FLUSH_TIMEOUT`
+        seconds whatever the calls do: gRPC cancels them after the grace
+        period, and a handler that does not return then (blocked in a
+        database lock wait, say) is left behind.  Returns True if every call
+        finished, False if some were left (the process should then exit
+        without waiting for their threads: :meth:`finished_cleanly`).
+        """
         if self._stopped.is_set():
-            return
+            self._done.wait(STOP_MARGIN)
+            return self._clean
         self._stopped.set()
         self.health.enter_graceful_shutdown()
-        self.server.stop(self.config.shutdown_grace if grace is None else grace).wait()
-        self.store.dispose()
+        grace = self.config.shutdown_grace if grace is None else grace
+        deadline = time.monotonic() + grace + STOP_MARGIN
+        stopped = self.server.stop(grace).wait(grace + STOP_MARGIN)
+        # gRPC's event does not wait for handler threads; ours does.
+        self._clean = stopped and self.in_flight.wait_idle(max(0.0, deadline - time.monotonic()))
+        if not self._clean:
+            log.error(
+                "calls still running %.1f s after the %.1f s grace period; stopping without them",
+                STOP_MARGIN,
+                grace,
+            )
+        # The last window of authentication failures, bounded too (the
+        # database may be what the stuck calls wait for).
+        flusher = threading.Thread(
+            target=self.refusals.tally.flush, name="fraudhub-refusals-flush", daemon=True
+        )
+        flusher.start()
+        flusher.join(FLUSH_TIMEOUT)
+        if self._clean:
+            self.store.dispose()
         log.info("hub stopped")
+        self._done.set()
+        return self._clean
+
+    @property
+    def finished_cleanly(self) -> bool:
+        """False once :meth:`stop` left calls running (their threads block exit)."""
+        return self._clean
 
     def wait(self) -> None:
-        self.server.wait_for_termination()
+        """Block until :meth:`stop` has returned (not until every handler thread ended)."""
+        # Wakes up now and then so that signal handlers run in the main thread.
+        while not self._done.wait(0.5):
+            pass
 
     def reload_policy(self) -> None:
         """Reload the policy; log, never raise (SIGHUP)."""

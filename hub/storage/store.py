@@ -43,7 +43,7 @@ from sqlmodel import Session, col, select
 
 from client_sdk.core.errors import AlreadyExists, NotFound, QuotaExhausted, StorageError
 from hub.core.matching import Contribution, Sighting
-from hub.infra.sqlitefile import SQLITE_BUSY_TIMEOUT, prepare_connection
+from hub.infra.sqlitefile import SQLITE_BUSY_TIMEOUT, prepare_connection, sqlite_cause
 from hub.storage.models import Indicator, Institution, PolicyText, QuotaUsage, SeenToken
 
 __all__ = [
@@ -83,16 +83,6 @@ _IN_CHUNK = 900
 #: The causes a :class:`StorageError` names.
 STORAGE_CAUSES = ("disk full", "database locked", "corruption", "connection lost", "other")
 
-# SQLite reports its failures as text (sqlite3 exposes no result code before
-# Python 3.11's sqlite_errorname, and then only on some errors).
-_SQLITE_CAUSES = (
-    ("database or disk is full", "disk full"),
-    ("database is locked", "database locked"),
-    ("database table is locked", "database locked"),
-    ("malformed", "corruption"),
-    ("file is not a database", "corruption"),
-    ("unable to open database", "connection lost"),
-)
 # PostgreSQL SQLSTATE codes (Appendix A of its manual) and classes.
 _PG_CAUSES = {
     "53100": "disk full",  # disk_full
@@ -116,10 +106,7 @@ def storage_cause(exc: sa.exc.SQLAlchemyError) -> str:
             if sqlstate.startswith("08"):  # connection_exception class
                 return "connection lost"
             return "other"
-        text = str(exc.orig).lower()
-        for fragment, cause in _SQLITE_CAUSES:
-            if fragment in text:
-                return cause
+        return sqlite_cause(str(exc.orig))
     return "other"
 
 

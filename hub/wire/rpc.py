@@ -8,18 +8,28 @@ what runs before the method (:data:`Enter`, which may pick the
 ``contextvars.Context`` the method runs in) and what runs when it raises
 (:data:`OnError`), and gets a handler of the same shape back, for unary and
 streamed responses alike.  :func:`wrap_handler` is the shape-preserving
-primitive underneath.
+primitive underneath.  :class:`InFlight` counts running behaviours, so a
+server's stop knows whether a handler thread was left behind.
 """
 
 from __future__ import annotations
 
 import contextvars
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import grpc
 
-__all__ = ["Behavior", "Enter", "HandlerWrapper", "OnError", "around", "wrap_handler"]
+__all__ = [
+    "Behavior",
+    "Enter",
+    "HandlerWrapper",
+    "InFlight",
+    "OnError",
+    "around",
+    "wrap_handler",
+]
 
 #: A servicer method: ``(request or request iterator, context) -> response or response iterator``.
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
@@ -114,3 +124,67 @@ def around(
         return unary
 
     return wrap_handler(handler, wrapper)
+
+
+class InFlight(grpc.ServerInterceptor):
+    """Counts the servicer behaviours running now, for a bounded shutdown.
+
+    ``grpc.Server.stop(grace)`` cancels calls after the grace period and its
+    event fires once the transport is down, but a handler thread blocked
+    where a cancellation cannot reach it (a database lock wait) keeps
+    running, and the interpreter joins that thread at exit.  Install this
+    interceptor FIRST; :meth:`wait_idle` tells whether every behaviour ended.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._running = 0
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return self._running
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once no behaviour runs; False if some still did after ``timeout`` s."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self._running == 0, timeout)
+
+    def _enter(self) -> None:
+        with self._lock:
+            self._running += 1
+
+    def _exit(self) -> None:
+        with self._lock:
+            self._running -= 1
+            self._lock.notify_all()
+
+    def intercept_service(
+        self, continuation: Any, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler: grpc.RpcMethodHandler[Any, Any] | None = continuation(handler_call_details)
+        if handler is None:
+            return None
+
+        def wrapper(behavior: Behavior, response_streaming: bool) -> Behavior:
+            if response_streaming:
+
+                def streaming(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                    self._enter()
+                    try:
+                        yield from behavior(request, context)
+                    finally:
+                        self._exit()
+
+                return streaming
+
+            def unary(request: Any, context: grpc.ServicerContext) -> Any:
+                self._enter()
+                try:
+                    return behavior(request, context)
+                finally:
+                    self._exit()
+
+            return unary
+
+        return wrap_handler(handler, wrapper)
