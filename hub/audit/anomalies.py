@@ -22,6 +22,11 @@ threshold it crossed.  Four detectors:
   policy allows); a request counts once, whatever its size.
 - ``quota_exhaustion``: requests refused because a quota was spent (outcome
   ``RESOURCE_EXHAUSTED`` or a reason code mentioning ``quota``).
+- ``authentication_failure_flood``: calls refused before authentication, from
+  one peer within one hour, at least ``auth_failures_per_hour``.  The hub
+  counts them per peer and window in :data:`AUTHENTICATION_FAILURES` events
+  (``item_count`` calls, the peer as a ``PEER:`` reason code); single
+  ``unauthenticated`` refusal events of older logs count one each.
 """
 
 from __future__ import annotations
@@ -30,12 +35,17 @@ import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from hub.audit.events import AuditEvent
 from hub.audit.report import is_match_action
 
-__all__ = ["Anomaly", "Thresholds", "detect"]
+__all__ = ["AUTHENTICATION_FAILURES", "Anomaly", "Thresholds", "detect"]
+
+#: The audit action of one window's authentication failures from one peer
+#: (``hub.services.refusals``).
+AUTHENTICATION_FAILURES = "Hub.AuthenticationFailures"
+_UNAUTHENTICATED = "unauthenticated"
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,7 @@ class Thresholds:
     sensitive_tier: str = "sensitive"
     sensitive_min_queries: int = 10
     queries_per_case_reference: float = 5.0
+    auth_failures_per_hour: int = 100
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,7 @@ def detect(events: Iterable[AuditEvent], thresholds: Thresholds | None = None) -
         *_match_rate_outliers(materialized, t),
         *_case_reference_clustering(materialized, t),
         *_quota_exhaustion(materialized),
+        *_authentication_floods(materialized, t),
     ]
 
 
@@ -213,6 +225,32 @@ def _quota_exhaustion(events: Sequence[AuditEvent]) -> list[Anomaly]:
                 institution,
                 f"{institution}: {len(refused)} request(s) refused for an exhausted quota "
                 f"between {first} and {last} ({why})",
+            )
+        )
+    return flags
+
+
+def _authentication_floods(events: Sequence[AuditEvent], t: Thresholds) -> list[Anomaly]:
+    hourly: dict[str, Counter[datetime]] = defaultdict(Counter)
+    for e in events:
+        if e.institution != _UNAUTHENTICATED or e.outcome != "UNAUTHENTICATED":
+            continue
+        peer = next((r for r in e.reasons if r.startswith("PEER:")), "an unknown peer")
+        calls = e.item_count if e.action == AUTHENTICATION_FAILURES else 1
+        hourly[peer][e.time.replace(minute=0, second=0, microsecond=0)] += calls
+    flags: list[Anomaly] = []
+    for peer in sorted(hourly):
+        hour, calls = max(hourly[peer].items(), key=lambda hc: (hc[1], -hc[0].timestamp()))
+        if calls < t.auth_failures_per_hour:
+            continue
+        total = sum(hourly[peer].values())
+        flags.append(
+            Anomaly(
+                "authentication_failure_flood",
+                _UNAUTHENTICATED,
+                f"{peer}: {calls} calls refused for authentication in the hour from "
+                f"{hour.isoformat(timespec='minutes')} ({total} in all; threshold "
+                f"{t.auth_failures_per_hour} per hour)",
             )
         )
     return flags

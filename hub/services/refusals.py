@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from hub.audit.anomalies import AUTHENTICATION_FAILURES
 from hub.audit.events import AuditEvent
 from hub.services.audited import audit_alone
 from hub.storage.models import utcnow
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 #: The audit action of one window's authentication failures from one peer.
-ACTION = "Hub.AuthenticationFailures"
+ACTION = AUTHENTICATION_FAILURES
 WINDOW_SECONDS = 60.0
 MAX_PEERS = 1024
 OTHER_PEERS = "PEER:other"
