@@ -4,7 +4,7 @@ The audit append is made to fail as a full disk would (a real
 ``sqlalchemy.exc.OperationalError`` raised where ``auditlog.append`` writes),
 on the real hub over TLS, on SQLite and PostgreSQL:
 
-- the effect is rolled back and the caller gets the StorageError (INTERNAL,
+- the effect is rolled back and the caller gets the StorageError (UNAVAILABLE,
   cause named, no values);
 - a failure is audited in its own transaction; if that fails too the caller
   still gets its ORIGINAL error and the log names the action, not a value.
@@ -47,18 +47,19 @@ TOKEN = bytes(range(32))
 
 
 class FailingAppends:
-    """``auditlog.append`` that fails (disk full) for the next ``count`` calls."""
+    """``auditlog.append`` that fails (disk full, or ``message``) for the next ``count`` calls."""
 
     def __init__(self, real: Callable[[Session, Any], int]) -> None:
         self.real = real
         self.count = 0
         self.failed = 0
+        self.message = "database or disk is full"
 
     def __call__(self, session: Session, event: Any) -> int:
         if self.count > 0:
             self.count -= 1
             self.failed += 1
-            orig = sqlite3.OperationalError("database or disk is full")
+            orig = sqlite3.OperationalError(self.message)
             raise sa.exc.OperationalError("INSERT INTO audit_event ...", {}, orig)
         return self.real(session, event)
 
@@ -117,7 +118,7 @@ def test_exchange_rolls_the_effect_back_when_its_event_cannot_be_written(
     appends.count = 1  # the event of the work; the failure event is written
     with pytest.raises(grpc.RpcError) as caught:
         stub.Contribute(contribute_request(TOKEN))
-    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert caught.value.details() == "the hub's database failed (disk full)"
     assert indicator_rows(world, "bank-c") == before
     event = last_event(world)
@@ -155,7 +156,7 @@ def test_admin_rolls_a_registration_back_when_its_event_cannot_be_written(
     appends.count = 1
     with pytest.raises(grpc.RpcError) as caught:
         stub.AddInstitution(request)
-    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "disk full" in (caught.value.details() or "")
     with world.hub.store.session() as session:
         assert session.get(Institution, "bank-rollback") is None
@@ -181,14 +182,30 @@ def test_audit_service_reads_fail_when_their_trace_cannot_be_written(
 ) -> None:
     stub = audit_pb2_grpc.AuditStub(channel(world, "regulator-r"))
     appends.count = 1
+    appends.message = "database is locked"  # passes: the read waits for its trace
     with pytest.raises(grpc.RpcError) as caught:
         stub.GetInclusionProof(audit_pb2.GetInclusionProofRequest(leaf_index=0, tree_size=1))
-    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert caught.value.details() == "the hub's database failed (database locked)"
     event = last_event(world)
     assert (event["action"], event["outcome"], event["role"]) == (
         "Audit.GetInclusionProof",
         "error",
         "regulator",
+    )
+
+
+def test_audit_service_reads_are_answered_on_a_full_disk_and_the_gap_logged(
+    world: LocalDeployment, appends: FailingAppends, caplog: pytest.LogCaptureFixture
+) -> None:
+    stub = audit_pb2_grpc.AuditStub(channel(world, "regulator-r"))
+    size = audit_size(world)
+    appends.count = 2  # neither the read's event nor its failure event fits
+    proof = stub.GetInclusionProof(audit_pb2.GetInclusionProofRequest(leaf_index=0, tree_size=2))
+    assert len(proof.hashes) == 1
+    assert audit_size(world) == size
+    assert "Audit.GetInclusionProof for regulator-r answered without its audit event" in (
+        caplog.text
     )
 
 

@@ -63,6 +63,7 @@ __all__ = [
     "ProofError",
     "QuotaExhausted",
     "ServerError",
+    "StorageCorruption",
     "StorageError",
     "Unavailable",
     "UnknownLog",
@@ -278,12 +279,23 @@ class StorageError(ServerError):
 
     ``cause`` is one of ``hub.storage.store.STORAGE_CAUSES`` ("disk full",
     "database locked", ...); the message names it and nothing else of the
-    driver's error.
+    driver's error.  UNAVAILABLE on the wire (ADR 0007, amended): a lock
+    timeout or a lost connection passes, a full disk passes once space is
+    freed, the transaction was rolled back, and the SDK retries UNAVAILABLE
+    within the call's deadline.  Corruption is :class:`StorageCorruption`.
     """
+
+    grpc_status: ClassVar[str] = "UNAVAILABLE"
 
     def __init__(self, message: str = "the hub's database failed", cause: str = "other") -> None:
         super().__init__(message)
         self.cause = cause
+
+
+class StorageCorruption(StorageError):
+    """The database reports corruption: DATA_LOSS, retrying cannot help."""
+
+    grpc_status: ClassVar[str] = "DATA_LOSS"
 
 
 class AuditLogCorrupt(ServerError):
@@ -359,6 +371,7 @@ WIRE_REASONS: Final[Mapping[str, type[FraudhubError]]] = MappingProxyType(
         "PROOF_ERROR": ProofError,
         "DKG_ERROR": DkgError,
         "STORAGE_ERROR": StorageError,
+        "STORAGE_CORRUPTION": StorageCorruption,
         "AUDIT_LOG_CORRUPT": AuditLogCorrupt,
         "UNKNOWN_LOG": UnknownLog,
         "CHECKPOINT_REFUSED": CheckpointRefused,

@@ -61,7 +61,7 @@ from hub.services.config import (
 from hub.services.witnesses import CosignatureCollector
 from hub.storage import auditlog, store
 from hub.storage.models import utcnow
-from hub.storage.store import Store
+from hub.storage.store import StorageError, Store
 from hub.wire.auth import current_principal
 
 __all__ = [
@@ -72,6 +72,7 @@ __all__ = [
     "LOG_KEY_FILENAME",
     "METHOD_ROLES",
     "PAGE_SIZE",
+    "READ_ONLY_METHODS",
     "AuditService",
     "Checkpointer",
     "log_signer",
@@ -100,6 +101,10 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     )
 }
 AUDIT_ROLES = METHOD_ROLES
+#: Every Audit method reads the log: on a full disk they are still served
+#: (the replay guard remembers their token ids in memory, the read's own
+#: audit event is logged as missing).  ADR 0003 and 0007 amendments.
+READ_ONLY_METHODS: frozenset[str] = frozenset(METHOD_ROLES)
 
 
 class AuditService(audit_pb2_grpc.AuditServicer):
@@ -141,21 +146,39 @@ class AuditService(audit_pb2_grpc.AuditServicer):
         )
 
     def _audited(
-        self, method: str, request: Message, work: Callable[[Session], tuple[_T, int]]
+        self, method: str, request: Message, work: Callable[[Session, bool], tuple[_T, int]]
     ) -> _T:
         """Run ``work`` in the audited transaction (ADR 0007).
 
-        ``work`` returns its result and the count to audit.  On failure the
-        transaction rolls back and the failure is audited on its own, then
-        re-raised (database errors as StorageError).
+        ``work(session, record)`` returns its result and the count to audit.
+        On failure the transaction rolls back and the failure is audited on
+        its own, then re-raised (database errors as StorageError).  If the
+        database is full, ``work(session, False)`` runs again in a read
+        transaction that is never committed (it must write nothing then) and
+        its result is returned without an audit event.
         """
         who = current_principal()
-        result, _count = run_audited(
-            self._store,
-            work,
-            lambda done: self._event(who, method, request, done[1], "ok"),
-            lambda exc: self._event(who, method, request, 0, audit_outcome(exc)),
-        )
+        try:
+            result, _count = run_audited(
+                self._store,
+                lambda session: work(session, True),
+                lambda done: self._event(who, method, request, done[1], "ok"),
+                lambda exc: self._event(who, method, request, 0, audit_outcome(exc)),
+            )
+        except StorageError as exc:
+            if exc.cause != "disk full":
+                raise
+            # Every method here reads the log: on a full disk the regulator is
+            # still answered, the missing trace is logged (ADR 0007, amended).
+            with self._store.session() as session:
+                result, count = work(session, False)
+            log.error(
+                "Audit.%s for %s answered without its audit event (%d item(s)): the database "
+                "is full",
+                method,
+                who.institution,
+                count,
+            )
         return result
 
     # --- RPCs ------------------------------------------------------------------
@@ -164,11 +187,11 @@ class AuditService(audit_pb2_grpc.AuditServicer):
     def GetCheckpoint(
         self, request: audit_pb2.GetCheckpointRequest, context: grpc.ServicerContext
     ) -> audit_pb2.SignedCheckpoint:
-        def work(session: Session) -> tuple[str, int]:
+        def work(session: Session, record: bool) -> tuple[str, int]:
             latest = auditlog.latest_checkpoint(session)
             if request.fresh or latest is None:
                 return auditlog.create_checkpoint(
-                    session, self._signer, self._origin, self._clock()
+                    session, self._signer, self._origin, self._clock(), record=record
                 ), 1
             return latest.note, 1
 
@@ -223,7 +246,7 @@ class AuditService(audit_pb2_grpc.AuditServicer):
     def GetInclusionProof(
         self, request: audit_pb2.GetInclusionProofRequest, context: grpc.ServicerContext
     ) -> audit_pb2.InclusionProof:
-        def work(session: Session) -> tuple[list[bytes], int]:
+        def work(session: Session, _record: bool) -> tuple[list[bytes], int]:
             hashes = auditlog.inclusion_proof(session, request.leaf_index, request.tree_size)
             return hashes, len(hashes)
 
@@ -237,7 +260,7 @@ class AuditService(audit_pb2_grpc.AuditServicer):
     def GetConsistencyProof(
         self, request: audit_pb2.GetConsistencyProofRequest, context: grpc.ServicerContext
     ) -> audit_pb2.ConsistencyProof:
-        def work(session: Session) -> tuple[list[bytes], int]:
+        def work(session: Session, _record: bool) -> tuple[list[bytes], int]:
             hashes = auditlog.consistency_proof(session, request.old_size, request.new_size)
             return hashes, len(hashes)
 
@@ -251,7 +274,7 @@ class AuditService(audit_pb2_grpc.AuditServicer):
     def GetReport(
         self, request: audit_pb2.GetReportRequest, context: grpc.ServicerContext
     ) -> audit_pb2.Report:
-        def work(session: Session) -> tuple[audit_pb2.Report, int]:
+        def work(session: Session, _record: bool) -> tuple[audit_pb2.Report, int]:
             since, until = optional_datetime(request, "from"), optional_datetime(request, "to")
             window = auditlog.EventFilter(since=since, until=until)
             if since is not None and until is not None and since >= until:
@@ -284,7 +307,7 @@ class AuditService(audit_pb2_grpc.AuditServicer):
     def GetPolicy(
         self, request: audit_pb2.GetPolicyRequest, context: grpc.ServicerContext
     ) -> audit_pb2.PolicyText:
-        def work(session: Session) -> tuple[audit_pb2.PolicyText, int]:
+        def work(session: Session, _record: bool) -> tuple[audit_pb2.PolicyText, int]:
             if not _POLICY_VERSION.fullmatch(request.version):
                 raise InvalidRequest("version must be 64 lowercase hex digits")
             row = store.get_policy_text(session, request.version)

@@ -261,7 +261,7 @@ class HubServer:
                 self.in_flight,
                 ErrorInterceptor(),
                 self.refusals,
-                AuthInterceptor(verifier, roles),
+                AuthInterceptor(verifier, roles, read_only_methods=audit_service.READ_ONLY_METHODS),
                 DecodeInterceptor(HUB_MESSAGE_LIMITS),
             ],
             options=[

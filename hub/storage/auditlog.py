@@ -410,8 +410,13 @@ def checkpoint_due(
     )
 
 
-def create_checkpoint(session: Session, signer: LogSigner, origin: str, now: datetime) -> str:
+def create_checkpoint(
+    session: Session, signer: LogSigner, origin: str, now: datetime, *, record: bool = True
+) -> str:
     """Sign a checkpoint of the current tree, store it in ``session``, return the note.
+
+    With ``record=False`` the note is signed but not stored (a database that
+    refuses writes can still be read and committed to by signature).
 
     If the tree has not grown since the latest checkpoint, that checkpoint is
     returned instead of signing a new one.  Raises AuditLogCorrupt if the stored
@@ -436,8 +441,9 @@ def create_checkpoint(session: Session, signer: LogSigner, origin: str, now: dat
             return last.note
     root = merkle.tree_root(size, SessionNodeSource(session))
     note = signer.sign_checkpoint(Checkpoint(origin, size, root))
-    session.add(AuditCheckpointRow(tree_size=size, created_at=now, note=note))
-    session.flush()
+    if record:
+        session.add(AuditCheckpointRow(tree_size=size, created_at=now, note=note))
+        session.flush()
     return note
 
 

@@ -10,7 +10,9 @@ Guarantees:
   a token id is accepted once across every replica on the database and across
   restarts (an in-memory cache forgets on restart and is per replica).  A
   database failure refuses the call as Unavailable (retryable), never skips
-  the check.
+  the check; the one exception is a read-only call (``hub.wire.auth.read_only_call``,
+  the regulator's Audit methods) on a full disk: its id is checked against
+  the database (a read) and remembered in memory by this replica.
 """
 
 from __future__ import annotations
@@ -24,8 +26,14 @@ from datetime import UTC, datetime
 
 from client_sdk.core.errors import AuthenticationError, Unavailable
 from hub.storage.models import Institution
-from hub.storage.store import StorageError, Store, forget_expired_tokens, remember_token
-from hub.wire.auth import LEEWAY
+from hub.storage.store import (
+    StorageError,
+    Store,
+    forget_expired_tokens,
+    remember_token,
+    token_remembered,
+)
+from hub.wire.auth import LEEWAY, ReplayCache, read_only_call
 from hub.wire.auth import Institution as RegisteredInstitution
 
 __all__ = [
@@ -102,6 +110,8 @@ class DatabaseReplayGuard:
         self._clock = clock
         self._lock = threading.Lock()
         self._next_sweep = 0.0
+        # Read-only calls on a full disk (see _remember_in_memory).
+        self._fallback = ReplayCache(clock=clock)
 
     def check_and_store(self, issuer: str, jti: str, expires_at: float) -> None:
         now_s = self._clock()
@@ -121,9 +131,36 @@ class DatabaseReplayGuard:
         except StorageError as exc:
             # The store logged the failure by type and cause (never the token id).
             log.error("replay check failed (%s)", exc.cause)
-            raise Unavailable("cannot check the token against replays; retry") from None
+            if exc.cause != "disk full" or not read_only_call():
+                raise Unavailable(
+                    f"cannot check the token against replays ({exc.cause}); retry"
+                ) from None
+            fresh = self._remember_in_memory(issuer, jti, expires_at, now)
         if not fresh:
             raise AuthenticationError("token already used (replayed jti)")
+
+    def _remember_in_memory(self, issuer: str, jti: str, expires_at: float, now: datetime) -> bool:
+        """The replay check of a read-only call while the database refuses writes.
+
+        The database still answers reads, so a token id recorded before the
+        disk filled is still refused; a new one is remembered by this
+        replica, in memory (ADR 0003, "Read-only calls on a full disk").
+        Raises Unavailable if the database cannot even be read.
+        """
+        try:
+            with self._store.session() as session:
+                if token_remembered(session, issuer, jti, now):
+                    return False
+        except StorageError as exc:
+            raise Unavailable(
+                f"cannot check the token against replays ({exc.cause}); retry"
+            ) from None
+        try:
+            self._fallback.check_and_store(issuer, jti, expires_at)
+        except AuthenticationError:
+            return False
+        log.warning("token id of a read-only call kept in memory: the database is full")
+        return True
 
     def _sweep(self, now: datetime) -> None:
         """Delete expired ids in a transaction of its own: best effort, never the

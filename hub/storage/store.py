@@ -41,7 +41,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from client_sdk.core.errors import AlreadyExists, NotFound, QuotaExhausted, StorageError
+from client_sdk.core.errors import (
+    AlreadyExists,
+    NotFound,
+    QuotaExhausted,
+    StorageCorruption,
+    StorageError,
+)
 from hub.core.matching import Contribution, Sighting
 from hub.infra.sqlitefile import SQLITE_BUSY_TIMEOUT, prepare_connection, sqlite_cause
 from hub.storage.models import Indicator, Institution, PolicyText, QuotaUsage, SeenToken
@@ -50,6 +56,7 @@ __all__ = [
     "SQLITE_FILENAME",
     "STORAGE_CAUSES",
     "ContributionCounts",
+    "StorageCorruption",  # defined in client_sdk.core.errors (the wire registry)
     "StorageError",  # defined in client_sdk.core.errors (the wire registry)
     "Store",
     "add_institution",
@@ -67,6 +74,7 @@ __all__ = [
     "sqlite_url",
     "storage_cause",
     "storage_error",
+    "token_remembered",
     "upsert_contributions",
 ]
 
@@ -115,7 +123,8 @@ def storage_error(exc: sa.exc.SQLAlchemyError) -> StorageError:
     cause = storage_cause(exc)
     # The type and cause only: the driver's text can carry SQL parameters.
     log.error("database failure: %s (%s)", type(exc).__name__, cause)
-    return StorageError(f"the hub's database failed ({cause})", cause)
+    cls = StorageCorruption if cause == "corruption" else StorageError
+    return cls(f"the hub's database failed ({cause})", cause)
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -430,6 +439,15 @@ def remember_token(
     ).returning(table.c.jti)
     # RETURNING, not rowcount: psycopg reports -1 for an upsert's rowcount.
     return session.execute(statement).first() is not None
+
+
+def token_remembered(session: Session, issuer: str, jti: str, now: datetime) -> bool:
+    """Whether ``issuer``'s token id ``jti`` is recorded and not yet forgotten (a read)."""
+    table = SeenToken.__table__  # type: ignore[attr-defined]
+    query = sa.select(table.c.jti).where(
+        table.c.issuer == issuer, table.c.jti == jti, table.c.forget_after >= now
+    )
+    return session.execute(query).first() is not None
 
 
 def forget_expired_tokens(session: Session, now: datetime) -> int:

@@ -33,6 +33,9 @@ verifies it before the servicer runs and guarantees:
   unregistered PERMISSION_DENIED / UNAUTHENTICATED.  The check reads ``exp``
   from the verified claims and the institution from the registry, whose
   lookups the servers cache (the hub for ``REGISTRY_TTL`` = 2 s).
+- While the token of a method listed as read-only is verified,
+  :func:`read_only_call` is true (the hub's replay guard keeps working on a
+  full disk for those, ADR 0003).
 
 Failures raise :class:`~client_sdk.core.errors.AuthenticationError`
 (UNAUTHENTICATED) or :class:`~client_sdk.core.errors.PermissionDenied`
@@ -88,6 +91,7 @@ __all__ = [
     "dump_registry",
     "is_institution_id",
     "parse_registry",
+    "read_only_call",
 ]
 
 log = logging.getLogger(__name__)
@@ -442,6 +446,18 @@ def _caller() -> tuple[VerifiedToken, TokenVerifier]:
         return _CALLER.get()
     except LookupError:
         raise AuthenticationError("no authenticated caller") from None
+_READ_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "fraudhub_read_only_call", default=False
+)
+
+
+def read_only_call() -> bool:
+    """True while a token of a method the interceptor lists as read-only is verified.
+
+    A replay guard may then settle for a weaker record when its storage
+    refuses writes (``hub.storage.registry.DatabaseReplayGuard``).
+    """
+    return _READ_ONLY.get()
 
 
 def current_principal() -> Principal:
@@ -495,6 +511,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         verifier: TokenVerifier,
         method_roles: Mapping[str, Collection[str]],
         exempt_services: Collection[str] = EXEMPT_SERVICES,
+        read_only_methods: Collection[str] = (),
     ) -> None:
         unknown = {r for roles in method_roles.values() for r in roles} - set(ROLES)
         if unknown:
@@ -502,6 +519,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         self._verifier = verifier
         self._roles = {m: frozenset(r) for m, r in method_roles.items()}
         self._exempt = frozenset(exempt_services)
+        self._read_only = frozenset(read_only_methods)
 
     def authorize(
         self, method: str, metadata: Sequence[tuple[str, str | bytes]] | None
@@ -512,7 +530,12 @@ class AuthInterceptor(grpc.ServerInterceptor):
     def _authorize(
         self, method: str, metadata: Sequence[tuple[str, str | bytes]] | None
     ) -> VerifiedToken:
-        verified = self._verifier.authenticate(_bearer_token(metadata))
+        token = _bearer_token(metadata)
+        marker = _READ_ONLY.set(method in self._read_only)
+        try:
+            verified = self._verifier.authenticate(token)
+        finally:
+            _READ_ONLY.reset(marker)
         principal = verified.principal
         allowed = self._roles.get(method)
         if allowed is None or principal.role not in allowed:
