@@ -93,9 +93,11 @@ def test_full_disk(
         assert "disk full" in (failure.details() or "")  # type: ignore[attr-defined]
         assert "database failure: OperationalError (disk full)" in caplog.text
         # A refused caller cannot be audited now; the log says so and why.
-        with grpc.insecure_channel(f"127.0.0.1:{hub.port}") as anonymous:
-            with pytest.raises(grpc.RpcError):
-                anonymous.unary_unary("/fraudhub.v1.Exchange/Match")(b"", timeout=5)
+        with (
+            grpc.insecure_channel(f"127.0.0.1:{hub.port}") as anonymous,
+            pytest.raises(grpc.RpcError),
+        ):
+            anonymous.unary_unary("/fraudhub.v1.Exchange/Match")(b"", timeout=5)
         hub.server.refusals.tally.flush()
         assert "could not audit Hub.AuthenticationFailures" in caplog.text
         assert "StorageError (disk full)" in caplog.text
