@@ -12,7 +12,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 from _keyholders import make_world, start_holder
@@ -141,19 +140,27 @@ def call_raw(
     payloads = list(messages)
     first = payloads[0] if payloads else b""
     try:
-        responses: Any
         if target.request_streaming and target.response_streaming:
-            responses = channel.stream_stream(target.method)(iter(payloads), timeout=timeout)
-            list(responses)
+            both: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(
+                target.method
+            )
+            list(both(iter(payloads), timeout=timeout))
         elif target.request_streaming:
-            channel.stream_unary(target.method)(iter(payloads), timeout=timeout)
+            upload: grpc.StreamUnaryMultiCallable[bytes, bytes] = channel.stream_unary(
+                target.method
+            )
+            upload(iter(payloads), timeout=timeout)
         elif target.response_streaming:
-            list(channel.unary_stream(target.method)(first, timeout=timeout))
+            download: grpc.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(
+                target.method
+            )
+            list(download(first, timeout=timeout))
         else:
-            channel.unary_unary(target.method)(first, timeout=timeout)
+            unary: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(target.method)
+            unary(first, timeout=timeout)
     except grpc.RpcError as exc:
-        code = exc.code()  # type: ignore[attr-defined]
-        details = exc.details()  # type: ignore[attr-defined]
+        code = exc.code()
+        details = exc.details()
         return code, details or ""
     return grpc.StatusCode.OK, ""
 

@@ -89,15 +89,18 @@ def test_full_disk(
                     break
             else:
                 pytest.fail("200 audited calls fitted on a full disk")
-        assert failure.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
-        assert "disk full" in (failure.details() or "")  # type: ignore[attr-defined]
+        assert failure.code() == grpc.StatusCode.UNAVAILABLE
+        assert "disk full" in (failure.details() or "")
         assert "database failure: OperationalError (disk full)" in caplog.text
         # A refused caller cannot be audited now; the log says so and why.
         with (
             grpc.insecure_channel(f"127.0.0.1:{hub.port}") as anonymous,
             pytest.raises(grpc.RpcError),
         ):
-            anonymous.unary_unary("/fraudhub.v1.Exchange/Match")(b"", timeout=5)
+            refused: grpc.UnaryUnaryMultiCallable[bytes, bytes] = anonymous.unary_unary(
+                "/fraudhub.v1.Exchange/Match"
+            )
+            refused(b"", timeout=5)
         hub.server.refusals.tally.flush()
         assert "could not audit Hub.AuthenticationFailures" in caplog.text
         assert "StorageError (disk full)" in caplog.text

@@ -9,6 +9,7 @@ the count, and ``audit anomalies`` names the flood.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,21 +33,24 @@ def _events(store: Store) -> list[AuditEvent]:
 
 
 @pytest.fixture
-def hub(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> RunningHub:
+def hub(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[RunningHub]:
     running = RunningHub(tmp_path, capsys)
-    yield running  # type: ignore[misc]
+    yield running
     running.stop()
 
 
+@pytest.mark.e2e
 def test_a_bad_token_flood_is_one_event_with_its_count_and_is_flagged(hub: RunningHub) -> None:
     before = len(_events(hub.server.store))
     request = exchange_pb2.MatchRequest(purpose="payment_screening").SerializeToString()
     with grpc.insecure_channel(f"127.0.0.1:{hub.port}") as channel:
-        match = channel.unary_unary("/fraudhub.v1.Exchange/Match")
+        match: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/fraudhub.v1.Exchange/Match"
+        )
         for n in range(FLOOD):
             with pytest.raises(grpc.RpcError) as info:
                 match(request, metadata=(("authorization", f"Bearer not-a-jwt-{n}"),), timeout=5)
-            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     # Nothing written per call; the window's count lands as one event.
     assert len(_events(hub.server.store)) == before
     assert hub.server.refusals.tally.flush() == 1
@@ -69,12 +73,15 @@ def test_a_bad_token_flood_is_one_event_with_its_count_and_is_flagged(hub: Runni
     assert "authentication_failure_flood" in out and f"{FLOOD} calls refused" in out
 
 
+@pytest.mark.e2e
 def test_a_registered_institution_s_role_refusal_is_still_audited_one_by_one(
     hub: RunningHub,
 ) -> None:
     before = len(_events(hub.server.store))
     with hub.channel("reg-1") as channel:
-        match = channel.unary_unary("/fraudhub.v1.Exchange/Match")
+        match: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/fraudhub.v1.Exchange/Match"
+        )
         for _ in range(3):
             with pytest.raises(grpc.RpcError):
                 match(exchange_pb2.MatchRequest().SerializeToString(), timeout=5)

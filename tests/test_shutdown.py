@@ -79,12 +79,14 @@ def test_serve_exits_within_grace_with_broken_streams(tmp_path: Path) -> None:
     try:
         add = ["institution", "add", "--data-dir", str(tmp_path / "hub"), "--id", "bank-a"]
         assert main([*add, "--role", "bank", "--public-key", public_key_b64(key)]) == 0
-        contribute = channel.stream_unary("/fraudhub.v1.Exchange/ContributeStream")
-        match = channel.stream_stream("/fraudhub.v1.Exchange/MatchStream")
-        broken = [
-            contribute.future(_held_open(GARBAGE, release), timeout=60),
-            match(_held_open(GARBAGE, release), timeout=60),
-        ]
+        contribute: grpc.StreamUnaryMultiCallable[bytes, bytes] = channel.stream_unary(
+            "/fraudhub.v1.Exchange/ContributeStream"
+        )
+        match: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(
+            "/fraudhub.v1.Exchange/MatchStream"
+        )
+        upload = contribute.future(_held_open(GARBAGE, release), timeout=60)
+        download = match(_held_open(GARBAGE, release), timeout=60)
         valid = exchange_pb2.MatchRequest(
             purpose="payment_screening",
             queries=[exchange_pb2.MatchQuery(token=os.urandom(32), kind="url", key_epoch=1)],
@@ -97,10 +99,10 @@ def test_serve_exits_within_grace_with_broken_streams(tmp_path: Path) -> None:
         assert process.wait(timeout=GRACE + MARGIN + 10) == 0
         took = time.monotonic() - started
         assert took <= GRACE + MARGIN, took
-        for call in broken:
+        for finish in (upload.result, lambda: list(download)):
             with pytest.raises(grpc.RpcError) as info:
-                call.result() if hasattr(call, "result") else list(call)  # type: ignore[arg-type]
-            assert info.value.code() in {  # type: ignore[attr-defined]
+                finish()
+            assert info.value.code() in {
                 grpc.StatusCode.INVALID_ARGUMENT,
                 grpc.StatusCode.UNAVAILABLE,
                 grpc.StatusCode.CANCELLED,
@@ -155,7 +157,7 @@ def test_serve_exits_within_grace_with_a_call_stuck_on_the_database(tmp_path: Pa
             purpose="payment_screening",
             queries=[exchange_pb2.MatchQuery(token=os.urandom(32), kind="url", key_epoch=1)],
         )
-        match = channel.unary_unary(
+        match: grpc.UnaryUnaryMultiCallable[exchange_pb2.MatchRequest, bytes] = channel.unary_unary(
             "/fraudhub.v1.Exchange/Match",
             request_serializer=exchange_pb2.MatchRequest.SerializeToString,
         )
@@ -210,7 +212,9 @@ def test_keyholder_exits_within_grace_with_a_call_stuck_on_its_state(tmp_path: P
             ChannelSecurity.from_ca_file(str(tmp_path / "tls" / "ca.pem")),
             BearerAuth(InstitutionKey("bank-a", key), keyholder_audience(1)),
         )
-        info = channel.unary_unary("/fraudhub.v1.KeyHolder/GetKeyInfo")
+        info: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/fraudhub.v1.KeyHolder/GetKeyInfo"
+        )
         info(b"", timeout=10)  # the state files exist
         lock = _locked(tmp_path / "state" / "seen-tokens.sqlite3")
         _stuck_call(lambda: info(b"", timeout=60))

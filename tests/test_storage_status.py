@@ -10,6 +10,7 @@ is DATA_LOSS; the message names the cause and nothing of the driver's text.
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 import grpc
 import pytest
@@ -36,7 +37,7 @@ class _Failed(grpc.RpcError):
     def details(self) -> str:
         return self._status.details
 
-    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+    def trailing_metadata(self) -> Any:
         return tuple(self._status.trailing_metadata)
 
 

@@ -32,6 +32,8 @@ from hypothesis import strategies as st
 from client_sdk.core import oprf
 from hub.wire.status import DOCUMENTED_CODES
 
+pytestmark = pytest.mark.e2e
+
 EXAMPLES = int(os.environ.get("FRAUDHUB_FUZZ_EXAMPLES", "250"))
 
 

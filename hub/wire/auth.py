@@ -446,6 +446,8 @@ def _caller() -> tuple[VerifiedToken, TokenVerifier]:
         return _CALLER.get()
     except LookupError:
         raise AuthenticationError("no authenticated caller") from None
+
+
 _READ_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "fraudhub_read_only_call", default=False
 )
