@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from _keyholders import make_world, start_holder
+from _keyholders import make_world
 from google.protobuf import descriptor_pool
 
 from client_sdk.wire.auth import (
@@ -27,12 +27,18 @@ from client_sdk.wire.auth import (
 )
 from client_sdk.wire.channels import ChannelSecurity, open_channel
 from hub.keyholder.ceremony import deal_to_directory
-from hub.keyholder.server import MESSAGE_LIMITS, METHOD_ROLES
+from hub.keyholder.server import METHOD_ROLES, KeyHolderServer, KeyHolderServicer, QuotaLedger
+from hub.keyholder.witness import METHOD_ROLES as WITNESS_ROLES
+from hub.keyholder.witness import WitnessServicer, open_witness
+from hub.services.audit import log_signer
 from hub.services.config import HubConfig
 from hub.services.server import HUB_MESSAGE_LIMITS, HubServer
 from hub.storage.models import Institution
 from hub.storage.store import add_institution
+from hub.wire.auth import Institution as RegistryEntry
+from hub.wire.auth import JsonFileRegistry, TokenVerifier, dump_registry, parse_registry
 from hub.wire.decode import DEFAULT_LIMIT
+from hub.wire.tls import keyholder_name, load_server_credentials, tls_files
 
 __all__ = ["Target", "Targets", "call_raw", "running_targets"]
 
@@ -92,7 +98,28 @@ def running_targets(root: Path) -> Iterator[Targets]:
     hub = HubServer(config)
     hub_port = hub.start()
     world = make_world(root / "holders", threshold=1, holders=1)
-    holder = start_holder(world, world.shares[0], root / "holders")
+    # The holder also serves the audit log's Witness service, for an operator.
+    operator = InstitutionKey("hub-operator", generate_key())
+    entries = parse_registry(world.registry_path.read_text())
+    entries.append(
+        RegistryEntry("hub-operator", "Hub", "operator", public_key_bytes(operator.private_key))
+    )
+    world.registry_path.write_text(dump_registry(entries))
+    state = root / "holder-state"
+    witness, witness_file = open_witness(
+        state, "w1.test/witness", [log_signer(config.data_dir).verifier_key()]
+    )
+    quota = QuotaLedger(state / "quota.sqlite3", 1_000_000)
+    holder = KeyHolderServer.create(
+        KeyHolderServicer(world.shares[0], world.public, quota),
+        TokenVerifier(JsonFileRegistry(world.registry_path), keyholder_audience(1)),
+        "127.0.0.1:0",
+        load_server_credentials(tls_files(world.data_dir, keyholder_name(1))),
+        max_workers=4,
+        witness=WitnessServicer(witness),
+    )
+    holder.start()
+    world.keys["hub-operator"] = operator
     channels: list[grpc.Channel] = []
     try:
         authorized: dict[tuple[str, str], grpc.Channel] = {}
@@ -109,7 +136,12 @@ def running_targets(root: Path) -> Iterator[Targets]:
                 )
                 authorized[("hub", role)] = channel
             session.commit()
-        for institution, role in (("bank-a", "bank"), ("regulator-c", "regulator")):
+        holder_callers = (
+            ("bank-a", "bank"),
+            ("regulator-c", "regulator"),
+            ("hub-operator", "operator"),
+        )
+        for institution, role in holder_callers:
             authorized[("holder", role)] = world.channel(
                 holder.port, institution, keyholder_audience(1)
             )
@@ -119,15 +151,18 @@ def running_targets(root: Path) -> Iterator[Targets]:
         }
         channels = [*authorized.values(), *anonymous.values()]
         hub_roles = {**HUB_METHOD_ROLES, **audit_service.METHOD_ROLES}
-        targets = _targets("hub", hub_roles) + _targets("holder", METHOD_ROLES)
-        # Every method the servers decode has a target, and nothing else.
-        assert {t.method for t in targets} == set(HUB_MESSAGE_LIMITS) | set(MESSAGE_LIMITS)
+        holder_roles = {**METHOD_ROLES, **WITNESS_ROLES}
+        targets = _targets("hub", hub_roles) + _targets("holder", holder_roles)
+        # Every method the hub decodes has a target, and nothing else.
+        assert {t.method for t in targets if t.server == "hub"} == set(HUB_MESSAGE_LIMITS)
         yield Targets(hub, holder.port, authorized, anonymous, targets)
     finally:
         for channel in channels:
             channel.close()
         holder.stop(0)
         hub.stop(0)
+        quota.close()
+        witness_file.close()
 
 
 def call_raw(
