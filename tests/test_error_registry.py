@@ -174,7 +174,7 @@ def _status(code: grpc.StatusCode, reason: str, domain: str = ERROR_DOMAIN) -> s
         (_status(grpc.StatusCode.PERMISSION_DENIED, "NO_SUCH_REASON"), PermissionDenied),
         (_status(grpc.StatusCode.INVALID_ARGUMENT, "STORAGE_ERROR"), InvalidRequest),
         (_status(grpc.StatusCode.INTERNAL, "STORAGE_ERROR", "elsewhere"), ServerError),
-        (_status(grpc.StatusCode.INTERNAL, "STORAGE_ERROR"), StorageError),
+        (_status(grpc.StatusCode.UNAVAILABLE, "STORAGE_ERROR"), StorageError),
         (_status(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_INDICATOR"), InvalidRequest),
         (_status(grpc.StatusCode.UNAVAILABLE, "HOLDER_ERROR"), HolderError),
         (status_pb2.Status(code=999, message="m"), ServerError),
