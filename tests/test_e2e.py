@@ -346,8 +346,14 @@ def test_bad_jwt_is_unauthenticated_and_audited(world: LocalDeployment, kind: st
     with pytest.raises(grpc.RpcError) as error:
         exchange.Match(request, metadata=(("authorization", f"Bearer {token}"),))
     assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # Refusals before authentication are counted per peer and window, one
+    # event each (hub.services.refusals); end the window now (one peer: one event).
+    assert world.hub.refusals.tally.flush() == 1
     event = last_event(world)
     assert (event["institution"], event["outcome"]) == ("unauthenticated", "UNAUTHENTICATED")
+    assert event["action"] == "Hub.AuthenticationFailures"
+    assert event["item_count"] >= 1  # earlier refusals from this peer share the window
+    assert "METHOD:Exchange.Match" in event["reasons"]
     channel.close()
 
 
