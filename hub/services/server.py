@@ -1,19 +1,22 @@
 """Wiring of the hub's gRPC server.
 
 :class:`HubServer` builds one ``grpc.server`` with, in this order, the
-interceptors ``hub.wire.status.ErrorInterceptor`` (fraudhub errors to statuses),
-:class:`RefusalAuditInterceptor` (audits calls the auth layer refuses) and
-``hub.wire.auth.AuthInterceptor`` (JWT and the role table :data:`HUB_METHOD_ROLES`),
-then the Exchange, Admin and Audit servicers, gRPC health checking and
-reflection.
+interceptors ``hub.wire.rpc.InFlight`` (counts running handlers, for a bounded
+stop), ``hub.wire.status.ErrorInterceptor`` (fraudhub errors to statuses),
+:class:`RefusalAuditInterceptor` (audits calls the auth layer refuses),
+``hub.wire.auth.AuthInterceptor`` (JWT and the role table :data:`HUB_METHOD_ROLES`)
+and ``hub.wire.decode.DecodeInterceptor`` (requests read and decoded only
+after authentication, within :data:`HUB_MESSAGE_LIMITS`), then the Exchange,
+Admin and Audit servicers, gRPC health checking and reflection.
 
 Guarantees:
 
 - TLS with the material of ``fraudhub init`` unless ``insecure`` is set
   (``hub.wire.tls.bind`` logs a warning then).
 - Every Exchange and Admin call is audited: the servicers audit what they
-  decide, :class:`RefusalAuditInterceptor` audits UNAUTHENTICATED and
-  role refusals before any servicer runs.
+  decide, :class:`RefusalAuditInterceptor` audits role refusals before any
+  servicer runs, and counts authentication failures per peer and window
+  (one event with the count, ``hub.services.refusals``).
 - Expired indicators are deleted at start and every
   ``HubConfig.expiry_sweep_interval`` seconds (audited as ``Hub.ExpirySweep``).
 - :meth:`HubServer.stop` lets in-flight calls finish for the grace period and
