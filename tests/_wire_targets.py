@@ -25,7 +25,8 @@ from client_sdk.wire.auth import (
     keyholder_audience,
     public_key_bytes,
 )
-from client_sdk.wire.channels import ChannelSecurity, open_channel
+from client_sdk.wire.channels import ChannelSecurity, holder_server_name, open_channel
+from hub.keyholder.admission import HolderRegistry, admit
 from hub.keyholder.ceremony import deal_to_directory
 from hub.keyholder.server import METHOD_ROLES, KeyHolderServer, KeyHolderServicer, QuotaLedger
 from hub.keyholder.witness import METHOD_ROLES as WITNESS_ROLES
@@ -36,9 +37,9 @@ from hub.services.server import HUB_MESSAGE_LIMITS, HubServer
 from hub.storage.models import Institution
 from hub.storage.store import add_institution
 from hub.wire.auth import Institution as RegistryEntry
-from hub.wire.auth import JsonFileRegistry, TokenVerifier, dump_registry, parse_registry
+from hub.wire.auth import TokenVerifier
 from hub.wire.decode import DEFAULT_LIMIT
-from hub.wire.tls import keyholder_name, load_server_credentials, tls_files
+from hub.wire.tls import HOLDER_STEM, load_server_credentials, tls_files
 
 __all__ = ["Target", "Targets", "call_raw", "running_targets"]
 
@@ -100,11 +101,12 @@ def running_targets(root: Path) -> Iterator[Targets]:
     world = make_world(root / "holders", threshold=1, holders=1)
     # The holder also serves the audit log's Witness service, for an operator.
     operator = InstitutionKey("hub-operator", generate_key())
-    entries = parse_registry(world.registry_path.read_text())
-    entries.append(
-        RegistryEntry("hub-operator", "Hub", "operator", public_key_bytes(operator.private_key))
+    directory = world.holder_dirs[1]
+    admit(
+        directory,
+        RegistryEntry("hub-operator", "Hub", "operator", public_key_bytes(operator.private_key)),
+        daily_quota=10**9,
     )
-    world.registry_path.write_text(dump_registry(entries))
     state = root / "holder-state"
     witness, witness_file = open_witness(
         state, "w1.test/witness", [log_signer(config.data_dir).verifier_key()]
@@ -112,9 +114,9 @@ def running_targets(root: Path) -> Iterator[Targets]:
     quota = QuotaLedger(state / "quota.sqlite3", 1_000_000)
     holder = KeyHolderServer.create(
         KeyHolderServicer(world.shares[0], world.public, quota),
-        TokenVerifier(JsonFileRegistry(world.registry_path), keyholder_audience(1)),
+        TokenVerifier(HolderRegistry(directory, holder_server_name(1)), keyholder_audience(1)),
         "127.0.0.1:0",
-        load_server_credentials(tls_files(world.data_dir, keyholder_name(1))),
+        load_server_credentials(tls_files(directory, HOLDER_STEM)),
         max_workers=4,
         witness=WitnessServicer(witness),
     )
@@ -143,11 +145,11 @@ def running_targets(root: Path) -> Iterator[Targets]:
         )
         for institution, role in holder_callers:
             authorized[("holder", role)] = world.channel(
-                holder.port, institution, keyholder_audience(1)
+                1, holder.port, institution, keyholder_audience(1)
             )
         anonymous = {
             "hub": open_channel(f"127.0.0.1:{hub_port}", ChannelSecurity(insecure=True), None),
-            "holder": world.channel(holder.port, None, keyholder_audience(1)),
+            "holder": world.channel(1, holder.port, None, keyholder_audience(1)),
         }
         channels = [*authorized.values(), *anonymous.values()]
         hub_roles = {**HUB_METHOD_ROLES, **audit_service.METHOD_ROLES}
