@@ -12,8 +12,10 @@ from hub import cli
 # module -> {command: its actions (empty for a command without actions)}
 GROUPS: dict[str, dict[str, set[str]]] = {
     "hub.cli.serve": {"serve": set()},
-    "hub.cli.exchange": {"contribute": set(), "match": set()},
-    "hub.cli.institution": {"institution": {"keygen", "add", "list", "disable", "export"}},
+    "hub.cli.exchange": {"contribute": set(), "match": set(), "revoke": set()},
+    "hub.cli.institution": {
+        "institution": {"keygen", "add", "list", "disable", "enable", "export"}
+    },
     "hub.cli.policy": {"policy": {"check", "test", "explain", "reload"}},
     "hub.cli.audit": {"audit": {"verify", "log-key", "policy", "report", "anomalies"}},
 }

@@ -196,3 +196,32 @@ def test_cli_numbers_are_validated(
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_institution_enable_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    key = public_key_b64(generate_key())
+    assert main(["institution", "add", *data, "--id", "bank-a", "--role", "bank",
+                 "--public-key", key]) == 0  # fmt: skip
+    assert main(["institution", "disable", *data, "--id", "bank-a"]) == 0
+    assert main(["institution", "enable", *data, "--id", "bank-a"]) == 0
+    assert main(["institution", "enable", *data, "--id", "bank-zz"]) == 2
+    assert "not registered" in capsys.readouterr().err
+    out = tmp_path / "registry.json"
+    assert main(["institution", "export", *data, "--out", str(out)]) == 0
+    [bank] = parse_registry(out.read_text())
+    assert not bank.disabled and public_key_b64_of(bank.public_key) == key
+    store = Store(sqlite_url(tmp_path))
+    with store.session() as session:
+        events = [json.loads(e.body) for e in auditlog.list_events(session, 0, None)]
+    store.dispose()
+    assert [(e["action"], e["outcome"]) for e in events][-2:] == [
+        ("Admin.EnableInstitution", "ok"),
+        ("Admin.EnableInstitution", "NOT_FOUND"),
+    ]
+
+
+def public_key_b64_of(raw: bytes) -> str:
+    import base64
+
+    return base64.b64encode(raw).decode()

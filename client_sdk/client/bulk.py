@@ -32,6 +32,7 @@ from client_sdk.client.results import (
     Indicator,
     ItemFailure,
     MatchResult,
+    RevokeResult,
 )
 from client_sdk.core.errors import ConfigurationError, InvalidRequest
 from client_sdk.core.vocabulary import DISCLOSURE_LEVELS
@@ -43,6 +44,7 @@ __all__ = [
     "Screening",
     "contribute_csv",
     "match_csv",
+    "revoke_csv",
 ]
 
 #: CSV rows tokenized and sent together.
@@ -54,6 +56,8 @@ _T = TypeVar("_T")
 
 #: Tokenizes and seals one window now; returns the call that sends it to the hub.
 Contribution = Callable[[Sequence[Indicator]], Callable[[], list[Contributed | ItemFailure]]]
+#: Withdraws one window of ``(kind, value)`` (this institution's own contributions).
+Revocation = Callable[[Sequence[tuple[str, str]]], RevokeResult]
 #: Tokenizes one window of ``(kind, value)`` now; returns the call that asks the hub.
 Screening = Callable[[Sequence[tuple[str, str]]], Callable[[], list[MatchResult | ItemFailure]]]
 
@@ -144,6 +148,30 @@ def match_csv(
             pipeline.check()
             send = screening(pairs)
             pipeline.push(send, partial(write, rows, offset))
+    return summary
+
+
+def revoke_csv(
+    path: Path, revocation: Revocation, *, window: int = DEFAULT_WINDOW, progress: bool = True
+) -> BulkSummary:
+    """Withdraw the contributions named by the rows (``kind``, ``value``) of a CSV.
+
+    Each window goes through ``revocation``; a row whose value is invalid is a
+    failure of that row (numbered from 1, header excluded, never quoted); the
+    others are counted as revoked or not found (never contributed by this
+    institution, or already withdrawn).  Raises as :func:`contribute_csv`.
+    """
+    summary = BulkSummary()
+    for rows, offset in _windows(path, window, progress, "revoke"):
+        pairs = [((row.get("kind") or "").strip(), row.get("value") or "") for row in rows]
+        result = revocation(pairs)
+        summary.rows += len(rows)
+        summary.revoked += result.revoked
+        summary.not_found += result.not_found
+        summary.failures.extend(
+            ItemFailure(offset + failure.index + 1, failure.kind, failure.error)
+            for failure in result.failures
+        )
     return summary
 
 

@@ -357,6 +357,17 @@ class HubClient:
             not_found += response.not_found
         return RevokeResult(revoked, not_found, tuple(failures))
 
+    def revoke_csv(
+        self, path: Path, *, reason: str, window: int = DEFAULT_WINDOW, progress: bool = True
+    ) -> BulkSummary:
+        """Withdraw the contributions named by a CSV's ``kind``, ``value`` rows
+        (:func:`client_sdk.client.bulk.revoke_csv`); ``reason`` as :meth:`revoke`."""
+        if reason not in REVOKE_REASONS:  # before the file is read or a holder asked
+            raise InvalidRequest("reason must be one of " + ", ".join(REVOKE_REASONS))
+        return bulk.revoke_csv(
+            path, lambda pairs: self.revoke(pairs, reason=reason), window=window, progress=progress
+        )
+
     # --- match --------------------------------------------------------------------------------
 
     def match(

@@ -122,4 +122,7 @@ class BulkSummary:
     rows: int = 0
     stored: int = 0
     matched: int = 0
+    # Revocation runs only: rows whose indicator was withdrawn / was not (or no longer) there.
+    revoked: int = 0
+    not_found: int = 0
     failures: list[ItemFailure] = field(default_factory=list)

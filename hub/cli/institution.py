@@ -2,13 +2,13 @@
 
 There is exactly one ``institution`` parser: :func:`register` creates it
 with ``keygen`` and the hub's registry actions ``add``, ``list``,
-``disable`` and ``export``.
+``disable``, ``enable`` and ``export``.
 
 ``keygen`` makes an institution's Ed25519 key pair: the private key as PEM
 (mode 0600, never overwritten) and the public key, raw 32 bytes in base64,
 in ``<out>.pub`` and on stdout: that is what the hub operator registers.
 
-``add|list|disable|export`` work on the hub's database directly (the
+``add|list|disable|enable|export`` work on the hub's database directly (the
 operator's bootstrap path: the first operator institution cannot be
 registered over an authenticated RPC).  Each change is appended to the audit
 log as done by the local operator (``local-operator``), in the same
@@ -27,7 +27,12 @@ from client_sdk.wire.auth import generate_key, public_key_b64, public_key_bytes,
 from hub.cli.database import add_database_arguments, open_store
 from hub.infra.argtypes import public_key_option
 from hub.keyholder.admission import fingerprint
-from hub.services.admin import add_institution_locally, disable_institution_locally, to_registered
+from hub.services.admin import (
+    add_institution_locally,
+    disable_institution_locally,
+    enable_institution_locally,
+    to_registered,
+)
 from hub.storage.models import Institution, utcnow
 from hub.storage.store import list_institutions
 from hub.wire.auth import ROLES, dump_registry
@@ -65,7 +70,7 @@ def register(sub: Any) -> argparse._SubParsersAction[argparse.ArgumentParser]:
     return actions
 
 
-# --- institution add | list | disable | export ----------------------------------------
+# --- institution add | list | disable | enable | export ----------------------------------------
 
 
 def _public_key(args: argparse.Namespace) -> bytes:
@@ -112,6 +117,16 @@ def _cmd_disable(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_enable(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    try:
+        enable_institution_locally(store, args.id, "cli")
+    finally:
+        store.dispose()
+    print(f"enabled {args.id}")
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     store = open_store(args)
     with store.session() as session:
@@ -127,7 +142,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _register_registry_actions(actions: Any) -> None:
-    """Add ``add``, ``list``, ``disable`` and ``export`` to the ``institution`` group."""
+    """Add the registry actions (add, list, disable, enable, export) to ``institution``."""
     add = actions.add_parser("add", help="register an institution at the hub")
     add_database_arguments(add)
     add.add_argument("--id", required=True, help="1..64 characters of [a-z0-9._-]")
@@ -146,6 +161,13 @@ def _register_registry_actions(actions: Any) -> None:
     add_database_arguments(disable)
     disable.add_argument("--id", required=True)
     disable.set_defaults(func=_cmd_disable)
+
+    enable = actions.add_parser(
+        "enable", help="accept a disabled institution's calls again (same id, key and history)"
+    )
+    add_database_arguments(enable)
+    enable.add_argument("--id", required=True)
+    enable.set_defaults(func=_cmd_enable)
 
     export = actions.add_parser("export", help="write the registry JSON for key holders")
     add_database_arguments(export)

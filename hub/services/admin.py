@@ -6,7 +6,7 @@ Guarantees:
   ``hub.services.server``); every call, allowed or refused, is audited with the target
   institution id as a reason code, never a key, through the one audited
   transaction (:mod:`hub.services.audited`, ADR 0007).
-- A registry change made locally (``fraudhub institution add|disable``, the
+- A registry change made locally (``fraudhub institution add|disable|enable``, the
   local deployment) is audited as done by :data:`LOCAL_OPERATOR` in the same
   transaction as the change (:func:`add_institution_locally`,
   :func:`disable_institution_locally`).
@@ -50,6 +50,7 @@ __all__ = [
     "DatabaseReplayGuard",
     "add_institution_locally",
     "disable_institution_locally",
+    "enable_institution_locally",
     "local_operator_event",
     "to_registered",
 ]
@@ -119,6 +120,24 @@ def disable_institution_locally(
         target,
         via,
         lambda session: store.disable_institution(session, institution_id, utcnow()),
+    )
+
+
+def enable_institution_locally(
+    hub_store: store.Store, institution_id: str, via: str
+) -> Institution:
+    """Enable ``institution_id`` again and audit it as :data:`LOCAL_OPERATOR`, one transaction.
+
+    Raises NotFound if it is not registered, StorageError if the database
+    fails; a failure is audited on its own (ADR 0007).
+    """
+    target = institution_id if _is_identifier(institution_id) else ""
+    return _locally(
+        hub_store,
+        "Admin.EnableInstitution",
+        target,
+        via,
+        lambda session: store.enable_institution(session, institution_id),
     )
 
 
@@ -240,6 +259,20 @@ class AdminService(admin_pb2_grpc.AdminServicer):
 
         target = request.id if _is_identifier(request.id) else ""
         result = self._audited("Admin.DisableInstitution", request, target, work)
+        self._registry.invalidate()
+        assert isinstance(result, admin_pb2.Institution)
+        return result
+
+    def EnableInstitution(  # noqa: N802 - the name is the RPC's
+        self, request: admin_pb2.EnableInstitutionRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.Institution:
+        def work(session: Session, now: datetime) -> Message:
+            if len(request.reason) > MAX_REASON:
+                raise InvalidRequest(f"reason is longer than {MAX_REASON} characters")
+            return _institution_message(store.enable_institution(session, request.id))
+
+        target = request.id if _is_identifier(request.id) else ""
+        result = self._audited("Admin.EnableInstitution", request, target, work)
         self._registry.invalidate()
         assert isinstance(result, admin_pb2.Institution)
         return result

@@ -126,6 +126,7 @@ HUB_METHOD_ROLES: dict[str, frozenset[str]] = {
             "AddInstitution": ("operator",),
             "ListInstitutions": ("operator",),
             "DisableInstitution": ("operator",),
+            "EnableInstitution": ("operator",),
             "ReloadPolicy": ("operator",),
         },
     ),

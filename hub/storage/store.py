@@ -63,6 +63,7 @@ __all__ = [
     "consume_quota",
     "delete_expired",
     "disable_institution",
+    "enable_institution",
     "find_active",
     "forget_expired_tokens",
     "get_institution",
@@ -516,6 +517,20 @@ def disable_institution(session: Session, institution_id: str, now: datetime) ->
     if found.enabled:
         found.enabled = False
         found.disabled_at = now
+        session.add(found)
+        session.flush()
+    return found
+
+
+def enable_institution(session: Session, institution_id: str) -> Institution:
+    """Enable ``institution_id`` again (idempotent); raises NotFound.
+
+    Its id, key, history and contributions are those it had when disabled.
+    """
+    found = get_institution(session, institution_id)
+    if not found.enabled:
+        found.enabled = True
+        found.disabled_at = None
         session.add(found)
         session.flush()
     return found

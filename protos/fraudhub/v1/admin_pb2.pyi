@@ -148,6 +148,29 @@ class DisableInstitutionRequest(_message.Message):
 Global___DisableInstitutionRequest: _TypeAlias = DisableInstitutionRequest  # noqa: Y015
 
 @_typing.final
+class EnableInstitutionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    reason: _builtins.str
+    """Why; at most 256 characters, audited as a digest of the request."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnableInstitutionRequest: _TypeAlias = EnableInstitutionRequest  # noqa: Y015
+
+@_typing.final
 class ReloadPolicyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

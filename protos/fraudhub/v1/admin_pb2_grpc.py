@@ -50,6 +50,11 @@ class AdminStub:
                 request_serializer=fraudhub_dot_v1_dot_admin__pb2.DisableInstitutionRequest.SerializeToString,
                 response_deserializer=fraudhub_dot_v1_dot_admin__pb2.Institution.FromString,
                 _registered_method=True)
+        self.EnableInstitution = channel.unary_unary(
+                '/fraudhub.v1.Admin/EnableInstitution',
+                request_serializer=fraudhub_dot_v1_dot_admin__pb2.EnableInstitutionRequest.SerializeToString,
+                response_deserializer=fraudhub_dot_v1_dot_admin__pb2.Institution.FromString,
+                _registered_method=True)
         self.ReloadPolicy = channel.unary_unary(
                 '/fraudhub.v1.Admin/ReloadPolicy',
                 request_serializer=fraudhub_dot_v1_dot_admin__pb2.ReloadPolicyRequest.SerializeToString,
@@ -82,6 +87,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EnableInstitution(self, request, context):
+        """Accepts the institution's calls again, with the id, key, history and
+        contributions it had.  NOT_FOUND if the id is unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReloadPolicy(self, request, context):
         """Re-reads the policy files; FAILED_PRECONDITION (with the file, line and
         field) if they do not validate, in which case the old policy stays.
@@ -106,6 +119,11 @@ def add_AdminServicer_to_server(servicer, server):
             'DisableInstitution': grpc.unary_unary_rpc_method_handler(
                     servicer.DisableInstitution,
                     request_deserializer=fraudhub_dot_v1_dot_admin__pb2.DisableInstitutionRequest.FromString,
+                    response_serializer=fraudhub_dot_v1_dot_admin__pb2.Institution.SerializeToString,
+            ),
+            'EnableInstitution': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnableInstitution,
+                    request_deserializer=fraudhub_dot_v1_dot_admin__pb2.EnableInstitutionRequest.FromString,
                     response_serializer=fraudhub_dot_v1_dot_admin__pb2.Institution.SerializeToString,
             ),
             'ReloadPolicy': grpc.unary_unary_rpc_method_handler(
@@ -195,6 +213,33 @@ class Admin:
             target,
             '/fraudhub.v1.Admin/DisableInstitution',
             fraudhub_dot_v1_dot_admin__pb2.DisableInstitutionRequest.SerializeToString,
+            fraudhub_dot_v1_dot_admin__pb2.Institution.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnableInstitution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fraudhub.v1.Admin/EnableInstitution',
+            fraudhub_dot_v1_dot_admin__pb2.EnableInstitutionRequest.SerializeToString,
             fraudhub_dot_v1_dot_admin__pb2.Institution.FromString,
             options,
             channel_credentials,

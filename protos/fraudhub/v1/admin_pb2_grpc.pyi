@@ -43,6 +43,10 @@ class AdminStub:
     """Refuses every later call of the institution (its tokens stay unless revoked).
     NOT_FOUND if the id is unknown.
     """
+    EnableInstitution: _grpc.UnaryUnaryMultiCallable[_admin_pb2.EnableInstitutionRequest, _admin_pb2.Institution]
+    """Accepts the institution's calls again, with the id, key, history and
+    contributions it had.  NOT_FOUND if the id is unknown.
+    """
     ReloadPolicy: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ReloadPolicyRequest, _admin_pb2.ReloadPolicyResponse]
     """Re-reads the policy files; FAILED_PRECONDITION (with the file, line and
     field) if they do not validate, in which case the old policy stays.
@@ -59,6 +63,10 @@ class AdminAsyncStub(AdminStub):
     DisableInstitution: _aio.UnaryUnaryMultiCallable[_admin_pb2.DisableInstitutionRequest, _admin_pb2.Institution]  # type: ignore[assignment]
     """Refuses every later call of the institution (its tokens stay unless revoked).
     NOT_FOUND if the id is unknown.
+    """
+    EnableInstitution: _aio.UnaryUnaryMultiCallable[_admin_pb2.EnableInstitutionRequest, _admin_pb2.Institution]  # type: ignore[assignment]
+    """Accepts the institution's calls again, with the id, key, history and
+    contributions it had.  NOT_FOUND if the id is unknown.
     """
     ReloadPolicy: _aio.UnaryUnaryMultiCallable[_admin_pb2.ReloadPolicyRequest, _admin_pb2.ReloadPolicyResponse]  # type: ignore[assignment]
     """Re-reads the policy files; FAILED_PRECONDITION (with the file, line and
@@ -91,6 +99,16 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.Institution, _abc.Awaitable[_admin_pb2.Institution]]:
         """Refuses every later call of the institution (its tokens stay unless revoked).
         NOT_FOUND if the id is unknown.
+        """
+
+    @_abc_1.abstractmethod
+    def EnableInstitution(
+        self,
+        request: _admin_pb2.EnableInstitutionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.Institution, _abc.Awaitable[_admin_pb2.Institution]]:
+        """Accepts the institution's calls again, with the id, key, history and
+        contributions it had.  NOT_FOUND if the id is unknown.
         """
 
     @_abc_1.abstractmethod
