@@ -189,6 +189,7 @@ def test_module_level_decide_and_version(default_policy: Policy) -> None:
         "payment_screening",
         "account_opening_screening",
         "audit",
+        "redress",
     }
 
 

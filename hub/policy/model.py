@@ -47,9 +47,10 @@ __all__ = [
 ]
 
 #: Every action a caller may ask about.
-ACTIONS: Final[tuple[str, ...]] = ("contribute", "match", "revoke", "audit")
-#: Actions a rule may name (``revoke`` is derived from ``contribute``).
-RULE_ACTIONS: Final[tuple[str, ...]] = ("contribute", "match", "audit")
+ACTIONS: Final[tuple[str, ...]] = ("contribute", "match", "revoke", "audit", "dispute")
+#: Actions a rule may name (``revoke`` is derived from ``contribute``).  ``dispute``:
+#: opening a data subject's dispute of a listed value (under a redress purpose).
+RULE_ACTIONS: Final[tuple[str, ...]] = ("contribute", "match", "audit", "dispute")
 #: The ``kind`` argument for the ``audit`` action: the audit log is not about a kind.
 AUDIT_KIND: Final[str] = ""
 #: The ``format`` of a policy file, also hashed into the policy version.
@@ -80,6 +81,8 @@ class Obligations:
     UTC day in ``quota_bucket`` (``None``: no quota).  ``retention_days``: cap on
     how long a contribution is kept (``None``: no cap from the policy).
     ``attribution_allowed``: whether contributor identities may be disclosed.
+    ``dispute_response_days``: days a contributor has to uphold or withdraw a
+    disputed indicator before the hub removes it (``None``: not a dispute).
     """
 
     min_contributors: int
@@ -89,6 +92,7 @@ class Obligations:
     case_reference_required: bool
     attribution_allowed: bool
     legal_basis: str
+    dispute_response_days: int | None = None
 
     def meet(self, other: Obligations) -> Obligations:
         """The stricter of ``self`` and ``other``, field by field."""
@@ -101,6 +105,10 @@ class Obligations:
             case_reference_required=self.case_reference_required or other.case_reference_required,
             attribution_allowed=self.attribution_allowed and other.attribution_allowed,
             legal_basis="; ".join(dict.fromkeys(bases)),
+            # Stricter for the data subject: the shorter time to answer.
+            dispute_response_days=_min_optional(
+                self.dispute_response_days, other.dispute_response_days
+            ),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +120,7 @@ class Obligations:
             "case_reference_required": self.case_reference_required,
             "attribution_allowed": self.attribution_allowed,
             "legal_basis": self.legal_basis,
+            "dispute_response_days": self.dispute_response_days,
         }
 
 
@@ -145,7 +154,8 @@ REASON_TEXT: Final[Mapping[str, str]] = {
     "DENY_NO_RULE": "refused: no rule allows this role, purpose, action and kind (default deny)",
     "DENY_PROHIBITED_KIND": "refused: the kind is in the prohibited tier and is never stored "
     "or matched",
-    "DENY_UNKNOWN_ACTION": "refused: the action is not one of contribute, match, revoke, audit",
+    "DENY_UNKNOWN_ACTION": "refused: the action is not one of contribute, match, revoke, "
+    "audit, dispute",
     "DENY_UNKNOWN_ROLE": "refused: the role is not declared by the policy",
     "DENY_UNKNOWN_PURPOSE": "refused: the purpose is not declared by the policy",
     "DENY_UNKNOWN_KIND": "refused: the kind is not in the policy's tier table",
@@ -171,7 +181,7 @@ class Decision:
     """The answer to one ``decide`` call.
 
     ``disclosure`` is ``NONE`` whenever ``allow`` is false, and for the
-    ``contribute``, ``revoke`` and ``audit`` actions (which disclose no
+    ``contribute``, ``revoke``, ``audit`` and ``dispute`` actions (which disclose no
     indicator data).  ``tier`` is the kind's tier (``""`` for an unknown kind
     and for ``audit``).  ``rules`` are the ids of the rules that decided.
     """
@@ -232,6 +242,7 @@ class Rule:
     daily_quota: int | None = None
     retention_days: int | None = None
     attribution: bool = False
+    dispute_response_days: int | None = None
     legal_basis: str = ""
     description: str = ""
     source: str = "<memory>"
@@ -265,10 +276,18 @@ class Rule:
             case_reference_required=self.case_reference_required,
             attribution_allowed=self.attribution,
             legal_basis=self.legal_basis,
+            dispute_response_days=self.dispute_response_days,
         )
 
     def canonical(self) -> dict[str, Any]:
-        return {
+        # dispute_response_days only where set: the versions of policies without
+        # dispute rules stay what they were.
+        extra = (
+            {}
+            if self.dispute_response_days is None
+            else {"dispute_response_days": self.dispute_response_days}
+        )
+        return extra | {
             "id": self.id,
             "effect": self.effect,
             "action": self.action,

@@ -68,6 +68,7 @@ _ALLOW_KEYS: Final[dict[str, frozenset[str]]] = {
     ),
     "contribute": frozenset({"retention_days", "case_reference_required", "daily_quota"}),
     "audit": frozenset({"case_reference_required", "daily_quota", "attribution"}),
+    "dispute": frozenset({"dispute_response_days", "case_reference_required", "daily_quota"}),
 }
 _ALL_RULE_KEYS: Final[frozenset[str]] = _COMMON_RULE_KEYS.union(*_ALLOW_KEYS.values())
 #: Fields an allow rule of an action must set, with the message when it does not
@@ -76,6 +77,9 @@ _ALLOW_REQUIRES: Final[Mapping[str, Mapping[str, str]]] = {
     "match": {"disclosure": "a match rule must set its disclosure level"},
     "contribute": {"retention_days": "a contribute rule must cap retention"},
     "audit": {},
+    "dispute": {
+        "dispute_response_days": "a dispute rule must give contributors a time to answer"
+    },
 }
 #: Reads one field's value node; raises PolicyError (file:line: field: message).
 _FieldReader = Callable[["NodeReader", Node, str], Any]
@@ -515,6 +519,7 @@ _RULE_FIELDS: Final[Mapping[str, _FieldReader]] = {
     "min_contributors": _read_count(1, nullable=False),
     "daily_quota": _read_count(1, nullable=True),
     "retention_days": _read_count(1, nullable=True),
+    "dispute_response_days": _read_count(1, nullable=False),
     "case_reference_required": NodeReader.boolean,
     "attribution": NodeReader.boolean,
     "legal_basis": _read_text_field,

@@ -84,6 +84,7 @@ _OBLIGATION_KEYS: Final[Mapping[str, _ValueReader]] = {
     "min_contributors": _read_count(1),
     "daily_quota": _read_count(0),
     "retention_days": _read_count(0),
+    "dispute_response_days": _read_count(1),
     "case_reference_required": NodeReader.boolean,
     "attribution_allowed": NodeReader.boolean,
     "legal_basis": _read_optional_text,
