@@ -16,6 +16,7 @@ GROUPS: dict[str, dict[str, set[str]]] = {
     "hub.cli.institution": {
         "institution": {"keygen", "add", "list", "disable", "enable", "export"}
     },
+    "hub.cli.dispute": {"dispute": {"open", "list", "resolve"}},
     "hub.cli.policy": {"policy": {"check", "test", "explain", "reload"}},
     "hub.cli.audit": {"audit": {"verify", "log-key", "policy", "report", "anomalies"}},
 }

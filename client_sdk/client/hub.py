@@ -46,6 +46,7 @@ from google.protobuf.message import Message
 from client_sdk.client import bulk
 from client_sdk.client.bulk import DEFAULT_WINDOW
 from client_sdk.client.config import ClientConfig
+from client_sdk.client.disputes import DisputeClient
 from client_sdk.client.messages import (
     contribute_outcomes,
     indicator_message,
@@ -153,6 +154,17 @@ class HubClient:
         key = InstitutionKey.load(config.institution, config.key)
         holders = [h.endpoint() for h in config.holders]
         return cls.connect(config.hub, holders, public, key, config.hub_security(), **options)
+
+    @property
+    def disputes(self) -> DisputeClient:
+        """Open, list and answer data subjects' disputes (:mod:`client_sdk.client.disputes`)."""
+        return DisputeClient(self._channel, self._tokenize_one, self._retry)
+
+    def _tokenize_one(self, kind: str, value: str) -> list[tuple[int, TokenKeys]]:
+        """One value's token keys under this client's key epoch; raises InvalidIndicator."""
+        canonical = indicators.canonicalize(kind, value, default_region=self._region)
+        [keys] = self._tokenize_retrying([(kind, canonical)])
+        return [(self._epoch, keys)]
 
     def close(self) -> None:
         self._tokenizer.close()

@@ -43,6 +43,7 @@ __all__ = [
     "ConfigurationError",
     "ConsistencyProofError",
     "CryptoError",
+    "DisputeStateError",
     "DkgError",
     "EnvelopeError",
     "FraudhubError",
@@ -336,6 +337,12 @@ class WitnessConflict(CallerError):
         )
 
 
+class DisputeStateError(CallerError):
+    """A dispute step that its state does not allow (e.g. resolving an item twice)."""
+
+    grpc_status: ClassVar[str] = "FAILED_PRECONDITION"
+
+
 #: Wire reason code -> class, for every class a status can carry.  The codes
 #: are a wire format: never change or reuse one (a class may be renamed, its
 #: code stays).  A new FraudhubError subclass gets its line here; a class
@@ -377,6 +384,7 @@ WIRE_REASONS: Final[Mapping[str, type[FraudhubError]]] = MappingProxyType(
         "CHECKPOINT_REFUSED": CheckpointRefused,
         "INCONSISTENT_CHECKPOINT": InconsistentCheckpoint,
         "WITNESS_CONFLICT": WitnessConflict,
+        "DISPUTE_STATE_ERROR": DisputeStateError,
     }
 )
 _REASON_OF: Final[Mapping[type[FraudhubError], str]] = MappingProxyType(

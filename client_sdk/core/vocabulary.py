@@ -24,6 +24,7 @@ __all__ = [
     "REVOKE_REASONS",
     "ROLES",
     "TIERS",
+    "UPHOLD_EVIDENCE",
     "Disclosure",
     "Principal",
 ]
@@ -81,6 +82,16 @@ REVOKE_REASONS: Final[tuple[str, ...]] = (
     "duplicate",
     "case_closed",
     "other",
+)
+
+
+#: The evidence a contributor may name to uphold a disputed indicator (issue 12: a
+#: listing stands only on proof).  ``suspected`` is no proof, and an impersonation
+#: victim's record must never count against them, so neither can uphold a dispute.
+UPHOLD_EVIDENCE: Final[tuple[str, ...]] = (
+    "police_case",
+    "victim_report",
+    "internal_investigation",
 )
 
 

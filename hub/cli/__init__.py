@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hub.cli.institution",
     "hub.cli.audit",
     "hub.cli.exchange",
+    "hub.cli.dispute",
     "hub.cli.serve",
     "hub.devtools.demo",
     "hub.devtools.sandbox",

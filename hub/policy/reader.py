@@ -77,9 +77,7 @@ _ALLOW_REQUIRES: Final[Mapping[str, Mapping[str, str]]] = {
     "match": {"disclosure": "a match rule must set its disclosure level"},
     "contribute": {"retention_days": "a contribute rule must cap retention"},
     "audit": {},
-    "dispute": {
-        "dispute_response_days": "a dispute rule must give contributors a time to answer"
-    },
+    "dispute": {"dispute_response_days": "a dispute rule must give contributors a time to answer"},
 }
 #: Reads one field's value node; raises PolicyError (file:line: field: message).
 _FieldReader = Callable[["NodeReader", Node, str], Any]

@@ -18,7 +18,9 @@ Guarantees:
   servicer runs, and counts authentication failures per peer and window
   (one event with the count, ``hub.services.refusals``).
 - Expired indicators are deleted at start and every
-  ``HubConfig.expiry_sweep_interval`` seconds (audited as ``Hub.ExpirySweep``).
+  ``HubConfig.expiry_sweep_interval`` seconds (audited as ``Hub.ExpirySweep``);
+  the same sweep lapses dispute items past their deadline and deletes their
+  indicators (``Hub.DisputeLapse``, :func:`hub.services.disputes.sweep_lapsed`).
 - :meth:`HubServer.stop` lets in-flight calls finish for the grace period and
   marks the server NOT_SERVING first; SIGTERM and SIGINT do that, SIGHUP
   reloads the policy (a broken file is logged and the running policy stays).
@@ -40,7 +42,14 @@ from typing import Any
 
 import grpc
 import jwt
-from fraudhub.v1 import admin_pb2, admin_pb2_grpc, exchange_pb2, exchange_pb2_grpc
+from fraudhub.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    disputes_pb2,
+    disputes_pb2_grpc,
+    exchange_pb2,
+    exchange_pb2_grpc,
+)
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -56,6 +65,7 @@ from hub.audit.events import AuditEvent
 from hub.keyholder.keyfiles import load_public
 from hub.policy.engine import Policy
 from hub.services import audit as audit_service
+from hub.services import disputes as disputes_service
 from hub.services.admin import AdminService
 from hub.services.audited import audit_alone, audit_outcome
 from hub.services.config import HubConfig, LivePolicy
@@ -106,6 +116,7 @@ def _table(service: Any, roles: Mapping[str, Collection[str]]) -> dict[str, froz
 
 _EXCHANGE = exchange_pb2.DESCRIPTOR.services_by_name["Exchange"]
 _ADMIN = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
+_DISPUTES = disputes_pb2.DESCRIPTOR.services_by_name["Disputes"]
 _SCREENERS = ("bank", "carrier")
 
 #: Which roles may call which hub method (regulators audit, they do not screen).
@@ -130,6 +141,7 @@ HUB_METHOD_ROLES: dict[str, frozenset[str]] = {
             "ReloadPolicy": ("operator",),
         },
     ),
+    **_table(_DISPUTES, disputes_service.METHOD_ROLES),
 }
 
 
@@ -280,9 +292,16 @@ class HubServer:
         admin_pb2_grpc.add_AdminServicer_to_server(
             AdminService(self.store, self.policy, self.registry), self.server
         )
+        disputes_pb2_grpc.add_DisputesServicer_to_server(
+            disputes_service.DisputesService(
+                self.store, self.policy, lambda: (self.key_info.epoch,)
+            ),
+            self.server,
+        )
         names = [
             _EXCHANGE.full_name,
             _ADMIN.full_name,
+            _DISPUTES.full_name,
             audit_service.register(self.server, self.store, self.policy, config),
             health.SERVICE_NAME,
             reflection.SERVICE_NAME,
@@ -295,7 +314,8 @@ class HubServer:
         """Delete expired indicators and audit how many; return the count.
 
         The retention cap takes effect here: an expired indicator already never
-        matches, the sweep removes its token from the database.
+        matches, the sweep removes its token from the database.  Then dispute
+        items past their deadline lapse (their own transaction and events).
         """
         now = utcnow()
         with self.store.session() as session:
@@ -316,6 +336,9 @@ class HubServer:
             session.commit()
         if deleted:
             log.info("expiry sweep deleted %d indicator(s)", deleted)
+        lapsed = disputes_service.sweep_lapsed(self.store, self.policy.current.version, now)
+        if lapsed:
+            log.info("dispute sweep removed %d unanswered indicator(s)", lapsed)
         return deleted
 
     def _sweep_until_stopped(self) -> None:

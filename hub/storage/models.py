@@ -31,6 +31,8 @@ from client_sdk.core.vocabulary import ROLES
 
 __all__ = [
     "ROLES",
+    "Dispute",
+    "DisputeItem",
     "Indicator",
     "Institution",
     "PolicyText",
@@ -118,6 +120,54 @@ class Indicator(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
     revoke_reason: str | None = Field(default=None, max_length=200)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+    # Set while a data subject's dispute of it is pending: it does not match
+    # (hub.storage.store.matchable).  A re-contribution does not clear it.
+    disputed_at: datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
+
+
+class Dispute(SQLModel, table=True):
+    """A data subject's dispute of a listed value, opened by an institution (issue 12).
+
+    It holds no value and no token: the indicators it suspended are its items.
+    """
+
+    __tablename__ = "dispute"
+
+    id: str = Field(primary_key=True, max_length=32)
+    opened_by: str = Field(max_length=64, index=True)
+    kind: str = Field(max_length=32)
+    case_ref_digest: str = Field(default="", max_length=64)
+    opened_at: datetime = Field(sa_column=_utc_column(nullable=False))
+    closed_at: datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
+
+
+class DisputeItem(SQLModel, table=True):
+    """One contributor's disputed indicator and its answer (hub.core.disputes states).
+
+    ``indicator_id`` is kept after a withdrawn or lapsed indicator is deleted
+    (no foreign key): the item is the record that it was removed.
+    """
+
+    __tablename__ = "dispute_item"
+    __table_args__ = (
+        # The sweep's lookup of overdue pending items.
+        sa.Index("ix_dispute_item_state_due_at", "state", "due_at"),
+        # A contributor's list of the items it must answer.
+        sa.Index("ix_dispute_item_contributor_state", "contributor", "state"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    dispute_id: str = Field(max_length=32, foreign_key="dispute.id", index=True)
+    indicator_id: int = Field(index=True)
+    contributor: str = Field(max_length=64)
+    kind: str = Field(max_length=32)
+    category: str = Field(max_length=32)
+    observed_at: datetime = Field(sa_column=_utc_column(nullable=False))
+    contributed_at: datetime = Field(sa_column=_utc_column(nullable=False))
+    state: str = Field(max_length=16)
+    evidence: str = Field(default="", max_length=32)
+    due_at: datetime = Field(sa_column=_utc_column(nullable=False))
+    resolved_at: datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
 
 
 class QuotaUsage(SQLModel, table=True):

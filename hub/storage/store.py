@@ -15,7 +15,8 @@ Guarantees:
 - Contributions are idempotent per ``(contributor, kind, token, key_epoch)``:
   the write is an ``INSERT ... ON CONFLICT DO UPDATE``, so a retried or
   concurrent batch refreshes the row and never duplicates it.
-- Revoked and expired indicators are never returned by :func:`find_active`;
+- Revoked, expired and disputed indicators are never returned by
+  :func:`find_active`: :func:`matchable` is the one predicate of "may match";
   :func:`delete_expired` removes expired ones for good.
 - Query functions raise fraudhub errors for the caller's mistakes
   (:class:`~client_sdk.core.errors.AlreadyExists`, ``NotFound``,
@@ -69,6 +70,7 @@ __all__ = [
     "get_institution",
     "get_policy_text",
     "list_institutions",
+    "matchable",
     "record_policy_text",
     "remember_token",
     "revoke",
@@ -344,10 +346,23 @@ def revoke(
     return revoked
 
 
+def matchable(table: Any, now: datetime) -> sa.ColumnElement[bool]:
+    """The one predicate of an indicator that may match (and alert) at ``now``.
+
+    Not revoked, not expired, and not suspended by a pending dispute
+    (``hub.core.disputes``).  Every query that answers "is it listed" uses it.
+    """
+    return sa.and_(
+        table.c.revoked_at.is_(None),
+        table.c.disputed_at.is_(None),
+        table.c.expires_at > now,
+    )
+
+
 def find_active(
     session: Session, queries: Sequence[tuple[str, bytes, int]], now: datetime
 ) -> dict[tuple[str, bytes, int], list[Sighting]]:
-    """Active (not revoked, not expired) sightings for each queried key."""
+    """Matchable (:func:`matchable`) sightings for each queried key."""
     found: dict[tuple[str, bytes, int], list[Sighting]] = {}
     keys = list(dict.fromkeys(queries))
     for start in range(0, len(keys), _IN_CHUNK):
@@ -366,8 +381,7 @@ def find_active(
         ).where(
             table.c.kind.in_({kind for kind, _, _ in chunk}),
             table.c.token.in_([token for _, token, _ in chunk]),
-            table.c.revoked_at.is_(None),
-            table.c.expires_at > now,
+            matchable(table, now),
         )
         for (
             kind,
