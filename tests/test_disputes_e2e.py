@@ -137,7 +137,13 @@ def test_a_dispute_suspends_and_contributors_answer(world: LocalDeployment) -> N
         ("carrier-x", "Disputes.Open", "ok", 2, ["ALLOW_RULE:dispute-listed-value", dispute]),
         ("bank-a", "Disputes.Resolve", "invalid", 0, []),
         ("bank-b", "Disputes.Resolve", "NOT_FOUND", 0, []),
-        ("bank-a", "Disputes.Resolve", "ok", 1, [dispute, "OUTCOME:upheld", "EVIDENCE:police_case"]),
+        (
+            "bank-a",
+            "Disputes.Resolve",
+            "ok",
+            1,
+            [dispute, "OUTCOME:upheld", "EVIDENCE:police_case"],
+        ),
         ("bank-a", "Disputes.Resolve", "FAILED_PRECONDITION", 0, []),
         (
             "bank-c",
@@ -274,3 +280,37 @@ def test_dispute_commands(
     assert main(["dispute", "resolve", *bank_a, "--item", pending[1], "--withdraw"]) == 2
     assert "only pending items are answered" in capsys.readouterr().err
     assert main(["dispute", "resolve", *bank_a, "--item", pending[0], "--uphold"]) == 2
+
+
+def test_regulators_see_every_dispute_in_the_report(world: LocalDeployment) -> None:
+    from fraudhub.v1 import audit_pb2, audit_pb2_grpc
+
+    value = phone(7)
+    listed(world, value, "bank-a", "bank-c")
+    opened = world.client("carrier-x").disputes.open("phone", value, case_reference="DSR-7")
+    items, _ = world.client("bank-a").disputes.list()
+    [item] = [i for i in items if i.dispute_id == opened.dispute_id]
+    world.client("bank-a").disputes.withdraw(item.id)
+    [c_item] = [
+        i for i in world.client("bank-c").disputes.list()[0] if i.dispute_id == opened.dispute_id
+    ]
+    world.client("bank-c").disputes.uphold(c_item.id, "victim_report")
+    nothing = world.client("carrier-x").disputes.open("phone", phone(8), case_reference="DSR-8")
+    assert nothing.suspended == 0
+    auditor = audit_pb2_grpc.AuditStub(
+        open_channel(
+            world.hub_address, world.security, BearerAuth(world.keys["regulator-r"], HUB_AUDIENCE)
+        )
+    )
+    report = auditor.GetReport(audit_pb2.GetReportRequest())
+    by_id = {d.id: d for d in report.disputes}
+    done = by_id[opened.dispute_id]
+    assert (done.opened_by, done.kind, done.suspended) == ("carrier-x", "phone", 2)
+    assert (done.upheld, done.withdrawn, done.lapsed, done.outcome) == (1, 1, 0, "partly_upheld")
+    assert done.HasField("resolved_at") and done.resolution_seconds > 0
+    empty = by_id[nothing.dispute_id]
+    assert (empty.suspended, empty.outcome, empty.resolution_seconds) == (0, "not_listed", 0.0)
+    institutions = {r.institution: r for r in report.institutions}
+    assert institutions["carrier-x"].disputes_opened >= 2
+    assert institutions["bank-a"].disputes_withdrawn >= 1
+    assert institutions["bank-c"].disputes_upheld >= 1

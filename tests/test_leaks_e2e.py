@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -107,7 +108,28 @@ def scenario(world: LocalDeployment, tmp_path: Path) -> None:
             exchange_pb2.MatchRequest(purpose="x", queries=[]),
             metadata=(("authorization", f"Bearer {token}"),),
         )
+    disputes_of(world, pairs)
     stream_ended_by_a_disable(world, pairs)
+
+
+def disputes_of(world: LocalDeployment, pairs: list[tuple[str, str]]) -> None:
+    """Disputes open, list, answer and lapse without a value reaching the hub (issue 12)."""
+    from hub.services.disputes import sweep_lapsed
+
+    kind, value = pairs[2]  # still listed by bank-b
+    # The person's value typed into the case reference too: only its digest is kept.
+    opened = world.client("carrier-x").disputes.open(kind, value, case_reference=f"DSR {value}")
+    assert opened.suspended >= 1 and opened.due_at is not None
+    with pytest.raises(PolicyDenied):
+        world.client("carrier-x").disputes.open(
+            kind, value, case_reference="DSR-2", purpose=digits_of(value)
+        )
+    items, _ = world.client("bank-b").disputes.list()
+    world.client("bank-b").disputes.uphold(items[0].id, "police_case")
+    other_kind, other = pairs[5]
+    lapsing = world.client("bank-a").disputes.open(other_kind, other, case_reference="DSR-3")
+    assert lapsing.due_at is not None
+    sweep_lapsed(world.hub.store, world.hub.policy.current.version, lapsing.due_at + timedelta(1))
 
 
 def stream_ended_by_a_disable(world: LocalDeployment, pairs: list[tuple[str, str]]) -> None:

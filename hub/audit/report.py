@@ -11,7 +11,11 @@ Definitions, used by ``Audit.GetReport`` and ``fraudhub audit report`` alike:
 - *refusals*: requests whose outcome is not ``"ok"``, counted per reason code
   (a refusal without reason codes counts under its outcome);
 - *by tier* and *by purpose*: requests per policy tier recorded in the event
-  (``"unrecorded"`` if none) and per declared purpose (``"none"`` if empty).
+  (``"unrecorded"`` if none) and per declared purpose (``"none"`` if empty);
+- *disputes opened*: its successful ``Disputes.Open``; *disputes upheld* and
+  *withdrawn*: its answers to disputes of its own indicators; *disputes
+  lapsed*: its items the hub removed unanswered (``Hub.DisputeLapse`` names
+  the contributor).  Each dispute itself: :mod:`hub.audit.dispute_report`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hub.audit.dispute_report import tagged
 from hub.audit.events import AuditEvent
 
 __all__ = [
@@ -68,6 +73,10 @@ class InstitutionReport:
     refusals_by_reason: Counter[str] = field(default_factory=Counter)
     requests_by_tier: Counter[str] = field(default_factory=Counter)
     requests_by_purpose: Counter[str] = field(default_factory=Counter)
+    disputes_opened: int = 0
+    disputes_upheld: int = 0
+    disputes_withdrawn: int = 0
+    disputes_lapsed: int = 0
 
     @property
     def match_rate(self) -> float:
@@ -90,6 +99,12 @@ class InstitutionReport:
         for tier in event.tiers or (NO_TIER,):
             self.requests_by_tier[tier] += 1
         self.requests_by_purpose[event.purpose or NO_PURPOSE] += 1
+        if event.outcome == "ok" and event.action == "Disputes.Open":
+            self.disputes_opened += 1
+        elif event.outcome == "ok" and event.action == "Disputes.Resolve":
+            answer = tagged(event, "OUTCOME")
+            self.disputes_upheld += int(answer == "upheld")
+            self.disputes_withdrawn += int(answer == "withdrawn")
 
     def to_json_obj(self) -> dict[str, Any]:
         return {
@@ -104,17 +119,30 @@ class InstitutionReport:
             "refusals_by_reason": dict(sorted(self.refusals_by_reason.items())),
             "requests_by_tier": dict(sorted(self.requests_by_tier.items())),
             "requests_by_purpose": dict(sorted(self.requests_by_purpose.items())),
+            "disputes_opened": self.disputes_opened,
+            "disputes_upheld": self.disputes_upheld,
+            "disputes_withdrawn": self.disputes_withdrawn,
+            "disputes_lapsed": self.disputes_lapsed,
         }
 
 
 def aggregate(events: Iterable[AuditEvent]) -> list[InstitutionReport]:
     """One report per institution that appears in ``events``, sorted by institution id."""
     reports: dict[str, InstitutionReport] = {}
-    for event in events:
-        report = reports.get(event.institution)
+
+    def of(institution: str) -> InstitutionReport:
+        report = reports.get(institution)
         if report is None:
-            report = reports[event.institution] = InstitutionReport(event.institution)
-        report.add(event)
+            report = reports[institution] = InstitutionReport(institution)
+        return report
+
+    for event in events:
+        of(event.institution).add(event)
+        if event.action == "Hub.DisputeLapse" and event.outcome == "ok":
+            # The hub's event; the lapse is the contributor's (it did not answer).
+            contributor = tagged(event, "CONTRIBUTOR")
+            if contributor:
+                of(contributor).disputes_lapsed += event.item_count
     return [reports[k] for k in sorted(reports)]
 
 
@@ -141,6 +169,10 @@ def render(reports: Sequence[InstitutionReport], fmt: str) -> str:
         "requests_by_purpose",
         "contributed",
         "revoked",
+        "disputes_opened",
+        "disputes_upheld",
+        "disputes_withdrawn",
+        "disputes_lapsed",
     ]
     rows = [
         [
@@ -155,6 +187,10 @@ def render(reports: Sequence[InstitutionReport], fmt: str) -> str:
             _counts(r.requests_by_purpose),
             str(r.contributed),
             str(r.revoked),
+            str(r.disputes_opened),
+            str(r.disputes_upheld),
+            str(r.disputes_withdrawn),
+            str(r.disputes_lapsed),
         ]
         for r in reports
     ]

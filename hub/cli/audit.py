@@ -58,9 +58,10 @@ from client_sdk.client.audit import AuditLogClient
 from client_sdk.core.errors import AuditLogError, ConfigurationError
 from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth, InstitutionKey
 from client_sdk.wire.channels import HUB_SERVER_NAME, ChannelSecurity, open_channel
-from client_sdk.wire.codecs import timestamp
+from client_sdk.wire.codecs import optional_datetime, timestamp, to_datetime
 from hub.audit.anomalies import Thresholds, detect
 from hub.audit.checkpoint import LogVerifier
+from hub.audit.dispute_report import DisputeLedger, DisputeReport, render_disputes
 from hub.audit.events import AuditEvent, decode
 from hub.audit.report import FORMATS, InstitutionReport, aggregate, render
 from hub.audit.verify import VerifiedState, verified_events, verify_log
@@ -245,6 +246,25 @@ def _report_from_message(message: audit_pb2.InstitutionReport) -> InstitutionRep
         requests_by_purpose=Counter(dict(message.requests_by_purpose)),
         contributed=message.contributed,
         revoked=message.revoked,
+        disputes_opened=message.disputes_opened,
+        disputes_upheld=message.disputes_upheld,
+        disputes_withdrawn=message.disputes_withdrawn,
+        disputes_lapsed=message.disputes_lapsed,
+    )
+
+
+def _dispute_from_message(message: audit_pb2.DisputeReport) -> DisputeReport:
+    return DisputeReport(
+        id=message.id,
+        opened_by=message.opened_by,
+        kind=message.kind,
+        opened_at=to_datetime(message.opened_at, "opened_at"),
+        suspended=message.suspended,
+        upheld=message.upheld,
+        withdrawn=message.withdrawn,
+        lapsed=message.lapsed,
+        outcome=message.outcome,
+        resolved_at=optional_datetime(message, "resolved_at"),
     )
 
 
@@ -270,16 +290,23 @@ def _cmd_report(args: argparse.Namespace) -> int:
     with _channel(args) as channel:
         client = AuditLogClient(channel)
         if args.verified:
+            ledger = DisputeLedger()
             try:
                 # aggregate() reads every event, so the root check has run before rendering.
-                reports = aggregate(_verified_window(client, args.state, args.since, args.until))
+                window = _verified_window(client, args.state, args.since, args.until)
+                reports = aggregate(ledger.watch(window))
             except AuditLogError as exc:
                 print(f"fraudhub audit report: FAILED: {exc}", file=sys.stderr)
                 return 1
+            disputes = ledger.reports()
         else:
             reply = client.report(args.since, args.until)
             reports = [_report_from_message(m) for m in reply.institutions]
-    sys.stdout.write(render(reports, args.format))
+            disputes = [_dispute_from_message(d) for d in reply.disputes]
+    if args.disputes:
+        sys.stdout.write(render_disputes(disputes, args.format))
+    else:
+        sys.stdout.write(render(reports, args.format))
     return 0
 
 
@@ -425,6 +452,11 @@ def register(sub: Any) -> None:
     report.add_argument("--from", dest="since", type=_when, help="start (ISO, inclusive, UTC)")
     report.add_argument("--to", dest="until", type=_when, help="end (ISO, exclusive, UTC)")
     report.add_argument("--format", choices=FORMATS, default="table")
+    report.add_argument(
+        "--disputes",
+        action="store_true",
+        help="list every dispute opened in the window, its outcome and time to resolution",
+    )
     _verified_args(report)
     report.set_defaults(func=_cmd_report)
 

@@ -48,6 +48,7 @@ from client_sdk.core.errors import ConfigurationError, FraudhubError, InvalidReq
 from client_sdk.core.vocabulary import Principal
 from client_sdk.wire.codecs import optional_datetime, timestamp
 from hub.audit.checkpoint import LogSigner
+from hub.audit.dispute_report import DisputeLedger, DisputeReport
 from hub.audit.events import AuditEvent, decode, request_digest
 from hub.audit.report import InstitutionReport, aggregate
 from hub.infra.privatefiles import load_or_create_log_key
@@ -295,9 +296,12 @@ class AuditService(audit_pb2_grpc.AuditServicer):
                         return
                     position = rows[-1].leaf_index + 1
 
-            reports = aggregate(window_events())
+            ledger = DisputeLedger()
+            reports = aggregate(ledger.watch(window_events()))
             message = audit_pb2.Report(
-                events=counted, institutions=[_report_message(r) for r in reports]
+                events=counted,
+                institutions=[_report_message(r) for r in reports],
+                disputes=[_dispute_message(d) for d in ledger.reports()],
             )
             return message, counted
 
@@ -351,7 +355,29 @@ def _report_message(report: InstitutionReport) -> audit_pb2.InstitutionReport:
         requests_by_purpose=dict(report.requests_by_purpose),
         contributed=report.contributed,
         revoked=report.revoked,
+        disputes_opened=report.disputes_opened,
+        disputes_upheld=report.disputes_upheld,
+        disputes_withdrawn=report.disputes_withdrawn,
+        disputes_lapsed=report.disputes_lapsed,
     )
+
+
+def _dispute_message(dispute: DisputeReport) -> audit_pb2.DisputeReport:
+    message = audit_pb2.DisputeReport(
+        id=dispute.id,
+        opened_by=dispute.opened_by,
+        kind=dispute.kind,
+        opened_at=timestamp(dispute.opened_at),
+        suspended=dispute.suspended,
+        upheld=dispute.upheld,
+        withdrawn=dispute.withdrawn,
+        lapsed=dispute.lapsed,
+        outcome=dispute.outcome,
+        resolution_seconds=dispute.resolution_seconds or 0.0,
+    )
+    if dispute.resolved_at is not None:
+        message.resolved_at.CopyFrom(timestamp(dispute.resolved_at))
+    return message
 
 
 class Checkpointer:

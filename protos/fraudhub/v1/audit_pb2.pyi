@@ -415,6 +415,10 @@ class InstitutionReport(_message.Message):
     REQUESTS_BY_PURPOSE_FIELD_NUMBER: _builtins.int
     CONTRIBUTED_FIELD_NUMBER: _builtins.int
     REVOKED_FIELD_NUMBER: _builtins.int
+    DISPUTES_OPENED_FIELD_NUMBER: _builtins.int
+    DISPUTES_UPHELD_FIELD_NUMBER: _builtins.int
+    DISPUTES_WITHDRAWN_FIELD_NUMBER: _builtins.int
+    DISPUTES_LAPSED_FIELD_NUMBER: _builtins.int
     institution: _builtins.str
     requests: _builtins.int
     items: _builtins.int
@@ -428,6 +432,14 @@ class InstitutionReport(_message.Message):
     """items of contribution requests"""
     revoked: _builtins.int
     """items of revocation requests"""
+    disputes_opened: _builtins.int
+    """disputes it opened (Disputes.Open)"""
+    disputes_upheld: _builtins.int
+    """disputed indicators of its own it upheld"""
+    disputes_withdrawn: _builtins.int
+    """disputed indicators of its own it withdrew"""
+    disputes_lapsed: _builtins.int
+    """disputed indicators of its own the hub removed unanswered"""
     @_builtins.property
     def refusals_by_reason(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """reason code (or outcome) -> count"""
@@ -450,14 +462,75 @@ class InstitutionReport(_message.Message):
         requests_by_purpose: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         contributed: _builtins.int = ...,
         revoked: _builtins.int = ...,
+        disputes_opened: _builtins.int = ...,
+        disputes_upheld: _builtins.int = ...,
+        disputes_withdrawn: _builtins.int = ...,
+        disputes_lapsed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contributed", b"contributed", "institution", b"institution", "items", b"items", "match_rate", b"match_rate", "matches", b"matches", "refusals", b"refusals", "refusals_by_reason", b"refusals_by_reason", "requests", b"requests", "requests_by_purpose", b"requests_by_purpose", "requests_by_tier", b"requests_by_tier", "revoked", b"revoked"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contributed", b"contributed", "disputes_lapsed", b"disputes_lapsed", "disputes_opened", b"disputes_opened", "disputes_upheld", b"disputes_upheld", "disputes_withdrawn", b"disputes_withdrawn", "institution", b"institution", "items", b"items", "match_rate", b"match_rate", "matches", b"matches", "refusals", b"refusals", "refusals_by_reason", b"refusals_by_reason", "requests", b"requests", "requests_by_purpose", b"requests_by_purpose", "requests_by_tier", b"requests_by_tier", "revoked", b"revoked"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InstitutionReport: _TypeAlias = InstitutionReport  # noqa: Y015
+
+@_typing.final
+class DisputeReport(_message.Message):
+    """One dispute opened in the window (hub.audit.dispute_report)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    OPENED_BY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    OPENED_AT_FIELD_NUMBER: _builtins.int
+    SUSPENDED_FIELD_NUMBER: _builtins.int
+    UPHELD_FIELD_NUMBER: _builtins.int
+    WITHDRAWN_FIELD_NUMBER: _builtins.int
+    LAPSED_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    RESOLVED_AT_FIELD_NUMBER: _builtins.int
+    RESOLUTION_SECONDS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    opened_by: _builtins.str
+    kind: _builtins.str
+    suspended: _builtins.int
+    upheld: _builtins.int
+    withdrawn: _builtins.int
+    lapsed: _builtins.int
+    outcome: _builtins.str
+    """open, not_listed, upheld, removed or partly_upheld."""
+    resolution_seconds: _builtins.float
+    """0 while open"""
+    @_builtins.property
+    def opened_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def resolved_at(self) -> _timestamp_pb2.Timestamp:
+        """unset while open"""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        opened_by: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        opened_at: _timestamp_pb2.Timestamp | None = ...,
+        suspended: _builtins.int = ...,
+        upheld: _builtins.int = ...,
+        withdrawn: _builtins.int = ...,
+        lapsed: _builtins.int = ...,
+        outcome: _builtins.str = ...,
+        resolved_at: _timestamp_pb2.Timestamp | None = ...,
+        resolution_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["opened_at", b"opened_at", "resolved_at", b"resolved_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "kind", b"kind", "lapsed", b"lapsed", "opened_at", b"opened_at", "opened_by", b"opened_by", "outcome", b"outcome", "resolution_seconds", b"resolution_seconds", "resolved_at", b"resolved_at", "suspended", b"suspended", "upheld", b"upheld", "withdrawn", b"withdrawn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisputeReport: _TypeAlias = DisputeReport  # noqa: Y015
 
 @_typing.final
 class Report(_message.Message):
@@ -465,20 +538,26 @@ class Report(_message.Message):
 
     EVENTS_FIELD_NUMBER: _builtins.int
     INSTITUTIONS_FIELD_NUMBER: _builtins.int
+    DISPUTES_FIELD_NUMBER: _builtins.int
     events: _builtins.int
     @_builtins.property
     def institutions(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstitutionReport]:
         """sorted by institution id"""
+
+    @_builtins.property
+    def disputes(self) -> _containers.RepeatedCompositeFieldContainer[Global___DisputeReport]:
+        """in the order they were opened"""
 
     def __init__(
         self,
         *,
         events: _builtins.int = ...,
         institutions: _abc.Iterable[Global___InstitutionReport] | None = ...,
+        disputes: _abc.Iterable[Global___DisputeReport] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "institutions", b"institutions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disputes", b"disputes", "events", b"events", "institutions", b"institutions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
