@@ -14,7 +14,7 @@ GROUPS: dict[str, dict[str, set[str]]] = {
     "hub.cli.serve": {"serve": set()},
     "hub.cli.exchange": {"contribute": set(), "match": set(), "revoke": set()},
     "hub.cli.institution": {
-        "institution": {"keygen", "add", "list", "disable", "enable", "export"}
+        "institution": {"keygen", "add", "list", "disable", "enable", "rotate-key", "export"}
     },
     "hub.cli.dispute": {"dispute": {"open", "list", "resolve"}},
     "hub.cli.policy": {"policy": {"check", "test", "explain", "reload"}},

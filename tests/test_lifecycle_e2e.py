@@ -143,3 +143,68 @@ def test_enable_gives_back_the_same_institution(world: LocalDeployment) -> None:
         ("Admin.EnableInstitution", "ok", ["TARGET:bank-c"]),
         ("Admin.EnableInstitution", "NOT_FOUND", ["TARGET:bank-nobody"]),
     ]
+
+
+def test_rotating_a_signing_key_keeps_the_institution(world: LocalDeployment) -> None:
+    from client_sdk.wire.auth import InstitutionKey, generate_key, public_key_bytes
+
+    stub = admin(world)
+    world.register("bank-rot", "bank")
+    value = phone(400)
+    world.client("bank-rot").contribute([Indicator("phone", value, "scam_phone")], purpose=REPORT)
+    old_key = world.keys["bank-rot"]
+    new_private = generate_key()
+    before = audit_size(world)
+    # A weak key (the identity point) is refused; the institution keeps its key.
+    with pytest.raises(grpc.RpcError) as weak:
+        stub.RotateInstitutionKey(
+            admin_pb2.RotateInstitutionKeyRequest(id="bank-rot", public_key=b"\x01" + bytes(31))
+        )
+    assert weak.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "weak" in (weak.value.details() or "")
+    rotated = stub.RotateInstitutionKey(
+        admin_pb2.RotateInstitutionKeyRequest(
+            id="bank-rot", public_key=public_key_bytes(new_private)
+        )
+    )
+    assert rotated.id == "bank-rot" and rotated.public_key == public_key_bytes(new_private)
+    with pytest.raises(grpc.RpcError) as same:
+        stub.RotateInstitutionKey(
+            admin_pb2.RotateInstitutionKeyRequest(
+                id="bank-rot", public_key=public_key_bytes(new_private)
+            )
+        )
+    assert same.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+    def match_with(key: InstitutionKey) -> grpc.StatusCode:
+        from fraudhub.v1 import exchange_pb2_grpc
+
+        channel = open_channel(world.hub_address, world.security, BearerAuth(key, HUB_AUDIENCE))
+        request = exchange_pb2.MatchRequest(
+            purpose=PAYMENT,
+            queries=[exchange_pb2.MatchQuery(token=bytes(32), kind="phone", key_epoch=1)],
+        )
+        try:
+            exchange_pb2_grpc.ExchangeStub(channel).Match(request)
+        except grpc.RpcError as exc:
+            return exc.code()
+        finally:
+            channel.close()
+        return grpc.StatusCode.OK
+
+    # The old key is refused at once; the new one works, with the same history.
+    assert match_with(old_key) == grpc.StatusCode.UNAUTHENTICATED
+    assert match_with(InstitutionKey("bank-rot", new_private)) == grpc.StatusCode.OK
+    assert matched(world, "bank-b", value)
+    rows = [
+        (e["action"], e["outcome"], e["reasons"])
+        for e in events(world, before)
+        if e["action"] == "Admin.RotateInstitutionKey"
+    ]
+    assert rows == [
+        ("Admin.RotateInstitutionKey", "invalid", ["TARGET:bank-rot"]),
+        ("Admin.RotateInstitutionKey", "ok", ["TARGET:bank-rot"]),
+        ("Admin.RotateInstitutionKey", "ALREADY_EXISTS", ["TARGET:bank-rot"]),
+    ]
+    raw = public_key_bytes(new_private).hex()
+    assert all(raw not in json.dumps(e) for e in events(world, before))

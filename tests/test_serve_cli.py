@@ -225,3 +225,35 @@ def public_key_b64_of(raw: bytes) -> str:
     import base64
 
     return base64.b64encode(raw).decode()
+
+
+def test_institution_rotate_key_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    old, new = public_key_b64(generate_key()), public_key_b64(generate_key())
+    assert main(["institution", "add", *data, "--id", "bank-a", "--role", "bank",
+                 "--public-key", old]) == 0  # fmt: skip
+    weak = public_key_b64_of(b"\x01" + bytes(31))
+    rotate = ["institution", "rotate-key", *data, "--id", "bank-a"]
+    assert main([*rotate, "--public-key", weak]) == 2
+    assert "weak Ed25519 key" in capsys.readouterr().err
+    pub = tmp_path / "new.pub"
+    pub.write_text(new + "\n")
+    assert main([*rotate, "--public-key-file", str(pub)]) == 0
+    assert "institution export" in capsys.readouterr().out
+    assert main([*rotate, "--public-key", new]) == 2
+    assert main(["institution", "rotate-key", *data, "--id", "bank-zz", "--public-key", old]) == 2
+    out = tmp_path / "registry.json"
+    assert main(["institution", "export", *data, "--out", str(out)]) == 0
+    [bank] = parse_registry(out.read_text())
+    assert public_key_b64_of(bank.public_key) == new and bank.id == "bank-a"
+    store = Store(sqlite_url(tmp_path))
+    with store.session() as session:
+        events = [json.loads(e.body) for e in auditlog.list_events(session, 0, None)]
+    store.dispose()
+    # The weak key never reached the database, so its refusal is not an audited change.
+    assert [(e["action"], e["outcome"]) for e in events][1:] == [
+        ("Admin.RotateInstitutionKey", "ok"),
+        ("Admin.RotateInstitutionKey", "ALREADY_EXISTS"),
+        ("Admin.RotateInstitutionKey", "NOT_FOUND"),
+    ]
+    assert all(new not in e["reasons"] and old not in str(e) for e in events)

@@ -2,13 +2,13 @@
 
 There is exactly one ``institution`` parser: :func:`register` creates it
 with ``keygen`` and the hub's registry actions ``add``, ``list``,
-``disable``, ``enable`` and ``export``.
+``disable``, ``enable``, ``rotate-key`` and ``export``.
 
 ``keygen`` makes an institution's Ed25519 key pair: the private key as PEM
 (mode 0600, never overwritten) and the public key, raw 32 bytes in base64,
 in ``<out>.pub`` and on stdout: that is what the hub operator registers.
 
-``add|list|disable|enable|export`` work on the hub's database directly (the
+``add|list|disable|enable|rotate-key|export`` work on the hub's database directly (the
 operator's bootstrap path: the first operator institution cannot be
 registered over an authenticated RPC).  Each change is appended to the audit
 log as done by the local operator (``local-operator``), in the same
@@ -31,6 +31,7 @@ from hub.services.admin import (
     add_institution_locally,
     disable_institution_locally,
     enable_institution_locally,
+    rotate_institution_key_locally,
     to_registered,
 )
 from hub.storage.models import Institution, utcnow
@@ -70,7 +71,7 @@ def register(sub: Any) -> argparse._SubParsersAction[argparse.ArgumentParser]:
     return actions
 
 
-# --- institution add | list | disable | enable | export ----------------------------------------
+# --- institution add | list | disable | enable | rotate-key | export --------------------------
 
 
 def _public_key(args: argparse.Namespace) -> bytes:
@@ -127,6 +128,18 @@ def _cmd_enable(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rotate_key(args: argparse.Namespace) -> int:
+    key = _public_key(args)
+    store = open_store(args)
+    try:
+        rotate_institution_key_locally(store, args.id, key, "cli")
+    finally:
+        store.dispose()
+    print(f"rotated the signing key of {args.id}; its old key is refused from now on")
+    print("re-export the registry to the key holders: fraudhub institution export")
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     store = open_store(args)
     with store.session() as session:
@@ -142,7 +155,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _register_registry_actions(actions: Any) -> None:
-    """Add the registry actions (add, list, disable, enable, export) to ``institution``."""
+    """Add the registry actions (add, list, disable, enable, rotate-key, export)."""
     add = actions.add_parser("add", help="register an institution at the hub")
     add_database_arguments(add)
     add.add_argument("--id", required=True, help="1..64 characters of [a-z0-9._-]")
@@ -168,6 +181,15 @@ def _register_registry_actions(actions: Any) -> None:
     add_database_arguments(enable)
     enable.add_argument("--id", required=True)
     enable.set_defaults(func=_cmd_enable)
+
+    rotate = actions.add_parser(
+        "rotate-key", help="replace an institution's signing key (same id and history)"
+    )
+    add_database_arguments(rotate)
+    rotate.add_argument("--id", required=True)
+    rotate.add_argument("--public-key", default="", help="new base64 Ed25519 public key")
+    rotate.add_argument("--public-key-file", type=Path, help="the <key>.pub file of keygen")
+    rotate.set_defaults(func=_cmd_rotate_key)
 
     export = actions.add_parser("export", help="write the registry JSON for key holders")
     add_database_arguments(export)

@@ -10,6 +10,15 @@ Guarantees:
   local deployment) is audited as done by :data:`LOCAL_OPERATOR` in the same
   transaction as the change (:func:`add_institution_locally`,
   :func:`disable_institution_locally`).
+- A signing-key rotation (``RotateInstitutionKey``, ``fraudhub institution
+  rotate-key``) keeps the institution's id, role, history and contributions;
+  the new key must pass the weak-key check
+  (:func:`client_sdk.wire.auth.check_public_key`); the old key is refused from
+  the next call on this replica and within :data:`REGISTRY_TTL` seconds on the
+  others (no overlap: a JWT signed by the old key fails verification).  Key
+  holders keep their own registry: re-export it to them
+  (``fraudhub institution export``).  The audit event names the institution,
+  never a key.
 - A policy reload that does not validate is refused (FAILED_PRECONDITION with
   file, line and field) and the running policy stays.
 
@@ -29,6 +38,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlmodel import Session
 
 from client_sdk.core.errors import ConfigurationError, InvalidRequest
+from client_sdk.wire.auth import check_public_key
 from hub.audit.events import AuditEvent, request_digest
 from hub.services.audited import audit_outcome, run_audited
 from hub.services.config import LivePolicy
@@ -52,6 +62,7 @@ __all__ = [
     "disable_institution_locally",
     "enable_institution_locally",
     "local_operator_event",
+    "rotate_institution_key_locally",
     "to_registered",
 ]
 
@@ -138,6 +149,27 @@ def enable_institution_locally(
         target,
         via,
         lambda session: store.enable_institution(session, institution_id),
+    )
+
+
+def rotate_institution_key_locally(
+    hub_store: store.Store, institution_id: str, public_key: bytes, via: str
+) -> Institution:
+    """Give ``institution_id`` a new signing key, audited as :data:`LOCAL_OPERATOR`.
+
+    Raises ConfigurationError for a weak or malformed key (nothing is
+    written), NotFound if it is not registered, AlreadyExists if it is its
+    current key, StorageError if the database fails; a failure is audited on
+    its own (ADR 0007).
+    """
+    check_public_key(public_key)
+    target = institution_id if _is_identifier(institution_id) else ""
+    return _locally(
+        hub_store,
+        "Admin.RotateInstitutionKey",
+        target,
+        via,
+        lambda session: store.rotate_institution_key(session, institution_id, public_key),
     )
 
 
@@ -273,6 +305,23 @@ class AdminService(admin_pb2_grpc.AdminServicer):
 
         target = request.id if _is_identifier(request.id) else ""
         result = self._audited("Admin.EnableInstitution", request, target, work)
+        self._registry.invalidate()
+        assert isinstance(result, admin_pb2.Institution)
+        return result
+
+    def RotateInstitutionKey(  # noqa: N802 - the name is the RPC's
+        self, request: admin_pb2.RotateInstitutionKeyRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.Institution:
+        def work(session: Session, now: datetime) -> Message:
+            try:
+                check_public_key(request.public_key)
+            except ConfigurationError as exc:
+                raise InvalidRequest(str(exc)) from None
+            row = store.rotate_institution_key(session, request.id, request.public_key)
+            return _institution_message(row)
+
+        target = request.id if _is_identifier(request.id) else ""
+        result = self._audited("Admin.RotateInstitutionKey", request, target, work)
         self._registry.invalidate()
         assert isinstance(result, admin_pb2.Institution)
         return result

@@ -138,6 +138,7 @@ HUB_METHOD_ROLES: dict[str, frozenset[str]] = {
             "ListInstitutions": ("operator",),
             "DisableInstitution": ("operator",),
             "EnableInstitution": ("operator",),
+            "RotateInstitutionKey": ("operator",),
             "ReloadPolicy": ("operator",),
         },
     ),

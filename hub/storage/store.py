@@ -74,6 +74,7 @@ __all__ = [
     "record_policy_text",
     "remember_token",
     "revoke",
+    "rotate_institution_key",
     "sqlite_url",
     "storage_cause",
     "storage_error",
@@ -547,4 +548,19 @@ def enable_institution(session: Session, institution_id: str) -> Institution:
         found.disabled_at = None
         session.add(found)
         session.flush()
+    return found
+
+
+def rotate_institution_key(session: Session, institution_id: str, public_key: bytes) -> Institution:
+    """Replace ``institution_id``'s signing key (id, role, history and contributions stay).
+
+    The caller validated the key.  Raises NotFound, AlreadyExists if it is the
+    key the institution has now.  Does not commit.
+    """
+    found = get_institution(session, institution_id)
+    if bytes(found.public_key) == public_key:
+        raise AlreadyExists(f"institution {institution_id!r} already has that key")
+    found.public_key = public_key
+    session.add(found)
+    session.flush()
     return found

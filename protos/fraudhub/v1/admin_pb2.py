@@ -26,7 +26,7 @@ from fraudhub.v1 import common_pb2 as fraudhub_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66raudhub/v1/admin.proto\x12\x0b\x66raudhub.v1\x1a\x18\x66raudhub/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x01\n\x0bInstitution\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1f\n\x04role\x18\x03 \x01(\x0e\x32\x11.fraudhub.v1.Role\x12\x12\n\npublic_key\x18\x04 \x01(\x0c\x12\x10\n\x08\x64isabled\x18\x05 \x01(\x08\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\x15\x41\x64\x64InstitutionRequest\x12-\n\x0binstitution\x18\x01 \x01(\x0b\x32\x18.fraudhub.v1.Institution\"3\n\x17ListInstitutionsRequest\x12\x18\n\x10include_disabled\x18\x01 \x01(\x08\"J\n\x18ListInstitutionsResponse\x12.\n\x0cinstitutions\x18\x01 \x03(\x0b\x32\x18.fraudhub.v1.Institution\"7\n\x19\x44isableInstitutionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"6\n\x18\x45nableInstitutionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x15\n\x13ReloadPolicyRequest\"H\n\x14ReloadPolicyResponse\x12\x16\n\x0epolicy_version\x18\x01 \x01(\t\x12\x18\n\x10previous_version\x18\x02 \x01(\t2\xbb\x03\n\x05\x41\x64min\x12N\n\x0e\x41\x64\x64Institution\x12\".fraudhub.v1.AddInstitutionRequest\x1a\x18.fraudhub.v1.Institution\x12_\n\x10ListInstitutions\x12$.fraudhub.v1.ListInstitutionsRequest\x1a%.fraudhub.v1.ListInstitutionsResponse\x12V\n\x12\x44isableInstitution\x12&.fraudhub.v1.DisableInstitutionRequest\x1a\x18.fraudhub.v1.Institution\x12T\n\x11\x45nableInstitution\x12%.fraudhub.v1.EnableInstitutionRequest\x1a\x18.fraudhub.v1.Institution\x12S\n\x0cReloadPolicy\x12 .fraudhub.v1.ReloadPolicyRequest\x1a!.fraudhub.v1.ReloadPolicyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66raudhub/v1/admin.proto\x12\x0b\x66raudhub.v1\x1a\x18\x66raudhub/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x01\n\x0bInstitution\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1f\n\x04role\x18\x03 \x01(\x0e\x32\x11.fraudhub.v1.Role\x12\x12\n\npublic_key\x18\x04 \x01(\x0c\x12\x10\n\x08\x64isabled\x18\x05 \x01(\x08\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\x15\x41\x64\x64InstitutionRequest\x12-\n\x0binstitution\x18\x01 \x01(\x0b\x32\x18.fraudhub.v1.Institution\"3\n\x17ListInstitutionsRequest\x12\x18\n\x10include_disabled\x18\x01 \x01(\x08\"J\n\x18ListInstitutionsResponse\x12.\n\x0cinstitutions\x18\x01 \x03(\x0b\x32\x18.fraudhub.v1.Institution\"7\n\x19\x44isableInstitutionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"6\n\x18\x45nableInstitutionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"=\n\x1bRotateInstitutionKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\"\x15\n\x13ReloadPolicyRequest\"H\n\x14ReloadPolicyResponse\x12\x16\n\x0epolicy_version\x18\x01 \x01(\t\x12\x18\n\x10previous_version\x18\x02 \x01(\t2\x97\x04\n\x05\x41\x64min\x12N\n\x0e\x41\x64\x64Institution\x12\".fraudhub.v1.AddInstitutionRequest\x1a\x18.fraudhub.v1.Institution\x12_\n\x10ListInstitutions\x12$.fraudhub.v1.ListInstitutionsRequest\x1a%.fraudhub.v1.ListInstitutionsResponse\x12V\n\x12\x44isableInstitution\x12&.fraudhub.v1.DisableInstitutionRequest\x1a\x18.fraudhub.v1.Institution\x12T\n\x11\x45nableInstitution\x12%.fraudhub.v1.EnableInstitutionRequest\x1a\x18.fraudhub.v1.Institution\x12Z\n\x14RotateInstitutionKey\x12(.fraudhub.v1.RotateInstitutionKeyRequest\x1a\x18.fraudhub.v1.Institution\x12S\n\x0cReloadPolicy\x12 .fraudhub.v1.ReloadPolicyRequest\x1a!.fraudhub.v1.ReloadPolicyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,10 +45,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DISABLEINSTITUTIONREQUEST']._serialized_end=516
   _globals['_ENABLEINSTITUTIONREQUEST']._serialized_start=518
   _globals['_ENABLEINSTITUTIONREQUEST']._serialized_end=572
-  _globals['_RELOADPOLICYREQUEST']._serialized_start=574
-  _globals['_RELOADPOLICYREQUEST']._serialized_end=595
-  _globals['_RELOADPOLICYRESPONSE']._serialized_start=597
-  _globals['_RELOADPOLICYRESPONSE']._serialized_end=669
-  _globals['_ADMIN']._serialized_start=672
-  _globals['_ADMIN']._serialized_end=1115
+  _globals['_ROTATEINSTITUTIONKEYREQUEST']._serialized_start=574
+  _globals['_ROTATEINSTITUTIONKEYREQUEST']._serialized_end=635
+  _globals['_RELOADPOLICYREQUEST']._serialized_start=637
+  _globals['_RELOADPOLICYREQUEST']._serialized_end=658
+  _globals['_RELOADPOLICYRESPONSE']._serialized_start=660
+  _globals['_RELOADPOLICYRESPONSE']._serialized_end=732
+  _globals['_ADMIN']._serialized_start=735
+  _globals['_ADMIN']._serialized_end=1270
 # @@protoc_insertion_point(module_scope)

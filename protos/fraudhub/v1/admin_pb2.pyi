@@ -171,6 +171,29 @@ class EnableInstitutionRequest(_message.Message):
 Global___EnableInstitutionRequest: _TypeAlias = EnableInstitutionRequest  # noqa: Y015
 
 @_typing.final
+class RotateInstitutionKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    public_key: _builtins.bytes
+    """The new raw 32-byte Ed25519 public key (institution keygen)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        public_key: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "public_key", b"public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateInstitutionKeyRequest: _TypeAlias = RotateInstitutionKeyRequest  # noqa: Y015
+
+@_typing.final
 class ReloadPolicyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -55,6 +55,11 @@ class AdminStub:
                 request_serializer=fraudhub_dot_v1_dot_admin__pb2.EnableInstitutionRequest.SerializeToString,
                 response_deserializer=fraudhub_dot_v1_dot_admin__pb2.Institution.FromString,
                 _registered_method=True)
+        self.RotateInstitutionKey = channel.unary_unary(
+                '/fraudhub.v1.Admin/RotateInstitutionKey',
+                request_serializer=fraudhub_dot_v1_dot_admin__pb2.RotateInstitutionKeyRequest.SerializeToString,
+                response_deserializer=fraudhub_dot_v1_dot_admin__pb2.Institution.FromString,
+                _registered_method=True)
         self.ReloadPolicy = channel.unary_unary(
                 '/fraudhub.v1.Admin/ReloadPolicy',
                 request_serializer=fraudhub_dot_v1_dot_admin__pb2.ReloadPolicyRequest.SerializeToString,
@@ -95,6 +100,16 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateInstitutionKey(self, request, context):
+        """Replaces the institution's signing key; its id, role, history and
+        contributions stay.  The old key is refused from the next call (within
+        2 s on other hub replicas).  INVALID_ARGUMENT for a weak or malformed key;
+        NOT_FOUND if the id is unknown; ALREADY_EXISTS if it is the current key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReloadPolicy(self, request, context):
         """Re-reads the policy files; FAILED_PRECONDITION (with the file, line and
         field) if they do not validate, in which case the old policy stays.
@@ -124,6 +139,11 @@ def add_AdminServicer_to_server(servicer, server):
             'EnableInstitution': grpc.unary_unary_rpc_method_handler(
                     servicer.EnableInstitution,
                     request_deserializer=fraudhub_dot_v1_dot_admin__pb2.EnableInstitutionRequest.FromString,
+                    response_serializer=fraudhub_dot_v1_dot_admin__pb2.Institution.SerializeToString,
+            ),
+            'RotateInstitutionKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateInstitutionKey,
+                    request_deserializer=fraudhub_dot_v1_dot_admin__pb2.RotateInstitutionKeyRequest.FromString,
                     response_serializer=fraudhub_dot_v1_dot_admin__pb2.Institution.SerializeToString,
             ),
             'ReloadPolicy': grpc.unary_unary_rpc_method_handler(
@@ -240,6 +260,33 @@ class Admin:
             target,
             '/fraudhub.v1.Admin/EnableInstitution',
             fraudhub_dot_v1_dot_admin__pb2.EnableInstitutionRequest.SerializeToString,
+            fraudhub_dot_v1_dot_admin__pb2.Institution.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateInstitutionKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fraudhub.v1.Admin/RotateInstitutionKey',
+            fraudhub_dot_v1_dot_admin__pb2.RotateInstitutionKeyRequest.SerializeToString,
             fraudhub_dot_v1_dot_admin__pb2.Institution.FromString,
             options,
             channel_credentials,

@@ -47,6 +47,12 @@ class AdminStub:
     """Accepts the institution's calls again, with the id, key, history and
     contributions it had.  NOT_FOUND if the id is unknown.
     """
+    RotateInstitutionKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RotateInstitutionKeyRequest, _admin_pb2.Institution]
+    """Replaces the institution's signing key; its id, role, history and
+    contributions stay.  The old key is refused from the next call (within
+    2 s on other hub replicas).  INVALID_ARGUMENT for a weak or malformed key;
+    NOT_FOUND if the id is unknown; ALREADY_EXISTS if it is the current key.
+    """
     ReloadPolicy: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ReloadPolicyRequest, _admin_pb2.ReloadPolicyResponse]
     """Re-reads the policy files; FAILED_PRECONDITION (with the file, line and
     field) if they do not validate, in which case the old policy stays.
@@ -67,6 +73,12 @@ class AdminAsyncStub(AdminStub):
     EnableInstitution: _aio.UnaryUnaryMultiCallable[_admin_pb2.EnableInstitutionRequest, _admin_pb2.Institution]  # type: ignore[assignment]
     """Accepts the institution's calls again, with the id, key, history and
     contributions it had.  NOT_FOUND if the id is unknown.
+    """
+    RotateInstitutionKey: _aio.UnaryUnaryMultiCallable[_admin_pb2.RotateInstitutionKeyRequest, _admin_pb2.Institution]  # type: ignore[assignment]
+    """Replaces the institution's signing key; its id, role, history and
+    contributions stay.  The old key is refused from the next call (within
+    2 s on other hub replicas).  INVALID_ARGUMENT for a weak or malformed key;
+    NOT_FOUND if the id is unknown; ALREADY_EXISTS if it is the current key.
     """
     ReloadPolicy: _aio.UnaryUnaryMultiCallable[_admin_pb2.ReloadPolicyRequest, _admin_pb2.ReloadPolicyResponse]  # type: ignore[assignment]
     """Re-reads the policy files; FAILED_PRECONDITION (with the file, line and
@@ -109,6 +121,18 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.Institution, _abc.Awaitable[_admin_pb2.Institution]]:
         """Accepts the institution's calls again, with the id, key, history and
         contributions it had.  NOT_FOUND if the id is unknown.
+        """
+
+    @_abc_1.abstractmethod
+    def RotateInstitutionKey(
+        self,
+        request: _admin_pb2.RotateInstitutionKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.Institution, _abc.Awaitable[_admin_pb2.Institution]]:
+        """Replaces the institution's signing key; its id, role, history and
+        contributions stay.  The old key is refused from the next call (within
+        2 s on other hub replicas).  INVALID_ARGUMENT for a weak or malformed key;
+        NOT_FOUND if the id is unknown; ALREADY_EXISTS if it is the current key.
         """
 
     @_abc_1.abstractmethod
