@@ -64,7 +64,11 @@ class ClientConfig:
     by its own ``ca``; with a CA file the expected server name defaults to the
     role's (``hub.fraudhub.internal``, ``holder-<i>.fraudhub.internal``); an
     endpoint without a CA file uses the system roots and its address's host
-    name.  Relative paths are relative to the file.
+    name.  During an OPRF key change (ADR 0013) an optional ``previous``
+    object names the previous epoch's ``public`` and ``holders`` (entries as
+    above): the client then screens, revokes and disputes under both epochs
+    and contributes under the current one.  Relative paths are relative to
+    the file.
     """
 
     institution: str
@@ -74,6 +78,8 @@ class ClientConfig:
     public: Path
     ca: Path | None = None
     server_name: str | None = None
+    previous_public: Path | None = None
+    previous_holders: tuple[HolderConfig, ...] = ()
 
     @classmethod
     def load(cls, path: Path) -> ClientConfig:
@@ -88,6 +94,7 @@ class ClientConfig:
             raise ConfigurationError(f"{path}: not JSON (line {exc.lineno})") from None
         base = path.parent
         try:
+            previous = data.get("previous")
             return cls(
                 institution=str(data["institution"]),
                 key=base / str(data["key"]),
@@ -96,6 +103,10 @@ class ClientConfig:
                 public=base / str(data["public"]),
                 ca=base / str(data["ca"]) if data.get("ca") else None,
                 server_name=data.get("server_name"),
+                previous_public=base / str(previous["public"]) if previous else None,
+                previous_holders=tuple(
+                    HolderConfig.from_json(h, base) for h in (previous or {}).get("holders", ())
+                ),
             )
         except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
             raise ConfigurationError(f"{path}: missing or invalid field {exc}") from None
@@ -111,7 +122,17 @@ class ClientConfig:
                 "public": str(self.public),
                 "ca": str(self.ca) if self.ca else None,
                 "server_name": self.server_name,
-            },
+            }
+            | (
+                {}
+                if self.previous_public is None
+                else {
+                    "previous": {
+                        "public": str(self.previous_public),
+                        "holders": [h.to_json() for h in self.previous_holders],
+                    }
+                }
+            ),
             indent=2,
         )
 

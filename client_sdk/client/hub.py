@@ -27,6 +27,10 @@ and non-personal metadata to the hub.  Guarantees:
   travels as one client stream (ContributeStream) or bidirectional stream
   (MatchStream) of batches and is retried as a whole; a tqdm progress bar counts rows.
 
+- During an OPRF key change (ADR 0013) a client given ``previous`` (a client of
+  the previous key epoch) screens, revokes and disputes under both epochs and
+  contributes under the current one (``client_sdk.client.epochs``).
+
 The result types live in ``client_sdk.client.results`` and the configuration
 file in ``client_sdk.client.config``.
 """
@@ -34,6 +38,7 @@ file in ``client_sdk.client.config``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -47,6 +52,7 @@ from client_sdk.client import bulk
 from client_sdk.client.bulk import DEFAULT_WINDOW
 from client_sdk.client.config import ClientConfig
 from client_sdk.client.disputes import DisputeClient
+from client_sdk.client.epochs import combine
 from client_sdk.client.messages import (
     contribute_outcomes,
     indicator_message,
@@ -116,6 +122,7 @@ class HubClient:
         retry: RetryPolicy | None = None,
         batch_size: int = DEFAULT_BATCH,
         default_region: str = "CN",
+        previous: HubClient | None = None,
     ) -> None:
         if not 1 <= batch_size <= 10_000:
             raise ConfigurationError("batch_size must be 1..10000")
@@ -127,6 +134,8 @@ class HubClient:
         self._retry = retry or RetryPolicy()
         self._batch = batch_size
         self._region = default_region
+        # The previous key epoch's client during a key change (ADR 0013), else None.
+        self._previous = previous
 
     @classmethod
     def connect(
@@ -152,6 +161,12 @@ class HubClient:
         except UnicodeDecodeError:
             raise ConfigurationError(f"{config.public}: not UTF-8") from None
         key = InstitutionKey.load(config.institution, config.key)
+        if config.previous_public is not None:
+            old = replace(
+                config, holders=config.previous_holders, public=config.previous_public,
+                previous_public=None, previous_holders=(),
+            )  # fmt: skip
+            options["previous"] = cls.from_config(old, **options)
         holders = [h.endpoint() for h in config.holders]
         return cls.connect(config.hub, holders, public, key, config.hub_security(), **options)
 
@@ -161,12 +176,15 @@ class HubClient:
         return DisputeClient(self._channel, self._tokenize_one, self._retry)
 
     def _tokenize_one(self, kind: str, value: str) -> list[tuple[int, TokenKeys]]:
-        """One value's token keys under this client's key epoch; raises InvalidIndicator."""
+        """One value's token keys under each key epoch of this client; raises InvalidIndicator."""
         canonical = indicators.canonicalize(kind, value, default_region=self._region)
         [keys] = self._tokenize_retrying([(kind, canonical)])
-        return [(self._epoch, keys)]
+        older = [] if self._previous is None else self._previous._tokenize_one(kind, value)
+        return [(self._epoch, keys), *older]
 
     def close(self) -> None:
+        if self._previous is not None:
+            self._previous.close()
         self._tokenizer.close()
         self._channel.close()
 
@@ -367,6 +385,10 @@ class HubClient:
             )
             revoked += response.revoked
             not_found += response.not_found
+        if self._previous is not None:
+            # The same values' contributions under the previous key epoch go too.
+            older = self._previous.revoke(items, reason=reason)
+            revoked, not_found = revoked + older.revoked, not_found + older.not_found
         return RevokeResult(revoked, not_found, tuple(failures))
 
     def revoke_csv(
@@ -404,7 +426,26 @@ class HubClient:
         *,
         streaming: bool,
     ) -> Callable[[], list[MatchResult | ItemFailure]]:
-        """Tokenize ``values`` now; return the call that asks the hub (see _contribution)."""
+        """Tokenize ``values`` now; return the call that asks the hub (see _contribution).
+
+        With a previous key epoch the values are screened under both and each
+        pair of answers combined (:func:`client_sdk.client.epochs.combine`).
+        """
+        current = self._screening_at_epoch(values, purpose, case_reference, streaming=streaming)
+        if self._previous is None:
+            return current
+        previous = self._previous._screening(values, purpose, case_reference, streaming=streaming)
+        return lambda: [combine(a, b) for a, b in zip(current(), previous(), strict=True)]
+
+    def _screening_at_epoch(
+        self,
+        values: Sequence[tuple[str, str]],
+        purpose: str,
+        case_reference: str | None,
+        *,
+        streaming: bool,
+    ) -> Callable[[], list[MatchResult | ItemFailure]]:
+        """:meth:`_screening` under this client's own key epoch only."""
         tokens, failures = self._tokenize(values)
         results: dict[int, MatchResult | ItemFailure] = {f.index: f for f in failures}
         entries = sorted(tokens.items())

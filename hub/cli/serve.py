@@ -48,6 +48,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         checkpoint_every_seconds=args.checkpoint_seconds,
         witnesses=tuple(args.witness),
         witness_identity=_witness_identity(args),
+        previous_epochs=tuple(args.accept_epoch or ()),
     )
     hub = HubServer(config)
     port = hub.start()
@@ -134,4 +135,12 @@ def register(sub: Any) -> None:
         "--witness-institution", help="the operator institution id the hub calls witnesses as"
     )
     serve.add_argument("--witness-key", type=Path, help="that institution's Ed25519 key (PEM)")
+    serve.add_argument(
+        "--accept-epoch",
+        type=positive_int(),
+        action="append",
+        metavar="EPOCH",
+        help="an earlier OPRF key epoch still accepted and matched while institutions "
+        "re-contribute (repeatable; README 'keys' runbook, ADR 0013)",
+    )
     serve.set_defaults(func=_cmd_serve)

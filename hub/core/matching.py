@@ -28,7 +28,7 @@ Guarantees:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -137,12 +137,14 @@ def validate_contribution(  # noqa: PLR0911 - one early return per documented it
     categories: Iterable[str],
     key_epoch: int,
     retention_days: int | None,
+    also_accepted: Collection[int] = (),
 ) -> Contribution | ItemError:
     """Check one contribution item; return it ready to store, or why not.
 
     ``key_epoch`` is the hub's current OPRF key epoch: a token made under
-    another epoch would never match current queries.  A missing ``expires_at``
-    means "as long as allowed" (the retention cap, else
+    another epoch would never match current queries.  ``also_accepted`` are
+    the earlier epochs the hub still accepts during a key change (ADR 0013).
+    A missing ``expires_at`` means "as long as allowed" (the retention cap, else
     :data:`DEFAULT_RETENTION_DAYS`); a given one is clipped to the retention
     cap.  Never raises for a bad item.
     """
@@ -152,7 +154,7 @@ def validate_contribution(  # noqa: PLR0911 - one early return per documented it
 
     if len(item.token) != TOKEN_BYTES:
         return bad(f"token must be {TOKEN_BYTES} bytes", "token")
-    if item.key_epoch != key_epoch:
+    if item.key_epoch != key_epoch and item.key_epoch not in also_accepted:
         return bad(
             f"token made under key epoch {item.key_epoch}, hub is at {key_epoch}", "key_epoch"
         )

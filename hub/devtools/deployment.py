@@ -124,7 +124,9 @@ class LocalDeployment:
     (fault tests use a lying holder).  Raises ConfigurationError if
     ``data_dir`` or a holder's directory already holds a TLS identity or key
     shares, unless ``reuse`` is set (then they are loaded; ConfigurationError
-    if a file of them is missing or unreadable).
+    if a file of them is missing or unreadable).  ``epoch`` is the key epoch
+    dealt for new shares; ``previous_epochs`` the earlier ones the hub still
+    accepts (a key change, ADR 0013).
     """
 
     def __init__(
@@ -142,6 +144,8 @@ class LocalDeployment:
         grace: float = 1.0,
         reuse: bool = False,
         witnesses: bool = True,
+        epoch: int = 1,
+        previous_epochs: tuple[int, ...] = (),
     ) -> None:
         self.data_dir = data_dir
         self.client_dir = client_dir
@@ -153,7 +157,7 @@ class LocalDeployment:
         if not (reuse and tls_files(data_dir, HUB_STEM).ca.exists()):
             init_tls(data_dir)
         self.holder_dirs = {i: self.holders_dir / holder_dir_name(i) for i in range(1, holders + 1)}
-        public_path = self._prepare_holders(threshold, reuse)
+        public_path = self._prepare_holders(threshold, reuse, epoch)
         self.holders: dict[int, RunningHolder] = {}
         self.holder_ports: dict[int, int] = {}
         self.witness_keys: list[str] = []
@@ -189,6 +193,7 @@ class LocalDeployment:
                 shutdown_grace=grace,
                 witnesses=tuple(endpoints),
                 witness_identity=identity,
+                previous_epochs=previous_epochs,
             )
         )
         self.hub.store.migrate()
@@ -207,7 +212,7 @@ class LocalDeployment:
         self._clients: list[HubClient] = []
         self._closed = False
 
-    def _prepare_holders(self, threshold: int, reuse: bool) -> Path:
+    def _prepare_holders(self, threshold: int, reuse: bool, epoch: int) -> Path:
         """Each holder's own identity, and the key shares; return ``public.json``."""
         for index, directory in self.holder_dirs.items():
             if not (reuse and tls_files(directory, HOLDER_STEM).ca.exists()):
@@ -218,7 +223,7 @@ class LocalDeployment:
             public_path = keys_dir / PUBLIC_NAME
             share_paths = [keys_dir / SHARE_NAME.format(index=i) for i in range(1, holders + 1)]
         else:
-            share_paths, public_path = deal_to_directory(threshold, holders, keys_dir)
+            share_paths, public_path = deal_to_directory(threshold, holders, keys_dir, epoch=epoch)
         self.public_path = public_path
         self.public: PublicKeyInfo = load_public(public_path)
         self.shares: dict[int, KeyShare] = {}

@@ -91,10 +91,11 @@ class HubConfig:
     """Settings of one hub process.
 
     ``database_url`` ``None`` means the SQLite file in ``data_dir``.
-    ``public_key`` is the key ceremony's ``public.json``: the hub accepts tokens
-    of its epoch only.  ``insecure`` serves plaintext (development only; the
-    server logs a warning); otherwise ``tls_dir`` holds the material written by
-    ``fraudhub init``.
+    ``public_key`` is the key ceremony's ``public.json``: the hub's current key
+    epoch.  ``previous_epochs`` are earlier epochs it still accepts and matches
+    during a key change (ADR 0013; ``serve --accept-epoch``); empty outside one.
+    ``insecure`` serves plaintext (development only; the server logs a
+    warning); otherwise ``tls_dir`` holds the material written by ``fraudhub init``.
     """
 
     data_dir: Path
@@ -115,6 +116,8 @@ class HubConfig:
     # Witnesses asked to cosign each checkpoint (ADR 0010), and who the hub is to them.
     witnesses: tuple[WitnessEndpoint, ...] = ()
     witness_identity: WitnessIdentity | None = None
+    # Earlier OPRF key epochs still accepted (the overlap of a key change, ADR 0013).
+    previous_epochs: tuple[int, ...] = ()
 
     @property
     def url(self) -> str:

@@ -51,7 +51,7 @@ from hub.wire.auth import current_principal_still_valid
 
 __all__ = ["DISPUTE_STEPS", "MAX_TOKENS", "METHOD_ROLES", "DisputesService", "sweep_lapsed"]
 
-#: Tokens of one value per request: one per key epoch the hub accepts (ADR 0012).
+#: Tokens of one value per request: one per key epoch the hub accepts (ADR 0013).
 MAX_TOKENS = 4
 MAX_CASE_REFERENCE = 256
 #: The steps a contributor may take (the hub's sweep takes ``lapse``).

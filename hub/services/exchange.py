@@ -38,13 +38,17 @@ Documented behaviour (the SDK relies on it):
 - **Atomicity.**  A message's rows, its quota use and its audit event commit
   together; a refused or failed message leaves only its audit event (written
   in a fresh transaction after the rollback).
+- **Key epochs** (ADR 0013).  The hub is at one OPRF key epoch and may still
+  accept earlier ones during a key change (``previous_epochs``): contributions
+  and queries of any accepted epoch are processed; a token only ever matches
+  tokens of its own epoch.  An item of another epoch is malformed.
 - Nothing here logs or audits a token, a label or a raw value.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -158,11 +162,13 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         policy: LivePolicy,
         key_epoch: int,
         *,
+        previous_epochs: Collection[int] = (),
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
         self._policy = policy
         self._key_epoch = key_epoch
+        self._previous_epochs = frozenset(previous_epochs) - {key_epoch}
         self._clock = clock
 
     # --- the audited transaction ---------------------------------------------
@@ -318,6 +324,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                     categories=indicators.CATEGORIES,
                     key_epoch=self._key_epoch,
                     retention_days=decision.obligations.retention_days,
+                    also_accepted=self._previous_epochs,
                 )
                 if isinstance(checked, ItemError):
                     invalid.append(replace_field(checked, "indicators"))
@@ -456,7 +463,10 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                         )
                     )
                     continue
-                if query.key_epoch != self._key_epoch:
+                if (
+                    query.key_epoch != self._key_epoch
+                    and query.key_epoch not in self._previous_epochs
+                ):
                     # A token of another epoch can never match: say so rather than "no match".
                     reason = (
                         f"token made under key epoch {query.key_epoch}, hub is at {self._key_epoch}"

@@ -288,15 +288,19 @@ class HubServer:
             ],
         )
         exchange_pb2_grpc.add_ExchangeServicer_to_server(
-            ExchangeService(self.store, self.policy, self.key_info.epoch), self.server
+            ExchangeService(
+                self.store,
+                self.policy,
+                self.key_info.epoch,
+                previous_epochs=config.previous_epochs,
+            ),
+            self.server,
         )
         admin_pb2_grpc.add_AdminServicer_to_server(
             AdminService(self.store, self.policy, self.registry), self.server
         )
         disputes_pb2_grpc.add_DisputesServicer_to_server(
-            disputes_service.DisputesService(
-                self.store, self.policy, lambda: (self.key_info.epoch,)
-            ),
+            disputes_service.DisputesService(self.store, self.policy, lambda: self.accepted_epochs),
             self.server,
         )
         names = [
@@ -310,6 +314,12 @@ class HubServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(names, self.server)
         self._service_names = names
+
+    @property
+    def accepted_epochs(self) -> tuple[int, ...]:
+        """The OPRF key epochs the hub accepts: its own, then the earlier ones (ADR 0013)."""
+        previous = [e for e in self.config.previous_epochs if e != self.key_info.epoch]
+        return (self.key_info.epoch, *previous)
 
     def sweep_expired(self) -> int:
         """Delete expired indicators and audit how many; return the count.
@@ -373,7 +383,12 @@ class HubServer:
         self.server.start()
         for name in ("", *self._service_names):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("hub serving on port %d (policy %s)", self.port, self.policy.current.version[:12])
+        log.info(
+            "hub serving on port %d (policy %s, key epochs %s)",
+            self.port,
+            self.policy.current.version[:12],
+            ",".join(map(str, self.accepted_epochs)),
+        )
         return self.port
 
     def _record_policy(self, policy: Policy) -> None:
