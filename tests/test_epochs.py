@@ -62,3 +62,17 @@ def test_never_more_than_either_answer_disclosed(
     assert isinstance(both, MatchResult) and both.index == index
     assert both.matched == (a_hit or b_hit)
     assert both.contributors <= max(a.contributors, b.contributors)
+
+
+def test_serve_accepts_earlier_epochs_on_the_command_line() -> None:
+    from hub.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["serve", "--data-dir", "d", "--public", "p.json", "--accept-epoch", "1",
+         "--accept-epoch", "2"]
+    )  # fmt: skip
+    assert args.accept_epoch == [1, 2]
+    assert (
+        build_parser().parse_args(["serve", "--data-dir", "d", "--public", "p"]).accept_epoch
+        is None
+    )
