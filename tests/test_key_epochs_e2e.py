@@ -31,26 +31,28 @@ def key_change(
     tmp_path: Path, database_url: str
 ) -> Iterator[tuple[LocalDeployment, LocalDeployment]]:
     clients = tmp_path / "clients"
-    small = {"threshold": 1, "holders": 1, "witnesses": False, "log_to_file": False, "grace": 0.1}
-    with LocalDeployment(
-        tmp_path / "old",
-        clients,
-        holders_dir=tmp_path / "old-holders",
-        database_url=database_url,
-        **small,
-    ) as old:
+
+    def small(name: str, epoch: int, previous: tuple[int, ...]) -> LocalDeployment:
+        """One hub and one key holder of ``epoch`` on the shared database."""
+        return LocalDeployment(
+            tmp_path / name,
+            clients,
+            holders_dir=tmp_path / f"{name}-holders",
+            database_url=database_url,
+            threshold=1,
+            holders=1,
+            witnesses=False,
+            log_to_file=False,
+            grace=0.1,
+            epoch=epoch,
+            previous_epochs=previous,
+        )
+
+    with small("old", 1, ()) as old:
         old.start()
         for institution in ("bank-a", "bank-b"):
             old.register(institution, "bank")
-        with LocalDeployment(
-            tmp_path / "new",
-            clients,
-            holders_dir=tmp_path / "new-holders",
-            database_url=database_url,
-            epoch=2,
-            previous_epochs=(1,),
-            **small,
-        ) as new:
+        with small("new", 2, (1,)) as new:
             new.start()
             for institution in ("bank-a", "bank-b"):
                 new.enroll(institution, "bank")
@@ -126,7 +128,7 @@ def test_the_hub_matches_both_epochs_while_institutions_recontribute(
 
     # The old hub does not accept the new epoch: an item error, not a silent "no match".
     with HubClient.connect(
-        old.hub_address, new.holder_endpoints(), new.public, new.keys["bank-b"], new.security
+        old.hub_address, new.holder_endpoints(), new.public, new.keys["bank-b"], old.security
     ) as wrong_hub:
         [error] = wrong_hub.match([("phone", NEW_VALUE)], purpose=PAYMENT)
     assert isinstance(error, ItemFailure) and "key epoch 2, hub is at 1" in error.reason

@@ -33,7 +33,7 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class DisputedToken(_message.Message):
-    """The value under one key epoch (one per epoch the hub accepts, ADR 0012)."""
+    """The value under one key epoch (one per epoch the hub accepts, ADR 0013)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
