@@ -282,7 +282,9 @@ def test_dispute_commands(
     assert main(["dispute", "resolve", *bank_a, "--item", pending[0], "--uphold"]) == 2
 
 
-def test_regulators_see_every_dispute_in_the_report(world: LocalDeployment) -> None:
+def test_regulators_see_every_dispute_in_the_report(
+    world: LocalDeployment, capsys: pytest.CaptureFixture[str]
+) -> None:
     from fraudhub.v1 import audit_pb2, audit_pb2_grpc
 
     value = phone(7)
@@ -314,3 +316,14 @@ def test_regulators_see_every_dispute_in_the_report(world: LocalDeployment) -> N
     assert institutions["carrier-x"].disputes_opened >= 2
     assert institutions["bank-a"].disputes_withdrawn >= 1
     assert institutions["bank-c"].disputes_upheld >= 1
+
+    # The regulator's command prints the same, one row per dispute.
+    capsys.readouterr()
+    key = world.client_dir / "regulator-r.pem"
+    ca = world.data_dir / "tls" / "ca.pem"
+    who = ["--institution", "regulator-r", "--key", str(key), "--ca", str(ca)]
+    command = ["audit", "report", "--hub", world.hub_address, *who, "--disputes"]
+    assert main([*command, "--format", "csv"]) == 0
+    rows = {line.split(",")[0]: line.split(",") for line in capsys.readouterr().out.splitlines()}
+    assert rows["dispute"][8] == "outcome" and rows[opened.dispute_id][8] == "partly_upheld"
+    assert rows[nothing.dispute_id][8] == "not_listed" and rows[opened.dispute_id][10] != ""
