@@ -16,6 +16,9 @@ Guarantees: :func:`check_quorum` counts a witness only if a cosignature line
 with its name and key id verifies over the checkpoint body; every missing or
 bad cosignature is named (witness, key id, why), and a checkpoint with fewer
 than ``quorum`` valid ones raises :class:`~client_sdk.core.errors.CheckpointError`.
+A witness key pinned twice (even under two names) is a ConfigurationError, so
+one witness never counts twice; a weak (small-order or non-canonical) witness
+key is refused when it is pinned, since anyone could forge its cosignatures.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from client_sdk.core import _sodium as sodium
 from client_sdk.core.errors import CheckpointError, ConfigurationError
 from hub.audit.checkpoint import (
     NoteSignature,
@@ -104,6 +108,13 @@ class CosignatureVerifier:
         check_key_name(name)
         if len(public_key) != 32:
             raise ConfigurationError("an Ed25519 public key is 32 bytes")
+        if not sodium.is_strong_ed25519_public_key(public_key):
+            # A small-order key "verifies" a cosignature anyone can forge, so a
+            # regulator pinning one would count the hub's own forgeries (ADR 0011).
+            raise ConfigurationError(
+                f"the witness key of {name} is a weak Ed25519 key (small-order or "
+                "non-canonical); ask the witness for its real verifier key"
+            )
         self.name = name
         self.public_key = public_key
         self.key_id = key_id(name, public_key, COSIGNATURE_TYPE)
@@ -172,6 +183,16 @@ def check_quorum(note: str, witnesses: Sequence[CosignatureVerifier], quorum: in
         raise ConfigurationError(
             f"a witness quorum of {quorum} cannot be met by {len(witnesses)} pinned witness(es)"
         )
+    seen: dict[bytes, str] = {}
+    for witness in witnesses:
+        # One witness counts once, whatever names its key is pinned under.
+        if witness.public_key in seen:
+            raise ConfigurationError(
+                f"witness key of {witness.label()} is pinned more than once "
+                f"(also as {seen[witness.public_key]}); each witness counts once "
+                "toward the quorum"
+            )
+        seen[witness.public_key] = witness.label()
     body, signatures = split_note(note)
     cosigned: list[str] = []
     problems: list[str] = []

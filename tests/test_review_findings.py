@@ -1,0 +1,89 @@
+"""Findings of the adversarial review of the trust model (branch review-fixes).
+
+Each test reproduces one way a single party could still act alone against
+docs/TRUST.md, and failed before its fix:
+
+- R1: a witness verifier key that is a small-order Ed25519 point was pinned,
+  so anyone (the hub's operator) could forge that witness's cosignature on a
+  rewritten log;
+- R2: one witness pinned twice (or one key under two names) counted twice
+  toward the regulator's quorum;
+- R3: :meth:`HubClient.connect` used the hub's TLS pin for a key holder that
+  had none of its own, so the hub (or whoever held the hub's key) could pose
+  as that holder and collect the institution's holder JWTs, each good for one
+  evaluation of elements of its own choosing at the real holder.
+"""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from client_sdk.core.errors import ConfigurationError
+from hub.audit.checkpoint import Checkpoint, LogSigner, NoteSignature, verifier_key
+from hub.audit.cosignature import (
+    COSIGNATURE_TYPE,
+    CosignatureVerifier,
+    Cosigner,
+    check_quorum,
+    with_cosignatures,
+)
+
+ORIGIN = "fraudhub.test/audit"
+#: The identity point: a small-order Ed25519 key (RFC 8032 cofactorless checks
+#: accept ``01 00..00 || 00..00`` as its signature of every message).
+WEAK_KEY = bytes([1]) + bytes(31)
+
+
+def _note(size: int = 7) -> str:
+    signer = LogSigner(ORIGIN, Ed25519PrivateKey.from_private_bytes(b"\x07" * 32))
+    return signer.sign_checkpoint(Checkpoint(ORIGIN, size, b"\x11" * 32))
+
+
+# --- R1 -------------------------------------------------------------------------
+
+
+def test_r1_a_weak_witness_key_is_refused_so_nobody_forges_its_cosignature() -> None:
+    vkey = verifier_key("fraudhub/keyholder-9/witness", WEAK_KEY, COSIGNATURE_TYPE)
+    with pytest.raises(ConfigurationError, match="weak Ed25519 key"):
+        CosignatureVerifier.from_verifier_key(vkey)
+    with pytest.raises(ConfigurationError, match="weak Ed25519 key"):
+        CosignatureVerifier("fraudhub/keyholder-9/witness", WEAK_KEY)
+
+
+def test_r1_the_forgery_it_allowed_is_refused_where_the_key_is_pinned() -> None:
+    # Before the fix a regulator pinning this key counted the forged line:
+    # ``01 00..00 || 00..00`` "verifies" under the identity key for every body.
+    name = "fraudhub/keyholder-9/witness"
+    vkey = verifier_key(name, WEAK_KEY, COSIGNATURE_TYPE)
+    forged = NoteSignature(
+        name,
+        bytes.fromhex(vkey.split("+")[1]),
+        (1_700_000_000).to_bytes(8, "big") + WEAK_KEY + bytes(32),
+    )
+    served = with_cosignatures(_note(), [forged])
+    assert forged.line() in served
+    with pytest.raises(ConfigurationError, match="weak Ed25519 key"):
+        check_quorum(served, [CosignatureVerifier.from_verifier_key(vkey)], 1)
+
+
+# --- R2 -------------------------------------------------------------------------
+
+
+def test_r2_one_witness_pinned_twice_is_refused() -> None:
+    witness = Cosigner("w1.test", Ed25519PrivateKey.from_private_bytes(b"\x01" * 32))
+    note = _note()
+    body = note.split("\n\n", 1)[0] + "\n"
+    served = with_cosignatures(note, [witness.cosign(body, 5)])
+    twice = [CosignatureVerifier.from_verifier_key(witness.verifier_key())] * 2
+    with pytest.raises(ConfigurationError, match="pinned more than once"):
+        check_quorum(served, twice, 2)
+    # The same key under a second name is the same witness too.
+    renamed = Cosigner("w1-again.test", Ed25519PrivateKey.from_private_bytes(b"\x01" * 32))
+    served = with_cosignatures(served, [renamed.cosign(body, 5)])
+    pinned = [
+        CosignatureVerifier.from_verifier_key(witness.verifier_key()),
+        CosignatureVerifier.from_verifier_key(renamed.verifier_key()),
+    ]
+    with pytest.raises(ConfigurationError, match="pinned more than once"):
+        check_quorum(served, pinned, 2)
