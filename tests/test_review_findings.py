@@ -16,10 +16,17 @@ docs/TRUST.md, and failed before its fix:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from client_sdk.client.hub import HubClient
+from client_sdk.client.tokenizer import HolderEndpoint
 from client_sdk.core.errors import ConfigurationError
+from client_sdk.core.threshold import deal
+from client_sdk.wire.auth import InstitutionKey, generate_key
+from client_sdk.wire.channels import HUB_SERVER_NAME, ChannelSecurity
 from hub.audit.checkpoint import Checkpoint, LogSigner, NoteSignature, verifier_key
 from hub.audit.cosignature import (
     COSIGNATURE_TYPE,
@@ -28,6 +35,7 @@ from hub.audit.cosignature import (
     check_quorum,
     with_cosignatures,
 )
+from hub.wire.tls import HUB_STEM, init_tls, tls_files
 
 ORIGIN = "fraudhub.test/audit"
 #: The identity point: a small-order Ed25519 key (RFC 8032 cofactorless checks
@@ -87,3 +95,37 @@ def test_r2_one_witness_pinned_twice_is_refused() -> None:
     ]
     with pytest.raises(ConfigurationError, match="pinned more than once"):
         check_quorum(served, pinned, 2)
+
+
+# --- R3 -------------------------------------------------------------------------
+
+
+def test_r3_a_holder_without_its_own_pin_never_gets_the_hubs(tmp_path: Path) -> None:
+    init_tls(tmp_path / "hub")
+    hub_pin = ChannelSecurity.from_ca_file(
+        str(tls_files(tmp_path / "hub", HUB_STEM).ca), HUB_SERVER_NAME
+    )
+    _, public = deal(2, 3, seed=bytes(range(32)))
+    key = InstitutionKey("bank-a", generate_key())
+    holders = [HolderEndpoint(i, f"127.0.0.1:{7500 + i}") for i in (1, 2, 3)]
+    with pytest.raises(ConfigurationError, match="key holder 1 has no TLS pin of its own"):
+        HubClient.connect("127.0.0.1:7400", holders, public, key, hub_pin)
+
+
+def test_r3_a_holder_pinned_with_the_hubs_ca_is_refused(tmp_path: Path) -> None:
+    init_tls(tmp_path / "hub")
+    ca = str(tls_files(tmp_path / "hub", HUB_STEM).ca)
+    hub_pin = ChannelSecurity.from_ca_file(ca, HUB_SERVER_NAME)
+    _, public = deal(2, 3, seed=bytes(range(32)))
+    key = InstitutionKey("bank-a", generate_key())
+    # The hub's operator made its certificate also valid for holder-1's name
+    # (`fraudhub init --host holder-1.fraudhub.internal`) and handed out its CA
+    # as holder 1's.
+    holders = [
+        HolderEndpoint(
+            i, f"127.0.0.1:{7500 + i}", security=ChannelSecurity.from_ca_file(ca, f"holder-{i}")
+        )
+        for i in (1, 2, 3)
+    ]
+    with pytest.raises(ConfigurationError, match="same CA certificate"):
+        HubClient.connect("127.0.0.1:7400", holders, public, key, hub_pin)
