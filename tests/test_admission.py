@@ -138,10 +138,40 @@ def test_import_proposal_admits_only_with_yes_and_never_a_conflict(
     assert f"would admit  new-bank (bank), key {fingerprint(new.public_key)}" in out
     assert "conflict     bank-b: its key differs" in out and "NOT admitted" in out
     assert {a.institution.id for a in load_admissions(state)} == {"bank-b"}
-    assert main([*command, str(export), "--yes", "--daily-quota", "40"]) == 0
+    reviewed = _reviewed(out)
+    assert (
+        main([*command, str(export), "--yes", "--reviewed", reviewed, "--daily-quota", "40"]) == 0
+    )
     admitted = {a.institution.id: a for a in load_admissions(state)}
     assert admitted["new-bank"].daily_quota == 40
     assert admitted["bank-b"].institution == kept
+
+
+def _reviewed(out: str) -> str:
+    (line,) = [line for line in out.splitlines() if line.startswith("proposal fingerprint ")]
+    return line.split()[-1]
+
+
+def test_import_proposal_admits_only_what_was_reviewed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Review finding R4: the hub's operator, who writes the export, swaps it
+    # between the holder operator's review and the `--yes` run.
+    state = tmp_path / "holder"
+    export = tmp_path / "export.json"
+    export.write_text(dump_registry([_institution("bank-n")]))
+    command = ["keyholder", "institution", "import-proposal", "--state-dir", str(state)]
+    assert main([*command, str(export)]) == 0
+    reviewed = _reviewed(capsys.readouterr().out)
+    export.write_text(dump_registry([_institution("bank-n"), _institution("shadow-bank")]))
+    assert main([*command, str(export), "--yes", "--reviewed", reviewed]) == 2
+    assert "nothing admitted" in capsys.readouterr().err
+    assert main([*command, str(export), "--yes"]) == 2  # --yes alone names no review
+    assert load_admissions(state) == []
+    # The same id with another key is another proposal too.
+    export.write_text(dump_registry([_institution("bank-n")]))
+    assert main([*command, str(export), "--yes", "--reviewed", reviewed]) == 2
+    assert load_admissions(state) == []
 
 
 def test_cli_add_list_and_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -96,7 +96,9 @@ def test_fewer_than_t_holders_admitting_is_not_enough(world: LocalDeployment) ->
         world.client("half-bank").match([("phone", PHONE)], purpose=SCREENING)
 
 
-def test_the_hubs_export_is_only_a_proposal(world: LocalDeployment, tmp_path: Path) -> None:
+def test_the_hubs_export_is_only_a_proposal(
+    world: LocalDeployment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     world.register("proposed-bank", "bank", admitted_by=())
     export = tmp_path / "export.json"
     hub = ["institution", "export", "--data-dir", str(world.data_dir), "--out", str(export)]
@@ -105,7 +107,8 @@ def test_the_hubs_export_is_only_a_proposal(world: LocalDeployment, tmp_path: Pa
     review = ["keyholder", "institution", "import-proposal", "--state-dir", str(holder_dir)]
     assert main([*review, str(export)]) == 0  # shown, not admitted
     assert _refusal(world, 2, "proposed-bank").code() == grpc.StatusCode.PERMISSION_DENIED
-    assert main([*review, str(export), "--yes"]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("proposal finger")]
+    assert main([*review, str(export), "--yes", "--reviewed", line.split()[-1]]) == 0
     _evaluate(world, 2, "proposed-bank")
     assert _refusal(world, 3, "proposed-bank").code() == grpc.StatusCode.PERMISSION_DENIED
 

@@ -18,8 +18,10 @@ Guarantees:
   token, element or secret.
 - :func:`review_proposal` compares the hub's export (``fraudhub institution
   export``) with this registry: it is a proposal, nothing is admitted until the
-  holder's operator imports it with ``--yes``, and an entry whose key or role
-  differs from an admitted one is never imported (it is shown as a conflict).
+  holder's operator imports it with ``--yes`` and the fingerprint of the
+  proposal it reviewed (:meth:`Proposal.fingerprint`), and an entry whose key
+  or role differs from an admitted one is never imported (it is shown as a
+  conflict).
 - Writes replace the file atomically (a temporary file renamed over it), so a
   server never reads half a registry.
 
@@ -212,6 +214,22 @@ class Proposal:
     conflicts: tuple[tuple[Institution, str], ...]
     unchanged: tuple[str, ...]
     skipped_disabled: tuple[str, ...]
+
+    def fingerprint(self) -> str:
+        """A short SHA-256 of exactly what importing would admit (ids, names, roles, keys).
+
+        The review prints it and ``import-proposal --yes`` requires it back, so
+        an export changed between the review and the import (by whoever can
+        write the file, the hub's operator first) admits nothing.
+        """
+        material = json.dumps(
+            [
+                [i.id, i.name, i.role, base64.b64encode(i.public_key).decode("ascii")]
+                for i in sorted(self.new, key=lambda i: i.id)
+            ],
+            separators=(",", ":"),
+        )
+        return fingerprint(material.encode())
 
 
 def review_proposal(state_dir: Path, export_text: str, source: str) -> Proposal:

@@ -5,8 +5,10 @@ Every action works on the holder's own state directory (``--state-dir``,
 call.  ``add`` admits one institution with its public key and this holder's
 daily quota for it; ``disable``/``enable`` and ``quota`` change an admitted one;
 ``list`` shows them with key fingerprints; ``import-proposal FILE`` shows what
-the hub's export (``fraudhub institution export``) would add and admits those
-only with ``--yes``.  Conflicting entries (another key or role for an id
+the hub's export (``fraudhub institution export``) would add, with the
+fingerprint of that proposal, and admits those only with ``--yes --reviewed
+FINGERPRINT``: an export that changed after the review (whoever can write the
+file) admits nothing.  Conflicting entries (another key or role for an id
 admitted here) are never imported.  Errors exit 2 with one line
 (``hub.cli.main``).
 """
@@ -14,6 +16,7 @@ admitted here) are never imported.  Errors exit 2 with one line
 from __future__ import annotations
 
 import argparse
+import hmac
 from pathlib import Path
 from typing import Any
 
@@ -105,12 +108,21 @@ def _cmd_import(args: argparse.Namespace) -> int:
     if not proposal.new:
         print("nothing to admit")
         return 0
+    reviewed = proposal.fingerprint()
     if not args.yes:
+        print(f"proposal fingerprint {reviewed}")
         print(
             f"{len(proposal.new)} institution(s) NOT admitted: check each key fingerprint "
-            "with the institution itself, then rerun with --yes"
+            f"with the institution itself, then rerun with --yes --reviewed {reviewed}"
         )
         return 0
+    if args.reviewed is None or not hmac.compare_digest(args.reviewed.strip(), reviewed):
+        # The file may have changed since the operator read it: admit nothing unread.
+        raise ConfigurationError(
+            f"{path}: --yes needs --reviewed {reviewed} (the fingerprint the review printed); "
+            "what it would admit is not what was reviewed, or no review was named: "
+            "nothing admitted, run it without --yes and read it again"
+        )
     for institution in proposal.new:
         admit(args.state_dir, institution, args.daily_quota)
     print(f"admitted {len(proposal.new)} institution(s) at this key holder")
@@ -174,6 +186,12 @@ def register_admission_actions(actions: Any) -> None:
     proposal.add_argument("file", type=Path, help="the hub's `fraudhub institution export`")
     proposal.add_argument(
         "--yes", action="store_true", help="admit the new institutions shown (after checking)"
+    )
+    proposal.add_argument(
+        "--reviewed",
+        metavar="FINGERPRINT",
+        help="with --yes: the proposal fingerprint the review printed; a proposal that "
+        "changed since is refused",
     )
     _quota(proposal)
     proposal.set_defaults(func=_cmd_import)
