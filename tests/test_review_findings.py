@@ -16,6 +16,7 @@ docs/TRUST.md, and failed before its fix:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,8 @@ from hub.audit.cosignature import (
     check_quorum,
     with_cosignatures,
 )
+from hub.keyholder import dkg_files
+from hub.keyholder.dkg_files import init_participant, run_round
 from hub.wire.tls import HUB_STEM, init_tls, tls_files
 
 ORIGIN = "fraudhub.test/audit"
@@ -129,3 +132,55 @@ def test_r3_a_holder_pinned_with_the_hubs_ca_is_refused(tmp_path: Path) -> None:
     ]
     with pytest.raises(ConfigurationError, match="same CA certificate"):
         HubClient.connect("127.0.0.1:7400", holders, public, key, hub_pin)
+
+
+# --- R5 -------------------------------------------------------------------------
+
+
+def _dkg(tmp_path: Path, n: int = 3) -> tuple[list[Path], Path]:
+    states = [tmp_path / f"h{i}" for i in range(1, n + 1)]
+    exchange = tmp_path / "exchange"
+    for i, state in enumerate(states, start=1):
+        init_participant(state, exchange, f"holder-{i}", index=i)
+    return states, exchange
+
+
+def _rounds(states: list[Path], exchange: Path, *names: str) -> None:
+    for name in names:
+        for state in states:
+            run_round(name, state, exchange, threshold=2, holders=len(states))
+
+
+def _rewrite_complaints(state: Path, exchange: Path, complaints: list[int]) -> None:
+    """Holder 3's operator re-signs its complain file after others read it."""
+    ctx = dkg_files._context(state, exchange)
+    body = json.loads((exchange / f"complain-{ctx.me.name}.json").read_text())["body"]
+    payload = {k: v for k, v in body.items() if k not in ("session", "round", "from")}
+    ctx.sign_and_write("complain", {**payload, "complaints": complaints})
+
+
+def test_r5_a_late_complaint_cannot_disqualify_an_honest_dealer(tmp_path: Path) -> None:
+    # Holder 3 complains about nobody, lets the dealers answer (holder 1 has
+    # nothing to answer), then re-signs its complaint naming holder 1: before
+    # the fix every participant disqualified holder 1, an honest dealer, for
+    # "not answering" (it is named as the cheat; holder 3 shaped the key).
+    states, exchange = _dkg(tmp_path)
+    _rounds(states, exchange, "deal", "complain", "answer")
+    _rewrite_complaints(states[2], exchange, [1])
+    for state in states[:2]:
+        with pytest.raises(ConfigurationError, match=r"complain-holder-3\.json.*two versions"):
+            run_round("commit", state, exchange)
+
+
+def test_r5_participants_who_read_different_versions_find_out(tmp_path: Path) -> None:
+    # The rewrite lands between holder 1's answer and holder 2's: each has read
+    # one version only, so only holder 1's signed account of what it read
+    # tells holder 2 that the views differ.
+    states, exchange = _dkg(tmp_path)
+    _rounds(states, exchange, "deal", "complain")
+    run_round("answer", states[0], exchange)
+    _rewrite_complaints(states[2], exchange, [1])
+    for state in states[1:]:
+        run_round("answer", state, exchange)
+    with pytest.raises(ConfigurationError, match=r"complain-holder-3\.json.*holder-1"):
+        run_round("commit", states[1], exchange)

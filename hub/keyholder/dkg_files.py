@@ -6,7 +6,9 @@ exchange directory that everybody may read.  Per round a participant reads
 the other participants' files, calls the pure core, and writes exactly one
 file of its own.  Every exchange file is signed with the writer's Ed25519
 identity key and carries the session id, so no participant can be
-impersonated or a file replayed into another session; shares are encrypted
+impersonated or a file replayed into another session, and lists the files its
+writer read, so no one can show two versions of its file to different
+participants (``hub.keyholder.dkg_transcript``); shares are encrypted
 to the recipient's ristretto255 envelope key (``client_sdk.core.envelope``).
 
 The session id is SHA-256 over the parameters, the sorted roster of identity
@@ -43,6 +45,7 @@ from client_sdk.core import dkg
 from client_sdk.core.envelope import EnvelopeError, open_envelope, seal_envelope
 from client_sdk.core.errors import ConfigurationError
 from client_sdk.core.threshold import KeyShare, PublicKeyInfo
+from hub.keyholder import dkg_transcript as transcript
 from hub.keyholder.keyfiles import PUBLIC_NAME, SHARE_NAME, load_public, write_private
 
 __all__ = ["ROUNDS", "Identity", "init_participant", "run_round"]
@@ -212,8 +215,9 @@ class _Context:
     by_recipient: dict[int, Identity]
 
     def sign_and_write(self, round_name: str, payload: Mapping[str, Any]) -> None:
-        body = {"session": self.session_id.hex(), "round": round_name, "from": self.me.name}
-        body.update(payload)
+        # With the files it read (transcript.claims), so that every reader has one view.
+        body: dict[str, Any] = {**payload, transcript.CLAIMS_KEY: transcript.claims(self.state)}
+        body.update(session=self.session_id.hex(), round=round_name, **{"from": self.me.name})
         key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(self.state["signing_secret"]))
         signed = {"body": body, "signature": key.sign(_canonical(body)).hex()}
         _write_public(self.exchange / f"{round_name}-{self.me.name}.json", signed)
@@ -239,6 +243,7 @@ class _Context:
             sender.name,
         ):
             raise ConfigurationError(f"{path}: belongs to another session, round or sender")
+        transcript.note_read(self.state, path.name, sender.name, body)
         return body
 
     def aad(self, dealer: int, recipient: int) -> bytes:
@@ -429,7 +434,10 @@ def _commit(ctx: _Context) -> dkg.Outcome:
     complaints = _complaints(ctx)
     answers: dict[int, dict[int, tuple[bytes, bytes]]] = {}
     for i, ident in ctx.by_dealer.items():
-        if any(i in named for named in complaints.values()):
+        if not any(i in named for named in complaints.values()):
+            if (ctx.exchange / f"answer-{ident.name}.json").exists():
+                ctx.read("answer", ident)  # checks the complaints it saw were these
+        else:
             raw = ctx.read("answer", ident).get("answers")
             raw = raw if isinstance(raw, dict) else {}
             answers[i] = {int(j): _pair(v) for j, v in raw.items() if j.isdigit()}
