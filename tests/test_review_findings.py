@@ -17,6 +17,7 @@ docs/TRUST.md, and failed before its fix:
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ from client_sdk.client.hub import HubClient
 from client_sdk.client.tokenizer import HolderEndpoint
 from client_sdk.core.errors import ConfigurationError
 from client_sdk.core.threshold import deal
-from client_sdk.wire.auth import InstitutionKey, generate_key
+from client_sdk.wire.auth import InstitutionKey, generate_key, public_key_bytes
 from client_sdk.wire.channels import HUB_SERVER_NAME, ChannelSecurity
 from hub.audit.checkpoint import Checkpoint, LogSigner, NoteSignature, verifier_key
 from hub.audit.cosignature import (
@@ -37,7 +38,9 @@ from hub.audit.cosignature import (
     with_cosignatures,
 )
 from hub.keyholder import dkg_files
+from hub.keyholder.admission import REGISTRY_FILENAME, HolderRegistry, admit, set_quota
 from hub.keyholder.dkg_files import init_participant, run_round
+from hub.wire.auth import Institution
 from hub.wire.tls import HUB_STEM, init_tls, tls_files
 
 ORIGIN = "fraudhub.test/audit"
@@ -184,3 +187,24 @@ def test_r5_participants_who_read_different_versions_find_out(tmp_path: Path) ->
         run_round("answer", state, exchange)
     with pytest.raises(ConfigurationError, match=r"complain-holder-3\.json.*holder-1"):
         run_round("commit", states[1], exchange)
+
+
+# --- R6 -------------------------------------------------------------------------
+
+
+def test_r6_a_quota_cut_takes_effect_even_within_one_timestamp_tick(tmp_path: Path) -> None:
+    # File systems stamp modification times coarsely (a few ms on Linux, 1-2 s
+    # on FAT or some network file systems): a quota cut written in the same
+    # tick as the admission, with a number of the same width, left the file's
+    # (mtime, size) unchanged and the running holder kept the old quota.
+    state = tmp_path / "holder"
+    bank = Institution("bank-a", "Bank A", "bank", public_key_bytes(generate_key()))
+    admit(state, bank, daily_quota=5_000_000)
+    registry = HolderRegistry(state, "holder-1.fraudhub.internal")
+    assert registry.daily_quota("bank-a") == 5_000_000
+    path = state / REGISTRY_FILENAME
+    before = os.stat(path)
+    set_quota(state, "bank-a", 1_000_000)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # the same tick
+    assert os.stat(path).st_size == before.st_size
+    assert registry.daily_quota("bank-a") == 1_000_000

@@ -39,6 +39,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -63,6 +64,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 REGISTRY_FILENAME = "admitted.json"
+#: A registry changed this recently is re-read on every call (coarse file times).
+_RECENT_SECONDS = 5.0
 FORMAT = "fraudhub-holder-registry/1"
 
 
@@ -278,7 +281,7 @@ class HolderRegistry:
         self._path = state_dir / REGISTRY_FILENAME
         self._holder = holder
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int, int] | None = None
         self._by_id: dict[str, Admission] = {}
         self._load(strict=True)
 
@@ -294,8 +297,12 @@ class HolderRegistry:
                 raise ConfigurationError(f"cannot read {self._path}: {exc.strerror}") from None
             log.error("holder registry %s unreadable; keeping the last one", self._path)
             return
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        if stamp == self._stamp:
+        # Every write renames a new file over the old one (a new inode), and a
+        # file changed in the last few seconds is read again whatever its stamp
+        # says, so an edit is seen even within one coarse modification-time tick.
+        stamp = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        settled = time.time() - stat.st_mtime > _RECENT_SECONDS
+        if stamp == self._stamp and settled:
             return
         try:
             admissions = _parse(self._path.read_text("utf-8"), str(self._path))
