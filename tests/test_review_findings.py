@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,7 @@ from hub.audit.cosignature import (
     check_quorum,
     with_cosignatures,
 )
+from hub.cli import main
 from hub.keyholder import dkg_files
 from hub.keyholder.admission import REGISTRY_FILENAME, HolderRegistry, admit, set_quota
 from hub.keyholder.dkg_files import init_participant, run_round
@@ -208,3 +211,37 @@ def test_r6_a_quota_cut_takes_effect_even_within_one_timestamp_tick(tmp_path: Pa
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # the same tick
     assert os.stat(path).st_size == before.st_size
     assert registry.daily_quota("bank-a") == 1_000_000
+
+
+# --- R7 -------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("audience", ["fraudhub:hub", "fraudhub:keyholder:2"])
+def test_r7_a_holder_never_serves_another_servers_audience(tmp_path: Path, audience: str) -> None:
+    # With `--audience fraudhub:hub` every JWT a bank sends the hub would be
+    # good once at this holder: the hub's operator could replay them to
+    # evaluate values of its choosing on the bank's account.
+    state = tmp_path / "state"
+    assert main(["keyholder", "init", "--state-dir", str(state), "--name", "holder-1"]) == 0
+    shares, public = deal(1, 1)
+    share_path, public_path = tmp_path / "share-1.json", tmp_path / "public.json"
+    share_path.write_text(shares[0].to_json())
+    share_path.chmod(0o600)
+    public_path.write_text(public.to_json())
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), str(repo / "protos")])}
+    command = [sys.executable, "-m", "hub.cli", "keyholder", "serve", "--listen", "127.0.0.1:0"]
+    command += ["--share", str(share_path), "--public", str(public_path), "--state-dir", str(state)]
+    command += ["--audience", audience]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=repo
+    )
+    try:
+        _, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail(f"the holder served audience {audience!r}")
+    assert process.returncode == 2
+    assert "is not this key holder's audience" in err

@@ -58,7 +58,7 @@ from hub.wire.tls import (
     tls_files,
 )
 
-__all__ = ["holder_name", "init_holder", "register"]
+__all__ = ["holder_audience", "holder_name", "init_holder", "register"]
 
 STOP_GRACE_SECONDS = 5.0
 IDENTITY_FILENAME = "holder.json"
@@ -115,17 +115,35 @@ def _tls(args: argparse.Namespace) -> TlsFiles | None:
     return tls_files(args.state_dir, HOLDER_STEM)
 
 
+def holder_audience(index: int, requested: str | None) -> str:
+    """The JWT audience holder ``index`` serves: its own unless ``requested`` names another.
+
+    Any ``fraudhub:`` audience other than ``fraudhub:keyholder:<index>`` is
+    another server's (the hub's, another holder's): serving it would accept
+    every token an institution sends there, replayed by whoever receives
+    them.  Raises ConfigurationError.
+    """
+    own = keyholder_audience(index)
+    if requested is None or requested == own:
+        return own
+    if requested.startswith("fraudhub:"):
+        raise ConfigurationError(
+            f"--audience {requested!r} is not this key holder's audience ({own}): it names "
+            "another server, whose tokens would then be good here too"
+        )
+    return requested
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     share = load_share(args.share)
     public = load_public(args.public)
     check_share(share, public)
+    audience = holder_audience(share.index, args.audience)
     files = _tls(args)
     credentials = load_server_credentials(files) if files is not None else None
     registry = HolderRegistry(args.state_dir, holder_name(args.state_dir))
     seen = SeenTokenFile(args.state_dir / "seen-tokens.sqlite3")
-    verifier = TokenVerifier(
-        registry, args.audience or keyholder_audience(share.index), replay=seen
-    )
+    verifier = TokenVerifier(registry, audience, replay=seen)
     quota = QuotaLedger(
         args.state_dir / "quota.sqlite3", DEFAULT_DAILY_QUOTA, limits=registry.daily_quota
     )
@@ -210,7 +228,10 @@ def register(sub: Any) -> None:
     kh.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM) from your PKI")
     kh.add_argument("--tls-key", type=Path, help="server private key (PEM) from your PKI")
     kh.add_argument("--insecure", action="store_true", help="serve WITHOUT TLS (development only)")
-    kh.add_argument("--audience", help="JWT audience (default fraudhub:keyholder:<index>)")
+    kh.add_argument(
+        "--audience",
+        help="JWT audience (default fraudhub:keyholder:<index>; never another server's)",
+    )
     kh.add_argument(
         "--workers", type=positive_int(), default=8, help="RPC worker threads (default 8)"
     )
