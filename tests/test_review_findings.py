@@ -22,15 +22,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fraudhub.v1 import keyholder_pb2, keyholder_pb2_grpc
 
 from client_sdk.client.hub import HubClient
 from client_sdk.client.tokenizer import HolderEndpoint
+from client_sdk.core import threshold
 from client_sdk.core.errors import ConfigurationError
 from client_sdk.core.threshold import deal
-from client_sdk.wire.auth import InstitutionKey, generate_key, public_key_bytes
-from client_sdk.wire.channels import HUB_SERVER_NAME, ChannelSecurity
+from client_sdk.wire.auth import (
+    BearerAuth,
+    InstitutionKey,
+    generate_key,
+    keyholder_audience,
+    load_private_key,
+    public_key_bytes,
+)
+from client_sdk.wire.channels import HUB_SERVER_NAME, ChannelSecurity, open_channel
 from hub.audit.checkpoint import Checkpoint, LogSigner, NoteSignature, verifier_key
 from hub.audit.cosignature import (
     COSIGNATURE_TYPE,
@@ -40,6 +50,7 @@ from hub.audit.cosignature import (
     with_cosignatures,
 )
 from hub.cli import main
+from hub.devtools.deployment import WITNESS_CLIENT, WITNESS_CLIENT_KEY, LocalDeployment
 from hub.keyholder import dkg_files
 from hub.keyholder.admission import REGISTRY_FILENAME, HolderRegistry, admit, set_quota
 from hub.keyholder.dkg_files import init_participant, run_round
@@ -245,3 +256,31 @@ def test_r7_a_holder_never_serves_another_servers_audience(tmp_path: Path, audie
         pytest.fail(f"the holder served audience {audience!r}")
     assert process.returncode == 2
     assert "is not this key holder's audience" in err
+
+
+# --- guard: the hub's witness client is no evaluator --------------------------------
+
+
+@pytest.mark.e2e
+def test_the_hubs_witness_client_admitted_everywhere_cannot_evaluate(tmp_path: Path) -> None:
+    # Every holder admits the hub's operator (role operator) so that the hub can
+    # ask it to cosign; that admission must not give the hub evaluations.
+    with LocalDeployment(tmp_path / "hub", tmp_path / "clients", log_to_file=False) as world:
+        world.start()
+        key = InstitutionKey(WITNESS_CLIENT, load_private_key(world.data_dir / WITNESS_CLIENT_KEY))
+        for index, port in world.holder_ports.items():
+            auth = BearerAuth(key, keyholder_audience(index))
+            channel = open_channel(f"127.0.0.1:{port}", world.holder_security(index), auth)
+            try:
+                batch = threshold.blind_batch([b"+8613987654321"])
+                with pytest.raises(grpc.RpcError) as info:
+                    keyholder_pb2_grpc.KeyHolderStub(channel).BlindEvaluate(
+                        keyholder_pb2.BlindEvaluateRequest(
+                            epoch=world.public.epoch, blinded_elements=batch.blinded_elements
+                        ),
+                        timeout=10,
+                    )
+            finally:
+                channel.close()
+            assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "role operator may not call" in (info.value.details() or "")
