@@ -9,6 +9,7 @@ the file and what is wrong; nothing else escapes.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from client_sdk.client.tokenizer import HolderEndpoint
 from client_sdk.core.errors import ConfigurationError
 from client_sdk.wire.channels import HUB_SERVER_NAME, ChannelSecurity, holder_server_name
 
-__all__ = ["ClientConfig", "HolderConfig"]
+__all__ = ["ClientConfig", "HolderConfig", "check_separate_pins"]
 
 
 @dataclass(frozen=True)
@@ -145,3 +146,25 @@ def _pinned(ca: Path | None, server_name: str | None, role_name: str) -> Channel
     if ca is None:
         return ChannelSecurity(server_name=server_name)
     return ChannelSecurity.from_ca_file(str(ca), server_name or role_name)
+
+
+def check_separate_pins(hub: ChannelSecurity, holders: Sequence[HolderEndpoint]) -> None:
+    """Raise ConfigurationError unless every holder has its own pin, apart from the hub's."""
+    owners: dict[bytes, str] = {}
+    if hub.root_certificates is not None:
+        owners[hub.root_certificates] = "the hub"
+    for holder in holders:
+        if holder.security is None:
+            raise ConfigurationError(
+                f"key holder {holder.index} has no TLS pin of its own; the hub's pin is "
+                "never used for a key holder (pin its own CA and name, ADR 0012)"
+            )
+        ca = holder.security.root_certificates
+        if ca is None or holder.security.insecure:
+            continue
+        other = owners.setdefault(ca, f"key holder {holder.index}")
+        if other != f"key holder {holder.index}":
+            raise ConfigurationError(
+                f"key holder {holder.index} is pinned to the same CA certificate as {other}; "
+                "each party has its own CA (ADR 0012): ask that holder's operator for its ca.pem"
+            )

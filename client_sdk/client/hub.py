@@ -50,7 +50,7 @@ from google.protobuf.message import Message
 
 from client_sdk.client import bulk
 from client_sdk.client.bulk import DEFAULT_WINDOW
-from client_sdk.client.config import ClientConfig
+from client_sdk.client.config import ClientConfig, check_separate_pins
 from client_sdk.client.disputes import DisputeClient
 from client_sdk.client.epochs import combine
 from client_sdk.client.messages import (
@@ -105,28 +105,6 @@ def _with_timeout(method: Callable[..., _R], request: _Q) -> Callable[[float], _
     return call
 
 
-def _check_separate_pins(hub: ChannelSecurity, holders: Sequence[HolderEndpoint]) -> None:
-    """Raise ConfigurationError unless every holder has its own pin, apart from the hub's."""
-    owners: dict[bytes, str] = {}
-    if hub.root_certificates is not None:
-        owners[hub.root_certificates] = "the hub"
-    for holder in holders:
-        if holder.security is None:
-            raise ConfigurationError(
-                f"key holder {holder.index} has no TLS pin of its own; the hub's pin is "
-                "never used for a key holder (pin its own CA and name, ADR 0012)"
-            )
-        ca = holder.security.root_certificates
-        if ca is None or holder.security.insecure:
-            continue
-        other = owners.setdefault(ca, f"key holder {holder.index}")
-        if other != f"key holder {holder.index}":
-            raise ConfigurationError(
-                f"key holder {holder.index} is pinned to the same CA certificate as {other}; "
-                "each party has its own CA (ADR 0012): ask that holder's operator for its ca.pem"
-            )
-
-
 class HubClient:
     """One institution's connection to a hub and its key holders.
 
@@ -178,7 +156,7 @@ class HubClient:
         for one evaluation of elements of its choosing at the real holder.
         Raises ConfigurationError.
         """
-        _check_separate_pins(security, holders)
+        check_separate_pins(security, holders)
         tokenizer = Tokenizer(holders, public, key, security)
         return cls(hub, key, tokenizer, security, key_epoch=public.epoch, **options)
 
