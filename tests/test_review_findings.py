@@ -11,7 +11,15 @@ docs/TRUST.md, and failed before its fix:
 - R3: :meth:`HubClient.connect` used the hub's TLS pin for a key holder that
   had none of its own, so the hub (or whoever held the hub's key) could pose
   as that holder and collect the institution's holder JWTs, each good for one
-  evaluation of elements of its own choosing at the real holder.
+  evaluation of elements of its own choosing at the real holder;
+- R4 (in test_admission.py): ``import-proposal --yes`` admitted whatever the
+  hub's export said at that moment, not what the holder's operator reviewed;
+- R5: a DKG participant re-signing its complaint after the dealers answered
+  got an honest dealer disqualified and named as the cheat;
+- R6: a quota cut written within one coarse file-time tick, at the same file
+  size, never reached the running holder;
+- R7: ``keyholder serve --audience fraudhub:hub`` (or another holder's)
+  made every token sent to that server good at this holder too.
 """
 
 from __future__ import annotations
