@@ -3,7 +3,8 @@
 :class:`HubServer` builds one ``grpc.server`` with, in this order, the
 interceptors ``hub.wire.metrics.RpcInterceptor`` (Prometheus metrics and the
 per-RPC log line; the endpoint when ``HubConfig.metrics_port`` is set),
-``hub.wire.rpc.InFlight`` (counts running handlers, for a bounded stop), ``hub.wire.status.ErrorInterceptor`` (fraudhub errors to statuses),
+``hub.wire.rpc.InFlight`` (counts running handlers, for a bounded stop),
+``hub.wire.status.ErrorInterceptor`` (fraudhub errors to statuses),
 :class:`RefusalAuditInterceptor` (audits calls the auth layer refuses),
 ``hub.wire.auth.AuthInterceptor`` (JWT and the role table :data:`HUB_METHOD_ROLES`)
 and ``hub.wire.decode.DecodeInterceptor`` (requests read and decoded only
