@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_demo import ROOT
-from test_metrics import scrape, value
+from test_metrics import scrape_until, value
 
 from client_sdk.wire.channels import ChannelSecurity, holder_server_name, open_channel
 from hub.cli import main
@@ -157,7 +157,10 @@ def test_keyholder_runs_from_its_file_with_metrics_and_json_logs(tmp_path: Path)
         pin = ChannelSecurity.from_ca_file(ca, holder_server_name(1))
         with open_channel(f"127.0.0.1:{port}", pin) as channel:
             health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-        _, samples = scrape(metrics_port)
+        _, samples = scrape_until(
+            metrics_port,
+            lambda now: value(now, "fraudhub_rpcs_total", method="Health/Check", code="OK") >= 1,
+        )
         assert value(samples, "fraudhub_rpcs_total", method="Health/Check", code="OK") == 1
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0

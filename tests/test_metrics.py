@@ -7,6 +7,7 @@ import json
 import logging
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,6 +45,20 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
+def scrape_until(
+    port: int, done: Callable[[Samples], bool], within: float = 10.0
+) -> tuple[str, Samples]:
+    """Scrape until ``done``: a call is counted when it terminates on the server,
+    which may be just after its caller got the answer."""
+    deadline = time.monotonic() + within
+    while True:
+        text, samples = scrape(port)
+        if done(samples):
+            return text, samples
+        assert time.monotonic() < deadline, f"metrics incomplete after {within} s:\n{text}"
+        time.sleep(0.05)
+
+
 @pytest.mark.e2e
 def test_hub_metrics_endpoint_and_request_log(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
@@ -64,13 +79,13 @@ def test_hub_metrics_endpoint_and_request_log(
                 exchange_pb2.MatchRequest(purpose="payment_screening"), timeout=5
             )
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        deadline = time.monotonic() + 10
-        while True:
-            text, samples = scrape(port)
-            if ("fraudhub_checkpoint_age_seconds", frozenset()) in samples:
-                break
-            assert time.monotonic() < deadline, "no checkpoint age after 10 s"
-            time.sleep(0.1)
+        text, samples = scrape_until(
+            port,
+            lambda now: (
+                ("fraudhub_checkpoint_age_seconds", frozenset()) in now
+                and value(now, "fraudhub_rpc_duration_seconds_count", method="Exchange/Match") == 4
+            ),
+        )
     finally:
         hub.stop()
     match = {"method": "Exchange/Match"}
@@ -130,7 +145,13 @@ def test_keyholder_metrics_count_rpcs_items_and_quota(tmp_path: Path) -> None:
                     timeout=10,
                 )
         assert wrong_epoch.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        text, samples = scrape(port)
+        text, samples = scrape_until(
+            port,
+            lambda now: (
+                value(now, "fraudhub_rpc_duration_seconds_count", method="KeyHolder/BlindEvaluate")
+                == 2
+            ),
+        )
     finally:
         server.stop(None)
         metrics.close()

@@ -15,6 +15,9 @@ Guarantees:
   Never an institution, a value, a token or a request field.
 - The log line carries the institution id (public, in the registry) and
   counts; never a value, a token or a status message.
+- A call is counted and logged once it has terminated on the server, with
+  its final status code (a callback of the call): possibly a moment after
+  its caller got the answer.  Its log line is written before it is counted.
 - What the servicers learn (the caller, item and match counts) reaches the
   interceptor through :func:`note_call`, called where the call is audited
   (``hub.services.audited``) or charged (the key holder's quota); a call that
@@ -216,7 +219,7 @@ def _finish(call: _Call, context: grpc.ServicerContext) -> None:
     # ServicerContext.code() exists since grpcio 1.38; types-grpcio lacks it.
     status = context.code()  # type: ignore[attr-defined]
     code = "OK" if status is None else status.name
-    call.metrics.observe(call, code, seconds)
+    # The log line first: a scrape that counts the call finds its line written.
     rpc_log.info(
         "rpc %s institution=%s code=%s items=%d duration_ms=%.1f",
         call.method,
@@ -234,3 +237,4 @@ def _finish(call: _Call, context: grpc.ServicerContext) -> None:
             }
         },
     )
+    call.metrics.observe(call, code, seconds)
