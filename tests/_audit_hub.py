@@ -19,6 +19,7 @@ import grpc
 import pytest
 from fraudhub.v1 import exchange_pb2, exchange_pb2_grpc
 
+from client_sdk.client.config import ClientConfig
 from client_sdk.wire.auth import (
     HUB_AUDIENCE,
     BearerAuth,
@@ -149,22 +150,24 @@ class RunningHub:
 
     def cli(self, *args: str, institution: str = "reg-1") -> tuple[int, str, str]:
         self.capsys.readouterr()
-        status = main(
-            [
-                "audit",
-                args[0],
-                "--hub",
-                f"127.0.0.1:{self.port}",
-                "--insecure",
-                "--institution",
-                institution,
-                "--key",
-                str(self.root / f"{institution}.pem"),
-                *args[1:],
-            ]
-        )
+        config = str(self.client_config(institution))
+        status = main(["audit", args[0], "--config", config, "--insecure", *args[1:]])
         out, err = self.capsys.readouterr()
         return status, out, err
+
+    def client_config(self, institution: str) -> Path:
+        """``<root>/<institution>.json``: the client configuration the CLI reads (--config)."""
+        path = self.root / f"{institution}.json"
+        path.write_text(
+            ClientConfig(
+                institution=institution,
+                key=self.root / f"{institution}.pem",
+                hub=f"127.0.0.1:{self.port}",
+                holders=(),
+                public=self.config.public_key,
+            ).dump()
+        )
+        return path
 
     def verify(self, *extra: str) -> tuple[int, str]:
         status, out, err = self.cli(

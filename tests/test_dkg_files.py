@@ -117,7 +117,7 @@ def test_no_secret_reaches_the_exchange_or_the_output(
     secrets: list[str] = []
     for name in ROUNDS:
         for state in states:
-            argv = ["dkg", "round", name, "--state", str(state), "--exchange", str(exchange)]
+            argv = ["dkg", "round", name, "--state-dir", str(state), "--exchange", str(exchange)]
             assert dkg_cli.main([*argv, "-t", "2", "-n", "3"]) == 0
             if name == "deal":
                 secrets += dkg_files._load_state(state)["dealing"]["coefficients"]

@@ -666,20 +666,11 @@ def test_quota_is_counted_with_the_work_and_refusal_writes_nothing(
 def test_policy_reload_command(world: LocalDeployment, capsys: pytest.CaptureFixture[str]) -> None:
     from hub.cli import main
 
-    base = [
-        "policy",
-        "reload",
-        "--hub",
-        world.hub_address,
-        "--ca",
-        str(world.data_dir / "tls/ca.pem"),
-    ]
-    operator = ["--institution", "operator-o", "--key", str(world.client_dir / "operator-o.pem")]
-    assert main([*base, *operator]) == 0
+    base = ["policy", "reload"]
+    assert main([*base, "--config", str(world.client_config("operator-o"))]) == 0
     assert f"policy {world.hub.policy.current.version} (unchanged" in capsys.readouterr().out
     # A bank may not reload the policy.
-    bank = ["--institution", "bank-a", "--key", str(world.client_dir / "bank-a.pem")]
-    assert main([*base, *bank]) == 2
+    assert main([*base, "--config", str(world.client_config("bank-a"))]) == 2
     assert "may not call" in capsys.readouterr().err
 
 

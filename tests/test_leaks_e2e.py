@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +30,7 @@ from client_sdk.core.errors import InvalidRequest, PermissionDenied, PolicyDenie
 from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth, mint_jwt
 from client_sdk.wire.channels import open_channel
 from hub.devtools.deployment import LocalDeployment
+from hub.infra.logs import JsonFormatter
 from hub.storage.models import utcnow
 from hub.storage.store import disable_institution
 
@@ -161,11 +164,28 @@ def stream_ended_by_a_disable(world: LocalDeployment, pairs: list[tuple[str, str
 @pytest.mark.e2e
 def test_no_raw_value_in_databases_wal_or_logs(tmp_path: Path) -> None:
     hub_dir, holders_dir = tmp_path / "e2e", tmp_path / "e2e-holders"
-    with LocalDeployment(hub_dir, tmp_path / "clients", holders_dir=holders_dir) as world:
-        world.start()
-        scenario(world, tmp_path)
-        # Read the WAL before shutdown checkpoints it into the database.
-        live = {p: p.read_bytes() for p in all_files(hub_dir) + all_files(holders_dir)}
+    # The servers' records as `--log-format json` writes them, per-RPC lines included.
+    json_log = logging.FileHandler(hub_dir / "servers.jsonl", encoding="utf-8", delay=True)
+    json_log.setFormatter(JsonFormatter())
+    logging.getLogger("hub").addHandler(json_log)
+    try:
+        with LocalDeployment(hub_dir, tmp_path / "clients", holders_dir=holders_dir) as world:
+            world.start()
+            scenario(world, tmp_path)
+            # Read the WAL before shutdown checkpoints it into the database.
+            live = {p: p.read_bytes() for p in all_files(hub_dir) + all_files(holders_dir)}
+    finally:
+        logging.getLogger("hub").removeHandler(json_log)
+        json_log.close()
+    rpc_lines = [
+        line
+        for line in map(json.loads, (hub_dir / "servers.jsonl").read_text().splitlines())
+        if "method" in line
+    ]
+    assert {"Exchange/Match", "Exchange/Contribute", "KeyHolder/BlindEvaluate"} <= {
+        line["method"] for line in rpc_lines
+    }
+    assert {"bank-a", "carrier-x"} <= {line["institution"] for line in rpc_lines}
     demo_dir = tmp_path / "demo"
     done = run_fraudhub("demo", "--data-dir", str(demo_dir))
     assert done.returncode == 0, done.stderr
@@ -173,7 +193,8 @@ def test_no_raw_value_in_databases_wal_or_logs(tmp_path: Path) -> None:
     after = all_files(hub_dir) + all_files(holders_dir) + all_files(demo_dir)
     files = {**live, **{p: p.read_bytes() for p in after}}
     names = {p.name for p in files}
-    assert {"hub.sqlite3", "hub.sqlite3-wal", "servers.log", "quota.sqlite3"} <= names
+    expected = {"hub.sqlite3", "hub.sqlite3-wal", "servers.log", "servers.jsonl", "quota.sqlite3"}
+    assert expected <= names
     assert {"admitted.json", "seen-tokens.sqlite3", "holder.json"} <= names
     secrets = [v for vs in SCENARIO.values() for v in vs] + LABELS + example_values()
     assert len(secrets) > 30

@@ -96,7 +96,7 @@ def test_explain_json_allow(capsys: pytest.CaptureFixture[str]) -> None:
         "fraud_investigation",
         "--kind",
         "national_id",
-        "--case-ref",
+        "--case-reference",
         "CASE-SECRET-42",
         "--format",
         "json",
@@ -158,7 +158,7 @@ def test_explain_text_with_override(capsys: pytest.CaptureFixture[str]) -> None:
         "payment_screening",
         "--kind",
         "bank_account",
-        "--case-ref",
+        "--case-reference",
         "C-1",
     )
     assert status == 0

@@ -74,10 +74,6 @@ class Sandbox:
             pytest.fail(f"sandbox did not exit within {EXIT_WITHIN} s of signal {signum}")
 
 
-def _hub(clients: Path) -> str:
-    return str(json.loads((clients / "bank-a.json").read_text())["hub"])
-
-
 def _raw_values() -> set[str]:
     """Every raw value of the example files the test sends."""
     values: set[str] = set()
@@ -127,9 +123,7 @@ def test_sandbox_serves_its_configurations_and_stops_on_sigterm_then_sigint(
         assert "13800138000" not in out.read_text()
         # The regulator drives the audit commands from what the sandbox wrote.
         verified = run_fraudhub(
-            "audit", "verify", "--hub", _hub(clients), "--institution", "reg-r",
-            "--key", str(clients / "reg-r.pem"),
-            "--ca", str(directory / "state" / "tls" / "ca.pem"),
+            "audit", "verify", "--config", str(clients / "reg-r.json"),
             "--log-key", f"@{clients / 'audit-log-key.txt'}",
             "--state", str(tmp_path / "audit-state.json"),
         )  # fmt: skip

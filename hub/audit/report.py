@@ -40,7 +40,7 @@ __all__ = [
     "render",
 ]
 
-FORMATS = ("table", "csv", "json")
+FORMATS = ("table", "csv", "json", "jsonl")
 NO_TIER = "unrecorded"
 NO_PURPOSE = "none"
 
@@ -151,12 +151,14 @@ def _counts(counter: Counter[str]) -> str:
 
 
 def render(reports: Sequence[InstitutionReport], fmt: str) -> str:
-    """The reports as a text table, CSV (one row per institution) or JSON.
+    """The reports as a text table, CSV or JSON Lines (one row per institution) or JSON.
 
     Raises ValueError for an unknown format (the CLI offers only :data:`FORMATS`).
     """
     if fmt == "json":
         return json.dumps([r.to_json_obj() for r in reports], indent=2, sort_keys=True) + "\n"
+    if fmt == "jsonl":
+        return "".join(json.dumps(r.to_json_obj(), sort_keys=True) + "\n" for r in reports)
     header = [
         "institution",
         "requests",

@@ -32,7 +32,8 @@ fetched, decoded from the log's own bodies, filtered here and re-checked
 against the verified root before anything is printed (exit 1 or 2 on a
 mismatch).  It costs one full read of the log.
 
-Every command reaches the hub as an institution with the regulator role: an
+Every command reaches the hub as an institution with the regulator role, named
+by ``--config`` (its client configuration JSON; ``hub.cli.options``): an
 Ed25519 key signs a short-lived JWT per call, over TLS unless ``--insecure``;
 the calls go through the SDK's :class:`client_sdk.client.audit.AuditLogClient`.
 """
@@ -43,7 +44,6 @@ import argparse
 import hashlib
 import hmac
 import json
-import os
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -56,8 +56,6 @@ from fraudhub.v1 import audit_pb2
 
 from client_sdk.client.audit import AuditLogClient
 from client_sdk.core.errors import AuditLogError, ConfigurationError
-from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth, InstitutionKey
-from client_sdk.wire.channels import HUB_SERVER_NAME, ChannelSecurity, open_channel
 from client_sdk.wire.codecs import optional_datetime, timestamp, to_datetime
 from hub.audit.anomalies import Thresholds, detect
 from hub.audit.checkpoint import LogVerifier
@@ -65,6 +63,7 @@ from hub.audit.dispute_report import DisputeLedger, DisputeReport, render_disput
 from hub.audit.events import AuditEvent, decode
 from hub.audit.report import FORMATS, InstitutionReport, aggregate, render
 from hub.audit.verify import VerifiedState, verified_events, verify_log
+from hub.cli.options import add_hub_connection, hub_channel
 from hub.infra.argtypes import positive_float, positive_int
 from hub.infra.privatefiles import write_private_atomically
 from hub.services.audit import LOG_KEY_FILENAME, log_signer
@@ -101,20 +100,7 @@ def _when(text: str) -> datetime:
 
 
 def _channel(args: argparse.Namespace) -> grpc.Channel:
-    if not args.hub or not args.institution or not args.key:
-        raise ConfigurationError(
-            "--hub, --institution and --key are required (or FRAUDHUB_HUB, "
-            "FRAUDHUB_INSTITUTION, FRAUDHUB_KEY)"
-        )
-    if args.insecure:
-        security = ChannelSecurity(insecure=True)
-    elif args.ca:
-        # A pinned private CA: check the hub's role name (ADR 0012).
-        security = ChannelSecurity.from_ca_file(args.ca, args.server_name or HUB_SERVER_NAME)
-    else:
-        security = ChannelSecurity(server_name=args.server_name)
-    auth = BearerAuth(InstitutionKey.load(args.institution, Path(args.key)), HUB_AUDIENCE)
-    return open_channel(args.hub, security, auth)
+    return hub_channel(args)
 
 
 def _read_log_key(value: str) -> str:
@@ -349,20 +335,7 @@ def _cmd_anomalies(args: argparse.Namespace) -> int:
 
 
 def _connection_args(parser: argparse.ArgumentParser) -> None:
-    env = os.environ.get
-    parser.add_argument("--hub", default=env("FRAUDHUB_HUB"), help="hub address host:port")
-    parser.add_argument(
-        "--institution", default=env("FRAUDHUB_INSTITUTION"), help="your regulator's id"
-    )
-    parser.add_argument("--key", default=env("FRAUDHUB_KEY"), help="your Ed25519 key (PEM)")
-    parser.add_argument("--ca", help="CA certificate of the hub's TLS (PEM)")
-    parser.add_argument(
-        "--server-name",
-        help="TLS host name to check (default: hub.fraudhub.internal with --ca, else from --hub)",
-    )
-    parser.add_argument(
-        "--insecure", action="store_true", help="plaintext, no TLS (development only)"
-    )
+    add_hub_connection(parser, "your regulator")
 
 
 def _verified_args(parser: argparse.ArgumentParser) -> None:

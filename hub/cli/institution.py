@@ -26,6 +26,7 @@ from typing import Any
 from client_sdk.wire.auth import generate_key, public_key_b64, public_key_bytes, save_private_key
 from hub.cli.database import add_database_arguments, open_store
 from hub.infra.argtypes import public_key_option
+from hub.infra.privatefiles import write_private_atomically
 from hub.keyholder.admission import fingerprint
 from hub.services.admin import (
     add_institution_locally,
@@ -149,7 +150,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.out is None:
         sys.stdout.write(text)
     else:
-        args.out.write_text(text)
+        # The registry says who may call the key holders: private like their state.
+        write_private_atomically(args.out, text)
         print(f"wrote {len(rows)} institution(s) to {args.out}")
     return 0
 

@@ -7,7 +7,7 @@
   table.  Exit 0 when every scenario passes, 1 when one fails, 2 when a file
   does not validate.
 - ``fraudhub policy explain --policy FILE [--policy OVERRIDE ...] --role R
-  --purpose P --kind K [--action A] [--case-ref X] [--format json]`` prints one
+  --purpose P --kind K [--action A] [--case-reference X] [--format json]`` prints one
   decision with its reasons, obligations and the policy version.  Exit 0 when
   allowed, 1 when refused, so scripts can branch on it.
 
@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+import sys
 from typing import Any
 
 import grpc
 from fraudhub.v1 import admin_pb2, admin_pb2_grpc
 
-from client_sdk.core.errors import ConfigurationError
-from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth, InstitutionKey
-from client_sdk.wire.channels import HUB_SERVER_NAME, ChannelSecurity, open_channel
 from client_sdk.wire.status import errors_from_status
+from hub.cli.options import add_hub_connection, hub_channel
+from hub.infra.argtypes import deprecated_alias
 from hub.policy.engine import Policy
 from hub.policy.model import ACTIONS, AUDIT_KIND, TIERS, Context, Decision, Principal
 from hub.policy.reader import load_policy
@@ -46,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     check = commands.add_parser("check", help="validate policy files and print the version")
     check.add_argument("files", nargs="+", metavar="FILE", help="operator policy, then overrides")
-    check.add_argument("--format", choices=("text", "json"), default="text")
+    _format_option(check)
     check.set_defaults(func=_check)
 
     test = commands.add_parser("test", help="run a scenario table against a policy")
@@ -71,9 +70,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--kind", default=AUDIT_KIND, help="indicator kind (omit for --action audit)"
     )
     explain.add_argument("--action", choices=ACTIONS, default="match")
-    explain.add_argument("--case-ref", dest="case_ref", default=None, metavar="X")
+    explain.add_argument("--case-reference", dest="case_ref", default=None, metavar="X")
+    deprecated_alias(explain, "--case-ref", "--case-reference", dest="case_ref")
     explain.add_argument("--institution", default="cli", help="institution id (informational)")
-    explain.add_argument("--format", choices=("text", "json"), default="text")
+    _format_option(explain)
     explain.set_defaults(func=_explain)
 
     _register_reload(commands)
@@ -178,16 +178,9 @@ def _cmd_policy_reload(args: argparse.Namespace) -> int:
     and the hub keeps its running policy; SIGHUP to ``fraudhub serve`` does
     the same from the hub's machine.  (The module docstring is the group's
     ``--help`` text, so ``reload`` is described here.)  Raises the fraudhub
-    error of the hub's status, or ConfigurationError without --ca/--insecure.
+    error of the hub's status, or ConfigurationError for a bad --config.
     """
-    key = InstitutionKey.load(args.institution, args.key)
-    if args.insecure:
-        security = ChannelSecurity(insecure=True)
-    elif args.ca is not None:
-        security = ChannelSecurity.from_ca_file(str(args.ca), HUB_SERVER_NAME)
-    else:
-        raise ConfigurationError("give --ca (the hub's CA certificate) or --insecure")
-    channel = open_channel(args.hub, security, BearerAuth(key, HUB_AUDIENCE))
+    channel = hub_channel(args)
     try:
         reply = admin_pb2_grpc.AdminStub(channel).ReloadPolicy(
             admin_pb2.ReloadPolicyRequest(), timeout=args.timeout
@@ -201,15 +194,28 @@ def _cmd_policy_reload(args: argparse.Namespace) -> int:
     return 0
 
 
+def _text_is_table(value: str) -> str:
+    if value == "text":
+        print("fraudhub: warning: --format text is deprecated; use --format table", file=sys.stderr)
+        return "table"
+    return value
+
+
+def _format_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        type=_text_is_table,
+        choices=("table", "json"),
+        default="table",
+        help="table (for people, the default) or json",
+    )
+
+
 def _register_reload(commands: Any) -> None:
     """Add ``reload`` to the ``policy`` group: Admin.ReloadPolicy as an operator."""
     reload = commands.add_parser(
         "reload", help="make a running hub re-read its policy files (operator role)"
     )
-    reload.add_argument("--hub", required=True, help="host:port of the hub")
-    reload.add_argument("--institution", required=True, help="the operator institution's id")
-    reload.add_argument("--key", type=Path, required=True, help="its private key (PEM)")
-    reload.add_argument("--ca", type=Path, help="CA certificate of the hub (tls/ca.pem)")
-    reload.add_argument("--insecure", action="store_true", help="plaintext (development only)")
+    add_hub_connection(reload, "the operator institution")
     reload.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
     reload.set_defaults(func=_cmd_policy_reload)

@@ -5,7 +5,10 @@ policy on SIGHUP, and prints the bound port on stdout so ``--listen
 127.0.0.1:0`` works in scripts.  It also prints the verifier key of the
 hub's audit log key, which regulators pin (``audit verify --log-key``).
 ``--witness`` (repeatable) names the witnesses asked to cosign each audit
-checkpoint (ADR 0010).
+checkpoint (ADR 0010).  ``--config hub.toml`` reads the same settings from a
+TOML file (keys are the option names with underscores; flags override it),
+``--print-config`` prints the effective settings, ``--metrics-port`` serves
+Prometheus metrics on loopback (``hub.wire.metrics``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import Any
 
 from client_sdk.core.errors import ConfigurationError
 from hub.cli.database import add_database_arguments
-from hub.infra.argtypes import positive_float, positive_int
+from hub.infra.argtypes import port_number, positive_float, positive_int
+from hub.infra.configfile import Setting, add_settings, render, resolve
 from hub.infra.process import exit_leaving_stuck_calls
 from hub.services.audit import log_signer
 from hub.services.config import (
@@ -34,7 +38,22 @@ from hub.services.server import HubServer
 __all__ = ["register"]
 
 
+def _shown(value: object) -> str:
+    if isinstance(value, WitnessEndpoint):
+        parts = [value.address, value.verifier_key, value.audience]
+        if value.ca is not None:
+            parts.append(str(value.ca))
+            if value.server_name:
+                parts.append(value.server_name)
+        return ",".join(parts)
+    return str(value)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
+    resolve(args, SETTINGS, "serve")
+    if args.print_config:
+        print(render(args, SETTINGS, _shown), end="")
+        return 0
     config = HubConfig(
         data_dir=args.data_dir,
         public_key=args.public,
@@ -49,11 +68,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         witnesses=tuple(args.witness),
         witness_identity=_witness_identity(args),
         previous_epochs=tuple(args.accept_epoch or ()),
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
     hub = HubServer(config)
     port = hub.start()
     hub.install_signal_handlers()
     print(f"hub listening on port {port}")
+    if hub.metrics_port is not None:
+        print(f"metrics on http://{config.metrics_host}:{hub.metrics_port}/metrics")
     # Regulators pin this key (audit verify --log-key); it is public.
     print(f"audit log key {log_signer(config.data_dir).verifier_key()}")
     sys.stdout.flush()
@@ -70,6 +93,27 @@ def _witness_endpoint(text: str) -> WitnessEndpoint:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+#: The settings of ``serve``, on the command line and in its TOML file.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", "path", required=True),
+    Setting("database_url", "secret_url"),
+    Setting("public", "path", required=True),
+    Setting("listen", "str", DEFAULT_LISTEN),
+    Setting("policy", "paths", []),
+    Setting("insecure", "bool", False),
+    Setting("workers", "int", 8, check=positive_int()),
+    Setting("grace", "float", HubConfig.shutdown_grace, check=positive_float),
+    Setting("checkpoint_every", "int", CHECKPOINT_EVERY_EVENTS, check=positive_int()),
+    Setting("checkpoint_seconds", "float", CHECKPOINT_EVERY_SECONDS, check=positive_float),
+    Setting("witness", "strs", [], check=_witness_endpoint),
+    Setting("witness_institution", "str"),
+    Setting("witness_key", "path"),
+    Setting("accept_epoch", "ints", [], check=positive_int()),
+    Setting("metrics_port", "int", check=port_number),
+    Setting("metrics_host", "str", "127.0.0.1"),
+)
+
+
 def _witness_identity(args: argparse.Namespace) -> WitnessIdentity | None:
     if not args.witness:
         return None
@@ -84,25 +128,23 @@ def _witness_identity(args: argparse.Namespace) -> WitnessIdentity | None:
 def register(sub: Any) -> None:
     """Add ``serve``."""
     serve = sub.add_parser("serve", help="run the hub (Exchange, Admin, Audit over gRPC)")
-    add_database_arguments(serve)
-    serve.add_argument(
-        "--public", type=Path, required=True, help="public.json of the OPRF key (keys deal)"
-    )
-    serve.add_argument("--listen", default=DEFAULT_LISTEN, help=f"host:port ({DEFAULT_LISTEN})")
+    add_settings(serve)
+    add_database_arguments(serve, required=False)
+    serve.add_argument("--public", type=Path, help="public.json of the OPRF key (keys deal)")
+    serve.add_argument("--listen", help=f"host:port ({DEFAULT_LISTEN})")
     serve.add_argument(
         "--policy",
         type=Path,
         action="append",
         help="policy file; repeat for overrides (stricter wins). Default: policies/default.yaml",
     )
-    serve.add_argument("--insecure", action="store_true", help="serve WITHOUT TLS (development)")
     serve.add_argument(
-        "--workers", type=positive_int(), default=8, help="RPC worker threads (default 8)"
+        "--insecure", action="store_true", default=None, help="serve WITHOUT TLS (development)"
     )
+    serve.add_argument("--workers", type=positive_int(), help="RPC worker threads (default 8)")
     serve.add_argument(
         "--grace",
         type=positive_float,
-        default=HubConfig.shutdown_grace,
         metavar="SECONDS",
         help="on SIGTERM, let in-flight calls finish this long, then cancel them "
         f"(default {HubConfig.shutdown_grace:g})",
@@ -110,14 +152,12 @@ def register(sub: Any) -> None:
     serve.add_argument(
         "--checkpoint-every",
         type=positive_int(),
-        default=CHECKPOINT_EVERY_EVENTS,
         metavar="N",
         help=f"sign an audit checkpoint every N events (default {CHECKPOINT_EVERY_EVENTS})",
     )
     serve.add_argument(
         "--checkpoint-seconds",
         type=positive_float,
-        default=CHECKPOINT_EVERY_SECONDS,
         metavar="T",
         help=f"... or every T seconds when the log grew (default {CHECKPOINT_EVERY_SECONDS:g})",
     )
@@ -142,5 +182,14 @@ def register(sub: Any) -> None:
         metavar="EPOCH",
         help="an earlier OPRF key epoch still accepted and matched while institutions "
         "re-contribute (repeatable; README 'keys' runbook, ADR 0013)",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=port_number,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port (0: any free port; default: none)",
+    )
+    serve.add_argument(
+        "--metrics-host", help="address of the metrics endpoint (default 127.0.0.1, loopback)"
     )
     serve.set_defaults(func=_cmd_serve)

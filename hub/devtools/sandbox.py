@@ -137,12 +137,8 @@ def _exclusive(directory: Path) -> Iterator[None]:
 
 
 def instructions(directory: Path, world: LocalDeployment) -> str:
-    """What to run against the sandbox (the audit commands take flags, not --config)."""
+    """What to run against the sandbox: every command takes a --config of clients/."""
     clients = directory / "clients"
-    ca = world.data_dir / "tls" / "ca.pem"
-    regulator = (
-        f"--hub {world.hub_address} --institution reg-r --key {clients / 'reg-r.pem'} --ca {ca}"
-    )
     holders = ", ".join(endpoint.address for endpoint in world.holder_endpoints())
     members = ", ".join(f"{i} ({role})" for i, role in SANDBOX_INSTITUTIONS.items())
     return "\n".join(
@@ -156,11 +152,11 @@ def instructions(directory: Path, world: LocalDeployment) -> str:
             "fraud_reporting examples/bank_a.csv",
             f"    fraudhub match --config {clients / 'carrier-c.json'} --purpose "
             "sim_activation_screening examples/carrier_subscribers.csv",
-            f"    fraudhub audit verify {regulator} --log-key @{clients / LOG_KEY_FILENAME} "
+            f"    fraudhub audit verify --config {clients / 'reg-r.json'} "
+            f"--log-key @{clients / LOG_KEY_FILENAME} "
             f"--state {clients / 'reg-r-audit-state.json'}",
-            f"    fraudhub audit report {regulator}",
-            f"    fraudhub policy reload --hub {world.hub_address} --institution op-o "
-            f"--key {clients / 'op-o.pem'} --ca {ca}",
+            f"    fraudhub audit report --config {clients / 'reg-r.json'}",
+            f"    fraudhub policy reload --config {clients / 'op-o.json'}",
             "  Ctrl-C (SIGINT) or SIGTERM stops it; run it again on the same directory to resume.",
         ]
     )

@@ -1,10 +1,12 @@
 """Private files the hub and the regulator keep on disk: the hub's Ed25519 log
-key and the regulator's verified-checkpoint state.
+key and the regulator's verified-checkpoint state; and the one way every
+state file (databases, key holder state, registries) is created private.
 
 The pure audit package (:mod:`hub.audit`) formats and checks what these files
 hold; this module is the only place that touches the file system for them.
 
-Guarantees: files are created mode 0600; a key is never silently replaced
+Guarantees: files are created mode 0600, the directories made for them 0700
+(:func:`private_directory`, :func:`create_private_file`); a key is never silently replaced
 (O_EXCL, so two hubs starting at once agree on one key); a state file is
 replaced atomically (temporary file and rename), so a crash leaves the old
 state or the new one, never half of either.
@@ -21,7 +23,36 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_sdk.core.errors import ConfigurationError
 
-__all__ = ["load_or_create_log_key", "write_private_atomically"]
+__all__ = [
+    "create_private_file",
+    "load_or_create_log_key",
+    "private_directory",
+    "write_private_atomically",
+]
+
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+
+
+def private_directory(path: Path) -> Path:
+    """Make ``path`` and any missing parents, each new one mode 0700; return ``path``.
+
+    A directory that already exists keeps its mode: it is the operator's.
+    """
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+    return path
+
+
+def create_private_file(path: Path) -> None:
+    """Create ``path`` empty, mode 0600, in a private directory, unless it exists.
+
+    SQLite gives a database's -wal and -shm files the database file's mode, so
+    creating the file first keeps all three private.
+    """
+    private_directory(path.parent)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
 
 
 def load_or_create_log_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
@@ -37,10 +68,10 @@ def load_or_create_log_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        key_path.parent.mkdir(parents=True, exist_ok=True)
+        private_directory(key_path.parent)
         # O_EXCL: two processes starting at once must not both write a key.
         try:
-            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
         except FileExistsError:
             return load_or_create_log_key(key_path)
         with os.fdopen(fd, "wb") as handle:
@@ -57,7 +88,7 @@ def load_or_create_log_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
 
 def write_private_atomically(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` atomically (temporary file and rename), mode 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_directory(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as handle:

@@ -4,6 +4,8 @@ SQLAlchemy, ``hub.storage.store``) and a key holder's state files (``hub.keyhold
 - Writers wait up to :data:`SQLITE_BUSY_TIMEOUT` seconds for each other.
 - Files are in WAL mode; switching a new file to WAL waits for other openers
   too (SQLite fails that pragma at once, without its busy handler).
+- State files are created mode 0600 in 0700 directories (with their -wal
+  and -shm files, which take the database file's mode).
 - :func:`immediate` takes the write lock when a transaction starts, so two
   read-then-write transactions cannot deadlock.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from client_sdk.core.errors import ConfigurationError, Unavailable
+from hub.infra.privatefiles import create_private_file
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT",
@@ -58,7 +61,7 @@ def open_state_file(path: Path, schema: str, what: str) -> sqlite3.Connection:
     Raises ConfigurationError naming ``what`` and the file if it cannot be opened.
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        create_private_file(path)
         # isolation_level=None: transactions are begun with immediate().
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         prepare_connection(db)

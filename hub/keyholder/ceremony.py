@@ -27,6 +27,7 @@ from typing import Any
 from client_sdk.core.errors import ConfigurationError
 from client_sdk.core.threshold import MAX_HOLDERS, deal
 from hub.infra.argtypes import positive_int
+from hub.infra.privatefiles import private_directory
 from hub.keyholder.keyfiles import (
     PUBLIC_NAME,
     SHARE_NAME,
@@ -48,7 +49,7 @@ def deal_to_directory(
     and linked into place (never over an existing file), ``public.json`` last;
     if anything fails, none of them is left in ``out``.
     """
-    out.mkdir(parents=True, exist_ok=True)
+    private_directory(out)
     public_path = out / PUBLIC_NAME
     if public_path.exists():
         raise ConfigurationError(f"{public_path} already exists; deal into an empty directory")

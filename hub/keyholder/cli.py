@@ -15,6 +15,10 @@ Every party makes its own TLS identity in its own directory (ADR 0012):
   ``--witness-log-key`` it also witnesses the hub's audit log
   (``hub.keyholder.witness``, ADR 0010).
 - ``witness-key --state-dir DIR --name NAME`` prints that witness's verifier key.
+
+``keyholder serve --config holder.toml`` reads its settings from a TOML file
+(flags override it; ``--print-config`` prints them, ``hub.infra.configfile``);
+``--metrics-port`` serves Prometheus metrics on loopback (``hub.wire.metrics``).
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from typing import Any
 
 from client_sdk.core.errors import ConfigurationError
 from client_sdk.wire.auth import keyholder_audience
-from hub.infra.argtypes import positive_int
+from hub.infra.argtypes import port_number, positive_int
+from hub.infra.configfile import Setting, add_settings, render, resolve
 from hub.infra.process import exit_leaving_stuck_calls
 from hub.keyholder.admission import HolderRegistry
 from hub.keyholder.admission_cli import register_admission_actions
@@ -49,6 +54,7 @@ from hub.keyholder.witness import (
     open_witness,
 )
 from hub.wire.auth import TokenVerifier
+from hub.wire.metrics import ServerMetrics
 from hub.wire.tls import (
     HOLDER_STEM,
     TlsFiles,
@@ -134,7 +140,29 @@ def holder_audience(index: int, requested: str | None) -> str:
     return requested
 
 
+#: The settings of ``keyholder serve``, on the command line and in its TOML file.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("share", "path", required=True),
+    Setting("public", "path", required=True),
+    Setting("state_dir", "path", required=True),
+    Setting("listen", "str", "127.0.0.1:0"),
+    Setting("tls_cert", "path"),
+    Setting("tls_key", "path"),
+    Setting("insecure", "bool", False),
+    Setting("audience", "str"),
+    Setting("workers", "int", 8, check=positive_int()),
+    Setting("witness_log_key", "strs", []),
+    Setting("witness_name", "str"),
+    Setting("metrics_port", "int", check=port_number),
+    Setting("metrics_host", "str", "127.0.0.1"),
+)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
+    resolve(args, SETTINGS, "keyholder serve")
+    if args.print_config:
+        print(render(args, SETTINGS), end="")
+        return 0
     share = load_share(args.share)
     public = load_public(args.public)
     check_share(share, public)
@@ -152,6 +180,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.witness_log_key:
         name = args.witness_name or default_witness_name(share.index)
         witness, witness_state = open_witness(args.state_dir, name, args.witness_log_key)
+    metrics = ServerMetrics("keyholder")
     server = KeyHolderServer.create(
         KeyHolderServicer(share, public, quota),
         verifier,
@@ -160,6 +189,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         max_workers=args.workers,
         witness=WitnessServicer(witness) if witness is not None else None,
+        metrics=metrics,
     )
     stop = threading.Event()
 
@@ -170,6 +200,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     server.start()
     print(f"key holder {share.index} (epoch {share.epoch}) listening on port {server.port}")
+    if args.metrics_port is not None:
+        metrics_port = metrics.serve(args.metrics_port, args.metrics_host)
+        print(f"metrics on http://{args.metrics_host}:{metrics_port}/metrics")
     if witness is not None:
         print(f"witness key {witness.cosigner.verifier_key()}")
     sys.stdout.flush()
@@ -177,7 +210,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # its Python handler once the main thread executes again.
     while not stop.wait(0.5):
         pass
-    if not server.stop(STOP_GRACE_SECONDS):
+    stopped = server.stop(STOP_GRACE_SECONDS)
+    metrics.close()
+    if not stopped:
         exit_leaving_stuck_calls()
     quota.close()
     seen.close()
@@ -216,35 +251,40 @@ def register(sub: Any) -> None:
     holder_init.set_defaults(func=_cmd_holder_init)
 
     kh = actions.add_parser("serve", help="run the key holder server for one key share")
-    kh.add_argument("--share", type=Path, required=True, help="share-<i>.json (mode 0600)")
-    kh.add_argument("--public", type=Path, required=True, help="public.json of the same key")
+    add_settings(kh)
+    kh.add_argument("--share", type=Path, help="share-<i>.json (mode 0600)")
+    kh.add_argument("--public", type=Path, help="public.json of the same key")
     kh.add_argument(
         "--state-dir",
         type=Path,
-        required=True,
         help="this holder's directory (keyholder init): TLS, registry, quota and token-id files",
     )
-    kh.add_argument("--listen", default="127.0.0.1:0", help="host:port (default 127.0.0.1:0)")
+    kh.add_argument("--listen", help="host:port (default 127.0.0.1:0)")
     kh.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM) from your PKI")
     kh.add_argument("--tls-key", type=Path, help="server private key (PEM) from your PKI")
-    kh.add_argument("--insecure", action="store_true", help="serve WITHOUT TLS (development only)")
     kh.add_argument(
-        "--audience",
-        help="JWT audience (default fraudhub:keyholder:<index>; never another server's)",
+        "--insecure", action="store_true", default=None, help="serve WITHOUT TLS (development only)"
     )
-    kh.add_argument(
-        "--workers", type=positive_int(), default=8, help="RPC worker threads (default 8)"
-    )
+    kh.add_argument("--audience", help="JWT audience (default fraudhub:keyholder:<index>)")
+    kh.add_argument("--workers", type=positive_int(), help="RPC worker threads (default 8)")
     kh.add_argument(
         "--witness-log-key",
         action="append",
-        default=[],
         metavar="VKEY",
         help="also witness the audit log with this log key (the hub's `audit log-key`); "
         "repeatable. The witness key is witness-key.pem in --state-dir",
     )
     kh.add_argument(
         "--witness-name", help="witness key name (default fraudhub/keyholder-<index>/witness)"
+    )
+    kh.add_argument(
+        "--metrics-port",
+        type=port_number,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port (0: any free port; default: none)",
+    )
+    kh.add_argument(
+        "--metrics-host", help="address of the metrics endpoint (default 127.0.0.1, loopback)"
     )
     kh.set_defaults(func=_cmd_serve)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from client_sdk.core.errors import ConfigurationError, FraudhubError
 from client_sdk.core.threshold import MAX_HOLDERS
-from hub.infra.argtypes import positive_int
+from hub.infra.argtypes import deprecated_alias, positive_int
 from hub.keyholder.dkg_files import ROUNDS, init_participant, run_round
 from hub.keyholder.keyfiles import load_public, load_share
 
@@ -94,7 +94,11 @@ def register(ksub: Any) -> None:
         rnd.add_argument("--epoch", type=positive_int(), default=1)
         rnd.add_argument("--out", type=Path, help="where finish writes the files (default: state)")
         for sub, func in ((init, _cmd_init), (rnd, _cmd_round)):
-            sub.add_argument("--state", type=Path, required=True, help="this holder's state dir")
+            state = sub.add_mutually_exclusive_group(required=True)
+            state.add_argument(
+                "--state-dir", dest="state", type=Path, metavar="DIR", help="this holder's state"
+            )
+            deprecated_alias(state, "--state", "--state-dir", dest="state", type=Path)
             sub.add_argument("--exchange", type=Path, required=True, help="shared directory")
             sub.set_defaults(func=func)
 

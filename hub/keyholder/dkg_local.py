@@ -99,7 +99,7 @@ def _all_rounds(
         argv = {
             name: [
                 *("keys", command, "round", round_name),
-                *("--state", str(state), "--exchange", str(exchange)),
+                *("--state-dir", str(state), "--exchange", str(exchange)),
                 *("-t", str(threshold), "-n", str(holders), "--epoch", str(epoch)),
             ]
             for name, state in states.items()
@@ -124,7 +124,7 @@ def run_dkg_locally(
         {
             name: [
                 *("keys", "dkg", "init", "--name", name, "--index", name.split("-")[1]),
-                *("--state", str(state), "--exchange", str(exchange)),
+                *("--state-dir", str(state), "--exchange", str(exchange)),
             ]
             for name, state in states.items()
         },
@@ -154,7 +154,7 @@ def run_refresh_locally(
         name = f"participant-{n}"
         states[name] = p.state_dir
         argv = ["keys", "refresh", "init", "--name", name, "--old-public", str(old_public)]
-        argv += ["--state", str(p.state_dir), "--exchange", str(exchange)]
+        argv += ["--state-dir", str(p.state_dir), "--exchange", str(exchange)]
         if p.index is not None:
             argv += ["--index", str(p.index)]
         if p.old_share is not None:

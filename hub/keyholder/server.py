@@ -55,6 +55,7 @@ from hub.keyholder.witness import SERVICE_NAME as WITNESS_SERVICE
 from hub.keyholder.witness import WitnessServicer
 from hub.wire.auth import LEEWAY, ROLES, AuthInterceptor, TokenVerifier, current_principal
 from hub.wire.decode import DecodeInterceptor, message_limits, receive_limit
+from hub.wire.metrics import RpcInterceptor, ServerMetrics, note_call
 from hub.wire.rpc import InFlight
 from hub.wire.status import ErrorInterceptor
 from hub.wire.tls import SERVER_OPTIONS, bind
@@ -268,6 +269,7 @@ class KeyHolderServicer(keyholder_pb2_grpc.KeyHolderServicer):
             raise InvalidRequest(f"a batch holds 1..{MAX_BATCH} blinded elements")
         _check_elements(elements)
         self._quota.charge(principal.institution, len(elements))
+        note_call(principal.institution, items=len(elements), quota=len(elements))
         response = holder_evaluate(self._share, elements)
         log.info("evaluated %d element(s) for %s", len(elements), principal.institution)
         return keyholder_pb2.BlindEvaluateResponse(
@@ -298,10 +300,12 @@ class KeyHolderServer:
         insecure: bool = False,
         max_workers: int = 8,
         witness: WitnessServicer | None = None,
+        metrics: ServerMetrics | None = None,
     ) -> KeyHolderServer:
         """Build and bind (not start) a server; raises ConfigurationError.
 
         ``witness`` also serves the audit log's Witness service (ADR 0010).
+        ``metrics`` counts and logs every call (``hub.wire.metrics``).
         """
         in_flight = InFlight()
         roles = dict(METHOD_ROLES)
@@ -313,6 +317,7 @@ class KeyHolderServer:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="keyholder"),
             interceptors=[
+                RpcInterceptor(metrics or ServerMetrics("keyholder")),
                 in_flight,
                 ErrorInterceptor(),
                 AuthInterceptor(verifier, roles),

@@ -437,7 +437,9 @@ def log_signer(data_dir: Path, origin: str = DEFAULT_ORIGIN) -> LogSigner:
     return LogSigner(origin, load_or_create_log_key(Path(data_dir) / LOG_KEY_FILENAME))
 
 
-def _collector(store: Store, config: HubConfig) -> CosignatureCollector | None:
+def _collector(
+    store: Store, config: HubConfig, on_error: Callable[[str], None] | None
+) -> CosignatureCollector | None:
     """The witnesses' cosignature collector, if any are configured; raises ConfigurationError."""
     if not config.witnesses:
         return None
@@ -447,18 +449,27 @@ def _collector(store: Store, config: HubConfig) -> CosignatureCollector | None:
         )
     default_ca = None if config.insecure else (config.tls_dir or config.data_dir) / "tls" / "ca.pem"
     return CosignatureCollector(
-        store, config.witnesses, config.witness_identity, default_ca=default_ca
+        store, config.witnesses, config.witness_identity, default_ca=default_ca, on_error=on_error
     )
 
 
-def register(server: grpc.Server, store: Store, policy: LivePolicy, config: HubConfig) -> str:
+def register(
+    server: grpc.Server,
+    store: Store,
+    policy: LivePolicy,
+    config: HubConfig,
+    *,
+    on_holder_error: Callable[[str], None] | None = None,
+) -> str:
     """Add the Audit servicer and its checkpoint thread to ``server``; return the service name.
+
+    ``on_holder_error`` is told the audience of each witness (key holder) call that failed.
 
     The thread waits on ``server.wait_for_termination`` between ticks, so it
     stops when the server stops.
     """
     signer = log_signer(config.data_dir)
-    collector = _collector(store, config)
+    collector = _collector(store, config, on_holder_error)
     audit_pb2_grpc.add_AuditServicer_to_server(
         AuditService(store, signer, policy=policy, collector=collector), server
     )

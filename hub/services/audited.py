@@ -28,6 +28,7 @@ from client_sdk.core.errors import CallerError, FraudhubError, InvalidRequest, P
 from hub.audit.events import AuditEvent
 from hub.storage import auditlog
 from hub.storage.store import StorageError, Store
+from hub.wire.metrics import note_call
 
 __all__ = ["audit_alone", "audit_outcome", "run_audited"]
 
@@ -57,6 +58,7 @@ def audit_alone(store: Store, event: AuditEvent) -> None:
     For events of calls that failed or were refused: the call's own error
     stands, and the operator must see that its audit failed too.
     """
+    note_call(event.institution, items=event.item_count)
     try:
         with store.session() as session:
             auditlog.append(session, event)
@@ -88,8 +90,10 @@ def run_audited(
     try:
         with store.session() as session:
             result = work(session)
-            auditlog.append(session, event(result))
+            decided = event(result)
+            auditlog.append(session, decided)
             session.commit()
+        note_call(decided.institution, items=decided.item_count, matches=decided.match_count)
     except FraudhubError as exc:
         audit_alone(store, failure_event(exc))
         raise

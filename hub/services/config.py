@@ -118,6 +118,9 @@ class HubConfig:
     witness_identity: WitnessIdentity | None = None
     # Earlier OPRF key epochs still accepted (the overlap of a key change, ADR 0013).
     previous_epochs: tuple[int, ...] = ()
+    # Prometheus endpoint (hub.wire.metrics): None serves none; 0 any free port.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:

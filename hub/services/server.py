@@ -1,8 +1,10 @@
 """Wiring of the hub's gRPC server.
 
 :class:`HubServer` builds one ``grpc.server`` with, in this order, the
-interceptors ``hub.wire.rpc.InFlight`` (counts running handlers, for a bounded
-stop), ``hub.wire.status.ErrorInterceptor`` (fraudhub errors to statuses),
+interceptors ``hub.wire.metrics.RpcInterceptor`` (Prometheus metrics and the
+per-RPC log line; the endpoint when ``HubConfig.metrics_port`` is set),
+``hub.wire.rpc.InFlight`` (counts running handlers, for a bounded stop),
+``hub.wire.status.ErrorInterceptor`` (fraudhub errors to statuses),
 :class:`RefusalAuditInterceptor` (audits calls the auth layer refuses),
 ``hub.wire.auth.AuthInterceptor`` (JWT and the role table :data:`HUB_METHOD_ROLES`)
 and ``hub.wire.decode.DecodeInterceptor`` (requests read and decoded only
@@ -78,6 +80,7 @@ from hub.storage.store import StorageError, Store, delete_expired, record_policy
 from hub.wire import tls
 from hub.wire.auth import AuthInterceptor, TokenVerifier
 from hub.wire.decode import DecodeInterceptor, message_limits, receive_limit
+from hub.wire.metrics import RpcInterceptor, ServerMetrics
 from hub.wire.rpc import InFlight, around
 from hub.wire.status import ErrorInterceptor
 
@@ -264,6 +267,9 @@ class HubServer:
         self._done = threading.Event()
         self._clean = True
         self.port = 0
+        self.metrics = ServerMetrics("hub")
+        self.metrics.add_gauges(self._audit_gauges)
+        self.metrics_port: int | None = None
         roles = {**HUB_METHOD_ROLES, **audit_service.METHOD_ROLES}
         self.in_flight = InFlight()
         self.refusals = RefusalAuditInterceptor(self.store, self.policy, roles, self.registry)
@@ -275,6 +281,7 @@ class HubServer:
                 max_workers=config.max_workers, thread_name_prefix="fraudhub-hub"
             ),
             interceptors=[
+                RpcInterceptor(self.metrics),
                 self.in_flight,
                 ErrorInterceptor(),
                 self.refusals,
@@ -307,7 +314,9 @@ class HubServer:
             _EXCHANGE.full_name,
             _ADMIN.full_name,
             _DISPUTES.full_name,
-            audit_service.register(self.server, self.store, self.policy, config),
+            audit_service.register(
+                self.server, self.store, self.policy, config, on_holder_error=self._holder_error
+            ),
             health.SERVICE_NAME,
             reflection.SERVICE_NAME,
         ]
@@ -320,6 +329,25 @@ class HubServer:
         """The OPRF key epochs the hub accepts: its own, then the earlier ones (ADR 0013)."""
         previous = [e for e in self.config.previous_epochs if e != self.key_info.epoch]
         return (self.key_info.epoch, *previous)
+
+    def _holder_error(self, holder: str) -> None:
+        self.metrics.holder_errors.labels(holder=holder).inc()
+
+    def _audit_gauges(self) -> list[tuple[str, str, float]]:
+        """Audit log size and checkpoint age, read at scrape time (none if the database fails)."""
+        try:
+            with self.store.session() as session:
+                size = auditlog.tree_size(session)
+                checkpoint = auditlog.latest_checkpoint(session)
+        except StorageError:
+            return []
+        gauges = [("fraudhub_audit_log_size", "Events in the audit log", float(size))]
+        if checkpoint is not None:
+            age = (utcnow() - checkpoint.created_at).total_seconds()
+            gauges.append(
+                ("fraudhub_checkpoint_age_seconds", "Age of the newest signed checkpoint", age)
+            )
+        return gauges
 
     def sweep_expired(self) -> int:
         """Delete expired indicators and audit how many; return the count.
@@ -381,6 +409,10 @@ class HubServer:
             self.server, self.config.listen, credentials, insecure=self.config.insecure
         )
         self.server.start()
+        if self.config.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(
+                self.config.metrics_port, self.config.metrics_host
+            )
         for name in ("", *self._service_names):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -440,6 +472,7 @@ class HubServer:
         )
         flusher.start()
         flusher.join(FLUSH_TIMEOUT)
+        self.metrics.close()
         if self._clean:
             self.store.dispose()
         log.info("hub stopped")

@@ -72,8 +72,11 @@ class CosignatureCollector:
         default_ca: Path | None,
         timeout: float = DEFAULT_TIMEOUT,
         clock: Callable[[], datetime] = utcnow,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
         self._store = store
+        # Told the audience of a witness whose call failed (the holder-errors metric).
+        self._on_error = on_error
         self._timeout = timeout
         self._clock = clock
         self._lock = threading.Lock()
@@ -120,6 +123,12 @@ class CosignatureCollector:
         return len(have) + sum(1 for job in done if job.result())
 
     def _ask(self, witness: _Witness, note: str) -> bool:
+        asked = self._ask_once(witness, note)
+        if not asked and self._on_error is not None:
+            self._on_error(witness.endpoint.audience)
+        return asked
+
+    def _ask_once(self, witness: _Witness, note: str) -> bool:
         label = witness.verifier.label()
         try:
             body, _ = split_note(note)

@@ -50,6 +50,7 @@ from client_sdk.core.errors import (
     StorageError,
 )
 from hub.core.matching import Contribution, Sighting
+from hub.infra.privatefiles import create_private_file
 from hub.infra.sqlitefile import SQLITE_BUSY_TIMEOUT, prepare_connection, sqlite_cause
 from hub.storage.models import Indicator, Institution, PolicyText, QuotaUsage, SeenToken
 
@@ -145,7 +146,8 @@ class Store:
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
             if self.url.database and self.url.database != ":memory:":
-                Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+                # Mode 0600 in a 0700 directory; the WAL and SHM files follow it.
+                create_private_file(Path(self.url.database))
             kwargs["connect_args"] = {
                 "check_same_thread": False,
                 "timeout": SQLITE_BUSY_TIMEOUT,
@@ -190,6 +192,20 @@ class Store:
                 command.upgrade(alembic_config(connection), "head")
         except sa.exc.SQLAlchemyError as exc:
             raise storage_error(exc) from None
+
+    def revisions(self) -> tuple[str | None, str]:
+        """``(current, head)``: the schema revision of the database (None: no schema
+        yet) and the newest one this version knows.  Raises :class:`StorageError`."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        try:
+            with self.engine.connect() as connection:
+                current = MigrationContext.configure(connection).get_current_revision()
+        except sa.exc.SQLAlchemyError as exc:
+            raise storage_error(exc) from None
+        return current, str(head)
 
     def dispose(self) -> None:
         self.engine.dispose()
