@@ -103,11 +103,12 @@ def only(results: list[MatchResult | ItemFailure]) -> MatchResult:
 def test_cross_institution_match(world: LocalDeployment) -> None:
     value = phone(1001)
     bank_a, bank_b, carrier = (world.client(i) for i in ("bank-a", "bank-b", "carrier-x"))
-    observed = datetime(2025, 10, 1, tzinfo=UTC)
+    # Recent: phone numbers decay fast (the policy's MISP vishing model, issue 12).
+    observed = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
     assert bank_a.contribute(
         [Indicator("phone", value, "scam_phone", 80, observed, label="case A-1")], purpose=REPORT
     ) == [Contributed(0, "phone")]
-    later = observed + timedelta(days=3)
+    later = observed + timedelta(hours=12)
     bank_b.contribute(
         [Indicator("phone", "13900001001", "money_mule", 95, later, label="case B-7")],
         purpose=REPORT,

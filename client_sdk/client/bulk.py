@@ -68,7 +68,8 @@ def contribute_csv(
     """Contribute every row of a CSV, a window at a time, through ``contribution``.
 
     Columns ``kind``, ``value``, ``category`` and optional ``confidence``,
-    ``observed_at``, ``expires_at`` (ISO 8601 with a zone), ``label``.  Raises
+    ``observed_at``, ``expires_at`` (ISO 8601 with a zone), ``label``, ``evidence``
+    (an evidence class; empty: the hub's default).  Raises
     ConfigurationError for an unreadable file, a header without ``kind`` and
     ``value`` or a bad ``window``; whole-call errors of the hub as they come.
     """
@@ -295,6 +296,7 @@ def _indicator_from_row(row: dict[str, str]) -> Indicator:
         observed_at=_parse_time(row.get("observed_at"), "observed_at"),
         expires_at=_parse_time(row.get("expires_at"), "expires_at"),
         label=row.get("label") or None,
+        evidence=(row.get("evidence") or "").strip() or None,
     )
 
 
@@ -315,6 +317,8 @@ def _result_columns(outcome: MatchResult | ItemFailure) -> dict[str, str]:
             "first_seen": "",
             "last_seen": "",
             "max_confidence": "",
+            "evidence": "",
+            "score": "",
             "labels": "",
             "error": outcome.reason,
         }
@@ -326,6 +330,8 @@ def _result_columns(outcome: MatchResult | ItemFailure) -> dict[str, str]:
         "first_seen": outcome.first_seen.isoformat() if outcome.first_seen else "",
         "last_seen": outcome.last_seen.isoformat() if outcome.last_seen else "",
         "max_confidence": str(outcome.max_confidence) if _at_least(outcome, "summary") else "",
+        "evidence": " ".join(outcome.evidence),
+        "score": str(outcome.score) if _at_least(outcome, "summary") else "",
         "labels": " | ".join(f"{lb.contributor}: {lb.text}" for lb in outcome.labels),
         "error": "",
     }

@@ -23,6 +23,7 @@ from grpc_status import rpc_status
 from client_sdk.client.results import Contributed, Indicator, ItemFailure, Label, MatchResult
 from client_sdk.core.errors import InvalidItems, InvalidRequest, LabelError, PolicyDenied
 from client_sdk.core.tokens import TokenKeys, open_label, seal_label
+from client_sdk.core.vocabulary import EVIDENCE_CLASSES
 from client_sdk.wire.codecs import (
     category_value,
     category_word,
@@ -72,6 +73,10 @@ def indicator_message(
     )
     if item.expires_at is not None:
         message.expires_at.CopyFrom(timestamp(item.expires_at))
+    if item.evidence is not None:
+        if item.evidence not in EVIDENCE_CLASSES:
+            raise InvalidRequest("evidence must be one of " + ", ".join(EVIDENCE_CLASSES))
+        message.evidence = item.evidence
     if item.label:
         message.sealed_label = seal_label(
             keys.label_key, keys.match_token, kind, institution, item.label.encode()
@@ -105,6 +110,14 @@ def match_result(
         max_confidence=result.max_confidence,
         labels=tuple(labels),
         reasons=tuple(result.reasons),
+        evidence=tuple(result.evidence),
+        impersonated=result.impersonated,
+        score=result.score,
+        sightings={
+            "confirmed": result.sightings_confirmed,
+            "false_positive": result.sightings_false_positive,
+            "expired": result.sightings_expired,
+        },
     )
 
 

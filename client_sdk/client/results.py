@@ -36,7 +36,9 @@ class Indicator:
 
     ``label`` is free text (a case reference, a note) sealed before it leaves
     the process.  ``observed_at`` defaults to now; ``expires_at`` to as long as
-    the hub's policy allows.
+    the hub's policy allows.  ``evidence`` is the evidence class
+    (``client_sdk.core.vocabulary.EVIDENCE_CLASSES``); ``None`` sends none and
+    the hub reads it as ``DEFAULT_EVIDENCE``.
     """
 
     kind: str
@@ -46,6 +48,7 @@ class Indicator:
     observed_at: datetime | None = None
     expires_at: datetime | None = None
     label: str | None = field(default=None, repr=False)
+    evidence: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,13 @@ class Label:
 
 @dataclass(frozen=True)
 class MatchResult:
-    """What the hub disclosed about input ``index`` (fields above ``disclosure`` stay empty)."""
+    """What the hub disclosed about input ``index`` (fields above ``disclosure`` stay empty).
+
+    From ``summary``: ``evidence`` (the counted indicators' classes), ``impersonated``
+    (someone filed the value as an impersonation victim's: never a fraud match),
+    ``score`` (highest current decayed score) and ``sightings`` (type -> number of
+    other institutions that filed it).
+    """
 
     index: int
     kind: str
@@ -104,6 +113,10 @@ class MatchResult:
     max_confidence: int = 0
     labels: tuple[Label, ...] = ()
     reasons: tuple[str, ...] = ()
+    evidence: tuple[str, ...] = ()
+    impersonated: bool = False
+    score: int = 0
+    sightings: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

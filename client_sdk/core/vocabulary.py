@@ -18,15 +18,20 @@ from client_sdk.core.errors import InvalidRequest
 __all__ = [
     "ALL_KINDS",
     "CATEGORIES",
+    "DEFAULT_EVIDENCE",
     "DISCLOSURE_LEVELS",
+    "EVIDENCE_CLASSES",
+    "INNOCENT_EVIDENCE",
     "KINDS",
     "PROHIBITED_KINDS",
     "REVOKE_REASONS",
     "ROLES",
+    "SIGHTING_TYPES",
     "TIERS",
     "UPHOLD_EVIDENCE",
     "Disclosure",
     "Principal",
+    "evidence_rank",
 ]
 
 #: Institution roles; servers check them per RPC (DESIGN.md "Parties").
@@ -83,6 +88,45 @@ REVOKE_REASONS: Final[tuple[str, ...]] = (
     "case_closed",
     "other",
 )
+
+#: Evidence classes of a contribution, weakest first (issue 12; after Cifas's Standard of
+#: Proof, DOMAIN.md).  A policy's ``min_evidence`` compares by this order.
+#: ``impersonation_victim`` is not on the ladder: it records that a person's identity was
+#: misused, so it never counts against that person (see :data:`INNOCENT_EVIDENCE`).
+EVIDENCE_CLASSES: Final[tuple[str, ...]] = (
+    "suspected",
+    "internal_investigation",
+    "victim_report",
+    "police_case",
+    "impersonation_victim",
+)
+#: The class that flags an innocent person: an indicator backed only by it is never
+#: reported as a fraud match (matchers at ``summary`` and above see ``impersonated``).
+INNOCENT_EVIDENCE: Final[str] = "impersonation_victim"
+#: What an item without an evidence class (an SDK older than evidence classes) counts as.
+#: Before evidence classes the contribute purposes were documented as filing fraud the
+#: contributor had confirmed itself (policies/default.yaml, ``fraud_reporting``), which is
+#: an internal investigation; ``suspected`` must be said explicitly.
+DEFAULT_EVIDENCE: Final[str] = "internal_investigation"
+
+#: MISP's three sighting types (DOMAIN.md): the filer saw the fraud too, the value is
+#: innocent, or it no longer belongs to the fraudster (a recycled phone number).
+SIGHTING_TYPES: Final[tuple[str, ...]] = ("confirmed", "false_positive", "expired")
+
+
+def evidence_rank(evidence: str) -> int:
+    """Position of ``evidence`` on the proof ladder (``suspected`` = 0).
+
+    ``impersonation_victim`` ranks above every fraud class: a protective record
+    is never refused for want of proof (it accuses nobody).  Raises InvalidRequest
+    for an unknown class (the message does not echo it).
+    """
+    try:
+        return EVIDENCE_CLASSES.index(evidence)
+    except ValueError:
+        raise InvalidRequest(
+            "unknown evidence class (one of " + ", ".join(EVIDENCE_CLASSES) + ")"
+        ) from None
 
 
 #: The evidence a contributor may name to uphold a disputed indicator (issue 12: a

@@ -24,6 +24,13 @@ Guarantees:
   categories, first/last seen and maximum confidence, ``labels`` the sealed
   labels with the contributor id each was sealed to (without it the querier
   cannot open them).
+- Evidence (issue 12): a record filed as ``impersonation_victim`` accuses
+  nobody: it never makes ``matched`` true and never counts toward k; at
+  ``summary`` and above it shows as ``impersonated``.  Indicators below the
+  decided ``min_evidence`` or below the decay model's score ``threshold``
+  (``Sighting.score``, computed by :mod:`hub.core.scores`) do not count either.
+  ``summary`` adds the evidence classes, the highest score and the sighting
+  counts (other institutions' feedback on the token).
 """
 
 from __future__ import annotations
@@ -34,6 +41,13 @@ from datetime import datetime, timedelta
 
 from client_sdk.core.errors import ItemError
 from client_sdk.core.tokens import MAX_LABEL_BYTES, TOKEN_BYTES
+from client_sdk.core.vocabulary import (
+    DEFAULT_EVIDENCE,
+    EVIDENCE_CLASSES,
+    INNOCENT_EVIDENCE,
+    evidence_rank,
+)
+from hub.core.scores import SightingCounts
 from hub.policy.model import Disclosure
 
 __all__ = [
@@ -47,6 +61,7 @@ __all__ = [
     "Sighting",
     "aggregate",
     "clip_expiry",
+    "counts_against",
     "validate_contribution",
 ]
 
@@ -72,6 +87,8 @@ class ContributionItem:
     observed_at: datetime | None
     expires_at: datetime | None
     sealed_label: bytes | None = None
+    # "" (an SDK older than evidence classes) reads as DEFAULT_EVIDENCE.
+    evidence: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,17 +103,24 @@ class Contribution:
     observed_at: datetime
     expires_at: datetime
     sealed_label: bytes | None = None
+    evidence: str = DEFAULT_EVIDENCE
 
 
 @dataclass(frozen=True)
 class Sighting:
-    """One active (not revoked, not expired) stored indicator matching a query."""
+    """One active (not revoked, not expired) stored indicator matching a query.
+
+    ``score``: its current decayed score (:mod:`hub.core.scores`), ``None`` when
+    the hub does not score (then only the evidence rules apply).
+    """
 
     contributor: str
     category: str
     confidence: int
     observed_at: datetime
     sealed_label: bytes | None = None
+    evidence: str = DEFAULT_EVIDENCE
+    score: int | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +144,10 @@ class MatchSummary:
     last_seen: datetime | None = None
     max_confidence: int = 0
     labels: tuple[SealedLabel, ...] = field(default=())
+    evidence: tuple[str, ...] = ()
+    impersonated: bool = False
+    score: int = 0
+    feedback: SightingCounts = field(default_factory=SightingCounts)
 
 
 def clip_expiry(expires_at: datetime, now: datetime, retention_days: int | None) -> datetime:
@@ -178,6 +206,9 @@ def validate_contribution(  # noqa: PLR0911 - one early return per documented it
         SEALED_LABEL_OVERHEAD < len(label) <= MAX_LABEL_BYTES + SEALED_LABEL_OVERHEAD
     ):
         return bad("sealed label has an impossible length", "sealed_label")
+    evidence = item.evidence or DEFAULT_EVIDENCE
+    if evidence not in EVIDENCE_CLASSES:
+        return bad("unknown evidence class", "evidence")
     return Contribution(
         token=item.token,
         kind=item.kind,
@@ -187,7 +218,17 @@ def validate_contribution(  # noqa: PLR0911 - one early return per documented it
         observed_at=item.observed_at,
         expires_at=clip_expiry(expires_at, now, retention_days),
         sealed_label=label,
+        evidence=evidence,
     )
+
+
+def counts_against(sighting: Sighting, *, min_evidence: str | None, threshold: int) -> bool:
+    """Whether a stored indicator counts toward a match (see the module docstring)."""
+    if sighting.evidence == INNOCENT_EVIDENCE:
+        return False
+    if min_evidence is not None and evidence_rank(sighting.evidence) < evidence_rank(min_evidence):
+        return False
+    return sighting.score is None or sighting.score >= threshold
 
 
 def aggregate(
@@ -196,15 +237,34 @@ def aggregate(
     *,
     disclosure: Disclosure,
     min_contributors: int,
+    min_evidence: str | None = None,
+    threshold: int = 0,
+    feedback: SightingCounts | None = None,
 ) -> MatchSummary:
     """Aggregate the active sightings of one token for ``requester``, trimmed.
 
     ``disclosure`` is the decided level for this item; ``min_contributors`` the
-    k-threshold (values below 1 act as 1: a match needs someone else).
+    k-threshold (values below 1 act as 1: a match needs someone else);
+    ``min_evidence`` and ``threshold`` which indicators count (module
+    docstring); ``feedback`` the sighting counts shown at ``summary``.
     """
     own = any(s.contributor == requester for s in sightings)
-    others = [s for s in sightings if s.contributor != requester]
+    everyone_else = [s for s in sightings if s.contributor != requester]
+    others = [
+        s
+        for s in everyone_else
+        if counts_against(s, min_evidence=min_evidence, threshold=threshold)
+    ]
+    innocent = {s.contributor for s in everyone_else if s.evidence == INNOCENT_EVIDENCE}
     contributors = len({s.contributor for s in others})
+    if (
+        disclosure >= Disclosure.SUMMARY
+        and not others
+        and innocent
+        and len(innocent) >= min_contributors
+    ):
+        # Flagged innocent (Cifas's protective registration): no fraud match.
+        return MatchSummary(disclosure=Disclosure.SUMMARY, own_contribution=own, impersonated=True)
     if disclosure <= Disclosure.NONE or contributors == 0 or contributors < min_contributors:
         return MatchSummary(own_contribution=own)
     level = Disclosure(min(disclosure, Disclosure.LABELS))
@@ -218,6 +278,10 @@ def aggregate(
             first_seen=min(s.observed_at for s in others),
             last_seen=max(s.observed_at for s in others),
             max_confidence=max(s.confidence for s in others),
+            evidence=tuple(sorted({s.evidence for s in others}, key=EVIDENCE_CLASSES.index)),
+            impersonated=bool(innocent) and len(innocent) >= min_contributors,
+            score=max((s.score for s in others if s.score is not None), default=0),
+            feedback=feedback or SightingCounts(),
         )
     if level >= Disclosure.LABELS:
         summary = replace(

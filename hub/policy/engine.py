@@ -55,11 +55,14 @@ from hub.policy.model import (
     ACTIONS,
     AUDIT_KIND,
     DENIED_OBLIGATIONS,
+    KINDLESS_ACTIONS,
     POLICY_FORMAT,
     REASON_TEXT,
     RULE_ACTIONS,
+    SENSITIVE_MIN_EVIDENCE,
     TIERS,
     Context,
+    DecayModel,
     Decision,
     Disclosure,
     Obligations,
@@ -162,6 +165,11 @@ class Policy:
         """The composed tier table, kind -> tier."""
         return dict(self._tiers)
 
+    def decay_model(self, kind: str) -> DecayModel | None:
+        """The score decay model of ``kind`` (the operator's ``decay`` section), or None."""
+        base = self.layers[0]
+        return base.decay.get(kind, base.default_decay)
+
     @property
     def prohibited_kinds(self) -> frozenset[str]:
         return frozenset(k for k, t in self._tiers.items() if t == "prohibited")
@@ -192,7 +200,7 @@ class Policy:
             return self._deny("DENY_UNKNOWN_ROLE", tier)
         if purpose not in self.purposes:
             return self._deny("DENY_UNKNOWN_PURPOSE", tier)
-        if action == "audit":
+        if action in KINDLESS_ACTIONS:
             if kind != AUDIT_KIND:
                 return self._deny("DENY_AUDIT_KIND", tier)
         elif kind not in self._tiers:
@@ -216,6 +224,12 @@ class Policy:
             )
         disclosure = grant.disclosure if action == "match" else Disclosure.NONE
         reasons = grant.reasons
+        obligations = grant.obligations
+        if action == "contribute" and tier == "sensitive":
+            # Sensitive kinds are never filed on suspicion alone (issue 12).
+            obligations = obligations.meet(
+                replace(obligations, min_evidence=SENSITIVE_MIN_EVIDENCE)
+            )
         if disclosure >= Disclosure.LABELS and not grant.obligations.attribution_allowed:
             # A sealed label is bound to its contributor's id (the AAD), so it
             # cannot be shown without saying who wrote it.
@@ -225,7 +239,7 @@ class Policy:
             allow=True,
             disclosure=disclosure,
             reasons=reasons,
-            obligations=grant.obligations,
+            obligations=obligations,
             version=self.version,
             tier=tier,
             rules=grant.rules,
@@ -376,8 +390,8 @@ def _check_overlaps(layer: PolicyLayer) -> None:
     for rule in layer.rules:
         if not rule.allows:
             continue
-        if rule.action == "audit":
-            targets = [("", "audit")]
+        if rule.action in KINDLESS_ACTIONS:
+            targets = [("", rule.action)]
         else:
             targets = [(k, "kind") for k in rule.kinds] + [(t, "tier") for t in rule.tiers]
         for role in rule.roles:

@@ -26,17 +26,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from client_sdk.core.vocabulary import TIERS, Disclosure, Principal
+from client_sdk.core.vocabulary import TIERS, Disclosure, Principal, evidence_rank
 
 __all__ = [
     "ACTIONS",
     "AUDIT_KIND",
     "DENIED_OBLIGATIONS",
+    "KINDLESS_ACTIONS",
+    "MAX_SCORE",
     "POLICY_FORMAT",
     "REASON_TEXT",
     "RULE_ACTIONS",
+    "SENSITIVE_MIN_EVIDENCE",
     "TIERS",
     "Context",
+    "DecayModel",
     "Decision",
     "Disclosure",
     "Obligations",
@@ -46,11 +50,33 @@ __all__ = [
     "explain_reason",
 ]
 
-#: Every action a caller may ask about.
-ACTIONS: Final[tuple[str, ...]] = ("contribute", "match", "revoke", "audit", "dispute")
-#: Actions a rule may name (``revoke`` is derived from ``contribute``).  ``dispute``:
-#: opening a data subject's dispute of a listed value (under a redress purpose).
-RULE_ACTIONS: Final[tuple[str, ...]] = ("contribute", "match", "audit", "dispute")
+#: Every action a caller may ask about (``dispute``: opening a data subject's dispute of a
+#: listed value under a redress purpose; ``sighting``: file feedback on a token;
+#: ``warninglist``: maintain the known-good lists; issue 12).
+ACTIONS: Final[tuple[str, ...]] = (
+    "contribute",
+    "match",
+    "revoke",
+    "audit",
+    "dispute",
+    "sighting",
+    "warninglist",
+)
+#: Actions a rule may name (``revoke`` is derived from ``contribute``).
+RULE_ACTIONS: Final[tuple[str, ...]] = (
+    "contribute",
+    "match",
+    "audit",
+    "dispute",
+    "sighting",
+    "warninglist",
+)
+#: Scores (hub.core.scores) are integers from 0 to this.
+MAX_SCORE: Final[int] = 100
+#: The weakest evidence a sensitive kind may be filed on, whatever a rule says (issue 12).
+SENSITIVE_MIN_EVIDENCE: Final[str] = "internal_investigation"
+#: Actions about no kind: the audit log, and the warning lists (which hold every kind).
+KINDLESS_ACTIONS: Final[frozenset[str]] = frozenset({"audit", "warninglist"})
 #: The ``kind`` argument for the ``audit`` action: the audit log is not about a kind.
 AUDIT_KIND: Final[str] = ""
 #: The ``format`` of a policy file, also hashed into the policy version.
@@ -83,6 +109,8 @@ class Obligations:
     ``attribution_allowed``: whether contributor identities may be disclosed.
     ``dispute_response_days``: days a contributor has to uphold or withdraw a
     disputed indicator before the hub removes it (``None``: not a dispute).
+    ``min_evidence``: the weakest evidence class a contribution may carry, or
+    that a match counts (``None``: any).
     """
 
     min_contributors: int
@@ -93,6 +121,7 @@ class Obligations:
     attribution_allowed: bool
     legal_basis: str
     dispute_response_days: int | None = None
+    min_evidence: str | None = None
 
     def meet(self, other: Obligations) -> Obligations:
         """The stricter of ``self`` and ``other``, field by field."""
@@ -109,6 +138,7 @@ class Obligations:
             dispute_response_days=_min_optional(
                 self.dispute_response_days, other.dispute_response_days
             ),
+            min_evidence=_stronger_evidence(self.min_evidence, other.min_evidence),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,7 +151,17 @@ class Obligations:
             "attribution_allowed": self.attribution_allowed,
             "legal_basis": self.legal_basis,
             "dispute_response_days": self.dispute_response_days,
+            "min_evidence": self.min_evidence,
         }
+
+
+def _stronger_evidence(a: str | None, b: str | None) -> str | None:
+    """The stricter of two minimum evidence classes (``None``: no minimum)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if evidence_rank(a) >= evidence_rank(b) else b
 
 
 #: Obligations of a refusal: nothing may be done, so nothing is owed.
@@ -154,14 +194,18 @@ REASON_TEXT: Final[Mapping[str, str]] = {
     "DENY_NO_RULE": "refused: no rule allows this role, purpose, action and kind (default deny)",
     "DENY_PROHIBITED_KIND": "refused: the kind is in the prohibited tier and is never stored "
     "or matched",
-    "DENY_UNKNOWN_ACTION": "refused: the action is not one of contribute, match, revoke, "
-    "audit, dispute",
+    "DENY_UNKNOWN_ACTION": "refused: the action is not one the policy knows (contribute, "
+    "match, revoke, audit, dispute, sighting, warninglist)",
     "DENY_UNKNOWN_ROLE": "refused: the role is not declared by the policy",
     "DENY_UNKNOWN_PURPOSE": "refused: the purpose is not declared by the policy",
     "DENY_UNKNOWN_KIND": "refused: the kind is not in the policy's tier table",
-    "DENY_AUDIT_KIND": "refused: the audit action covers the whole log and takes no kind",
+    "DENY_AUDIT_KIND": "refused: the audit and warninglist actions cover no single kind; name none",
     "DENY_CASE_REFERENCE_REQUIRED": "refused: this purpose and kind need a case reference, "
     "and none was given",
+    "DENY_EVIDENCE": "refused: the item's evidence class is weaker than the rule's "
+    "min_evidence {arg}",
+    "WARNINGLISTED": "refused: the value is on the operator's warning list of known-good "
+    "values ({arg})",
     "CAP_NO_ATTRIBUTION": "capped at summary: a label names the institution that wrote it, "
     "and the rule does not allow attribution",
 }
@@ -244,6 +288,7 @@ class Rule:
     attribution: bool = False
     dispute_response_days: int | None = None
     legal_basis: str = ""
+    min_evidence: str | None = None
     description: str = ""
     source: str = "<memory>"
     line: int = 0
@@ -258,7 +303,7 @@ class Rule:
     def matches(self, role: str, purpose: str, action: str, kind: str, tier: str) -> bool:
         if action != self.action or role not in self.roles or purpose not in self.purposes:
             return False
-        if action == "audit":
+        if action in KINDLESS_ACTIONS:
             return True
         return kind in self.kinds or tier in self.tiers
 
@@ -267,7 +312,11 @@ class Rule:
         return 2 if kind in self.kinds else 1
 
     def obligations(self, purpose: str, tier: str) -> Obligations:
-        bucket = f"audit/{purpose}" if self.action == "audit" else f"{self.action}/{purpose}/{tier}"
+        bucket = (
+            f"{self.action}/{purpose}"
+            if self.action in KINDLESS_ACTIONS
+            else f"{self.action}/{purpose}/{tier}"
+        )
         return Obligations(
             min_contributors=self.min_contributors,
             daily_quota=self.daily_quota,
@@ -277,16 +326,17 @@ class Rule:
             attribution_allowed=self.attribution,
             legal_basis=self.legal_basis,
             dispute_response_days=self.dispute_response_days,
+            min_evidence=self.min_evidence,
         )
 
     def canonical(self) -> dict[str, Any]:
-        # dispute_response_days only where set: the versions of policies without
-        # dispute rules stay what they were.
-        extra = (
-            {}
-            if self.dispute_response_days is None
-            else {"dispute_response_days": self.dispute_response_days}
-        )
+        # dispute_response_days and min_evidence only where set: the versions of
+        # policies without them stay what they were.
+        extra: dict[str, Any] = {}
+        if self.dispute_response_days is not None:
+            extra["dispute_response_days"] = self.dispute_response_days
+        if self.min_evidence is not None:
+            extra["min_evidence"] = self.min_evidence
         return extra | {
             "id": self.id,
             "effect": self.effect,
@@ -307,12 +357,47 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class DecayModel:
+    """One score decay model (:mod:`hub.core.scores` computes with it).
+
+    ``lifetime_days`` is MISP's tau, ``decay_speed`` its delta.
+
+    ``threshold``: an indicator whose current score is below it no longer counts
+    as a match (0: every indicator counts until it expires).  ``source`` says
+    where the numbers come from; it is part of the policy version.
+    """
+
+    name: str
+    lifetime_days: float
+    decay_speed: float
+    threshold: int
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.lifetime_days > 0 or not self.decay_speed > 0:
+            raise ValueError("a decay model needs a positive lifetime and decay speed")
+        if not 0 <= self.threshold <= MAX_SCORE:
+            raise ValueError("a decay threshold is between 0 and 100")
+
+    def canonical(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "lifetime_days": self.lifetime_days,
+            "decay_speed": self.decay_speed,
+            "threshold": self.threshold,
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
 class PolicyLayer:
     """One policy file: the operator's (first) or an override (later).
 
     ``tiers`` maps kind -> tier; ``None`` for ``tiers``, ``roles`` or
     ``purposes`` means "as the layers before" (only overrides may omit them).
     ``tier_basis`` maps tier -> the legal basis of its classification (text).
+    ``decay`` maps kind -> its score decay model (:mod:`hub.core.scores`);
+    ``default_decay`` applies to the kinds it does not name (``None``: no decay).
     """
 
     source: str
@@ -322,9 +407,18 @@ class PolicyLayer:
     purposes: frozenset[str] | None = None
     name: str = ""
     tier_basis: Mapping[str, str] = field(default_factory=dict)
+    decay: Mapping[str, DecayModel] = field(default_factory=dict)
+    default_decay: DecayModel | None = None
 
     def canonical(self) -> dict[str, Any]:
-        return {
+        extra: dict[str, Any] = {}
+        if self.decay or self.default_decay is not None:
+            # Only when present, so policies without decay keep their version.
+            extra["decay"] = {
+                "kinds": {kind: model.canonical() for kind, model in sorted(self.decay.items())},
+                "default": None if self.default_decay is None else self.default_decay.canonical(),
+            }
+        return extra | {
             "name": self.name,
             "tier_basis": dict(sorted(self.tier_basis.items())),
             "tiers": None if self.tiers is None else dict(sorted(self.tiers.items())),

@@ -33,7 +33,17 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from client_sdk.core.errors import InvalidRequest, PolicyError
 from hub.policy.engine import Policy
-from hub.policy.model import POLICY_FORMAT, RULE_ACTIONS, TIERS, Disclosure, PolicyLayer, Rule
+from hub.policy.lifecycle import parse_decay, read_evidence, require_evidence_for_sensitive
+from hub.policy.model import (
+    KINDLESS_ACTIONS,
+    POLICY_FORMAT,
+    RULE_ACTIONS,
+    TIERS,
+    DecayModel,
+    Disclosure,
+    PolicyLayer,
+    Rule,
+)
 
 __all__ = [
     "POLICY_FORMAT",
@@ -64,11 +74,16 @@ _ALLOW_KEYS: Final[dict[str, frozenset[str]]] = {
             "case_reference_required",
             "daily_quota",
             "attribution",
+            "min_evidence",
         }
     ),
-    "contribute": frozenset({"retention_days", "case_reference_required", "daily_quota"}),
+    "contribute": frozenset(
+        {"retention_days", "case_reference_required", "daily_quota", "min_evidence"}
+    ),
     "audit": frozenset({"case_reference_required", "daily_quota", "attribution"}),
     "dispute": frozenset({"dispute_response_days", "case_reference_required", "daily_quota"}),
+    "sighting": frozenset({"case_reference_required", "daily_quota"}),
+    "warninglist": frozenset({"daily_quota"}),
 }
 _ALL_RULE_KEYS: Final[frozenset[str]] = _COMMON_RULE_KEYS.union(*_ALLOW_KEYS.values())
 #: Fields an allow rule of an action must set, with the message when it does not
@@ -78,6 +93,8 @@ _ALLOW_REQUIRES: Final[Mapping[str, Mapping[str, str]]] = {
     "contribute": {"retention_days": "a contribute rule must cap retention"},
     "audit": {},
     "dispute": {"dispute_response_days": "a dispute rule must give contributors a time to answer"},
+    "sighting": {},
+    "warninglist": {},
 }
 #: Reads one field's value node; raises PolicyError (file:line: field: message).
 _FieldReader = Callable[["NodeReader", Node, str], Any]
@@ -272,7 +289,9 @@ def parse_layer(
     top = reader.mapping(
         root,
         "",
-        frozenset({"format", "name", "description", "tiers", "roles", "purposes", "rules"}),
+        frozenset(
+            {"format", "name", "description", "tiers", "roles", "purposes", "rules", "decay"}
+        ),
         frozenset(top_required),
     )
     fmt = reader.string(top["format"][1], "format")
@@ -292,6 +311,7 @@ def parse_layer(
             current = declared.tiers.get(kind)
             if current is None or TIERS.index(tier) < TIERS.index(current):
                 declared.tiers[kind] = tier
+    decay, default_decay = _parse_decay_section(reader, top, declared, override=override)
     roles = _parse_declared(reader, top, "roles", declared.roles, override)
     purposes = _parse_declared(reader, top, "purposes", declared.purposes, override)
     rules_node = top["rules"][1]
@@ -327,7 +347,19 @@ def parse_layer(
         purposes=purposes,
         name=name,
         tier_basis=basis,
+        decay=decay,
+        default_decay=default_decay,
     )
+
+
+def _parse_decay_section(
+    reader: NodeReader, top: dict[str, tuple[Node, Node]], declared: _Declared, *, override: bool
+) -> tuple[dict[str, DecayModel], DecayModel | None]:
+    if "decay" not in top:
+        return {}, None
+    if override:
+        reader.fail(top["decay"][0], "decay", "only the operator's policy sets decay models")
+    return parse_decay(reader, top["decay"][1], declared.tiers)
 
 
 def _parse_tiers(
@@ -420,8 +452,10 @@ def _parse_rule(
     )
     rule_tiers, rule_kinds = _parse_targets(reader, body, node, where, action, tiers)
     if effect == "allow":
-        if action != "audit":
+        if action not in KINDLESS_ACTIONS:
             _refuse_prohibited(reader, body, where, rule_tiers, rule_kinds, tiers)
+        if action == "contribute":
+            require_evidence_for_sensitive(reader, body, where, rule_tiers, rule_kinds, tiers)
         for key, message in _ALLOW_REQUIRES[action].items():
             if key not in body:
                 reader.fail(node, f"{where}.{key}", message)
@@ -465,16 +499,15 @@ def _parse_targets(
     action: str,
     tiers: dict[str, str],
 ) -> tuple[frozenset[str], frozenset[str]]:
-    """The rule's (tiers, kinds): exactly one of them for contribute and match, none for audit."""
-    if action == "audit":
+    """The rule's (tiers, kinds): exactly one of them, none for audit and warninglist."""
+    if action in KINDLESS_ACTIONS:
+        why = {
+            "audit": "audit rules cover the whole log (it holds no indicator values)",
+            "warninglist": "warninglist rules cover every list and kind",
+        }[action]
         for key in ("tiers", "kinds"):
             if key in body:
-                reader.fail(
-                    body[key][0],
-                    f"{where}.{key}",
-                    "audit rules cover the whole log (it holds no indicator values); "
-                    "name no tier or kind",
-                )
+                reader.fail(body[key][0], f"{where}.{key}", f"{why}; name no tier or kind")
         return frozenset(), frozenset()
     if ("tiers" in body) == ("kinds" in body):
         reader.fail(node, f"{where}.tiers", f"a {action} rule names exactly one of tiers, kinds")
@@ -520,6 +553,7 @@ _RULE_FIELDS: Final[Mapping[str, _FieldReader]] = {
     "dispute_response_days": _read_count(1, nullable=False),
     "case_reference_required": NodeReader.boolean,
     "attribution": NodeReader.boolean,
+    "min_evidence": read_evidence,
     "legal_basis": _read_text_field,
     "description": _read_text_field,
 }

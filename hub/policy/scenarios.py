@@ -89,6 +89,7 @@ _OBLIGATION_KEYS: Final[Mapping[str, _ValueReader]] = {
     "attribution_allowed": NodeReader.boolean,
     "legal_basis": _read_optional_text,
     "quota_bucket": _read_optional_text,
+    "min_evidence": _read_optional_text,
 }
 
 

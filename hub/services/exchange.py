@@ -48,7 +48,7 @@ Documented behaviour (the SDK relies on it):
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -84,11 +84,12 @@ from hub.services.exchange_codecs import (
     malformed_items,
     replace_field,
 )
+from hub.services.lifecycle import MatchFacts, item_count_codes, lifecycle_refusal
+from hub.storage.feedback import find_warninglisted
 from hub.storage.models import utcnow
 from hub.storage.store import (
     Store,
     consume_quota,
-    find_active,
     revoke,
     upsert_contributions,
 )
@@ -297,6 +298,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
             rejected: list[exchange_pb2.RejectedItem] = []
             clipped: list[exchange_pb2.ClippedItem] = []
             invalid: list[ItemError] = []
+            listed = find_warninglisted(session, _keys(request.indicators))
             for position, item in enumerate(request.indicators):
                 index = offset + position
                 kind_error = _kind_error(index, item.kind, "indicators")
@@ -334,6 +336,10 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                         exchange_pb2.RejectedItem(index=index, reason=",".join(decision.reasons))
                     )
                     continue
+                refusal = lifecycle_refusal(checked, decision, listed)
+                if refusal is not None:
+                    rejected.append(exchange_pb2.RejectedItem(index=index, reason=refusal))
+                    continue
                 accepted.append(checked)
                 requested = optional_datetime(item, "expires_at")
                 if requested is not None and checked.expires_at < requested:
@@ -351,6 +357,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
             counts = upsert_contributions(session, principal.institution, accepted, now)
             if invalid:
                 draft.reasons.append("INVALID_ITEMS")
+            draft.reasons.extend(item_count_codes(accepted, rejected, invalid))
             return _ContributeTally(
                 counts.accepted, counts.duplicates, rejected, clipped, invalid, policy.version
             )
@@ -490,10 +497,10 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 )
             _consume(session, principal, quota, now, "match")
             allowed_keys = [key for _, key, decision in valid if decision.allow]
-            sightings = find_active(session, allowed_keys, now)
+            facts = MatchFacts.load(session, policy, allowed_keys, now)
             results: list[exchange_pb2.MatchResult] = []
             for index, key, decision in valid:
-                results.append(_match_result(index, principal, decision, sightings.get(key, [])))
+                results.append(_match_result(index, principal, decision, key, facts))
             draft.match_count = sum(1 for r in results if r.matched)
             if invalid:
                 draft.reasons.append("INVALID_ITEMS")
@@ -513,6 +520,10 @@ def _check_envelope(purpose: str, case_reference: str, count: int) -> None:
         raise InvalidRequest("purpose must be a purpose code of the policy")
     if len(case_reference) > MAX_CASE_REFERENCE:
         raise InvalidRequest(f"case_reference is longer than {MAX_CASE_REFERENCE} characters")
+
+
+def _keys(items: Iterable[exchange_pb2.Indicator]) -> list[tuple[str, bytes, int]]:
+    return [(i.kind, i.token, i.key_epoch) for i in items if len(i.token) == TOKEN_BYTES]
 
 
 def _count_quota(quota: dict[tuple[str, int], int], decision: Decision) -> None:
@@ -538,17 +549,20 @@ def _consume(
 
 
 def _match_result(
-    index: int, principal: Principal, decision: Decision, sightings: list[matching.Sighting]
+    index: int,
+    principal: Principal,
+    decision: Decision,
+    key: tuple[str, bytes, int],
+    facts: MatchFacts,
 ) -> exchange_pb2.MatchResult:
     reasons = list(decision.reasons)
     if not decision.allow:
         return exchange_pb2.MatchResult(index=index, reasons=reasons)
+    listed = facts.warninglisted.get(key)
+    if listed is not None:
+        # A known-good value is never reported (issue 12).
+        return exchange_pb2.MatchResult(index=index, reasons=[*reasons, f"WARNINGLISTED:{listed}"])
     # Decision guarantees LABELS only with attribution (CAP_NO_ATTRIBUTION in decide).
     level = decision.disclosure
-    summary = matching.aggregate(
-        principal.institution,
-        sightings,
-        disclosure=level,
-        min_contributors=decision.obligations.min_contributors,
-    )
+    summary = facts.summary(principal.institution, key, decision)
     return encode_summary(index, summary, level, reasons)

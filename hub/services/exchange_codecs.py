@@ -55,6 +55,7 @@ def contribution_item(item: exchange_pb2.Indicator) -> ContributionItem:
         observed_at=optional_datetime(item, "observed_at"),
         expires_at=optional_datetime(item, "expires_at"),
         sealed_label=item.sealed_label or None,
+        evidence=item.evidence,
     )
 
 
@@ -73,6 +74,12 @@ def encode_summary(
             for label in summary.labels
         ],
         reasons=reasons,
+        evidence=list(summary.evidence),
+        impersonated=summary.impersonated,
+        score=summary.score,
+        sightings_confirmed=summary.feedback.confirmed,
+        sightings_false_positive=summary.feedback.false_positive,
+        sightings_expired=summary.feedback.expired,
     )
     if summary.first_seen is not None:
         result.first_seen.CopyFrom(timestamp(summary.first_seen))

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
-from client_sdk.core.vocabulary import ROLES
+from client_sdk.core.vocabulary import DEFAULT_EVIDENCE, ROLES
 
 __all__ = [
     "ROLES",
@@ -38,7 +38,9 @@ __all__ = [
     "PolicyText",
     "QuotaUsage",
     "SeenToken",
+    "TokenSighting",
     "UTCDateTime",
+    "WarningListEntry",
     "utcnow",
 ]
 
@@ -124,6 +126,15 @@ class Indicator(SQLModel, table=True):
     # (hub.storage.store.matchable).  A re-contribution does not clear it.
     disputed_at: datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
 
+    # Evidence class (client_sdk.core.vocabulary.EVIDENCE_CLASSES); rows from before
+    # evidence classes read as the documented default.
+    evidence: str = Field(
+        default=DEFAULT_EVIDENCE,
+        sa_column=sa.Column(
+            sa.String(32), nullable=False, server_default=sa.text(f"'{DEFAULT_EVIDENCE}'")
+        ),
+    )
+
 
 class Dispute(SQLModel, table=True):
     """A data subject's dispute of a listed value, opened by an institution (issue 12).
@@ -207,3 +218,46 @@ class PolicyText(SQLModel, table=True):
     version: str = Field(primary_key=True, max_length=64)
     first_used: datetime = Field(sa_column=_utc_column(nullable=False))
     canonical_text: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+
+
+class TokenSighting(SQLModel, table=True):
+    """One institution's latest sighting of a token (issue 12; MISP sightings).
+
+    One row per (reporter, kind, token, key_epoch): a later filing replaces the
+    earlier one, so one institution cannot push a score by repeating itself.
+    Kept whether or not anybody contributed the token (filing discloses nothing).
+    """
+
+    __tablename__ = "token_sighting"
+    __table_args__ = (
+        sa.UniqueConstraint("reporter", "kind", "token", "key_epoch", name="uq_token_sighting"),
+        sa.Index("ix_token_sighting_kind_token", "kind", "token"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    token: bytes = Field(sa_column=sa.Column(sa.LargeBinary(32), nullable=False))
+    kind: str = Field(max_length=32)
+    key_epoch: int
+    reporter: str = Field(max_length=64)
+    # confirmed | false_positive | expired (vocabulary.SIGHTING_TYPES)
+    type: str = Field(max_length=16)
+    seen_at: datetime = Field(sa_column=_utc_column(nullable=False))
+    created_at: datetime = Field(sa_column=_utc_column(nullable=False))
+
+
+class WarningListEntry(SQLModel, table=True):
+    """A known-good value on one of the operator's warning lists, as its token."""
+
+    __tablename__ = "warninglist_entry"
+    __table_args__ = (
+        sa.UniqueConstraint("list_name", "kind", "token", "key_epoch", name="uq_warninglist_entry"),
+        sa.Index("ix_warninglist_entry_kind_token", "kind", "token"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    list_name: str = Field(max_length=64)
+    token: bytes = Field(sa_column=sa.Column(sa.LargeBinary(32), nullable=False))
+    kind: str = Field(max_length=32)
+    key_epoch: int
+    added_by: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=_utc_column(nullable=False))

@@ -285,6 +285,7 @@ def upsert_contributions(
             "revoked_at": None,
             "revoke_reason": None,
             "created_at": now,
+            "evidence": c.evidence,
         }
         for c in latest.values()
     ]
@@ -302,6 +303,7 @@ def upsert_contributions(
                 "sealed_label",
                 "revoked_at",
                 "revoke_reason",
+                "evidence",
             )
         },
     )
@@ -395,6 +397,7 @@ def find_active(
             table.c.confidence,
             table.c.observed_at,
             table.c.sealed_label,
+            table.c.evidence,
         ).where(
             table.c.kind.in_({kind for kind, _, _ in chunk}),
             table.c.token.in_([token for _, token, _ in chunk]),
@@ -409,11 +412,12 @@ def find_active(
             confidence,
             observed,
             label,
+            evidence,
         ) in session.execute(statement):
             key = (kind, bytes(token), epoch)
             if key in wanted:
                 found.setdefault(key, []).append(
-                    Sighting(contributor, category, confidence, observed, label)
+                    Sighting(contributor, category, confidence, observed, label, evidence)
                 )
     return found
 

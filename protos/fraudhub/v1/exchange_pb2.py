@@ -26,7 +26,7 @@ from fraudhub.v1 import common_pb2 as fraudhub_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66raudhub/v1/exchange.proto\x12\x0b\x66raudhub.v1\x1a\x18\x66raudhub/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x01\n\tIndicator\x12\r\n\x05token\x18\x01 \x01(\x0c\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\'\n\x08\x63\x61tegory\x18\x03 \x01(\x0e\x32\x15.fraudhub.v1.Category\x12\x12\n\nconfidence\x18\x04 \x01(\r\x12/\n\x0bobserved_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0csealed_label\x18\x07 \x01(\x0c\x12\x11\n\tkey_epoch\x18\x08 \x01(\r\"=\n\rMalformedItem\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"h\n\x11\x43ontributeRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x02 \x01(\t\x12*\n\nindicators\x18\x03 \x03(\x0b\x32\x16.fraudhub.v1.Indicator\"-\n\x0cRejectedItem\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"L\n\x0b\x43lippedItem\x12\r\n\x05index\x18\x01 \x01(\r\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf1\x01\n\x12\x43ontributeResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x12\n\nduplicates\x18\x02 \x01(\r\x12\x10\n\x08rejected\x18\x03 \x01(\r\x12\x31\n\x0erejected_items\x18\x04 \x03(\x0b\x32\x19.fraudhub.v1.RejectedItem\x12)\n\x07\x63lipped\x18\x05 \x03(\x0b\x32\x18.fraudhub.v1.ClippedItem\x12-\n\tmalformed\x18\x07 \x03(\x0b\x32\x1a.fraudhub.v1.MalformedItem\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\"<\n\nRevokeItem\x12\r\n\x05token\x18\x01 \x01(\x0c\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tkey_epoch\x18\x03 \x01(\r\"G\n\rRevokeRequest\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.fraudhub.v1.RevokeItem\x12\x0e\n\x06reason\x18\x02 \x01(\t\"4\n\x0eRevokeResponse\x12\x0f\n\x07revoked\x18\x01 \x01(\r\x12\x11\n\tnot_found\x18\x02 \x01(\r\"<\n\nMatchQuery\x12\r\n\x05token\x18\x01 \x01(\x0c\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tkey_epoch\x18\x03 \x01(\r\"a\n\x0cMatchRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x02 \x01(\t\x12(\n\x07queries\x18\x03 \x03(\x0b\x32\x17.fraudhub.v1.MatchQuery\"8\n\x0bSealedLabel\x12\x13\n\x0b\x63ontributor\x18\x01 \x01(\t\x12\x14\n\x0csealed_label\x18\x02 \x01(\x0c\"\xcd\x02\n\x0bMatchResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0f\n\x07matched\x18\x02 \x01(\x08\x12+\n\ndisclosure\x18\x03 \x01(\x0e\x32\x17.fraudhub.v1.Disclosure\x12\x14\n\x0c\x63ontributors\x18\x04 \x01(\r\x12)\n\ncategories\x18\x05 \x03(\x0e\x32\x15.fraudhub.v1.Category\x12.\n\nfirst_seen\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0emax_confidence\x18\x08 \x01(\r\x12(\n\x06labels\x18\t \x03(\x0b\x32\x18.fraudhub.v1.SealedLabel\x12\x0f\n\x07reasons\x18\n \x03(\t\"\x81\x01\n\rMatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.fraudhub.v1.MatchResult\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\x12-\n\tmalformed\x18\x03 \x03(\x0b\x32\x1a.fraudhub.v1.MalformedItem2\xfd\x02\n\x08\x45xchange\x12M\n\nContribute\x12\x1e.fraudhub.v1.ContributeRequest\x1a\x1f.fraudhub.v1.ContributeResponse\x12U\n\x10\x43ontributeStream\x12\x1e.fraudhub.v1.ContributeRequest\x1a\x1f.fraudhub.v1.ContributeResponse(\x01\x12\x41\n\x06Revoke\x12\x1a.fraudhub.v1.RevokeRequest\x1a\x1b.fraudhub.v1.RevokeResponse\x12>\n\x05Match\x12\x19.fraudhub.v1.MatchRequest\x1a\x1a.fraudhub.v1.MatchResponse\x12H\n\x0bMatchStream\x12\x19.fraudhub.v1.MatchRequest\x1a\x1a.fraudhub.v1.MatchResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66raudhub/v1/exchange.proto\x12\x0b\x66raudhub.v1\x1a\x18\x66raudhub/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x02\n\tIndicator\x12\r\n\x05token\x18\x01 \x01(\x0c\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\'\n\x08\x63\x61tegory\x18\x03 \x01(\x0e\x32\x15.fraudhub.v1.Category\x12\x12\n\nconfidence\x18\x04 \x01(\r\x12/\n\x0bobserved_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0csealed_label\x18\x07 \x01(\x0c\x12\x11\n\tkey_epoch\x18\x08 \x01(\r\x12\x10\n\x08\x65vidence\x18\x14 \x01(\t\"=\n\rMalformedItem\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"h\n\x11\x43ontributeRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x02 \x01(\t\x12*\n\nindicators\x18\x03 \x03(\x0b\x32\x16.fraudhub.v1.Indicator\"-\n\x0cRejectedItem\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"L\n\x0b\x43lippedItem\x12\r\n\x05index\x18\x01 \x01(\r\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf1\x01\n\x12\x43ontributeResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x12\n\nduplicates\x18\x02 \x01(\r\x12\x10\n\x08rejected\x18\x03 \x01(\r\x12\x31\n\x0erejected_items\x18\x04 \x03(\x0b\x32\x19.fraudhub.v1.RejectedItem\x12)\n\x07\x63lipped\x18\x05 \x03(\x0b\x32\x18.fraudhub.v1.ClippedItem\x12-\n\tmalformed\x18\x07 \x03(\x0b\x32\x1a.fraudhub.v1.MalformedItem\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\"<\n\nRevokeItem\x12\r\n\x05token\x18\x01 \x01(\x0c\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tkey_epoch\x18\x03 \x01(\r\"G\n\rRevokeRequest\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.fraudhub.v1.RevokeItem\x12\x0e\n\x06reason\x18\x02 \x01(\t\"4\n\x0eRevokeResponse\x12\x0f\n\x07revoked\x18\x01 \x01(\r\x12\x11\n\tnot_found\x18\x02 \x01(\r\"<\n\nMatchQuery\x12\r\n\x05token\x18\x01 \x01(\x0c\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tkey_epoch\x18\x03 \x01(\r\"a\n\x0cMatchRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x02 \x01(\t\x12(\n\x07queries\x18\x03 \x03(\x0b\x32\x17.fraudhub.v1.MatchQuery\"8\n\x0bSealedLabel\x12\x13\n\x0b\x63ontributor\x18\x01 \x01(\t\x12\x14\n\x0csealed_label\x18\x02 \x01(\x0c\"\xde\x03\n\x0bMatchResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0f\n\x07matched\x18\x02 \x01(\x08\x12+\n\ndisclosure\x18\x03 \x01(\x0e\x32\x17.fraudhub.v1.Disclosure\x12\x14\n\x0c\x63ontributors\x18\x04 \x01(\r\x12)\n\ncategories\x18\x05 \x03(\x0e\x32\x15.fraudhub.v1.Category\x12.\n\nfirst_seen\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0emax_confidence\x18\x08 \x01(\r\x12(\n\x06labels\x18\t \x03(\x0b\x32\x18.fraudhub.v1.SealedLabel\x12\x0f\n\x07reasons\x18\n \x03(\t\x12\x10\n\x08\x65vidence\x18\x14 \x03(\t\x12\x14\n\x0cimpersonated\x18\x15 \x01(\x08\x12\r\n\x05score\x18\x16 \x01(\r\x12\x1b\n\x13sightings_confirmed\x18\x17 \x01(\r\x12 \n\x18sightings_false_positive\x18\x18 \x01(\r\x12\x19\n\x11sightings_expired\x18\x19 \x01(\r\"\x81\x01\n\rMatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.fraudhub.v1.MatchResult\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\x12-\n\tmalformed\x18\x03 \x03(\x0b\x32\x1a.fraudhub.v1.MalformedItem2\xfd\x02\n\x08\x45xchange\x12M\n\nContribute\x12\x1e.fraudhub.v1.ContributeRequest\x1a\x1f.fraudhub.v1.ContributeResponse\x12U\n\x10\x43ontributeStream\x12\x1e.fraudhub.v1.ContributeRequest\x1a\x1f.fraudhub.v1.ContributeResponse(\x01\x12\x41\n\x06Revoke\x12\x1a.fraudhub.v1.RevokeRequest\x1a\x1b.fraudhub.v1.RevokeResponse\x12>\n\x05Match\x12\x19.fraudhub.v1.MatchRequest\x1a\x1a.fraudhub.v1.MatchResponse\x12H\n\x0bMatchStream\x12\x19.fraudhub.v1.MatchRequest\x1a\x1a.fraudhub.v1.MatchResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,33 +34,33 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fraudhub.v1.exchange_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INDICATOR']._serialized_start=103
-  _globals['_INDICATOR']._serialized_end=342
-  _globals['_MALFORMEDITEM']._serialized_start=344
-  _globals['_MALFORMEDITEM']._serialized_end=405
-  _globals['_CONTRIBUTEREQUEST']._serialized_start=407
-  _globals['_CONTRIBUTEREQUEST']._serialized_end=511
-  _globals['_REJECTEDITEM']._serialized_start=513
-  _globals['_REJECTEDITEM']._serialized_end=558
-  _globals['_CLIPPEDITEM']._serialized_start=560
-  _globals['_CLIPPEDITEM']._serialized_end=636
-  _globals['_CONTRIBUTERESPONSE']._serialized_start=639
-  _globals['_CONTRIBUTERESPONSE']._serialized_end=880
-  _globals['_REVOKEITEM']._serialized_start=882
-  _globals['_REVOKEITEM']._serialized_end=942
-  _globals['_REVOKEREQUEST']._serialized_start=944
-  _globals['_REVOKEREQUEST']._serialized_end=1015
-  _globals['_REVOKERESPONSE']._serialized_start=1017
-  _globals['_REVOKERESPONSE']._serialized_end=1069
-  _globals['_MATCHQUERY']._serialized_start=1071
-  _globals['_MATCHQUERY']._serialized_end=1131
-  _globals['_MATCHREQUEST']._serialized_start=1133
-  _globals['_MATCHREQUEST']._serialized_end=1230
-  _globals['_SEALEDLABEL']._serialized_start=1232
-  _globals['_SEALEDLABEL']._serialized_end=1288
-  _globals['_MATCHRESULT']._serialized_start=1291
-  _globals['_MATCHRESULT']._serialized_end=1624
-  _globals['_MATCHRESPONSE']._serialized_start=1627
-  _globals['_MATCHRESPONSE']._serialized_end=1756
-  _globals['_EXCHANGE']._serialized_start=1759
-  _globals['_EXCHANGE']._serialized_end=2140
+  _globals['_INDICATOR']._serialized_end=360
+  _globals['_MALFORMEDITEM']._serialized_start=362
+  _globals['_MALFORMEDITEM']._serialized_end=423
+  _globals['_CONTRIBUTEREQUEST']._serialized_start=425
+  _globals['_CONTRIBUTEREQUEST']._serialized_end=529
+  _globals['_REJECTEDITEM']._serialized_start=531
+  _globals['_REJECTEDITEM']._serialized_end=576
+  _globals['_CLIPPEDITEM']._serialized_start=578
+  _globals['_CLIPPEDITEM']._serialized_end=654
+  _globals['_CONTRIBUTERESPONSE']._serialized_start=657
+  _globals['_CONTRIBUTERESPONSE']._serialized_end=898
+  _globals['_REVOKEITEM']._serialized_start=900
+  _globals['_REVOKEITEM']._serialized_end=960
+  _globals['_REVOKEREQUEST']._serialized_start=962
+  _globals['_REVOKEREQUEST']._serialized_end=1033
+  _globals['_REVOKERESPONSE']._serialized_start=1035
+  _globals['_REVOKERESPONSE']._serialized_end=1087
+  _globals['_MATCHQUERY']._serialized_start=1089
+  _globals['_MATCHQUERY']._serialized_end=1149
+  _globals['_MATCHREQUEST']._serialized_start=1151
+  _globals['_MATCHREQUEST']._serialized_end=1248
+  _globals['_SEALEDLABEL']._serialized_start=1250
+  _globals['_SEALEDLABEL']._serialized_end=1306
+  _globals['_MATCHRESULT']._serialized_start=1309
+  _globals['_MATCHRESULT']._serialized_end=1787
+  _globals['_MATCHRESPONSE']._serialized_start=1790
+  _globals['_MATCHRESPONSE']._serialized_end=1919
+  _globals['_EXCHANGE']._serialized_start=1922
+  _globals['_EXCHANGE']._serialized_end=2303
 # @@protoc_insertion_point(module_scope)

@@ -64,6 +64,7 @@ class Indicator(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     SEALED_LABEL_FIELD_NUMBER: _builtins.int
     KEY_EPOCH_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
     token: _builtins.bytes
     """32-byte match token (HKDF of the OPRF output; never the raw value)."""
     kind: _builtins.str
@@ -77,6 +78,13 @@ class Indicator(_message.Message):
     """
     key_epoch: _builtins.int
     """Key epoch of the OPRF key that produced `token`."""
+    evidence: _builtins.str
+    """Evidence class (client_sdk.core.vocabulary.EVIDENCE_CLASSES): suspected,
+    internal_investigation, victim_report, police_case, or impersonation_victim
+    (the value's owner was impersonated: never counts against them).  Empty
+    (an older client) is read as "suspected", the weakest class.  Numbered
+    from 20 (issue 12) so parallel additions do not collide.
+    """
     @_builtins.property
     def observed_at(self) -> _timestamp_pb2.Timestamp:
         """When the contributor observed it; not in the future."""
@@ -96,10 +104,11 @@ class Indicator(_message.Message):
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         sealed_label: _builtins.bytes = ...,
         key_epoch: _builtins.int = ...,
+        evidence: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "observed_at", b"observed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "confidence", b"confidence", "expires_at", b"expires_at", "key_epoch", b"key_epoch", "kind", b"kind", "observed_at", b"observed_at", "sealed_label", b"sealed_label", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "confidence", b"confidence", "evidence", b"evidence", "expires_at", b"expires_at", "key_epoch", b"key_epoch", "kind", b"kind", "observed_at", b"observed_at", "sealed_label", b"sealed_label", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -450,6 +459,12 @@ class MatchResult(_message.Message):
     MAX_CONFIDENCE_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     REASONS_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    IMPERSONATED_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    SIGHTINGS_CONFIRMED_FIELD_NUMBER: _builtins.int
+    SIGHTINGS_FALSE_POSITIVE_FIELD_NUMBER: _builtins.int
+    SIGHTINGS_EXPIRED_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """Position of the query in its MatchRequest."""
     matched: _builtins.bool
@@ -461,6 +476,23 @@ class MatchResult(_message.Message):
     contributors: _builtins.int
     """COUNT and above: number of distinct contributing institutions."""
     max_confidence: _builtins.int
+    impersonated: _builtins.bool
+    """SUMMARY and above: another institution filed the token as an
+    impersonation victim's (an innocent person); such records never make
+    `matched` true.
+    """
+    score: _builtins.int
+    """SUMMARY and above: the highest current score (0..100) of the counted
+    indicators: confidence decayed by age per the policy's decay model for the
+    kind, moved by sightings (hub.core.scores).  Indicators below the model's
+    threshold are not counted at all.
+    """
+    sightings_confirmed: _builtins.int
+    """SUMMARY and above: distinct institutions (the querier excluded) that filed
+    each sighting type on this token (fraudhub.v1.Feedback).
+    """
+    sightings_false_positive: _builtins.int
+    sightings_expired: _builtins.int
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Category.ValueType]:
         """SUMMARY and above."""
@@ -477,6 +509,12 @@ class MatchResult(_message.Message):
     def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Readable reason codes of the decision (e.g. why disclosure was capped)."""
 
+    @_builtins.property
+    def evidence(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """SUMMARY and above (issue 12): the evidence classes of the counted
+        indicators, weakest first.
+        """
+
     def __init__(
         self,
         *,
@@ -490,10 +528,16 @@ class MatchResult(_message.Message):
         max_confidence: _builtins.int = ...,
         labels: _abc.Iterable[Global___SealedLabel] | None = ...,
         reasons: _abc.Iterable[_builtins.str] | None = ...,
+        evidence: _abc.Iterable[_builtins.str] | None = ...,
+        impersonated: _builtins.bool = ...,
+        score: _builtins.int = ...,
+        sightings_confirmed: _builtins.int = ...,
+        sightings_false_positive: _builtins.int = ...,
+        sightings_expired: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen", b"first_seen", "last_seen", b"last_seen"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "contributors", b"contributors", "disclosure", b"disclosure", "first_seen", b"first_seen", "index", b"index", "labels", b"labels", "last_seen", b"last_seen", "matched", b"matched", "max_confidence", b"max_confidence", "reasons", b"reasons"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "contributors", b"contributors", "disclosure", b"disclosure", "evidence", b"evidence", "first_seen", b"first_seen", "impersonated", b"impersonated", "index", b"index", "labels", b"labels", "last_seen", b"last_seen", "matched", b"matched", "max_confidence", b"max_confidence", "reasons", b"reasons", "score", b"score", "sightings_confirmed", b"sightings_confirmed", "sightings_expired", b"sightings_expired", "sightings_false_positive", b"sightings_false_positive"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
