@@ -25,6 +25,8 @@ from leakcheck import assert_no_leak, digits_of
 from test_demo import ROOT, run_fraudhub
 
 from client_sdk import Indicator
+from client_sdk.client import feedback
+from client_sdk.client.feedback import Sighting
 from client_sdk.client.results import ItemFailure
 from client_sdk.core.errors import InvalidRequest, PermissionDenied, PolicyDenied
 from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth, mint_jwt
@@ -113,6 +115,30 @@ def scenario(world: LocalDeployment, tmp_path: Path) -> None:
         )
     disputes_of(world, pairs)
     stream_ended_by_a_disable(world, pairs)
+    feedback_flows(world, pairs)
+
+
+def feedback_flows(world: LocalDeployment, pairs: list[tuple[str, str]]) -> None:
+    """Issue 12: evidence classes, sightings, reviews and warning lists carry tokens only."""
+    world.client("bank-b").contribute(
+        [Indicator("phone", SCENARIO["phone"][2], "scam_phone", 90, evidence="police_case")],
+        purpose="fraud_reporting",
+    )
+    filed = world.client("carrier-x").file_sightings(
+        [Sighting(kind, value, "false_positive") for kind, value in pairs[:3]],
+        purpose="sim_activation_screening",
+    )
+    assert filed.recorded == 3
+    world.client("bank-b").review_sightings(pairs[:3], purpose="fraud_reporting")
+    world.register("operator-leak", "operator")
+    operator = world.client("operator-leak")
+    change = feedback.warninglist_change(operator, pairs[3:5], list_name="known-good", add=True)
+    assert change.changed == 2
+    feedback.warninglist_change(operator, pairs[3:4], list_name="known-good", add=False)
+    refused = world.client("bank-a").contribute(
+        [Indicator(*pairs[4], "money_mule")], purpose="fraud_reporting"
+    )
+    assert isinstance(refused[0], ItemFailure)
 
 
 def disputes_of(world: LocalDeployment, pairs: list[tuple[str, str]]) -> None:

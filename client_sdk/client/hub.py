@@ -48,7 +48,7 @@ import grpc
 from fraudhub.v1 import exchange_pb2, exchange_pb2_grpc
 from google.protobuf.message import Message
 
-from client_sdk.client import bulk
+from client_sdk.client import bulk, feedback
 from client_sdk.client.bulk import DEFAULT_WINDOW
 from client_sdk.client.config import ClientConfig, check_separate_pins
 from client_sdk.client.disputes import DisputeClient
@@ -410,6 +410,24 @@ class HubClient:
         return bulk.revoke_csv(
             path, lambda pairs: self.revoke(pairs, reason=reason), window=window, progress=progress
         )
+
+    # --- feedback (issue 12; client_sdk.client.feedback) ----------------------------------
+
+    def file_sightings(
+        self,
+        items: Sequence[feedback.Sighting],
+        *,
+        purpose: str,
+        case_reference: str | None = None,
+    ) -> feedback.SightingsFiled:
+        """File sightings (confirmed, false_positive, expired) on values this institution holds."""
+        return feedback.file_sightings(self, items, purpose=purpose, case_reference=case_reference)
+
+    def review_sightings(
+        self, items: Sequence[tuple[str, str]], *, purpose: str
+    ) -> list[feedback.SightingReview | ItemFailure]:
+        """Other institutions' sightings on this institution's own contributions."""
+        return feedback.review_sightings(self, items, purpose=purpose)
 
     # --- match --------------------------------------------------------------------------------
 

@@ -22,7 +22,10 @@ Canonical forms and accepted input, per kind.  Prefixes (bank codes, ``CC``,
 phone            E.164 (``+8613800138000``).  Digits, spaces, ``+ - . ( )``;
                  ``+CC``, the region's international prefix (``0086`` in CN)
                  or national format in ``default_region``.  Must pass
-                 ``phonenumbers.is_valid_number``; letters and extensions are
+                 ``phonenumbers.is_valid_number``, or be a valid short service
+                 number of at most 6 digits written with ``+CC``
+                 (``+86 95588`` -> ``+8695588``; a bare ``95588`` stays refused,
+                 as it could be a mistyped number); letters and extensions are
                  refused.
 bank_card        12-19 ASCII digits, Luhn-valid; spaces and dashes dropped.
 bank_account     ``BANKCODE:ACCOUNT`` where BANKCODE is 2-16 and ACCOUNT 4-34
@@ -249,6 +252,10 @@ def _split_prefix(text: str, what: str) -> tuple[str, str]:
 # --- normalizers, one per kind --------------------------------------------------
 
 
+# Short numbers (service lines) have 3 to 6 digits in the metadata phonenumbers ships.
+_MAX_SHORT_NUMBER = 6
+
+
 def _phone(text: str, region: str) -> str:
     text = _nfkc(text)
     # No letters: phonenumbers would read vanity numbers (1-800-FLOWERS) and
@@ -259,9 +266,19 @@ def _phone(text: str, region: str) -> str:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as error:
         raise _Reject(_PHONE_PARSE_REASONS.get(error.error_type, "not a phone number")) from None
-    if not phonenumbers.is_valid_number(number):
+    if not phonenumbers.is_valid_number(number) and not (
+        text.lstrip().startswith("+") and _is_service_short_number(number)
+    ):
         raise _Reject("not a valid number for its country (phonenumbers)")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _is_service_short_number(number: phonenumbers.PhoneNumber) -> bool:
+    """A valid short service number (95588, 96110): scammers spoof these as caller ID,
+    and warning lists hold them (issue 12).  Canonical form ``+CC`` + the digits."""
+    return len(str(number.national_number)) <= _MAX_SHORT_NUMBER and (
+        phonenumbers.is_valid_short_number(number)
+    )
 
 
 def _bank_card(text: str, _region: str) -> str:

@@ -30,6 +30,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hub.cli.audit",
     "hub.cli.exchange",
     "hub.cli.dispute",
+    "hub.cli.sighting",
+    "hub.cli.warninglist",
     "hub.cli.serve",
     "hub.cli.database",
     "hub.cli.backup",

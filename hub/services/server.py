@@ -68,6 +68,7 @@ from hub.keyholder.keyfiles import load_public
 from hub.policy.engine import Policy
 from hub.services import audit as audit_service
 from hub.services import disputes as disputes_service
+from hub.services import feedback
 from hub.services.admin import AdminService
 from hub.services.audited import audit_alone, audit_outcome
 from hub.services.config import HubConfig, LivePolicy
@@ -164,7 +165,8 @@ _LIMIT_OVERRIDES = {
 }
 #: Request bytes per message of each hub method (decoded after authentication).
 HUB_MESSAGE_LIMITS: dict[str, int] = message_limits(
-    {**HUB_METHOD_ROLES, **audit_service.METHOD_ROLES}, _LIMIT_OVERRIDES
+    {**HUB_METHOD_ROLES, **audit_service.METHOD_ROLES, **feedback.METHOD_ROLES},
+    {**_LIMIT_OVERRIDES, **feedback.LIMIT_OVERRIDES},
 )
 
 
@@ -270,7 +272,7 @@ class HubServer:
         self.metrics = ServerMetrics("hub")
         self.metrics.add_gauges(self._audit_gauges)
         self.metrics_port: int | None = None
-        roles = {**HUB_METHOD_ROLES, **audit_service.METHOD_ROLES}
+        roles = {**HUB_METHOD_ROLES, **audit_service.METHOD_ROLES, **feedback.METHOD_ROLES}
         self.in_flight = InFlight()
         self.refusals = RefusalAuditInterceptor(self.store, self.policy, roles, self.registry)
         verifier = TokenVerifier(
@@ -317,6 +319,7 @@ class HubServer:
             audit_service.register(
                 self.server, self.store, self.policy, config, on_holder_error=self._holder_error
             ),
+            *feedback.register(self.server, self.store, self.policy, self.key_info.epoch),
             health.SERVICE_NAME,
             reflection.SERVICE_NAME,
         ]
