@@ -15,18 +15,34 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
+import grpc
 from fraudhub.v1 import exchange_pb2, feedback_pb2, feedback_pb2_grpc
 from google.protobuf.message import Message
 
 from client_sdk.client.results import ItemFailure
-from client_sdk.core.errors import InvalidRequest, PolicyDenied
+from client_sdk.core.errors import InvalidItems, InvalidRequest, PolicyDenied
+from client_sdk.core.tokens import TokenKeys
 from client_sdk.core.vocabulary import SIGHTING_TYPES
 from client_sdk.wire.codecs import timestamp
 
-if TYPE_CHECKING:
-    from client_sdk.client.hub import HubClient
+
+class HubClient(Protocol):
+    """What this module uses of :class:`client_sdk.client.hub.HubClient` (which imports it)."""
+
+    _channel: grpc.Channel
+    _batch: int
+    _epoch: int
+
+    def _tokenize(
+        self, kinds_values: Sequence[tuple[str, str]], offset: int = ...
+    ) -> tuple[dict[int, tuple[str, TokenKeys]], list[ItemFailure]]: ...
+
+    def _unary(
+        self, method: Callable[[float], _M], response_type: type[_M]
+    ) -> tuple[_M, InvalidItems | None]: ...
+
 
 __all__ = [
     "WARNINGLIST_PURPOSE",
@@ -41,6 +57,7 @@ __all__ = [
 ]
 
 _R = TypeVar("_R")
+_M = TypeVar("_M", bound=Message)
 
 #: The dedicated, audited purpose of warning list maintenance.
 WARNINGLIST_PURPOSE = "warninglist"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from client_sdk.client.feedback import Sighting
 from client_sdk.client.hub import HubClient
 from client_sdk.client.results import ItemFailure
 from client_sdk.core.errors import ConfigurationError, InvalidRequest
+from client_sdk.core.vocabulary import SIGHTING_TYPES
 
 __all__ = ["read_rows", "register"]
 
@@ -43,42 +45,50 @@ def read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
         raise ConfigurationError(f"{path}: not a UTF-8 CSV file") from None
 
 
-def _seen_at(text: str, row: int) -> datetime | None:
-    if not text.strip():
-        return None
-    try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidRequest(f"row {row}: seen_at is not an ISO 8601 time") from None
-    if value.tzinfo is None:
-        raise InvalidRequest(f"row {row}: seen_at needs a time zone (e.g. Z)")
-    return value
+def _sighting(row: dict[str, str]) -> Sighting:
+    """The sighting of one row; raises InvalidRequest (never quoting the value)."""
+    kind_of_sighting = (row.get("type") or "").strip()
+    if kind_of_sighting not in SIGHTING_TYPES:
+        raise InvalidRequest("type must be one of " + ", ".join(SIGHTING_TYPES))
+    seen_at = None
+    text = (row.get("seen_at") or "").strip()
+    if text:
+        try:
+            seen_at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidRequest("seen_at is not an ISO 8601 time") from None
+        if seen_at.tzinfo is None:
+            raise InvalidRequest("seen_at needs a time zone (e.g. Z)")
+    return Sighting(
+        (row.get("kind") or "").strip(), row.get("value") or "", kind_of_sighting, seen_at
+    )
 
 
-def report_failures(failures: tuple[ItemFailure, ...] | list[ItemFailure]) -> int:
-    """Print each failure by 1-based row; 1 if there was any."""
-    for failure in failures:
+def report_failures(failures: Sequence[ItemFailure]) -> int:
+    """Print each failure by 1-based data row (``index`` is 0-based); 1 if there was any."""
+    for failure in sorted(failures, key=lambda f: f.index):
         print(f"row {failure.index + 1} ({failure.kind}): {failure.reason}", file=sys.stderr)
     return 1 if failures else 0
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
     rows = read_rows(args.file, ("kind", "value", "type"))
-    items = [
-        Sighting(
-            kind=(row.get("kind") or "").strip(),
-            value=row.get("value") or "",
-            type=(row.get("type") or "").strip(),
-            seen_at=_seen_at(row.get("seen_at") or "", number),
-        )
-        for number, row in enumerate(rows, start=1)
-    ]
+    failures: list[ItemFailure] = []
+    items: list[Sighting] = []
+    rows_of_items: list[int] = []
+    for index, row in enumerate(rows):
+        try:
+            items.append(_sighting(row))
+            rows_of_items.append(index)
+        except InvalidRequest as exc:
+            failures.append(ItemFailure(index, (row.get("kind") or "").strip(), exc))
     with HubClient.from_config(ClientConfig.load(args.config)) as client:
         filed = client.file_sightings(
             items, purpose=args.purpose, case_reference=args.case_reference
         )
-    print(f"{filed.recorded} of {len(items)} sightings recorded, {len(filed.failures)} failed")
-    return report_failures(filed.failures)
+    failures.extend(ItemFailure(rows_of_items[f.index], f.kind, f.error) for f in filed.failures)
+    print(f"{filed.recorded} of {len(rows)} sightings recorded, {len(failures)} failed")
+    return report_failures(failures)
 
 
 def register(sub: Any) -> None:

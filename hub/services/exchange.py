@@ -299,6 +299,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
             clipped: list[exchange_pb2.ClippedItem] = []
             invalid: list[ItemError] = []
             listed = find_warninglisted(session, _keys(request.indicators))
+            refused_by_rule = False
             for position, item in enumerate(request.indicators):
                 index = offset + position
                 kind_error = _kind_error(index, item.kind, "indicators")
@@ -335,6 +336,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                     rejected.append(
                         exchange_pb2.RejectedItem(index=index, reason=",".join(decision.reasons))
                     )
+                    refused_by_rule = True
                     continue
                 refusal = lifecycle_refusal(checked, decision, listed)
                 if refusal is not None:
@@ -349,7 +351,9 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                         )
                     )
                 _count_quota(quota, decision)
-            if whole_refusal_fails and not accepted and rejected and not invalid:
+            # Only the policy's own refusals fail a request whole; an item refused for
+            # its evidence or a warning list is answered per item (issue 12).
+            if whole_refusal_fails and not accepted and refused_by_rule and not invalid:
                 raise PolicyDenied(
                     "the policy refuses every item of this request", tuple(draft.reasons)
                 )
