@@ -94,3 +94,63 @@ def test_render_formats() -> None:
     assert table[1].split()[:5] == ["bank-a", "4", "400", "20", "0.0500"]
     with pytest.raises(ValueError, match="unknown report format"):
         render(reports, "xml")
+
+
+def test_items_refused_inside_an_allowed_request_are_not_contributed() -> None:
+    # Issue 12: refusals counted whole requests only, and contributed counted
+    # every item of a contribution request, refused or malformed items and
+    # wholly refused requests included.
+    events = [
+        ev(
+            "bank-a",
+            "Exchange.Contribute",
+            items=10,
+            purpose="fraud_reporting",
+            reasons=(
+                "ALLOW_RULE:contribute-public",
+                "INVALID_ITEMS",
+                "WARNINGLISTED:known-good",
+                "REFUSED_ITEMS:3",
+                "MALFORMED_ITEMS:1",
+                "EVIDENCE:police_case/4",
+                "EVIDENCE:suspected/2",
+            ),
+        ),
+        ev("bank-a", "Exchange.Contribute", items=5, outcome="denied", reasons=("DENY_NO_RULE",)),
+    ]
+    [a] = aggregate(events)
+    assert (a.contributed, a.refused_items, a.malformed_items) == (6, 3, 1)
+    assert (a.refusals, dict(a.refusals_by_reason)) == (1, {"DENY_NO_RULE": 1})
+    assert dict(a.evidence) == {"police_case": 4, "suspected": 2}
+
+
+def test_sightings_and_false_positive_ratios_per_contributor() -> None:
+    events = [
+        ev(
+            "carrier-b",
+            "Feedback.FileSightings",
+            items=3,
+            reasons=("SIGHTING:false_positive/2", "SIGHTING:confirmed/1"),
+        ),
+        ev(
+            "bank-a",
+            "Feedback.SightingReceived",
+            items=2,
+            reasons=("SIGHTING:false_positive/2", "REPORTER:carrier-b"),
+        ),
+        ev(
+            "bank-c",
+            "Feedback.SightingReceived",
+            items=1,
+            reasons=("SIGHTING:confirmed/1", "REPORTER:carrier-b"),
+        ),
+    ]
+    a, c, carrier = aggregate(events)
+    assert dict(carrier.sightings_filed) == {"false_positive": 2, "confirmed": 1}
+    assert (a.false_positive_ratio, c.false_positive_ratio) == (1.0, 0.0)
+    assert carrier.false_positive_ratio == 0.0  # it received none
+    [row_a, _, _] = list(csv.DictReader(io.StringIO(render([a, c, carrier], "csv"))))
+    assert row_a["sightings_received"] == "false_positive=2"
+    assert row_a["false_positive_ratio"] == "1.0000"
+    as_json = json.loads(render([a], "json"))
+    assert as_json[0]["false_positive_ratio"] == 1.0

@@ -15,7 +15,15 @@ from typing import Any
 
 import grpc
 import pytest
-from fraudhub.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc, feedback_pb2, feedback_pb2_grpc
+from fraudhub.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    common_pb2,
+    exchange_pb2,
+    exchange_pb2_grpc,
+    feedback_pb2,
+    feedback_pb2_grpc,
+)
 from sqlmodel import select
 
 from client_sdk import Indicator
@@ -66,6 +74,16 @@ def audit_size(world: LocalDeployment) -> int:
         return auditlog.tree_size(session)
 
 
+def regulator_report(world: LocalDeployment) -> dict[str, audit_pb2.InstitutionReport]:
+    audit = audit_pb2_grpc.AuditStub(
+        open_channel(
+            world.hub_address, world.security, BearerAuth(world.keys["regulator-r"], HUB_AUDIENCE)
+        )
+    )
+    report = audit.GetReport(audit_pb2.GetReportRequest())
+    return {r.institution: r for r in report.institutions}
+
+
 # --- evidence classes --------------------------------------------------------------------
 
 
@@ -96,6 +114,9 @@ def test_evidence_travels_and_weak_evidence_is_refused_per_item(world: LocalDepl
     )
     assert isinstance(unknown, ItemFailure) and isinstance(unknown.error, InvalidRequest)
     assert "evidence must be one of" in unknown.reason
+    report = regulator_report(world)
+    assert report["bank-a"].evidence["police_case"] >= 1
+    assert report["bank-a"].refused_items >= 1  # the suspected national_id
 
 
 def test_an_old_client_without_evidence_gets_the_documented_default(
@@ -159,9 +180,13 @@ def test_sightings_move_scores_and_reach_contributor_matcher_and_log(
     after = only(carrier.match([("phone", value)], purpose=SIM))
     # 80 halved: below the vishing threshold of 30?  No: 40, still a match, lower.
     assert after.matched and after.score < before.score
-    assert after.sightings["false_positive"] == 0  # the querier's own sighting is not shown back
+    assert after.sightings_false_positive == 0  # the querier's own sighting is not shown back
     other = only(bank_b.match([("phone", value)], purpose=PAYMENT))
-    assert other.sightings == {"confirmed": 0, "false_positive": 1, "expired": 0}
+    assert (
+        other.sightings_confirmed,
+        other.sightings_false_positive,
+        other.sightings_expired,
+    ) == (0, 1, 0)
     [review] = bank_a.review_sightings([("phone", value)], purpose=REPORT)
     assert review == SightingReview(0, "phone", True, 0, 1, 0)
     # Someone else's value: no feedback shown.
@@ -174,10 +199,15 @@ def test_sightings_move_scores_and_reach_contributor_matcher_and_log(
     received = next(e for e in events if e["action"] == "Feedback.SightingReceived")
     assert received["institution"] == "bank-a"
     assert "SIGHTING:false_positive/1" in received["reasons"]
+    # The regulator's report: bank-a received a false positive, carrier-x filed one.
+    report = regulator_report(world)
+    assert report["bank-a"].sightings_received["false_positive"] >= 1
+    assert 0 < report["bank-a"].false_positive_ratio <= 1
+    assert report["carrier-x"].sightings_filed["false_positive"] >= 1
     # A second institution confirming never lowers the score.
     bank_b.file_sightings([Sighting("phone", value, "confirmed")], purpose=PAYMENT)
     confirmed = only(carrier.match([("phone", value)], purpose=SIM))
-    assert confirmed.score >= after.score and confirmed.sightings["confirmed"] == 1
+    assert confirmed.score >= after.score and confirmed.sightings_confirmed == 1
 
 
 def test_a_decayed_phone_stops_matching_until_confirmed(world: LocalDeployment) -> None:

@@ -6,8 +6,19 @@ Definitions, used by ``Audit.GetReport`` and ``fraudhub audit report`` alike:
 - *items*, *matches*: sums of ``item_count`` and ``match_count`` over its MATCH
   requests (actions ``<Service>.Match*``), and *match rate* = matches / items
   (0 when it screened nothing);
-- *contributed*, *revoked*: sums of ``item_count`` over its contribution
-  requests (``<Service>.Contribute*``) and its revocations (``<Service>.Revoke*``);
+- *contributed*: items its ALLOWED contribution requests (``<Service>.Contribute*``,
+  outcome ``ok``) stored: ``item_count`` less the items refused or malformed
+  inside them (the ``REFUSED_ITEMS:<n>`` and ``MALFORMED_ITEMS:<n>`` codes);
+  a refused request stores nothing and counts under *refusals* only;
+- *refused items*, *malformed items*: those counts summed (issue 12: an item
+  the policy, its evidence class or a warning list refused inside an allowed
+  request is not a refused request, and was counted as contributed before);
+- *revoked*: sum of ``item_count`` over its revocations (``<Service>.Revoke*``);
+- *evidence*: items stored per evidence class (``EVIDENCE:<class>/<n>``);
+- *sightings filed*: its sightings per type (``Feedback.FileSightings``,
+  ``SIGHTING:<type>/<n>``); *sightings received*: other institutions'
+  sightings on its indicators (``Feedback.SightingReceived``), and
+  *false-positive ratio* = received false positives / all received (0 if none);
 - *refusals*: requests whose outcome is not ``"ok"``, counted per reason code
   (a refusal without reason codes counts under its outcome);
 - *by tier* and *by purpose*: requests per policy tier recorded in the event
@@ -77,10 +88,43 @@ class InstitutionReport:
     disputes_upheld: int = 0
     disputes_withdrawn: int = 0
     disputes_lapsed: int = 0
+    refused_items: int = 0
+    malformed_items: int = 0
+    evidence: Counter[str] = field(default_factory=Counter)
+    sightings_filed: Counter[str] = field(default_factory=Counter)
+    sightings_received: Counter[str] = field(default_factory=Counter)
 
     @property
     def match_rate(self) -> float:
         return self.matches / self.items if self.items else 0.0
+
+    @property
+    def false_positive_ratio(self) -> float:
+        total = sum(self.sightings_received.values())
+        return self.sightings_received["false_positive"] / total if total else 0.0
+
+    def _add_counts(self, event: AuditEvent) -> tuple[int, int]:
+        """Read the count codes of an allowed event; return (refused, malformed) items."""
+        refused = malformed = 0
+        for code in event.reasons:
+            name, _, arg = code.partition(":")
+            if name == "REFUSED_ITEMS" and arg.isdigit():
+                refused = int(arg)
+            elif name == "MALFORMED_ITEMS" and arg.isdigit():
+                malformed = int(arg)
+            elif name in ("EVIDENCE", "SIGHTING"):
+                word, _, number = arg.partition("/")
+                if not number.isdigit():
+                    continue
+                if name == "EVIDENCE":
+                    self.evidence[word] += int(number)
+                elif event.action == "Feedback.SightingReceived":
+                    self.sightings_received[word] += int(number)
+                else:
+                    self.sightings_filed[word] += int(number)
+        self.refused_items += refused
+        self.malformed_items += malformed
+        return refused, malformed
 
     def add(self, event: AuditEvent) -> None:
         self.requests += 1
@@ -88,10 +132,13 @@ class InstitutionReport:
         if family == "match":
             self.items += event.item_count
             self.matches += event.match_count
-        elif family == "contribute":
-            self.contributed += event.item_count
+        elif family == "contribute" and event.outcome == "ok":
+            refused, malformed = self._add_counts(event)
+            self.contributed += max(event.item_count - refused - malformed, 0)
         elif family == "revoke":
             self.revoked += event.item_count
+        if family == "other" and event.outcome == "ok":
+            self._add_counts(event)
         if event.outcome != "ok":
             self.refusals += 1
             for reason in event.reasons or (event.outcome,):
@@ -116,6 +163,12 @@ class InstitutionReport:
             "refusals": self.refusals,
             "contributed": self.contributed,
             "revoked": self.revoked,
+            "refused_items": self.refused_items,
+            "malformed_items": self.malformed_items,
+            "evidence": dict(sorted(self.evidence.items())),
+            "sightings_filed": dict(sorted(self.sightings_filed.items())),
+            "sightings_received": dict(sorted(self.sightings_received.items())),
+            "false_positive_ratio": round(self.false_positive_ratio, 6),
             "refusals_by_reason": dict(sorted(self.refusals_by_reason.items())),
             "requests_by_tier": dict(sorted(self.requests_by_tier.items())),
             "requests_by_purpose": dict(sorted(self.requests_by_purpose.items())),
@@ -175,6 +228,12 @@ def render(reports: Sequence[InstitutionReport], fmt: str) -> str:
         "disputes_upheld",
         "disputes_withdrawn",
         "disputes_lapsed",
+        "refused_items",
+        "malformed_items",
+        "evidence",
+        "sightings_filed",
+        "sightings_received",
+        "false_positive_ratio",
     ]
     rows = [
         [
@@ -193,6 +252,12 @@ def render(reports: Sequence[InstitutionReport], fmt: str) -> str:
             str(r.disputes_upheld),
             str(r.disputes_withdrawn),
             str(r.disputes_lapsed),
+            str(r.refused_items),
+            str(r.malformed_items),
+            _counts(r.evidence),
+            _counts(r.sightings_filed),
+            _counts(r.sightings_received),
+            f"{r.false_positive_ratio:.4f}",
         ]
         for r in reports
     ]

@@ -236,6 +236,11 @@ def _report_from_message(message: audit_pb2.InstitutionReport) -> InstitutionRep
         disputes_upheld=message.disputes_upheld,
         disputes_withdrawn=message.disputes_withdrawn,
         disputes_lapsed=message.disputes_lapsed,
+        refused_items=message.refused_items,
+        malformed_items=message.malformed_items,
+        evidence=Counter(dict(message.evidence)),
+        sightings_filed=Counter(dict(message.sightings_filed)),
+        sightings_received=Counter(dict(message.sightings_received)),
     )
 
 

@@ -359,6 +359,12 @@ def _report_message(report: InstitutionReport) -> audit_pb2.InstitutionReport:
         disputes_upheld=report.disputes_upheld,
         disputes_withdrawn=report.disputes_withdrawn,
         disputes_lapsed=report.disputes_lapsed,
+        refused_items=report.refused_items,
+        malformed_items=report.malformed_items,
+        evidence=dict(report.evidence),
+        sightings_filed=dict(report.sightings_filed),
+        sightings_received=dict(report.sightings_received),
+        false_positive_ratio=report.false_positive_ratio,
     )
 
 

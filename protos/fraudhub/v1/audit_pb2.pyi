@@ -404,6 +404,66 @@ class InstitutionReport(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class EvidenceEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class SightingsFiledEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class SightingsReceivedEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     INSTITUTION_FIELD_NUMBER: _builtins.int
     REQUESTS_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
@@ -419,6 +479,12 @@ class InstitutionReport(_message.Message):
     DISPUTES_UPHELD_FIELD_NUMBER: _builtins.int
     DISPUTES_WITHDRAWN_FIELD_NUMBER: _builtins.int
     DISPUTES_LAPSED_FIELD_NUMBER: _builtins.int
+    REFUSED_ITEMS_FIELD_NUMBER: _builtins.int
+    MALFORMED_ITEMS_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    SIGHTINGS_FILED_FIELD_NUMBER: _builtins.int
+    SIGHTINGS_RECEIVED_FIELD_NUMBER: _builtins.int
+    FALSE_POSITIVE_RATIO_FIELD_NUMBER: _builtins.int
     institution: _builtins.str
     requests: _builtins.int
     items: _builtins.int
@@ -429,7 +495,7 @@ class InstitutionReport(_message.Message):
     refusals: _builtins.int
     """requests whose outcome is not "ok" """
     contributed: _builtins.int
-    """items of contribution requests"""
+    """items stored by allowed contribution requests"""
     revoked: _builtins.int
     """items of revocation requests"""
     disputes_opened: _builtins.int
@@ -440,6 +506,14 @@ class InstitutionReport(_message.Message):
     """disputed indicators of its own it withdrew"""
     disputes_lapsed: _builtins.int
     """disputed indicators of its own the hub removed unanswered"""
+    refused_items: _builtins.int
+    """Issue 12 (numbered from 20 so parallel additions do not collide):
+    items refused inside allowed requests (policy, evidence, warning list)
+    """
+    malformed_items: _builtins.int
+    """items not processed because malformed, inside allowed requests"""
+    false_positive_ratio: _builtins.float
+    """false_positive / all sightings received, 0 if none"""
     @_builtins.property
     def refusals_by_reason(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """reason code (or outcome) -> count"""
@@ -448,6 +522,18 @@ class InstitutionReport(_message.Message):
     def requests_by_tier(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     @_builtins.property
     def requests_by_purpose(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
+    @_builtins.property
+    def evidence(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """evidence class -> items stored"""
+
+    @_builtins.property
+    def sightings_filed(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """sighting type -> sightings it filed"""
+
+    @_builtins.property
+    def sightings_received(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """sighting type -> sightings on its indicators"""
+
     def __init__(
         self,
         *,
@@ -466,10 +552,16 @@ class InstitutionReport(_message.Message):
         disputes_upheld: _builtins.int = ...,
         disputes_withdrawn: _builtins.int = ...,
         disputes_lapsed: _builtins.int = ...,
+        refused_items: _builtins.int = ...,
+        malformed_items: _builtins.int = ...,
+        evidence: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        sightings_filed: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        sightings_received: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        false_positive_ratio: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contributed", b"contributed", "disputes_lapsed", b"disputes_lapsed", "disputes_opened", b"disputes_opened", "disputes_upheld", b"disputes_upheld", "disputes_withdrawn", b"disputes_withdrawn", "institution", b"institution", "items", b"items", "match_rate", b"match_rate", "matches", b"matches", "refusals", b"refusals", "refusals_by_reason", b"refusals_by_reason", "requests", b"requests", "requests_by_purpose", b"requests_by_purpose", "requests_by_tier", b"requests_by_tier", "revoked", b"revoked"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contributed", b"contributed", "disputes_lapsed", b"disputes_lapsed", "disputes_opened", b"disputes_opened", "disputes_upheld", b"disputes_upheld", "disputes_withdrawn", b"disputes_withdrawn", "evidence", b"evidence", "false_positive_ratio", b"false_positive_ratio", "institution", b"institution", "items", b"items", "malformed_items", b"malformed_items", "match_rate", b"match_rate", "matches", b"matches", "refusals", b"refusals", "refusals_by_reason", b"refusals_by_reason", "refused_items", b"refused_items", "requests", b"requests", "requests_by_purpose", b"requests_by_purpose", "requests_by_tier", b"requests_by_tier", "revoked", b"revoked", "sightings_filed", b"sightings_filed", "sightings_received", b"sightings_received"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
