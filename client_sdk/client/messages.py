@@ -113,11 +113,9 @@ def match_result(
         evidence=tuple(result.evidence),
         impersonated=result.impersonated,
         score=result.score,
-        sightings={
-            "confirmed": result.sightings_confirmed,
-            "false_positive": result.sightings_false_positive,
-            "expired": result.sightings_expired,
-        },
+        sightings_confirmed=result.sightings_confirmed,
+        sightings_false_positive=result.sightings_false_positive,
+        sightings_expired=result.sightings_expired,
     )
 
 

@@ -98,8 +98,8 @@ class MatchResult:
 
     From ``summary``: ``evidence`` (the counted indicators' classes), ``impersonated``
     (someone filed the value as an impersonation victim's: never a fraud match),
-    ``score`` (highest current decayed score) and ``sightings`` (type -> number of
-    other institutions that filed it).
+    ``score`` (highest current decayed score) and ``sightings_*`` (how many other
+    institutions filed each sighting type).
     """
 
     index: int
@@ -116,7 +116,9 @@ class MatchResult:
     evidence: tuple[str, ...] = ()
     impersonated: bool = False
     score: int = 0
-    sightings: dict[str, int] = field(default_factory=dict)
+    sightings_confirmed: int = 0
+    sightings_false_positive: int = 0
+    sightings_expired: int = 0
 
 
 @dataclass(frozen=True)
