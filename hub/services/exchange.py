@@ -299,7 +299,6 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
             clipped: list[exchange_pb2.ClippedItem] = []
             invalid: list[ItemError] = []
             listed = find_warninglisted(session, _keys(request.indicators))
-            refused_by_rule = False
             for position, item in enumerate(request.indicators):
                 index = offset + position
                 kind_error = _kind_error(index, item.kind, "indicators")
@@ -332,12 +331,6 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 if isinstance(checked, ItemError):
                     invalid.append(replace_field(checked, "indicators"))
                     continue
-                if not decision.allow:
-                    rejected.append(
-                        exchange_pb2.RejectedItem(index=index, reason=",".join(decision.reasons))
-                    )
-                    refused_by_rule = True
-                    continue
                 refusal = lifecycle_refusal(checked, decision, listed)
                 if refusal is not None:
                     rejected.append(exchange_pb2.RejectedItem(index=index, reason=refusal))
@@ -353,7 +346,11 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 _count_quota(quota, decision)
             # Only the policy's own refusals fail a request whole; an item refused for
             # its evidence or a warning list is answered per item (issue 12).
-            if whole_refusal_fails and not accepted and refused_by_rule and not invalid:
+            if (
+                whole_refusal_fails
+                and not (accepted or invalid)
+                and any(not d.allow for d in decisions.values())
+            ):
                 raise PolicyDenied(
                     "the policy refuses every item of this request", tuple(draft.reasons)
                 )

@@ -42,7 +42,10 @@ __all__ = ["MatchFacts", "item_count_codes", "lifecycle_refusal", "sighting_coun
 def lifecycle_refusal(
     item: matching.Contribution, decision: Decision, listed: Mapping[Key, str]
 ) -> str | None:
-    """The reason code refusing ``item``, or None to store it."""
+    """The reason codes refusing ``item`` (the policy's, comma-separated, if it refused
+    the kind), or None to store it."""
+    if not decision.allow:
+        return ",".join(decision.reasons)
     list_name = listed.get((item.kind, item.token, item.key_epoch))
     if list_name is not None:
         return f"WARNINGLISTED:{list_name}"
