@@ -268,9 +268,14 @@ def test_warning_lists_refuse_contributions_and_hide_matches(world: LocalDeploym
         [Indicator("phone", before, "scam_phone", 90)], purpose=REPORT
     )
     listed = [("phone", "+86 96110"), ("phone", before), ("domain", "gov.cn")]
-    change = feedback.warninglist_change(operator, listed, list_name="known-good", add=True)
+    member = world.client("bank-c")
+    change = feedback.warninglist_change(
+        operator, listed, list_name="known-good", add=True, tokenizer=member
+    )
     assert (change.changed, change.unchanged) == (3, 0)
-    again = feedback.warninglist_change(operator, listed[:1], list_name="known-good", add=True)
+    again = feedback.warninglist_change(
+        operator, listed[:1], list_name="known-good", add=True, tokenizer=member
+    )
     assert (again.changed, again.unchanged) == (0, 1)
     [refused] = world.client("bank-b").contribute(
         [Indicator("phone", "+86 96110", "scam_phone", 90)], purpose=REPORT
@@ -281,7 +286,9 @@ def test_warning_lists_refuse_contributions_and_hide_matches(world: LocalDeploym
     assert not hidden.matched and "WARNINGLISTED:known-good" in hidden.reasons
     counts = feedback.warninglist_counts(operator)
     assert ("known-good", "domain", 1) in counts
-    removed = feedback.warninglist_change(operator, listed[1:2], list_name="known-good", add=False)
+    removed = feedback.warninglist_change(
+        operator, listed[1:2], list_name="known-good", add=False, tokenizer=member
+    )
     assert removed.changed == 1
     assert only(world.client("carrier-x").match([("phone", before)], purpose=SIM)).matched
     with pytest.raises(PermissionDenied):  # the role table: only the operator
@@ -324,7 +331,9 @@ def test_cli_sighting_add_and_warninglist(
     wl = tmp_path / "warninglist.csv"
     wl.write_text("kind,value\nphone,+86 95588\nphone,+86 95533\n")
     config = str(world.client_config("operator-o"))
-    assert main(["warninglist", "add", "--config", config, str(wl)]) == 0
+    member = str(world.client_config("bank-c"))
+    add = ["warninglist", "add", "--config", config, "--tokenize-with", member, str(wl)]
+    assert main(add) == 0
     assert "2 of 2 values added (known-good)" in capsys.readouterr().out
     assert main(["warninglist", "list", "--config", config]) == 0
     assert "known-good\tphone\t" in capsys.readouterr().out

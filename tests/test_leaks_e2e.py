@@ -132,9 +132,14 @@ def feedback_flows(world: LocalDeployment, pairs: list[tuple[str, str]]) -> None
     world.client("bank-b").review_sightings(pairs[:3], purpose="fraud_reporting")
     world.register("operator-leak", "operator")
     operator = world.client("operator-leak")
-    change = feedback.warninglist_change(operator, pairs[3:5], list_name="known-good", add=True)
+    member = world.client("bank-b")
+    change = feedback.warninglist_change(
+        operator, pairs[3:5], list_name="known-good", add=True, tokenizer=member
+    )
     assert change.changed == 2
-    feedback.warninglist_change(operator, pairs[3:4], list_name="known-good", add=False)
+    feedback.warninglist_change(
+        operator, pairs[3:4], list_name="known-good", add=False, tokenizer=member
+    )
     refused = world.client("bank-a").contribute(
         [Indicator(*pairs[4], "money_mule")], purpose="fraud_reporting"
     )

@@ -201,11 +201,24 @@ def review_sightings(
 
 
 def warninglist_change(
-    client: HubClient, items: Sequence[tuple[str, str]], *, list_name: str, add: bool
+    client: HubClient,
+    items: Sequence[tuple[str, str]],
+    *,
+    list_name: str,
+    add: bool,
+    tokenizer: HubClient | None = None,
 ) -> WarningListChange:
-    """Add (or remove) ``(kind, value)`` pairs to (from) the warning list ``list_name``."""
+    """Add (or remove) ``(kind, value)`` pairs to (from) the warning list ``list_name``.
+
+    ``client`` is the operator's (the hub lets only the operator edit the lists);
+    ``tokenizer`` is a member institution's client whose key holders evaluate the
+    values: holders never evaluate for the operator role (review finding: the hub
+    holds the tokens, so an evaluation oracle would let it test guesses offline).
+    The values are public known-good numbers and domains, so the member learns
+    nothing; the holders count the evaluations against its quota.
+    """
     stub = feedback_pb2_grpc.WarningListStub(client._channel)
-    tokens, failures = client._tokenize(items)
+    tokens, failures = (tokenizer or client)._tokenize(items)
     entries = sorted(tokens.items())
     changed = unchanged = 0
     method = stub.AddEntries if add else stub.RemoveEntries
