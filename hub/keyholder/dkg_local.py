@@ -18,12 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from client_sdk.core.errors import ConfigurationError
-from hub.keyholder.dkg_files import ROUNDS
+from hub.keyholder.dkg_files import ROUNDS, session_fingerprint
 
 __all__ = ["Participant", "RunStats", "run_dkg_locally", "run_refresh_locally"]
 
@@ -41,10 +41,13 @@ class Participant:
 
 @dataclass(frozen=True)
 class RunStats:
-    """Wall time of the whole run, and CPU seconds (user + system) per participant."""
+    """Wall time of the whole run, CPU seconds (user + system) per participant,
+    and the session fingerprint every participant printed (operators compare it).
+    """
 
     wall_seconds: float
     cpu_seconds: dict[str, float]
+    session_fingerprint: str = ""
 
 
 def _wait(pid: int, deadline: float) -> tuple[int, float]:
@@ -132,7 +135,7 @@ def run_dkg_locally(
     )
     for name, seconds in _all_rounds("dkg", states, exchange, threshold, holders, epoch).items():
         cpu[name] += seconds
-    return RunStats(time.monotonic() - start, cpu)
+    return RunStats(time.monotonic() - start, cpu, _agreed_fingerprint(states.values()))
 
 
 def run_refresh_locally(
@@ -164,4 +167,12 @@ def run_refresh_locally(
     _run_parallel(init, cpu)
     for name, seconds in _all_rounds("refresh", states, exchange, threshold, holders, 1).items():
         cpu[name] += seconds
-    return RunStats(time.monotonic() - start, cpu)
+    return RunStats(time.monotonic() - start, cpu, _agreed_fingerprint(states.values()))
+
+
+def _agreed_fingerprint(state_dirs: Iterable[Path]) -> str:
+    """The session fingerprint all participants ran under; ConfigurationError if they differ."""
+    seen = {session_fingerprint(d) for d in state_dirs}
+    if len(seen) != 1:
+        raise ConfigurationError(f"participants ran different sessions: {sorted(seen)}")
+    return seen.pop()
