@@ -249,11 +249,14 @@ class LocalDeployment:
     def _generate_by_dkg(self, threshold: int, reuse: bool, epoch: int) -> Path:
         """Each holder's identity, then a DKG among them; return the hub's ``public.json``.
 
-        With ``reuse`` and every share already in place, the shares are loaded.
+        With ``reuse`` and every share already in place, the shares are loaded
+        (and a key dealt earlier to ``holders_dir/keys`` is kept).
         Raises ConfigurationError if a holder's share is missing on reuse, a
         holder's directory already has a share without ``reuse``, or the
         holders' public files differ.
         """
+        if reuse and (self.holders_dir / "keys" / PUBLIC_NAME).exists():
+            return self._prepare_holders(threshold, reuse)  # a dealt key is kept
         for index, directory in self.holder_dirs.items():
             if not (reuse and tls_files(directory, HOLDER_STEM).ca.exists()):
                 init_holder(directory, holder_server_name(index))
