@@ -1,4 +1,4 @@
-"""LocalDeployment(key="dkg"): the holders make the key, each share stays in its holder's directory."""
+"""LocalDeployment(key="dkg"): the holders make the key; each share stays with its holder."""
 
 from __future__ import annotations
 

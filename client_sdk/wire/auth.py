@@ -37,8 +37,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from client_sdk.core import _sodium as sodium
 from client_sdk.core.errors import ConfigurationError, InvalidRequest
+from client_sdk.core.pinned_keys import check_public_key
 
 __all__ = [
     "HUB_AUDIENCE",
@@ -68,27 +68,6 @@ PRIVATE_KEY_MODE = 0o600
 def keyholder_audience(index: int) -> str:
     """The JWT audience of key holder ``index`` (its share index)."""
     return f"fraudhub:keyholder:{index}"
-
-
-def check_public_key(raw: bytes) -> None:
-    """Refuse a raw Ed25519 public key that would let anyone sign as its owner.
-
-    A key must be 32 bytes encoding a point of the prime-order subgroup, in
-    its canonical encoding (RFC 8032 section 5.1.3: ``y < p``).  A small-order
-    key such as ``01 00..00`` (the identity) verifies the signature
-    ``01 00..00 || 00..00`` on every message with RFC 8032's cofactorless
-    check, which OpenSSL and so ``cryptography`` implement; the check itself is
-    libsodium's (``client_sdk.core._sodium.is_strong_ed25519_public_key``).
-    The key is public, so the message may name the problem but the caller
-    names the owner.  Raises ConfigurationError.
-    """
-    if len(raw) != 32:
-        raise ConfigurationError("public key must be 32 bytes")
-    if not sodium.is_strong_ed25519_public_key(raw):
-        raise ConfigurationError(
-            "public key is a weak Ed25519 key (small-order, non-canonical or off the "
-            "prime-order subgroup); generate one with 'fraudhub institution keygen'"
-        )
 
 
 def generate_key() -> Ed25519PrivateKey:
