@@ -11,7 +11,8 @@ Every call to the hub or a key holder carries ``authorization: Bearer <jwt>``
   (at most :data:`MAX_TOKEN_TTL` seconds later) and ``jti``, 128 random bits,
   so every token is single-use at a server that keeps a replay cache.
 - :class:`BearerAuth` mints a fresh token for every call, so a retried call
-  never reuses a ``jti``.
+  never reuses a ``jti``; a streaming call's token lives :data:`MAX_TOKEN_TTL`
+  seconds (servers end a stream when its token expires).
 - :func:`check_public_key` refuses Ed25519 public keys anyone could sign for
   (small-order and non-canonical points); every registry applies it.
 
@@ -175,15 +176,27 @@ class InstitutionKey:
 
 @dataclass(frozen=True)
 class BearerAuth:
-    """Per-call ``authorization`` metadata: a fresh token for every call."""
+    """Per-call ``authorization`` metadata: a fresh token for every call.
+
+    A unary call's token lives ``ttl`` seconds; a streaming call's lives
+    ``stream_ttl`` (default :data:`MAX_TOKEN_TTL`), because servers end a
+    stream when its token expires and one bulk window (up to 200,000 items)
+    is one stream: it must not be cut off by a token minted for a single call.
+    """
 
     key: InstitutionKey
     audience: str
     ttl: int = DEFAULT_TOKEN_TTL
     clock: Callable[[], float] = field(default=time.time, repr=False)
+    stream_ttl: int = MAX_TOKEN_TTL
 
-    def metadata(self) -> tuple[tuple[str, str], ...]:
+    def metadata(self, *, streaming: bool = False) -> tuple[tuple[str, str], ...]:
+        """The header for one call; ``streaming`` for a call with a request or response stream."""
         token = mint_jwt(
-            self.key.private_key, self.key.institution_id, self.audience, self.ttl, now=self.clock()
+            self.key.private_key,
+            self.key.institution_id,
+            self.audience,
+            self.stream_ttl if streaming else self.ttl,
+            now=self.clock(),
         )
         return (("authorization", f"Bearer {token}"),)
