@@ -5,6 +5,8 @@ Each command group lives in its own module exposing
 its sub-parser(s) and sets ``func`` (``(args) -> int``, the exit status) on
 them.  This module only assembles them, maps fraudhub errors to a one-line
 message and exit status 2, and never prints a traceback for a caller error.
+When the reader of stdout goes away (``fraudhub match ... | head``) it
+stops quietly with status 141 (128 + SIGPIPE, as a shell pipeline expects).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -57,9 +60,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         status: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        _discard_stdout()
+        return 141
     except FraudhubError as exc:
         print(f"fraudhub {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     return status
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null: the interpreter's last flush must not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
