@@ -21,7 +21,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_sdk.core.errors import ConfigurationError
 
-__all__ = ["load_or_create_log_key", "write_private_atomically"]
+__all__ = ["LOG_KEY_FILENAME", "load_or_create_log_key", "write_private_atomically"]
+
+#: The hub's audit log signing key in its data directory.
+LOG_KEY_FILENAME = "log-key.pem"
 
 
 def load_or_create_log_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:

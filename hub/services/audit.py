@@ -51,7 +51,7 @@ from hub.audit.checkpoint import LogSigner
 from hub.audit.dispute_report import DisputeLedger, DisputeReport
 from hub.audit.events import AuditEvent, decode, request_digest
 from hub.audit.report import InstitutionReport, aggregate
-from hub.infra.privatefiles import load_or_create_log_key
+from hub.infra.privatefiles import LOG_KEY_FILENAME, load_or_create_log_key
 from hub.services.audited import audit_alone, audit_outcome, run_audited
 from hub.services.config import (
     CHECKPOINT_EVERY_EVENTS,
@@ -86,7 +86,6 @@ _T = TypeVar("_T")
 SERVICE = "fraudhub.v1.Audit"
 #: The log's origin line and the key name of its signatures.
 DEFAULT_ORIGIN = "fraudhub/audit-log"
-LOG_KEY_FILENAME = "log-key.pem"
 PAGE_SIZE = 1000
 
 #: The Audit service's rows of the hub's per-method role table: regulators only.
