@@ -256,7 +256,7 @@ class LocalDeployment:
         holders' public files differ.
         """
         if reuse and (self.holders_dir / "keys" / PUBLIC_NAME).exists():
-            return self._prepare_holders(threshold, reuse)  # a dealt key is kept
+            return self._prepare_holders(threshold, reuse, epoch)  # a dealt key is kept
         for index, directory in self.holder_dirs.items():
             if not (reuse and tls_files(directory, HOLDER_STEM).ca.exists()):
                 init_holder(directory, holder_server_name(index))
