@@ -49,7 +49,7 @@ from client_sdk.core.threshold import KeyShare, PublicKeyInfo
 from hub.keyholder import dkg_transcript as transcript
 from hub.keyholder.keyfiles import PUBLIC_NAME, SHARE_NAME, load_public, write_private
 
-__all__ = ["ROUNDS", "Identity", "init_participant", "run_round", "session_fingerprint"]
+__all__ = ["ROUNDS", "Identity", "init_participant", "run_round"]
 
 ROUNDS = ("deal", "complain", "answer", "commit", "verify", "reveal", "finish")
 STATE_NAME = "dkg-state.json"
@@ -544,14 +544,6 @@ class RoundResult:
     disqualified: dict[int, str]
     share_file: Path | None = None
     public_file: Path | None = None
-
-
-def session_fingerprint(state_dir: Path) -> str:
-    """The fingerprint of the session the participant in ``state_dir`` joined at ``deal``."""
-    state = _load_state(state_dir)
-    if "session_id" not in state:
-        raise ConfigurationError("run the 'deal' round first")
-    return str(state["session_id"])[:16]
 
 
 def run_round(

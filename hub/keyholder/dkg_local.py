@@ -13,6 +13,7 @@ any subprocess fails or a round takes longer than two minutes.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client_sdk.core.errors import ConfigurationError
-from hub.keyholder.dkg_files import ROUNDS, session_fingerprint
+from hub.keyholder.dkg_files import ROUNDS, STATE_NAME
 
 __all__ = ["Participant", "RunStats", "run_dkg_locally", "run_refresh_locally"]
 
@@ -172,7 +173,16 @@ def run_refresh_locally(
 
 def _agreed_fingerprint(state_dirs: Iterable[Path]) -> str:
     """The session fingerprint all participants ran under; ConfigurationError if they differ."""
-    seen = {session_fingerprint(d) for d in state_dirs}
+    seen = {_session_fingerprint(d) for d in state_dirs}
     if len(seen) != 1:
         raise ConfigurationError(f"participants ran different sessions: {sorted(seen)}")
     return seen.pop()
+
+
+def _session_fingerprint(state_dir: Path) -> str:
+    """What ``round`` prints as the session: the start of the session id in the state."""
+    try:
+        state = json.loads((state_dir / STATE_NAME).read_text())
+        return str(state["session_id"])[:16]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigurationError(f"{state_dir} has no DKG session") from None
