@@ -196,6 +196,8 @@ def test_no_raw_value_in_databases_wal_or_logs(tmp_path: Path) -> None:
     expected = {"hub.sqlite3", "hub.sqlite3-wal", "servers.log", "servers.jsonl", "quota.sqlite3"}
     assert expected <= names
     assert {"admitted.json", "seen-tokens.sqlite3", "holder.json"} <= names
+    # The demo's key came from the DKG: its state and round files are read too.
+    assert {"dkg-state.json", "deal-holder-1.json", "reveal-holder-3.json", "share-2.json"} <= names
     secrets = [v for vs in SCENARIO.values() for v in vs] + LABELS + example_values()
     assert len(secrets) > 30
     for path, data in files.items():

@@ -91,14 +91,19 @@ class BearerInterceptor(
     grpc.StreamUnaryClientInterceptor,
     grpc.StreamStreamClientInterceptor,
 ):
-    """Adds a fresh ``authorization: Bearer <jwt>`` to every outgoing call."""
+    """Adds a fresh ``authorization: Bearer <jwt>`` to every outgoing call.
+
+    Streaming calls get a stream token (``BearerAuth.stream_ttl``), unary calls a short one.
+    """
 
     def __init__(self, auth: BearerAuth) -> None:
         self._auth = auth
 
-    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+    def _details(
+        self, details: grpc.ClientCallDetails, *, streaming: bool = True
+    ) -> grpc.ClientCallDetails:
         metadata = [(k, v) for k, v in (details.metadata or ()) if k.lower() != "authorization"]
-        metadata.extend(self._auth.metadata())
+        metadata.extend(self._auth.metadata(streaming=streaming))
         return _CallDetails(
             details.method,
             details.timeout,
@@ -109,7 +114,7 @@ class BearerInterceptor(
         )
 
     def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return continuation(self._details(details), request)
+        return continuation(self._details(details, streaming=False), request)
 
     def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return continuation(self._details(details), request)
