@@ -44,8 +44,11 @@ __all__ = [
     "WATCH_LOOKUP_CHUNK",
     "Alert",
     "AlertCursor",
+    "AlertGroup",
     "Grant",
+    "Key",
     "PendingChange",
+    "RecordedAlerts",
     "Watch",
     "WatchCounts",
     "WatchItem",
@@ -55,6 +58,7 @@ __all__ = [
     "begin_change",
     "cursor_of",
     "delete_expired_alerts",
+    "delete_expired_watches",
     "expiring_watched_keys",
     "finish_change",
     "remove_watches",
@@ -208,7 +212,9 @@ def upsert_watches(
     )
     session.execute(statement, rows)
     refreshed = sum(1 for key in latest if key in existing)
-    return WatchCounts(added=len(latest) - refreshed, refreshed=refreshed + len(items) - len(latest))
+    # Items repeated inside the request count as refreshes of the first one.
+    repeated = len(items) - len(latest)
+    return WatchCounts(added=len(latest) - refreshed, refreshed=refreshed + repeated)
 
 
 def remove_watches(session: Session, watcher: str, keys: Sequence[Key]) -> int:
@@ -340,13 +346,26 @@ def begin_change(
 
 
 @dataclass(frozen=True)
-class RecordedAlerts:
-    """What :func:`finish_change` recorded: the count, per event and the watchers."""
+class AlertGroup:
+    """The alerts recorded for one watcher under one purpose (an audit event's worth)."""
 
-    count: int = 0
-    events: Mapping[str, int] = field(default_factory=dict)
-    kinds: frozenset[str] = frozenset()
-    watchers: frozenset[str] = frozenset()
+    watcher: str
+    role: str
+    purpose: str
+    count: int
+    kinds: frozenset[str]
+    events: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class RecordedAlerts:
+    """What :func:`finish_change` recorded, grouped by (watcher, purpose)."""
+
+    groups: tuple[AlertGroup, ...] = ()
+
+    @property
+    def count(self) -> int:
+        return sum(g.count for g in self.groups)
 
 
 def finish_change(
@@ -387,7 +406,8 @@ def finish_change(
                 _alert_row(ref, key, event, shown, level, now, policy_version)
                 | {"token": token, "kind": kind, "key_epoch": epoch}
             )
-    return _insert_alerts(session, rows)
+    _insert_alerts(session, rows)
+    return _grouped(rows, roles)
 
 
 def _alert_row(
@@ -425,27 +445,41 @@ def _enabled_roles(session: Session, watchers: set[str]) -> dict[str, str]:
     return {institution: role for institution, role in session.execute(statement)}
 
 
-def _insert_alerts(session: Session, rows: list[dict[str, object]]) -> RecordedAlerts:
+def _insert_alerts(session: Session, rows: list[dict[str, object]]) -> None:
     if not rows:
-        return RecordedAlerts()
+        return
     by_watcher: dict[str, list[dict[str, object]]] = {}
     for row in rows:
         by_watcher.setdefault(str(row["watcher"]), []).append(row)
-    events: dict[str, int] = {}
     # Sorted: concurrent transactions lock the cursor rows in the same order.
     for watcher in sorted(by_watcher):
         batch = by_watcher[watcher]
         latest = _allocate(session, watcher, len(batch))
         for offset, row in enumerate(batch):
             row["sequence"] = latest - len(batch) + 1 + offset
-            events[str(row["event"])] = events.get(str(row["event"]), 0) + 1
     session.execute(sa.insert(_table(Alert)), rows)
-    return RecordedAlerts(
-        count=len(rows),
-        events=events,
-        kinds=frozenset(str(r["kind"]) for r in rows),
-        watchers=frozenset(by_watcher),
-    )
+
+
+def _grouped(rows: list[dict[str, object]], roles: Mapping[str, str]) -> RecordedAlerts:
+    groups: dict[tuple[str, str], list[dict[str, object]]] = {}
+    for row in rows:
+        groups.setdefault((str(row["watcher"]), str(row["purpose"])), []).append(row)
+    out: list[AlertGroup] = []
+    for (watcher, purpose), members in sorted(groups.items()):
+        events: dict[str, int] = {}
+        for row in members:
+            events[str(row["event"])] = events.get(str(row["event"]), 0) + 1
+        out.append(
+            AlertGroup(
+                watcher=watcher,
+                role=roles[watcher],
+                purpose=purpose,
+                count=len(members),
+                kinds=frozenset(str(r["kind"]) for r in members),
+                events=events,
+            )
+        )
+    return RecordedAlerts(tuple(out))
 
 
 def _allocate(session: Session, watcher: str, count: int) -> int:
