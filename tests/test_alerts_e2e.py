@@ -1,0 +1,245 @@
+"""Watchlists and alerts end to end: real gRPC with TLS, hub + 3 key holders,
+SQLite and PostgreSQL (the ``e2e_world`` fixture of conftest.py).
+
+Each test uses its own values (the deployment is shared per backend).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from client_sdk import Indicator
+from client_sdk.client.alerts import Alert, RefMap
+from client_sdk.client.results import ItemFailure
+from client_sdk.core.errors import InvalidRequest, PolicyDenied
+from hub.audit.events import decode
+from hub.devtools.deployment import LocalDeployment
+from hub.storage import auditlog
+from hub.storage.alerts import Alert as AlertRow
+from hub.storage.alerts import Watch
+
+pytestmark = pytest.mark.e2e
+
+MONITOR = "customer_monitoring"
+REPORT = "fraud_reporting"
+
+
+@pytest.fixture
+def world(e2e_world: Any) -> LocalDeployment:
+    assert isinstance(e2e_world, LocalDeployment)
+    return e2e_world
+
+
+@pytest.fixture
+def refs(tmp_path: Path) -> Iterator[RefMap]:
+    ref_map = RefMap(tmp_path / "refs.sqlite3")
+    yield ref_map
+    ref_map.close()
+
+
+class Follower:
+    """Follows a client's alerts on a thread, queueing them."""
+
+    def __init__(
+        self, world: LocalDeployment, institution: str, refs: RefMap, start: str, count: int
+    ) -> None:
+        self.alerts: queue.Queue[Alert] = queue.Queue()
+        client = world.client(institution)
+        self._stream = client.follow_alerts(start=start, timeout=30, ref_map=refs)
+        self._count = count
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        for n, alert in enumerate(self._stream, start=1):
+            self.alerts.put(alert)
+            if n == self._count:
+                break  # closes the stream in this thread
+
+    def next(self, timeout: float = 10) -> Alert:
+        return self.alerts.get(timeout=timeout)
+
+    def join(self) -> None:
+        self._thread.join(timeout=10)
+        assert not self._thread.is_alive()
+
+
+def drain(world: LocalDeployment, institution: str, refs: RefMap) -> list[Alert]:
+    """Every unacknowledged alert of ``institution`` (List pages), then ack them."""
+    client = world.client(institution)
+    page = client.alerts.list(ref_map=refs, limit=1000)
+    if page.alerts:
+        client.alerts.ack(page.alerts[-1].sequence)
+    return page.alerts
+
+
+def test_bank_a_is_alerted_with_its_own_ref_when_bank_b_reports_a_watched_customer(
+    world: LocalDeployment, refs: RefMap
+) -> None:
+    bank_a, bank_b = world.client("bank-a"), world.client("bank-b")
+    drain(world, "bank-a", refs)
+    customers = [("phone", f"139 1100 {n:04d}") for n in range(20)]
+    result = bank_a.watch(
+        customers,
+        purpose=MONITOR,
+        reference=[f"CUST-{n}" for n in range(20)],
+        ref_map=refs,
+    )
+    assert (result.added + result.refreshed, result.failures) == (20, [])
+    follower = Follower(world, "bank-a", refs, start="ack", count=2)
+    try:
+        contributed = bank_b.contribute(
+            [Indicator("phone", "+86 139 1100 0007", "money_mule", 90)], purpose=REPORT
+        )
+        assert not isinstance(contributed[0], ItemFailure)
+        alert = follower.next()
+        assert (alert.event, alert.ref, alert.kind) == ("new", "CUST-7", "phone")
+        assert alert.disclosure == "summary"
+        assert alert.categories == ("money_mule",)
+        assert alert.contributors == 1
+        assert alert.first_seen is not None and alert.last_seen is not None
+        # A second category from another bank is a visible change.
+        world.client("bank-c").contribute(
+            [Indicator("phone", "13911000007", "scam_phone", 80)], purpose=REPORT
+        )
+        changed = follower.next()
+        assert (changed.event, changed.ref, changed.contributors) == ("changed", "CUST-7", 2)
+        assert changed.categories == ("money_mule", "scam_phone")
+        assert changed.sequence == alert.sequence + 1
+    finally:
+        follower.join()
+    # The contributor is never alerted about its own contribution, nor told who watches.
+    assert all(a.kind != "phone" or a.ref is None for a in drain(world, "bank-b", refs))
+    counts = {(c.kind, c.purpose): c.count for c in bank_a.alerts.counts()}
+    assert counts[("phone", MONITOR)] >= 20
+
+
+def test_disconnect_and_reconnect_loses_and_duplicates_nothing_acked(
+    world: LocalDeployment, refs: RefMap
+) -> None:
+    bank_a, bank_b = world.client("bank-a"), world.client("bank-b")
+    drain(world, "bank-a", refs)
+    values = [("email", f"mule{n}@reconnect.example") for n in range(6)]
+    bank_a.watch(values, purpose=MONITOR, reference=[f"R{n}" for n in range(6)], ref_map=refs)
+    bank_b.contribute([Indicator("email", v, "money_mule") for _, v in values[:3]], purpose=REPORT)
+    seen: list[Alert] = []
+    for alert in bank_a.follow_alerts(start="ack", timeout=10, ref_map=refs):
+        seen.append(alert)
+        bank_a.alerts.ack(alert.sequence)
+        if len(seen) == 2:
+            break  # disconnect after acknowledging two of three
+    # Offline: more alerts are raised.
+    bank_b.contribute([Indicator("email", v, "money_mule") for _, v in values[3:]], purpose=REPORT)
+    for alert in bank_a.follow_alerts(start="ack", timeout=10, ref_map=refs):
+        seen.append(alert)
+        bank_a.alerts.ack(alert.sequence)
+        if len(seen) == 6:
+            break
+    assert sorted(a.ref or "" for a in seen) == [f"R{n}" for n in range(6)]
+    sequences = [a.sequence for a in seen]
+    assert sequences == list(range(sequences[0], sequences[0] + 6))
+    # Nothing is left unacknowledged, and an acknowledgement never moves back.
+    page = bank_a.alerts.list(ref_map=refs)
+    assert page.alerts == [] and page.acked == page.latest == sequences[-1]
+    assert bank_a.alerts.ack(sequences[0]) == sequences[-1]
+    with pytest.raises(InvalidRequest, match="past the newest alert"):
+        bank_a.alerts.ack(sequences[-1] + 10)
+
+
+def test_sensitive_kind_alerts_only_at_the_second_institution_and_revocation_withdraws(
+    world: LocalDeployment, refs: RefMap
+) -> None:
+    bank_a = world.client("bank-a")
+    drain(world, "bank-a", refs)
+    account = "CMB:62220011100077"
+    result = bank_a.watch(
+        [("bank_account", account)], purpose=MONITOR, reference=["ACC-77"], ref_map=refs
+    )
+    assert result.failures == []
+    world.client("bank-b").contribute(
+        [Indicator("bank_account", account, "money_mule", 90)], purpose=REPORT
+    )
+    assert drain(world, "bank-a", refs) == []  # k = 2: one contributor shows nothing
+    world.client("carrier-x").contribute(
+        [Indicator("bank_account", account, "money_mule", 70)], purpose=REPORT
+    )
+    [new] = drain(world, "bank-a", refs)
+    assert (new.event, new.ref, new.disclosure, new.contributors) == ("new", "ACC-77", "count", 2)
+    assert new.categories == ()  # count only: no categories for a sensitive kind
+    revoked = world.client("carrier-x").revoke([("bank_account", account)], reason="false_positive")
+    assert revoked.revoked == 1
+    [withdrawn] = drain(world, "bank-a", refs)
+    assert (withdrawn.event, withdrawn.ref) == ("withdrawn", "ACC-77")
+    assert withdrawn.sequence == new.sequence + 1
+
+
+def test_initial_raises_alerts_for_indicators_already_present(
+    world: LocalDeployment, refs: RefMap
+) -> None:
+    drain(world, "bank-c", refs)
+    world.client("bank-b").contribute(
+        [Indicator("domain", "initial-alerts.example", "phishing")], purpose=REPORT
+    )
+    result = world.client("bank-c").watch(
+        [("domain", "initial-alerts.example")],
+        purpose=MONITOR,
+        reference=["D-1"],
+        ref_map=refs,
+        initial=True,
+    )
+    assert result.alerts == 1
+    [alert] = drain(world, "bank-c", refs)
+    assert (alert.event, alert.ref, alert.categories) == ("new", "D-1", ("phishing",))
+
+
+def test_watching_a_sensitive_kind_without_an_allowed_purpose_is_refused_readably(
+    world: LocalDeployment, refs: RefMap
+) -> None:
+    bank_a = world.client("bank-a")
+    result = bank_a.watch(
+        [("bank_account", "CMB:62220011100088")], purpose="payment_screening", ref_map=refs
+    )
+    [failure] = result.failures
+    assert isinstance(failure.error, PolicyDenied)
+    assert failure.error.reasons == ("DENY_NO_RULE",)
+    assert "no rule allows this role, purpose, action and kind" in str(failure.error)
+    carrier = world.client("carrier-x").watch(
+        [("bank_account", "CMB:62220011100088")], purpose=MONITOR, ref_map=refs
+    )
+    assert [f.error.reasons for f in carrier.failures] == [("DENY_NO_RULE",)]  # type: ignore[attr-defined]
+
+
+def test_unwatch_is_idempotent_and_watches_are_audited_without_tokens(
+    world: LocalDeployment, refs: RefMap
+) -> None:
+    bank_a = world.client("bank-a")
+    values = [("url", "https://unwatch.example/a"), ("url", "https://unwatch.example/b")]
+    first = bank_a.watch(values, purpose=MONITOR, ref_map=refs)
+    again = bank_a.watch(values, purpose=MONITOR, ref_map=refs)
+    assert (first.added, again.added, again.refreshed) == (2, 0, 2)
+    assert bank_a.unwatch(values, ref_map=refs) == 2
+    assert bank_a.unwatch(values, ref_map=refs) == 0
+    with world.hub.store.session() as session:
+        events = [
+            decode(stored.body) for stored in auditlog.list_events(session, 0, None, limit=10**6)
+        ]
+        assert not session.exec(
+            select(Watch).where(Watch.watcher == "bank-a", Watch.kind == "url")
+        ).all()
+        # Alerts are stored for their watcher only, as tokens (never a value).
+        watchers = {row.watcher for row in session.exec(select(AlertRow)).all()}
+        assert "bank-a" in watchers
+    actions = {e.action for e in events}
+    assert {"Alerts.Watch", "Alerts.Unwatch", "Alerts.Raise", "Alerts.List", "Alerts.Ack"} <= (
+        actions
+    )
+    watch_events = [e for e in events if e.action == "Alerts.Watch" and e.institution == "bank-a"]
+    assert all(e.purpose in (MONITOR, "payment_screening") for e in watch_events)
+    assert all(e.policy_version for e in watch_events)
