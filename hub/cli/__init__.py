@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hub.cli.audit",
     "hub.cli.exchange",
     "hub.cli.dispute",
+    "hub.cli.alerts",
     "hub.cli.serve",
     "hub.devtools.demo",
     "hub.devtools.sandbox",
