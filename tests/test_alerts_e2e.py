@@ -6,6 +6,7 @@ Each test uses its own values (the deployment is shared per backend).
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 from collections.abc import Iterator
@@ -243,3 +244,62 @@ def test_unwatch_is_idempotent_and_watches_are_audited_without_tokens(
     watch_events = [e for e in events if e.action == "Alerts.Watch" and e.institution == "bank-a"]
     assert all(e.purpose in (MONITOR, "payment_screening") for e in watch_events)
     assert all(e.policy_version for e in watch_events)
+
+
+def test_cli_watch_add_list_and_follow_jsonl_resumes_after_ack(
+    world: LocalDeployment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hub.cli import main
+
+    config = str(world.client_config("carrier-x"))
+    refs = str(tmp_path / "carrier.refs.sqlite3")
+    subscribers = tmp_path / "subscribers.csv"
+    subscribers.write_text(
+        "ref,kind,value,plan\n"
+        "SUB-1,phone,+86 135 7700 0001,prepaid\n"
+        "SUB-2,phone,135 7700 0002,postpaid\n"
+        "SUB-3,phone,not a phone,prepaid\n"
+        "SUB-4,bank_account,CMB:62220011100555,prepaid\n"
+    )
+    watch = ["watch", "add", "--config", config, "--refs", refs, "--no-progress"]
+    assert main([*watch, "--purpose", MONITOR, str(subscribers)]) == 1
+    out, err = capsys.readouterr()
+    assert "2 watches added" in out and "of 4 rows" in out
+    assert "row 3 (phone):" in err and "row 4 (bank_account):" in err and "DENY_NO_RULE" in err
+    assert "7700" not in err  # failures name the row, never the value
+    assert main([*watch, "--purpose", MONITOR, str(subscribers)]) == 1  # idempotent re-run
+    assert "0 watches added, 2 refreshed" in capsys.readouterr().out
+    assert main(["watch", "list", "--config", config]) == 0
+    assert "phone" in capsys.readouterr().out
+
+    follow = ["alerts", "follow", "--config", config, "--refs", refs, "--format", "jsonl"]
+    assert main([*follow, "--since-ack", "--timeout", "2"]) == 0  # catch up on older alerts
+    capsys.readouterr()
+    world.client("bank-a").contribute(
+        [Indicator("phone", "13577000002", "scam_phone", 80)], purpose=REPORT
+    )
+    assert main([*follow, "--since-ack", "--max", "1", "--timeout", "10"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    record = json.loads(line)
+    assert record["ref"] == "SUB-2" and record["event"] == "new" and record["kind"] == "phone"
+    assert record["disclosure"] == "summary" and record["categories"] == ["scam_phone"]
+    assert record["contributors"] == 1 and record["first_seen"] and record["last_seen"]
+    # Acknowledged after printing: a restarted follower does not print it again.
+    assert main([*follow, "--since-ack", "--timeout", "1"]) == 0
+    assert capsys.readouterr().out == ""
+    assert (
+        main(
+            [
+                "watch",
+                "remove",
+                "--config",
+                config,
+                "--refs",
+                refs,
+                "--no-progress",
+                str(subscribers),
+            ]
+        )
+        == 0
+    )
+    assert "2 of 4 rows unwatched" in capsys.readouterr().out

@@ -246,9 +246,11 @@ class AlertsClient:
             result.alerts += response.alerts
             for rejected in response.rejected_items:
                 index, (kind, _) = batch[rejected.index]
+                codes = tuple(rejected.reason.split(","))
                 error = PolicyDenied(
-                    f"the policy refuses watching {kind} for {purpose}",
-                    tuple(rejected.reason.split(",")),
+                    f"the policy refuses watching {kind} for {purpose} ({', '.join(codes)}; "
+                    "`fraudhub policy explain` says why)",
+                    codes,
                 )
                 result.failures.append(self._failure(index, kind, error))
             if response.HasField("expires_at"):

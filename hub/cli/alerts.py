@@ -45,7 +45,7 @@ def _cmd_watch_file(args: argparse.Namespace, *, remove: bool) -> int:
         try:
             summary, result = client.watch_csv(
                 args.file,
-                purpose=args.purpose or "",
+                purpose=getattr(args, "purpose", ""),
                 ref_map=refs,
                 remove=remove,
                 initial=getattr(args, "initial", False),
