@@ -10,6 +10,7 @@ import json
 import queue
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from hub.devtools.deployment import LocalDeployment
 from hub.storage import auditlog
 from hub.storage.alerts import Alert as AlertRow
 from hub.storage.alerts import Watch
+from hub.storage.models import Indicator as IndicatorRow
+from hub.storage.models import utcnow
 
 pytestmark = pytest.mark.e2e
 
@@ -303,3 +306,32 @@ def test_cli_watch_add_list_and_follow_jsonl_resumes_after_ack(
         == 0
     )
     assert "2 of 4 rows unwatched" in capsys.readouterr().out
+
+
+def test_expiry_sweep_withdraws_in_the_sweep_transaction(
+    world: LocalDeployment, refs: RefMap
+) -> None:
+    bank_a = world.client("bank-a")
+    drain(world, "bank-a", refs)
+    value = "expiring-mule@sweep.example"
+    bank_a.watch([("email", value)], purpose=MONITOR, reference=["EXP-1"], ref_map=refs)
+    world.client("bank-b").contribute([Indicator("email", value, "money_mule")], purpose=REPORT)
+    [new] = drain(world, "bank-a", refs)
+    assert (new.event, new.ref) == ("new", "EXP-1")
+    with world.hub.store.session() as session:
+        row = session.exec(
+            select(IndicatorRow).where(
+                IndicatorRow.contributor == "bank-b", IndicatorRow.token == new.token
+            )
+        ).one()
+        row.observed_at = utcnow() - timedelta(days=2)
+        row.expires_at = utcnow() - timedelta(seconds=1)
+        session.add(row)
+        session.commit()
+    assert world.hub.sweep_expired() >= 1
+    [withdrawn] = drain(world, "bank-a", refs)
+    assert (withdrawn.event, withdrawn.ref, withdrawn.sequence) == (
+        "withdrawn",
+        "EXP-1",
+        new.sequence + 1,
+    )
