@@ -177,8 +177,8 @@ class WatchResponse(_message.Message):
     def malformed(self) -> _containers.RepeatedCompositeFieldContainer[_exchange_pb2.MalformedItem]: ...
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
-        """Expiry of each stored watch, in item order of the stored items: the
-        earliest of them (the policy caps retention per kind).
+        """The earliest expiry among the stored watches (the policy caps retention
+        per kind; a watch is deleted, with its alerts, when it expires).
         """
 
     def __init__(
