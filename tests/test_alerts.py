@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -226,3 +227,34 @@ def test_concurrent_recordings_keep_sequences_gapless(hub_store: store.Store) ->
     with hub_store.session() as session:
         rows = alert_store.alerts_after(session, "bank-a", 0, 1000)
     assert [r.sequence for r in rows] == list(range(1, 41))
+
+
+def test_watch_queries_are_index_searches_on_sqlite(tmp_path: Path) -> None:
+    """Every watch query SEARCHes an index: none scans a watcher's (10M) rows."""
+    s = store.Store(store.sqlite_url(tmp_path))
+    s.migrate()
+    watch(s, "bank-a", range(50))
+    captured: list[tuple[str, object]] = []
+
+    def capture(_c: object, _cur: object, statement: str, params: object, *_a: object) -> None:
+        if "watch" in statement and statement.lstrip().upper().startswith(("SELECT", "DELETE")):
+            captured.append((statement, params))
+
+    sa.event.listen(s.engine, "before_cursor_execute", capture)
+    try:
+        watch(s, "bank-a", range(40, 60))
+        with s.session() as session:
+            alert_store.watchers_of(session, [("phone", token(n), 1) for n in range(30)], NOW)
+            alert_store.remove_watches(session, "bank-a", [("phone", token(1), 1)])
+            session.rollback()
+    finally:
+        sa.event.remove(s.engine, "before_cursor_execute", capture)
+    assert len(captured) >= 3
+    with s.engine.connect() as conn:
+        for statement, params in captured:
+            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params).all()
+            details = [row[3] for row in plan]
+            assert not any(d.startswith("SCAN watch") for d in details), (statement, details)
+            # A search on the watcher alone walks all its rows: the token must be a key.
+            assert all("token=?" in d for d in details if "watch" in d), (statement, details)
+    s.dispose()

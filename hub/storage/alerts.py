@@ -189,8 +189,12 @@ def upsert_watches(
     table = _table(Watch)
     for start in range(0, len(keys), _IN_CHUNK):
         chunk = keys[start : start + _IN_CHUNK]
+        # watcher = and kind IN lead the primary key: index lookups, never a scan
+        # of the watcher's (possibly 10 million) rows.
         statement = sa.select(table.c.kind, table.c.token, table.c.key_epoch).where(
-            table.c.watcher == watcher, table.c.token.in_([t for _, t, _ in chunk])
+            table.c.watcher == watcher,
+            table.c.kind.in_({k for k, _, _ in chunk}),
+            table.c.token.in_([t for _, t, _ in chunk]),
         )
         existing.update((k, bytes(t), e) for k, t, e in session.execute(statement))
     rows = [
