@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 from fraudhub.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc  # noqa: E402
 
 from client_sdk import Indicator  # noqa: E402
+from client_sdk.client.hub import HubClient  # noqa: E402
 from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth  # noqa: E402
 from client_sdk.wire.channels import open_channel  # noqa: E402
 from client_sdk.wire.codecs import timestamp  # noqa: E402
@@ -108,8 +109,7 @@ def insert_watches(world: LocalDeployment, tokens: list[bytes], epoch: int) -> f
     start = time.perf_counter()
     for offset in range(0, len(tokens), BATCH):
         items = [
-            alert_store.WatchItem(KIND, t, epoch, expires)
-            for t in tokens[offset : offset + BATCH]
+            alert_store.WatchItem(KIND, t, epoch, expires) for t in tokens[offset : offset + BATCH]
         ]
         with world.hub.store.session() as session:
             alert_store.upsert_watches(session, "bank-a", MONITOR, items, utcnow())
@@ -120,6 +120,37 @@ def insert_watches(world: LocalDeployment, tokens: list[bytes], epoch: int) -> f
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def measure_latency(bank_a: HubClient, bank_b: HubClient, phones: list[str]) -> list[float]:
+    """Milliseconds from each Contribute ack (bank-b) to the alert at bank-a's live
+    subscriber (0 when the alert came first: it commits before the ack is sent)."""
+    arrivals: queue.Queue[float] = queue.Queue()
+    ready = threading.Event()
+
+    def follow() -> None:
+        stream = bank_a.follow_alerts(start="now", timeout=600)
+        ready.set()
+        received = 0
+        for alert in stream:
+            if alert.kind == "phone" and alert.event == "new":
+                arrivals.put(time.perf_counter())
+                received += 1
+                if received == len(phones):
+                    break
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    ready.wait()
+    time.sleep(1.0)  # the Subscribe stream is open and idle
+    latencies: list[float] = []
+    for phone in phones:
+        bank_b.contribute([Indicator("phone", phone, "money_mule", 90)], purpose=REPORT)
+        acked = time.perf_counter()
+        arrived = arrivals.get(timeout=30)
+        latencies.append(max(0.0, arrived - acked) * 1000)
+    thread.join(timeout=30)
+    return latencies
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,32 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"among {args.watches}); on/off {on / off:.2f}"
             )
 
-            arrivals: queue.Queue[float] = queue.Queue()
-            ready = threading.Event()
-
-            def follow() -> None:
-                stream = bank_a.follow_alerts(start="now", timeout=600)
-                ready.set()
-                received = 0
-                for alert in stream:
-                    if alert.kind == "phone" and alert.event == "new":
-                        arrivals.put(time.perf_counter())
-                        received += 1
-                        if received == args.samples:
-                            break
-
-            # Drain the alerts of the throughput phase first: the stream starts "now".
-            thread = threading.Thread(target=follow, daemon=True)
-            thread.start()
-            ready.wait()
-            time.sleep(1.0)  # the Subscribe stream is open and idle
-            latencies: list[float] = []
-            for phone in phones:
-                bank_b.contribute([Indicator("phone", phone, "money_mule", 90)], purpose=REPORT)
-                acked = time.perf_counter()
-                arrived = arrivals.get(timeout=30)
-                latencies.append(max(0.0, arrived - acked) * 1000)
-            thread.join(timeout=30)
+            latencies = measure_latency(bank_a, bank_b, phones)
             early = sum(1 for v in latencies if v == 0.0)
             print(
                 f"alert latency after the Contribute ack: p50 {percentile(latencies, 0.5):.2f} ms"

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -234,9 +235,9 @@ def test_watch_queries_are_index_searches_on_sqlite(tmp_path: Path) -> None:
     s = store.Store(store.sqlite_url(tmp_path))
     s.migrate()
     watch(s, "bank-a", range(50))
-    captured: list[tuple[str, object]] = []
+    captured: list[tuple[str, Any]] = []
 
-    def capture(_c: object, _cur: object, statement: str, params: object, *_a: object) -> None:
+    def capture(_c: object, _cur: object, statement: str, params: Any, *_a: object) -> None:
         if "watch" in statement and statement.lstrip().upper().startswith(("SELECT", "DELETE")):
             captured.append((statement, params))
 

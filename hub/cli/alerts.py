@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from client_sdk.client.alerts import Alert, RefMap
-from client_sdk.client.hub import ClientConfig, HubClient
+from client_sdk.client.config import ClientConfig
+from client_sdk.client.hub import HubClient
 from hub.infra.argtypes import positive_float, positive_int
 
 __all__ = ["register"]
@@ -56,7 +57,7 @@ def _cmd_watch_file(args: argparse.Namespace, *, remove: bool) -> int:
     for failure in summary.failures:
         print(f"row {failure.index} ({failure.kind}): {failure.reason}", file=sys.stderr)
     if remove:
-        print(f"{-result.added} of {summary.rows} rows unwatched")
+        print(f"{result.removed} of {summary.rows} rows unwatched")
         return 0
     expires = f", expiring {result.expires_at:%Y-%m-%d}" if result.expires_at else ""
     print(

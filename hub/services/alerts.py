@@ -249,37 +249,9 @@ class AlertsService(alerts_pb2_grpc.AlertsServicer):
             requested = optional_datetime(request, "expires_at")
             if requested is not None and requested <= now:
                 raise InvalidRequest("expires_at is in the past")
-            decisions: dict[str, Decision] = {}
-            accepted: list[WatchItem] = []
-            rejected: list[exchange_pb2.RejectedItem] = []
-            quota: dict[tuple[str, int], int] = {}
-            for index, item in enumerate(request.items):
-                error = self._item_error(index, item)
-                if error is not None:
-                    invalid.append(error)
-                    continue
-                draft.kinds.add(item.kind)
-                decision = decisions.get(item.kind)
-                if decision is None:
-                    decision = policy.decide(principal, "watch", item.kind, request.purpose)
-                    decisions[item.kind] = decision
-                    draft.note(decision)
-                if not decision.allow:
-                    rejected.append(
-                        exchange_pb2.RejectedItem(index=index, reason=",".join(decision.reasons))
-                    )
-                    continue
-                retention = decision.obligations.retention_days
-                expires_at = clip_expiry(
-                    requested or now + timedelta(days=retention or DEFAULT_RETENTION_DAYS),
-                    now,
-                    retention,
-                )
-                accepted.append(WatchItem(item.kind, item.token, item.key_epoch, expires_at))
-                limit = decision.obligations.daily_quota
-                if limit is not None:
-                    bucket = decision.obligations.quota_bucket or "watch"
-                    quota[(bucket, limit)] = quota.get((bucket, limit), 0) + 1
+            accepted, rejected, quota = self._decide_watches(
+                principal, policy, draft, request, requested, now, invalid
+            )
             if not accepted and rejected and not invalid:
                 raise PolicyDenied(
                     "the policy refuses every item of this request: "
@@ -294,15 +266,7 @@ class AlertsService(alerts_pb2_grpc.AlertsServicer):
             )
             raised = 0
             if request.initial and accepted:
-                change = PendingChange(
-                    {
-                        (w.kind, w.token, w.key_epoch): [
-                            WatchRef(principal.institution, request.purpose, w.expires_at)
-                        ]
-                        for w in accepted
-                    }
-                )
-                raised = self._recorder.finish(session, change, now).count
+                raised = self._initial_alerts(session, principal, request.purpose, accepted, now)
             draft.match_count = raised
             if invalid:
                 draft.reasons.append("INVALID_ITEMS")
@@ -323,6 +287,66 @@ class AlertsService(alerts_pb2_grpc.AlertsServicer):
         if invalid:
             raise InvalidItems(_invalid_message(invalid, "stored"), tuple(invalid))
         return response
+
+    def _decide_watches(
+        self,
+        principal: Principal,
+        policy: Policy,
+        draft: AuditDraft,
+        request: alerts_pb2.WatchRequest,
+        requested: datetime | None,
+        now: datetime,
+        invalid: list[ItemError],
+    ) -> tuple[list[WatchItem], list[exchange_pb2.RejectedItem], dict[tuple[str, int], int]]:
+        """The policy's decision per item: the watches to store (expiry clipped to the
+        rule's retention), the refused items, and the quota each bucket uses."""
+        decisions: dict[str, Decision] = {}
+        accepted: list[WatchItem] = []
+        rejected: list[exchange_pb2.RejectedItem] = []
+        quota: dict[tuple[str, int], int] = {}
+        for index, item in enumerate(request.items):
+            error = self._item_error(index, item)
+            if error is not None:
+                invalid.append(error)
+                continue
+            draft.kinds.add(item.kind)
+            decision = decisions.get(item.kind)
+            if decision is None:
+                decision = policy.decide(principal, "watch", item.kind, request.purpose)
+                decisions[item.kind] = decision
+                draft.note(decision)
+            if not decision.allow:
+                reason = ",".join(decision.reasons)
+                rejected.append(exchange_pb2.RejectedItem(index=index, reason=reason))
+                continue
+            retention = decision.obligations.retention_days
+            default = now + timedelta(days=retention or DEFAULT_RETENTION_DAYS)
+            expires_at = clip_expiry(requested or default, now, retention)
+            accepted.append(WatchItem(item.kind, item.token, item.key_epoch, expires_at))
+            limit = decision.obligations.daily_quota
+            if limit is not None:
+                bucket = decision.obligations.quota_bucket or "watch"
+                quota[(bucket, limit)] = quota.get((bucket, limit), 0) + 1
+        return accepted, rejected, quota
+
+    def _initial_alerts(
+        self,
+        session: Session,
+        principal: Principal,
+        purpose: str,
+        accepted: list[WatchItem],
+        now: datetime,
+    ) -> int:
+        """Alerts for indicators already present (``initial``): seen from nothing before."""
+        change = PendingChange(
+            {
+                (w.kind, w.token, w.key_epoch): [
+                    WatchRef(principal.institution, purpose, w.expires_at)
+                ]
+                for w in accepted
+            }
+        )
+        return self._recorder.finish(session, change, now).count
 
     def Unwatch(  # noqa: N802 - the name is the RPC's
         self, request: alerts_pb2.UnwatchRequest, context: grpc.ServicerContext
