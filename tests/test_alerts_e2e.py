@@ -14,13 +14,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from fraudhub.v1 import alerts_pb2, alerts_pb2_grpc
 from sqlmodel import select
 
 from client_sdk import Indicator
 from client_sdk.client.alerts import Alert, RefMap
 from client_sdk.client.results import ItemFailure
 from client_sdk.core.errors import InvalidRequest, PolicyDenied
+from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth
+from client_sdk.wire.channels import open_channel
 from hub.audit.events import decode
 from hub.devtools.deployment import LocalDeployment
 from hub.storage import auditlog
@@ -335,3 +339,19 @@ def test_expiry_sweep_withdraws_in_the_sweep_transaction(
         "EXP-1",
         new.sequence + 1,
     )
+
+
+def test_only_banks_and_carriers_call_alerts(world: LocalDeployment) -> None:
+    channel = open_channel(
+        world.hub_address, world.security, BearerAuth(world.keys["regulator-r"], HUB_AUDIENCE)
+    )
+    try:
+        stub = alerts_pb2_grpc.AlertsStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ListWatches(alerts_pb2.ListWatchesRequest(), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as streamed:
+            list(stub.Subscribe(alerts_pb2.SubscribeRequest(), timeout=10))
+        assert streamed.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        channel.close()
