@@ -9,32 +9,30 @@ Starts a hub and three key holders (2-of-3) in this process
 SQLite by default) and registers bank-a (the watcher) and bank-b (the
 contributor).  Then:
 
-1. *Contribution throughput, watches off*: bank-b contributes ``--items``
-   fresh tokens in Contribute requests of 10,000 over gRPC, with an empty
-   watch table (the watch lookup still runs; it finds nothing).  The tokens
-   are random 32-byte strings sent straight to the Exchange service: the hub
-   cannot tell them from OPRF tokens, and the client's OPRF cost (bench/e2e.py)
-   is the same with and without watches, so it is left out of the ratio.
-2. *Setup*: ``--watches`` watch rows for bank-a are inserted DIRECTLY through
+1. *Setup*: ``--watches`` watch rows for bank-a are inserted DIRECTLY through
    the storage layer (``hub.storage.alerts.upsert_watches``, 10,000 per
    transaction) for setup speed, not through Watch (which would add the OPRF
-   of a million values); plus ``--samples`` real phone numbers watched through
-   ``HubClient.watch`` (the SDK path, threshold OPRF).
-3. *Contribution throughput, watches on*: as 1, with the million watches in
-   place and 1% of the contributed tokens among them (so alerts are recorded
-   in those transactions).
-4. *Latency*: bank-a follows its alerts (``HubClient.follow_alerts``, a live
-   Subscribe stream); bank-b contributes the watched phone numbers one
-   Contribute call each; for each, the time from the Contribute call
-   returning (the acknowledgement) to the alert reaching the subscriber's
-   thread.  The alert commits with the contribution, before the ack is sent,
-   so it may arrive first: those count as 0.
+   of a million values).
+2. *Contribution throughput, alerts off vs on*: bank-b contributes
+   ``--items`` fresh tokens in Contribute requests of 10,000 over gRPC,
+   alternating requests with alert recording off (``HubServer.exchange.alerts
+   = None``: the contribution path without watchlists) and on (one watch
+   lookup per request, sightings before/after and alert rows for watched
+   tokens); 1% of every request's tokens are among the million watched.
+   Alternating gives both modes the same database and the same machine load.
+   The tokens are random 32-byte strings sent straight to the Exchange
+   service: the hub cannot tell them from OPRF tokens, and the client's OPRF
+   cost (bench/e2e.py) does not depend on watches, so it is left out.
+3. *Latency*: ``--samples`` real phone numbers are watched through
+   ``HubClient.watch`` (the SDK path, threshold OPRF); bank-a follows its
+   alerts (``HubClient.follow_alerts``, a live Subscribe stream); bank-b
+   contributes the watched numbers one Contribute call each; for each, the
+   time from the Contribute call returning (the acknowledgement) to the alert
+   reaching the subscriber's thread.  The alert commits with the
+   contribution, before the ack is sent, so it may arrive first: those count
+   as 0.
 
-5. *Watches off again*: the watch table is emptied and phase 1 repeated, so
-   the "on" phase is bracketed by two "off" phases (the load of a shared
-   machine drifts); both ratios are printed.
-
-Prints p50/p99 latency, the throughputs and their ratios, and the process's
+Prints the throughputs and their ratio, p50/p99 latency, and the process's
 peak RSS after setup and at the end.
 """
 
@@ -56,7 +54,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "protos"))
 sys.path.insert(0, str(ROOT))
 
-import sqlalchemy as sa  # noqa: E402
 from fraudhub.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc  # noqa: E402
 
 from client_sdk import Indicator  # noqa: E402
@@ -79,33 +76,59 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def contribute_tokens(
+def contribute_batch(
     stub: exchange_pb2_grpc.ExchangeStub, tokens: list[bytes], epoch: int
 ) -> float:
-    """Contribute ``tokens`` as domains in requests of :data:`BATCH`; return items/s.
+    """Contribute ``tokens`` as domains in one Contribute call; return its seconds.
 
     ``domain`` (public tier): its daily contribution quota (1,000,000) leaves room
-    for both phases; the hub's work per item does not depend on the kind.
+    for both modes; the hub's work per item does not depend on the kind.
     """
     observed = timestamp(utcnow() - timedelta(hours=1))
+    request = exchange_pb2.ContributeRequest(
+        purpose=REPORT,
+        indicators=[
+            exchange_pb2.Indicator(
+                token=t,
+                kind=KIND,
+                category=common_pb2.PHISHING,
+                confidence=60,
+                observed_at=observed,
+                key_epoch=epoch,
+            )
+            for t in tokens
+        ],
+    )
     start = time.perf_counter()
-    for offset in range(0, len(tokens), BATCH):
-        request = exchange_pb2.ContributeRequest(
-            purpose=REPORT,
-            indicators=[
-                exchange_pb2.Indicator(
-                    token=t,
-                    kind=KIND,
-                    category=common_pb2.PHISHING,
-                    confidence=60,
-                    observed_at=observed,
-                    key_epoch=epoch,
-                )
-                for t in tokens[offset : offset + BATCH]
-            ],
-        )
-        stub.Contribute(request, timeout=600)
-    return len(tokens) / (time.perf_counter() - start)
+    stub.Contribute(request, timeout=600)
+    return time.perf_counter() - start
+
+
+def throughput(
+    world: LocalDeployment,
+    stub: exchange_pb2_grpc.ExchangeStub,
+    watched: list[bytes],
+    items: int,
+    epoch: int,
+) -> tuple[float, float]:
+    """Items/s with alert recording off and on, in alternating requests of
+    :data:`BATCH` (the same database and the same machine load for both modes);
+    1% of every request's tokens are watched."""
+    recorder = world.hub.exchange.alerts
+    seconds = {False: 0.0, True: 0.0}
+    counted = {False: 0, True: 0}
+    used = 0
+    for round_ in range(max(2, items // BATCH)):
+        recording = round_ % 2 == 1
+        tokens = [os.urandom(32) for _ in range(BATCH)]
+        for n in range(0, BATCH, 100):
+            tokens[n] = watched[used % len(watched)]
+            used += 1
+        world.hub.exchange.alerts = recorder if recording else None
+        seconds[recording] += contribute_batch(stub, tokens, epoch)
+        counted[recording] += BATCH
+    world.hub.exchange.alerts = recorder
+    return counted[False] / seconds[False], counted[True] / seconds[True]
 
 
 def insert_watches(world: LocalDeployment, tokens: list[bytes], epoch: int) -> float:
@@ -182,42 +205,23 @@ def main(argv: list[str] | None = None) -> int:
             )
             exchange = exchange_pb2_grpc.ExchangeStub(channel)
 
-            off = contribute_tokens(exchange, [os.urandom(32) for _ in range(args.items)], epoch)
-            print(f"contribute, watches off: {off:10.0f} items/s ({args.items} items)")
-
             watched = [os.urandom(32) for _ in range(args.watches)]
             seconds = insert_watches(world, watched, epoch)
             print(
                 f"setup: {args.watches} watches inserted through the storage layer in "
                 f"{seconds:.0f} s; peak RSS {peak_rss_mib():.0f} MiB"
             )
+            off, on = throughput(world, exchange, watched, args.items, epoch)
+            print(
+                f"contribute, alerts off: {off:8.0f} items/s; on: {on:8.0f} items/s "
+                f"(1% of the tokens watched, {args.watches} watches); on/off {on / off:.2f}"
+            )
             bank_a, bank_b = world.client("bank-a"), world.client("bank-b")
             phones = [
                 f"+86 139 {9000 + n // 10000:04d} {n % 10000:04d}" for n in range(args.samples)
             ]
             bank_a.watch([("phone", p) for p in phones], purpose=MONITOR)
-
-            fresh = [os.urandom(32) for _ in range(args.items)]
-            step = 100  # 1% of the contributed tokens are watched
-            for n in range(0, args.items, step):
-                fresh[n] = watched[n]
-            on = contribute_tokens(exchange, fresh, epoch)
-            print(
-                f"contribute, watches on:  {on:10.0f} items/s ({args.items} items, 1% watched "
-                f"among {args.watches})"
-            )
-
             latencies = measure_latency(bank_a, bank_b, phones)
-            # Bracket "on" with a second "off" (watch table emptied again): on a shared
-            # machine the load drifts between phases.
-            with world.hub.store.session() as session:
-                session.execute(sa.delete(alert_store.Watch.__table__))  # type: ignore[attr-defined]
-                session.commit()
-            off2 = contribute_tokens(exchange, [os.urandom(32) for _ in range(args.items)], epoch)
-            print(
-                f"contribute, watches off again: {off2:10.0f} items/s; on/off "
-                f"{on / off:.2f} and {on / off2:.2f} (before and after)"
-            )
             early = sum(1 for v in latencies if v == 0.0)
             print(
                 f"alert latency after the Contribute ack: p50 {percentile(latencies, 0.5):.2f} ms"

@@ -173,8 +173,9 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         self._key_epoch = key_epoch
         self._previous_epochs = frozenset(previous_epochs) - {key_epoch}
         self._clock = clock
-        # Records watchers' alerts in the transaction of each change (None: no watches).
-        self._alerts = alerts
+        #: Records watchers' alerts in the transaction of each change.  None: no
+        #: alerts are recorded (the path before watchlists; bench/alerts.py compares).
+        self.alerts = alerts
 
     # --- the audited transaction ---------------------------------------------
 
@@ -233,9 +234,9 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         now: datetime,
     ) -> PendingChange | None:
         """Watchers of ``keys`` (not the caller) and what they saw, before the change."""
-        if self._alerts is None or not keys:
+        if self.alerts is None or not keys:
             return None
-        return self._alerts.begin(session, keys, now, exclude=principal.institution)
+        return self.alerts.begin(session, keys, now, exclude=principal.institution)
 
     def _begin(self, action: str, request: Message) -> tuple[Principal, Policy, AuditDraft]:
         # Re-checked per stream message: an expired token or a disabled
@@ -369,8 +370,8 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 session, [(c.kind, c.token, c.key_epoch) for c in accepted], principal, now
             )
             counts = upsert_contributions(session, principal.institution, accepted, now)
-            if change is not None and self._alerts is not None:
-                self._alerts.finish(session, change, now)
+            if change is not None and self.alerts is not None:
+                self.alerts.finish(session, change, now)
             if invalid:
                 draft.reasons.append("INVALID_ITEMS")
             return _ContributeTally(
@@ -410,8 +411,8 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                     keys.append((item.kind, item.token, item.key_epoch))
             change = self._alert_change(session, keys, principal, now)
             revoked = revoke(session, principal.institution, keys, request.reason, now)
-            if change is not None and self._alerts is not None:
-                self._alerts.finish(session, change, now)
+            if change is not None and self.alerts is not None:
+                self.alerts.finish(session, change, now)
             if invalid:
                 draft.reasons.append("INVALID_ITEMS")
             draft.match_count = 0

@@ -271,6 +271,13 @@ class HubServer:
         self.refusals = RefusalAuditInterceptor(self.store, self.policy, roles, self.registry)
         self.alert_notifier = alerts_service.AlertNotifier()
         self.alerts = alerts_service.AlertRecorder(self.policy, self.alert_notifier)
+        self.exchange = ExchangeService(
+            self.store,
+            self.policy,
+            self.key_info.epoch,
+            previous_epochs=config.previous_epochs,
+            alerts=self.alerts,
+        )
         verifier = TokenVerifier(
             self.registry, HUB_AUDIENCE, replay=DatabaseReplayGuard(self.store)
         )
@@ -292,13 +299,7 @@ class HubServer:
             ],
         )
         exchange_pb2_grpc.add_ExchangeServicer_to_server(
-            ExchangeService(
-                self.store,
-                self.policy,
-                self.key_info.epoch,
-                previous_epochs=config.previous_epochs,
-                alerts=self.alerts,
-            ),
+            self.exchange,
             self.server,
         )
         admin_pb2_grpc.add_AdminServicer_to_server(
