@@ -189,14 +189,15 @@ def upsert_watches(
     table = _table(Watch)
     for start in range(0, len(keys), _IN_CHUNK):
         chunk = keys[start : start + _IN_CHUNK]
-        # watcher = and kind IN lead the primary key: index lookups, never a scan
-        # of the watcher's (possibly 10 million) rows.
-        statement = sa.select(table.c.kind, table.c.token, table.c.key_epoch).where(
-            table.c.watcher == watcher,
-            table.c.kind.in_({k for k, _, _ in chunk}),
-            table.c.token.in_([t for _, t, _ in chunk]),
+        # By token alone (ix_watch_token), the owner filtered here: a plan keyed on
+        # the watcher would walk all of its (possibly 10 million) rows, and
+        # PostgreSQL picks one when its statistics are stale (e.g. mid bulk load).
+        statement = sa.select(
+            table.c.watcher, table.c.kind, table.c.token, table.c.key_epoch
+        ).where(table.c.token.in_([t for _, t, _ in chunk]))
+        existing.update(
+            (k, bytes(t), e) for w, k, t, e in session.execute(statement) if w == watcher
         )
-        existing.update((k, bytes(t), e) for k, t, e in session.execute(statement))
     rows = [
         {
             "watcher": watcher,
@@ -269,12 +270,12 @@ def watchers_of(
             table.c.key_epoch,
             table.c.purpose,
             table.c.expires_at,
-        ).where(table.c.token.in_([t for _, t, _ in chunk]), table.c.expires_at > now)
-        if exclude is not None:
-            statement = statement.where(table.c.watcher != exclude)
+        ).where(table.c.token.in_([t for _, t, _ in chunk]))
+        # Only the token is a condition: with stale statistics PostgreSQL would
+        # AND in a range scan of ix_watch_expires_at over every active watch.
         for watcher, kind, token, epoch, purpose, expires_at in session.execute(statement):
             key = (kind, bytes(token), epoch)
-            if key in want:
+            if key in want and watcher != exclude and expires_at > now:
                 found.setdefault(key, []).append(WatchRef(watcher, purpose, expires_at))
     return found
 
