@@ -25,7 +25,7 @@ contributor).  Then:
    cost (bench/e2e.py) does not depend on watches, so it is left out.
 3. *Latency*: ``--samples`` real phone numbers are watched through
    ``HubClient.watch`` (the SDK path, threshold OPRF); bank-a follows its
-   alerts (``HubClient.follow_alerts``, a live Subscribe stream); bank-b
+   alerts (``HubClient.alerts.follow``, a live Subscribe stream); bank-b
    contributes the watched numbers one Contribute call each; for each, the
    time from the Contribute call returning (the acknowledgement) to the alert
    reaching the subscriber's thread.  The alert commits with the
@@ -157,7 +157,7 @@ def measure_latency(bank_a: HubClient, bank_b: HubClient, phones: list[str]) -> 
     ready = threading.Event()
 
     def follow() -> None:
-        stream = bank_a.follow_alerts(start="now", timeout=600)
+        stream = bank_a.alerts.follow(start="now", timeout=600)
         ready.set()
         received = 0
         for alert in stream:

@@ -60,7 +60,7 @@ class Follower:
     ) -> None:
         self.alerts: queue.Queue[Alert] = queue.Queue()
         client = world.client(institution)
-        self._stream = client.follow_alerts(start=start, timeout=30, ref_map=refs)
+        self._stream = client.alerts.follow(start=start, timeout=30, ref_map=refs)
         self._count = count
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -138,14 +138,14 @@ def test_disconnect_and_reconnect_loses_and_duplicates_nothing_acked(
     bank_a.watch(values, purpose=MONITOR, reference=[f"R{n}" for n in range(6)], ref_map=refs)
     bank_b.contribute([Indicator("email", v, "money_mule") for _, v in values[:3]], purpose=REPORT)
     seen: list[Alert] = []
-    for alert in bank_a.follow_alerts(start="ack", timeout=10, ref_map=refs):
+    for alert in bank_a.alerts.follow(start="ack", timeout=10, ref_map=refs):
         seen.append(alert)
         bank_a.alerts.ack(alert.sequence)
         if len(seen) == 2:
             break  # disconnect after acknowledging two of three
     # Offline: more alerts are raised.
     bank_b.contribute([Indicator("email", v, "money_mule") for _, v in values[3:]], purpose=REPORT)
-    for alert in bank_a.follow_alerts(start="ack", timeout=10, ref_map=refs):
+    for alert in bank_a.alerts.follow(start="ack", timeout=10, ref_map=refs):
         seen.append(alert)
         bank_a.alerts.ack(alert.sequence)
         if len(seen) == 6:

@@ -44,7 +44,7 @@ def _cmd_watch_file(args: argparse.Namespace, *, remove: bool) -> int:
     client, refs = _open(args)
     with client:
         try:
-            summary, result = client.watch_csv(
+            summary, result = client.alerts.watch_csv(
                 args.file,
                 purpose=getattr(args, "purpose", ""),
                 ref_map=refs,
@@ -110,7 +110,7 @@ def _cmd_follow(args: argparse.Namespace) -> int:
                         "last_seen",
                     )
                 )
-            for alert in client.follow_alerts(
+            for alert in client.alerts.follow(
                 start="ack" if args.since_ack else "now", timeout=args.timeout, ref_map=refs
             ):
                 print(_line(alert, args.format), flush=True)

@@ -244,7 +244,7 @@ def _watch_step(world: LocalDeployment, examples: Path, client_dir: Path) -> Non
     bank = world.client("bank-a")
     refs = RefMap(client_dir / "bank-a.watch-refs.sqlite3")
     try:
-        summary, watched = bank.watch_csv(
+        summary, watched = bank.alerts.watch_csv(
             examples / "bank_a_customers.csv",
             purpose=WATCH_PURPOSE,
             ref_map=refs,
@@ -257,7 +257,7 @@ def _watch_step(world: LocalDeployment, examples: Path, client_dir: Path) -> Non
             purpose=REPORTING_PURPOSE,
         )
         _say("  carrier-x reports +86 137 **** 4321 as a scam phone")
-        stream = bank.follow_alerts(start="ack", timeout=10, ref_map=refs)
+        stream = bank.alerts.follow(start="ack", timeout=10, ref_map=refs)
         alert = next(stream, None)
         stream.close()
         if alert is None:

@@ -1,7 +1,7 @@
 """watchlists: watch, alert and alert_cursor (issue 11)
 
 Revision ID: 0005_watchlists
-Revises: 0004_cosignatures (rechained after 0004 landed on main)
+Revises: 0007_disputes (rechained onto main's head)
 Create Date: 2026-12-02
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 import hub.storage.models
 
 revision: str = "0005_watchlists"
-down_revision: str | None = "0004_cosignatures"
+down_revision: str | None = "0007_disputes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
