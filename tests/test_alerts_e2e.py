@@ -232,6 +232,8 @@ def test_unwatch_is_idempotent_and_watches_are_audited_without_tokens(
     first = bank_a.watch(values, purpose=MONITOR, ref_map=refs)
     again = bank_a.watch(values, purpose=MONITOR, ref_map=refs)
     assert (first.added, again.added, again.refreshed) == (2, 0, 2)
+    world.client("bank-b").contribute([Indicator("url", values[0][1], "phishing")], purpose=REPORT)
+    assert [a.event for a in drain(world, "bank-a", refs)][-1:] == ["new"]  # List + Ack
     assert bank_a.unwatch(values, ref_map=refs) == 2
     assert bank_a.unwatch(values, ref_map=refs) == 0
     with world.hub.store.session() as session:

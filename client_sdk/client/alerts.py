@@ -167,7 +167,6 @@ class AlertsClient:
     def __init__(
         self,
         channel: grpc.Channel,
-        *,
         key_epoch: int,
         retry: RetryPolicy,
         tokenize: Tokenize,

@@ -136,11 +136,7 @@ class HubClient:
         self._batch = batch_size
         self._region = default_region
         self.alerts = AlertsClient(
-            self._channel,
-            key_epoch=key_epoch,
-            retry=self._retry,
-            tokenize=self._tokenize,
-            batch_size=batch_size,
+            self._channel, key_epoch, self._retry, self._tokenize, batch_size
         )
         # The previous key epoch's client during a key change (ADR 0013), else None.
         self._previous = previous
@@ -590,19 +586,11 @@ class HubClient:
     # --- watchlists (client_sdk.client.alerts; alerts: self.alerts.follow, .list, .ack) -----
 
     def watch(
-        self,
-        values: Sequence[tuple[str, str]],
-        *,
-        purpose: str,
-        reference: Sequence[str | None] | None = None,
-        ref_map: RefMap | None = None,
-        initial: bool = False,
+        self, values: Sequence[tuple[str, str]], *, purpose: str, **options: Any
     ) -> WatchResult:
-        """Watch ``(kind, value)`` pairs (:meth:`AlertsClient.watch`); ``reference[i]``
-        is this institution's own reference of ``values[i]``, kept in ``ref_map`` only."""
-        return self.alerts.watch(
-            values, purpose=purpose, reference=reference, ref_map=ref_map, initial=initial
-        )
+        """Watch ``(kind, value)`` pairs: :meth:`AlertsClient.watch` (``reference``,
+        this institution's own row references, go only to its ``ref_map``)."""
+        return self.alerts.watch(values, purpose=purpose, **options)
 
     def unwatch(self, values: Sequence[tuple[str, str]], *, ref_map: RefMap | None = None) -> int:
         """Stop watching ``(kind, value)`` pairs; returns how many watches were removed."""
