@@ -41,6 +41,7 @@ def test_demo_runs_every_step_and_exits_0(tmp_path: Path) -> None:
         "3. carrier-x screens its subscribers",
         "4. bank-a revokes one indicator",
         "5. regulator-r verifies the audit log over the Audit service",
+        "6. bank-a watches its customers (customer_monitoring); carrier-x reports one of them",
         "Demo finished: every step checked.",
     ):
         assert step in out
@@ -50,6 +51,9 @@ def test_demo_runs_every_step_and_exits_0(tmp_path: Path) -> None:
     for i in (1, 2, 3):
         assert re.search(rf"holder-{i}: \d+\.\d\d s CPU in its own processes", out)
     assert "ok: each holder's share is in its own directory; no process held the key k" in out
+    # The watch step: the later report raised an alert mapped to bank-a's own reference.
+    assert re.search(r"alert #\d+ for bank-a: new phone CUST-0003 \(summary: scam_phone, 1 ", out)
+    assert "13700004321" not in out and "137 0000 4321" not in out
     assert "FAILED" not in out and "ok: a value reported by both banks matches" in out
     assert "ok: cosigned by 3 key holder witnesses: fraudhub/keyholder-1/witness" in out
     # One table row per subscriber, by reference only.

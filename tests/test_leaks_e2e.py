@@ -25,6 +25,7 @@ from leakcheck import assert_no_leak, digits_of
 from test_demo import ROOT, run_fraudhub
 
 from client_sdk import Indicator
+from client_sdk.client.alerts import RefMap
 from client_sdk.client.results import ItemFailure
 from client_sdk.core.errors import InvalidRequest, PermissionDenied, PolicyDenied
 from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth, mint_jwt
@@ -44,6 +45,8 @@ SCENARIO = {
     "url": ["https://leak-check.example-phish.cn/pay?id=77"],
 }
 LABELS = ["victim paid 12000 yuan on 3 Oct", "contact officer Wang 021-5550199"]
+# An institution's own references of watched rows: they never leave it.
+WATCH_REFS = ["LEAKREF-Zhang-San-0417", "LEAKREF-acct-holder-9931"]
 
 
 def example_values() -> list[str]:
@@ -54,6 +57,8 @@ def example_values() -> list[str]:
                 values.append(row["value"])
                 if row.get("label"):
                     values.append(row["label"])
+                if row.get("ref"):  # a watcher's own reference stays on its side
+                    values.append(row["ref"])
     return values
 
 
@@ -104,6 +109,7 @@ def scenario(world: LocalDeployment, tmp_path: Path) -> None:
     world.register("shadow-bank", "bank", admitted_by=())
     with pytest.raises(PermissionDenied):
         world.client("shadow-bank").match(pairs, purpose="payment_screening")
+    watch_scenario(world, tmp_path, pairs)
     exchange = exchange_pb2_grpc.ExchangeStub(open_channel(world.hub_address, world.security))
     token = mint_jwt(world.keys["carrier-x"].private_key, "carrier-x", "wrong-audience")
     with pytest.raises(grpc.RpcError):
@@ -161,6 +167,37 @@ def stream_ended_by_a_disable(world: LocalDeployment, pairs: list[tuple[str, str
     assert ended.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+def watch_scenario(world: LocalDeployment, tmp_path: Path, pairs: list[tuple[str, str]]) -> None:
+    """Watches with references, alerts raised, delivered and acknowledged, a refusal."""
+    refs = RefMap(tmp_path / "clients-refs.sqlite3")
+    try:
+        carrier = world.client("carrier-x")
+        watched = carrier.watch(
+            pairs,
+            purpose="customer_monitoring",
+            reference=(WATCH_REFS * len(pairs))[: len(pairs)],
+            ref_map=refs,
+        )
+        assert any(isinstance(f.error, PolicyDenied) for f in watched.failures)  # bank_card
+        assert watched.added > 0
+        world.client("bank-b").contribute(
+            [Indicator(k, v, "scam_phone", 60) for k, v in pairs], purpose="fraud_reporting"
+        )
+        world.client("bank-a").watch(
+            pairs, purpose="customer_monitoring", ref_map=refs, initial=True
+        )
+        page = carrier.alerts.list(ref_map=refs, limit=1000)
+        assert page.alerts and {a.ref for a in page.alerts} <= set(WATCH_REFS)
+        carrier.alerts.ack(page.alerts[-1].sequence)
+        stream = carrier.alerts.follow(start=0, timeout=5, ref_map=refs)
+        assert next(stream).ref in WATCH_REFS
+        stream.close()
+        world.client("bank-b").revoke(pairs[:1], reason="false_positive")  # a withdrawn alert
+        assert carrier.unwatch(pairs, ref_map=refs) > 0
+    finally:
+        refs.close()
+
+
 @pytest.mark.e2e
 def test_no_raw_value_in_databases_wal_or_logs(tmp_path: Path) -> None:
     hub_dir, holders_dir = tmp_path / "e2e", tmp_path / "e2e-holders"
@@ -198,7 +235,7 @@ def test_no_raw_value_in_databases_wal_or_logs(tmp_path: Path) -> None:
     assert {"admitted.json", "seen-tokens.sqlite3", "holder.json"} <= names
     # The demo's key came from the DKG: its state and round files are read too.
     assert {"dkg-state.json", "deal-holder-1.json", "reveal-holder-3.json", "share-2.json"} <= names
-    secrets = [v for vs in SCENARIO.values() for v in vs] + LABELS + example_values()
+    secrets = [v for vs in SCENARIO.values() for v in vs] + LABELS + WATCH_REFS + example_values()
     assert len(secrets) > 30
     for path, data in files.items():
         text = data.decode("latin-1")

@@ -190,6 +190,7 @@ def test_module_level_decide_and_version(default_policy: Policy) -> None:
         "account_opening_screening",
         "audit",
         "redress",
+        "customer_monitoring",
     }
 
 

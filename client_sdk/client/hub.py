@@ -49,6 +49,7 @@ from fraudhub.v1 import exchange_pb2, exchange_pb2_grpc
 from google.protobuf.message import Message
 
 from client_sdk.client import bulk
+from client_sdk.client.alerts import AlertsClient, RefMap, WatchResult
 from client_sdk.client.bulk import DEFAULT_WINDOW
 from client_sdk.client.config import ClientConfig, check_separate_pins
 from client_sdk.client.disputes import DisputeClient
@@ -134,6 +135,9 @@ class HubClient:
         self._retry = retry or RetryPolicy()
         self._batch = batch_size
         self._region = default_region
+        self.alerts = AlertsClient(
+            self._channel, key_epoch, self._retry, self._tokenize, batch_size
+        )
         # The previous key epoch's client during a key change (ADR 0013), else None.
         self._previous = previous
 
@@ -578,3 +582,16 @@ class HubClient:
             window=window,
             progress=progress,
         )
+
+    # --- watchlists (client_sdk.client.alerts; alerts: self.alerts.follow, .list, .ack) -----
+
+    def watch(
+        self, values: Sequence[tuple[str, str]], *, purpose: str, **options: Any
+    ) -> WatchResult:
+        """Watch ``(kind, value)`` pairs: :meth:`AlertsClient.watch` (``reference``,
+        this institution's own row references, go only to its ``ref_map``)."""
+        return self.alerts.watch(values, purpose=purpose, **options)
+
+    def unwatch(self, values: Sequence[tuple[str, str]], *, ref_map: RefMap | None = None) -> int:
+        """Stop watching ``(kind, value)`` pairs; returns how many watches were removed."""
+        return self.alerts.unwatch(values, ref_map=ref_map)

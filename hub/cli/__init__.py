@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hub.cli.audit",
     "hub.cli.exchange",
     "hub.cli.dispute",
+    "hub.cli.alerts",
     "hub.cli.serve",
     "hub.cli.database",
     "hub.cli.backup",

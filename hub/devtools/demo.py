@@ -12,7 +12,9 @@ refused by every holder, has the banks contribute
 revokes one indicator and shows it no longer matches, has the regulator
 verify the audit log (signed checkpoint, every event's inclusion proof, and
 the cosignatures of all three key holders witnessing the log, ADR 0010) over
-the Audit service, then shuts everything down.
+the Audit service, has bank-a watch its customers
+(``examples/bank_a_customers.csv``) and shows the alert a carrier's later
+report raises, then shuts everything down.
 
 Every step checks its outcome; the exit status is 1 if one fails.  The data
 directory receives only the servers' state and logs: ``hub/`` for the hub and
@@ -31,9 +33,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from client_sdk.client.alerts import RefMap
 from client_sdk.client.audit import AuditLogClient
 from client_sdk.client.hub import HubClient
-from client_sdk.client.results import ItemFailure, MatchResult
+from client_sdk.client.results import Indicator, ItemFailure, MatchResult
 from client_sdk.core.errors import FraudhubError, PermissionDenied
 from client_sdk.core.indicators import canonicalize
 from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth
@@ -49,6 +52,7 @@ __all__ = ["register", "run_demo"]
 
 SCREENING_PURPOSE = "sim_activation_screening"
 REPORTING_PURPOSE = "fraud_reporting"
+WATCH_PURPOSE = "customer_monitoring"
 
 
 class DemoFailure(Exception):
@@ -251,8 +255,44 @@ def run_demo(data_dir: Path, examples: Path | None = None) -> None:
                 len(cosigned) == len(world.witness_keys),
                 f"cosigned by {len(cosigned)} key holder witnesses: {', '.join(cosigned)}",
             )
+            _watch_step(world, examples, Path(client_dir))
             _say(f"\nServers' log: {hub_dir / 'logs' / LOG_FILENAME}")
         _say("Stopped the hub and the key holders.")
+
+
+def _watch_step(world: LocalDeployment, examples: Path, client_dir: Path) -> None:
+    """bank-a watches its customers; carrier-x reports one; bank-a gets the alert."""
+    _say(f"\n6. bank-a watches its customers ({WATCH_PURPOSE}); carrier-x reports one of them")
+    bank = world.client("bank-a")
+    refs = RefMap(client_dir / "bank-a.watch-refs.sqlite3")
+    try:
+        summary, watched = bank.alerts.watch_csv(
+            examples / "bank_a_customers.csv",
+            purpose=WATCH_PURPOSE,
+            ref_map=refs,
+            progress=False,
+        )
+        _say(f"  bank-a: {watched.added} watches added (tokens only; refs stay at bank-a)")
+        _check(not summary.failures and watched.added == summary.rows, "every customer watched")
+        world.client("carrier-x").contribute(
+            [Indicator("phone", "+86 137 0000 4321", "scam_phone", 85)],
+            purpose=REPORTING_PURPOSE,
+        )
+        _say("  carrier-x reports +86 137 **** 4321 as a scam phone")
+        stream = bank.alerts.follow(start="ack", timeout=10, ref_map=refs)
+        alert = next(stream, None)
+        stream.close()
+        if alert is None:
+            raise DemoFailure("bank-a's subscriber received no alert")
+        bank.alerts.ack(alert.sequence)
+        _say(
+            f"  alert #{alert.sequence} for bank-a: {alert.event} {alert.kind} {alert.ref} "
+            f"({alert.disclosure}: {', '.join(alert.categories)}, "
+            f"{alert.contributors} contributor)"
+        )
+        _check(alert.ref == "CUST-0003", "the alert maps back to bank-a's own reference")
+    finally:
+        refs.close()
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -47,10 +47,10 @@ __all__ = [
 ]
 
 #: Every action a caller may ask about.
-ACTIONS: Final[tuple[str, ...]] = ("contribute", "match", "revoke", "audit", "dispute")
+ACTIONS: Final[tuple[str, ...]] = ("contribute", "match", "watch", "revoke", "audit", "dispute")
 #: Actions a rule may name (``revoke`` is derived from ``contribute``).  ``dispute``:
 #: opening a data subject's dispute of a listed value (under a redress purpose).
-RULE_ACTIONS: Final[tuple[str, ...]] = ("contribute", "match", "audit", "dispute")
+RULE_ACTIONS: Final[tuple[str, ...]] = ("contribute", "match", "watch", "audit", "dispute")
 #: The ``kind`` argument for the ``audit`` action: the audit log is not about a kind.
 AUDIT_KIND: Final[str] = ""
 #: The ``format`` of a policy file, also hashed into the policy version.
@@ -154,8 +154,8 @@ REASON_TEXT: Final[Mapping[str, str]] = {
     "DENY_NO_RULE": "refused: no rule allows this role, purpose, action and kind (default deny)",
     "DENY_PROHIBITED_KIND": "refused: the kind is in the prohibited tier and is never stored "
     "or matched",
-    "DENY_UNKNOWN_ACTION": "refused: the action is not one of contribute, match, revoke, "
-    "audit, dispute",
+    "DENY_UNKNOWN_ACTION": "refused: the action is not one of contribute, match, watch, "
+    "revoke, audit, dispute",
     "DENY_UNKNOWN_ROLE": "refused: the role is not declared by the policy",
     "DENY_UNKNOWN_PURPOSE": "refused: the purpose is not declared by the policy",
     "DENY_UNKNOWN_KIND": "refused: the kind is not in the policy's tier table",

@@ -72,6 +72,7 @@ from hub.audit.events import request_digest
 from hub.core import matching
 from hub.core.matching import Contribution
 from hub.policy.engine import Context, Decision, Policy, Principal
+from hub.services.alerts import AlertRecorder
 from hub.services.audited import audit_alone, audit_outcome, run_audited
 from hub.services.config import LivePolicy
 from hub.services.exchange_audit import UNDECLARED_PURPOSE, AuditDraft
@@ -84,6 +85,7 @@ from hub.services.exchange_codecs import (
     malformed_items,
     replace_field,
 )
+from hub.storage.alerts import PendingChange
 from hub.storage.models import utcnow
 from hub.storage.store import (
     Store,
@@ -164,12 +166,16 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         *,
         previous_epochs: Collection[int] = (),
         clock: Callable[[], datetime] = utcnow,
+        alerts: AlertRecorder | None = None,
     ) -> None:
         self._store = store
         self._policy = policy
         self._key_epoch = key_epoch
         self._previous_epochs = frozenset(previous_epochs) - {key_epoch}
         self._clock = clock
+        #: Records watchers' alerts in the transaction of each change.  None: no
+        #: alerts are recorded (the path before watchlists; bench/alerts.py compares).
+        self.alerts = alerts
 
     # --- the audited transaction ---------------------------------------------
 
@@ -219,6 +225,18 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         )
         audit_alone(self._store, draft.failed(principal, error, self._clock()))
         return error
+
+    def _alert_change(
+        self,
+        session: Session,
+        keys: list[tuple[str, bytes, int]],
+        principal: Principal,
+        now: datetime,
+    ) -> PendingChange | None:
+        """Watchers of ``keys`` (not the caller) and what they saw, before the change."""
+        if self.alerts is None or not keys:
+            return None
+        return self.alerts.begin(session, keys, now, exclude=principal.institution)
 
     def _begin(self, action: str, request: Message) -> tuple[Principal, Policy, AuditDraft]:
         # Re-checked per stream message: an expired token or a disabled
@@ -348,7 +366,12 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                     "the policy refuses every item of this request", tuple(draft.reasons)
                 )
             _consume(session, principal, quota, now, "contribute")
+            change = self._alert_change(
+                session, [(c.kind, c.token, c.key_epoch) for c in accepted], principal, now
+            )
             counts = upsert_contributions(session, principal.institution, accepted, now)
+            if change is not None and self.alerts is not None:
+                self.alerts.finish(session, change, now)
             if invalid:
                 draft.reasons.append("INVALID_ITEMS")
             return _ContributeTally(
@@ -386,7 +409,10 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 else:
                     draft.kinds.add(item.kind)
                     keys.append((item.kind, item.token, item.key_epoch))
+            change = self._alert_change(session, keys, principal, now)
             revoked = revoke(session, principal.institution, keys, request.reason, now)
+            if change is not None and self.alerts is not None:
+                self.alerts.finish(session, change, now)
             if invalid:
                 draft.reasons.append("INVALID_ITEMS")
             draft.match_count = 0
