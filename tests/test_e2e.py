@@ -478,8 +478,12 @@ def test_purpose_not_allowed_is_refused(world: LocalDeployment) -> None:
         [("bank_card", "6222029015443425"), ("phone", phone(1951))], purpose=SIM
     )
     assert isinstance(mixed[1], MatchResult)
-    assert isinstance(mixed[0], MatchResult) and mixed[0].disclosure == "none"
-    assert not mixed[0].matched and "DENY_NO_RULE" in mixed[0].reasons
+    # The same typed outcome as a batch of one (issue 13): never a clean "no match".
+    assert isinstance(mixed[0], ItemFailure) and isinstance(mixed[0].error, PolicyDenied)
+    assert "DENY_NO_RULE" in mixed[0].error.reasons
+    [alone] = world.client("carrier-x").match([("bank_card", "6222029015443425")], purpose=SIM)
+    assert isinstance(alone, ItemFailure) and isinstance(alone.error, PolicyDenied)
+    assert alone.error.reasons == mixed[0].error.reasons
 
 
 # --- bulk, admin, policy reload ------------------------------------------------------------

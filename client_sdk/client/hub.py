@@ -57,7 +57,7 @@ from client_sdk.client.messages import (
     contribute_outcomes,
     indicator_message,
     malformed,
-    match_result,
+    match_outcome,
     partial_response,
 )
 from client_sdk.client.results import (
@@ -527,7 +527,7 @@ class HubClient:
             out[index] = ItemFailure(index, kind, InvalidRequest(reason))
         for result in response.results:
             index, (kind, keys) = batch[result.index]
-            out[index] = match_result(index, kind, keys, result)
+            out[index] = match_outcome(index, kind, keys, result)
         return out
 
     # --- bulk (client_sdk.client.bulk) -------------------------------------------------------
