@@ -25,7 +25,9 @@ and non-personal metadata to the hub.  Guarantees:
   windows of ``window`` rows, so memory stays flat whatever the file size; the
   tokenizer spreads the crypto of large windows over all cores; each window
   travels as one client stream (ContributeStream) or bidirectional stream
-  (MatchStream) of batches and is retried as a whole; a tqdm progress bar counts rows.
+  (MatchStream) of batches and is retried as a whole; every row ends answered,
+  refused or failed, a stopped job resumes from its journal, and a progress bar
+  counts answered rows.
 
 - During an OPRF key change (ADR 0013) a client given ``previous`` (a client of
   the previous key epoch) screens, revokes and disputes under both epochs and
@@ -53,6 +55,7 @@ from client_sdk.client.bulk import DEFAULT_WINDOW
 from client_sdk.client.config import ClientConfig, check_separate_pins
 from client_sdk.client.disputes import DisputeClient
 from client_sdk.client.epochs import combine
+from client_sdk.client.csvrows import CsvSource
 from client_sdk.client.messages import (
     contribute_outcomes,
     indicator_message,
@@ -534,47 +537,66 @@ class HubClient:
 
     def contribute_csv(
         self,
-        path: Path,
+        path: Path | str,
         *,
         purpose: str,
         case_reference: str | None = None,
         window: int = DEFAULT_WINDOW,
         progress: bool = True,
+        **job: Any,
     ) -> BulkSummary:
-        """Contribute every row of a CSV (:func:`client_sdk.client.bulk.contribute_csv`).
+        """Contribute every row of a CSV (``-``: stdin) as a bulk job (``client_sdk.client.bulk``).
 
         Columns ``kind``, ``value``, ``category`` and optional ``confidence``,
-        ``observed_at``, ``expires_at`` (ISO 8601 with a zone), ``label``.  A
-        row that cannot be parsed is a failure of that row (numbered from 1,
-        header excluded); the others are still contributed.
+        ``observed_at``, ``expires_at`` (ISO 8601 with a zone), ``label``.  Every
+        row ends ``stored``, ``refused`` or ``error`` (numbered from 1, header
+        excluded); ``job`` takes :func:`bulk.run_job`'s ``out``, ``journal``,
+        ``resume`` and ``stop``, and ``encoding``.  Raises ConfigurationError,
+        :class:`~client_sdk.client.bulk.JobStopped`.
         """
-        return bulk.contribute_csv(
+        return self._bulk(
             path,
-            lambda items: self._contribution(items, purpose, case_reference, streaming=True),
-            window=window,
-            progress=progress,
+            bulk.contribution_job(
+                purpose,
+                lambda items: self._contribution(items, purpose, case_reference, streaming=True),
+            ),
+            window,
+            progress,
+            job,
         )
 
     def match_csv(
         self,
-        path: Path,
-        out: IO[str],
+        path: Path | str,
+        out: IO[str] | None,
         *,
         purpose: str,
         case_reference: str | None = None,
         window: int = DEFAULT_WINDOW,
         progress: bool = True,
+        **job: Any,
     ) -> BulkSummary:
-        """Screen every row of a CSV with columns ``kind`` and ``value`` (:func:`bulk.match_csv`).
+        """Screen every row of a CSV with columns ``kind`` and ``value`` (as contribute_csv).
 
         Writes one CSV row per input row to ``out``: the input's other columns
         (the value column is left out, so the result file does not copy raw
-        values), then the result.
+        values), ``status`` (``match``, ``no_match``, ``refused``, ``error``),
+        ``reasons``, then the result.
         """
-        return bulk.match_csv(
+        return self._bulk(
             path,
-            out,
-            lambda pairs: self._screening(pairs, purpose, case_reference, streaming=True),
-            window=window,
-            progress=progress,
+            bulk.screening_job(
+                purpose,
+                lambda pairs: self._screening(pairs, purpose, case_reference, streaming=True),
+            ),
+            window,
+            progress,
+            {**job, "out": out},
         )
+
+    @staticmethod
+    def _bulk(
+        path: Path | str, spec: bulk.JobSpec, window: int, progress: bool, job: dict[str, Any]
+    ) -> BulkSummary:
+        source = CsvSource.of(path, job.pop("encoding", "utf-8"))
+        return bulk.run_job(source, spec, window=window, progress=progress, **job)

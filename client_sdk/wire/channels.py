@@ -192,7 +192,7 @@ class RetryPolicy:
     max_attempts: int | None = None
 
     def backoffs(self, rng: random.Random) -> Iterator[float]:
-        """Sleep before attempt 2, 3, ...: uniform in [cap/2, cap], cap = min(max, initial * mult^n).
+        """Sleep before attempt 2, 3, ...: uniform in [cap/2, cap], cap = min(max, initial*mult^n).
 
         Half the cap at least, so a long outage is polled every ``max_backoff``
         seconds or so rather than in bursts; the jitter spreads many clients.
