@@ -270,3 +270,32 @@ def test_retries_stop_at_the_deadline() -> None:
 def test_field_violations_round_trip(index: int, kind: str, reason: str, field: str) -> None:
     item = ItemError(index, kind, reason, field)
     assert decode_field_violation(encode_field_violation(item)) == item
+
+
+def test_an_outage_shorter_than_the_deadline_is_invisible() -> None:
+    """Issue 13: eight attempts gave up after ~6 s of backoff; the deadline is 30 s."""
+    clock = FakeClock()
+
+    def call(timeout: float) -> str:
+        clock.now += 0.01  # a refused connection answers at once
+        if clock.now < 25.0:
+            raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused")
+        return "ok"
+
+    result = call_with_retry(call, clock=clock, sleep=clock.sleep, rng=random.Random(5))
+    assert result == "ok" and clock.now < 30
+    assert max(clock.sleeps) <= RetryPolicy().max_backoff
+
+
+def test_the_final_error_says_what_was_tried_for_how_long() -> None:
+    clock = FakeClock()
+
+    def call(timeout: float) -> str:
+        clock.now += 0.5
+        raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused")
+
+    with pytest.raises(Unavailable) as error:
+        call_with_retry(call, RetryPolicy(deadline=10), clock=clock, sleep=clock.sleep)
+    message = str(error.value)
+    assert message.startswith("gave up after ") and "attempt(s) over " in message
+    assert "(retry deadline 10s); last: " in message and 9 <= clock.now <= 10
