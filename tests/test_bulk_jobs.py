@@ -212,7 +212,7 @@ def test_hub_outage_stops_the_job_and_resume_completes(tmp_path: Path) -> None:
         run(source, first, journal=journal, window=4)
     assert isinstance(stop.value.cause, Unavailable)
     second = FakeScreening()
-    summary, rows = run(source, second, journal=journal, window=4, resume=True)
+    _, rows = run(source, second, journal=journal, window=4, resume=True)
     assert first.sent + second.sent == values and len(rows) == 12
 
 
@@ -226,7 +226,7 @@ def test_a_torn_journal_line_is_asked_again(tmp_path: Path) -> None:
     with journal.open("a") as handle:
         handle.write('{"row": 4, "kind": "ph')  # the process died mid-line
     second = FakeScreening()
-    summary, rows = run(source, second, journal=journal, window=3, resume=True)
+    _, rows = run(source, second, journal=journal, window=3, resume=True)
     assert second.sent == values[3:] and len(rows) == 6
 
 
