@@ -615,7 +615,7 @@ def test_contribute_and_match_commands(
     assert lines[0].startswith("ref,kind,status,reasons,matched,disclosure")
     assert lines[1].startswith("q1,phone,match,,yes,summary")
     assert lines[2].startswith("q2,phone,no_match,,no")
-    assert lines[3].startswith("q3,unknown,error,\"unknown kind") and "13987654325" not in text
+    assert lines[3].startswith('q3,unknown,error,"unknown kind') and "13987654325" not in text
     assert not (tmp_path / "out.csv.journal").exists()  # done: the journal is deleted
 
 
