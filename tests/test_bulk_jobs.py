@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client_sdk.client.bulk import JobSpec, JobStopped, run_job, screening_job
+from client_sdk.client.bulk import JobSpec, JobStopped, contribution_job, run_job, screening_job
 from client_sdk.client.csvrows import MAX_FIELD, CsvSource
-from client_sdk.client.results import BulkSummary, ItemFailure, MatchResult
+from client_sdk.client.results import BulkSummary, Contributed, Indicator, ItemFailure, MatchResult
 from client_sdk.core.errors import ConfigurationError, InvalidRequest, PolicyDenied, Unavailable
 
 PHONE = "+86 139 0000 {:04d}"
@@ -286,3 +286,41 @@ def test_any_sequence_of_stops_ends_like_one_uninterrupted_run(
         sent += screening.sent
     assert rows == expected
     assert len(sent) == len(set(sent))
+
+
+def test_a_contribution_stopped_part_way_says_which_rows_were_stored(tmp_path: Path) -> None:
+    """Issue 13: contribute_csv raised without saying which rows the hub had stored."""
+    source = tmp_path / "in.csv"
+    source.write_text(
+        "kind,value,category,confidence\n"
+        + "".join(f"phone,{PHONE.format(i)},scam_phone,{'x' if i == 1 else 60}\n" for i in range(6))
+    )
+    calls: list[int] = []
+
+    def contribution(items: Sequence[Indicator]) -> Callable[[], list[Contributed | ItemFailure]]:
+        def send() -> list[Contributed | ItemFailure]:
+            calls.append(len(items))
+            if len(calls) == 2:
+                raise Unavailable("gave up after 12 attempt(s) over 30.0s")
+            return [Contributed(i, item.kind) for i, item in enumerate(items)]
+
+        return send
+
+    journal = tmp_path / "j"
+    spec = contribution_job("fraud_reporting", contribution)
+    with pytest.raises(JobStopped, match=r"^3 of 6 rows done \(Unavailable"):
+        run_job(CsvSource(source), spec, journal=journal, window=3, progress=False)
+    outcomes = [json.loads(line) for line in journal.read_text().splitlines()[1:]]
+    stored = [(o["row"], o["status"]) for o in outcomes]
+    assert stored == [(1, "stored"), (2, "error"), (3, "stored")]
+    assert calls == [2, 3]  # the row with a bad confidence is never sent
+    out = io.StringIO()
+    summary = run_job(CsvSource(source), spec, out=out, journal=journal, resume=True, window=3,
+                      progress=False)  # fmt: skip
+    assert calls == [2, 3, 3] and summary.counts == {"stored": 5, "error": 1}
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert [(r["row"], r["status"]) for r in rows] == [
+        ("1", "stored"), ("2", "error"), ("3", "stored"), ("4", "stored"), ("5", "stored"),
+        ("6", "stored"),
+    ]  # fmt: skip
+    assert list(rows[0]) == ["row", "kind", "status", "reasons"]  # no value, no label
