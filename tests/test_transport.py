@@ -30,6 +30,7 @@ from client_sdk.core.errors import (
     PolicyError,
     QuotaExhausted,
     ServerError,
+    StorageError,
     Unavailable,
 )
 from client_sdk.wire.channels import ChannelSecurity, RetryPolicy, call_with_retry, open_channel
@@ -299,3 +300,18 @@ def test_the_final_error_says_what_was_tried_for_how_long() -> None:
     message = str(error.value)
     assert message.startswith("gave up after ") and "attempt(s) over " in message
     assert "(retry deadline 10s); last: " in message and 9 <= clock.now <= 10
+
+
+def test_a_storage_error_given_up_on_keeps_its_class_and_cause() -> None:
+    clock = FakeClock()
+
+    def call(timeout: float) -> str:
+        clock.now += 1.0
+        raise StorageError("the hub's database failed: disk full", cause="disk full")
+
+    with pytest.raises(StorageError) as error:
+        call_with_retry(
+            call, RetryPolicy(deadline=5), retry_if=lambda e: True, clock=clock, sleep=clock.sleep
+        )
+    assert error.value.cause == "disk full"
+    assert str(error.value).startswith("the hub's database failed: disk full; gave up after ")

@@ -229,8 +229,9 @@ def call_with_retry(
     idempotent (duplicates are counted, revocations repeat), so a retry after
     a lost response is safe.  Raises a non-retryable failure's FraudhubError
     at once (``errors_from_status`` for statuses); when retrying runs out of
-    time, :class:`Unavailable` saying how many attempts over how many seconds,
-    and the last failure.
+    time, :class:`Unavailable` saying how many attempts over how many seconds
+    and the last failure (or that failure's own class, e.g. StorageError,
+    with the same account added to its message).
     """
     rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
     start = clock()
@@ -264,10 +265,17 @@ def call_with_retry(
 
 def _gave_up(
     policy: RetryPolicy, attempts: int, elapsed: float, last: FraudhubError | None
-) -> Unavailable:
-    """What the caller finally gets: what was tried, for how long, and the last failure."""
-    why = f"; last: {last}" if last is not None else ""
-    return Unavailable(
+) -> FraudhubError:
+    """What the caller finally gets: what was tried, for how long, and the last failure.
+
+    A failure more specific than Unavailable (a StorageError naming its cause)
+    keeps its class and fields; its message gains the same account.
+    """
+    tried = (
         f"gave up after {attempts} attempt(s) over {elapsed:.1f}s "
-        f"(retry deadline {policy.deadline:g}s){why}"
+        f"(retry deadline {policy.deadline:g}s)"
     )
+    if last is None or type(last) is Unavailable:
+        return Unavailable(f"{tried}; last: {last}" if last is not None else tried)
+    last.args = (f"{last}; {tried}",)
+    return last
