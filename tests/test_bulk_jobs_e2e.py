@@ -146,6 +146,7 @@ def test_sigint_stops_with_rows_done_and_resume_sends_no_row_twice(
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,  # its own process group, as in a terminal
     )
     try:
         deadline = time.monotonic() + 60
@@ -153,7 +154,7 @@ def test_sigint_stops_with_rows_done_and_resume_sends_no_row_twice(
             if journal.exists() and len(journal.read_text().splitlines()) > 6:
                 break
             time.sleep(0.02)
-        process.send_signal(signal.SIGINT)
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
         _, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
@@ -212,3 +213,27 @@ def test_hub_and_key_holder_restart_within_the_deadline_is_invisible(tmp_path: P
     assert [type(r) for r in answer] == [MatchResult, MatchResult]
     assert [(r.matched, r.contributors) for r in answer] == [(True, 2), (False, 0)]
     assert 5 <= elapsed < 30
+
+
+def test_crypto_workers_leave_ctrl_c_to_the_job(world: LocalDeployment) -> None:
+    """A terminal's Ctrl-C reaches the tokenizer's worker processes too; they must
+    survive it, or the job's graceful stop dies with BrokenProcessPool."""
+    from client_sdk.client.tokenizer import Tokenizer
+
+    with Tokenizer(
+        world.holder_endpoints(),
+        world.public,
+        world.keys["carrier-x"],
+        world.security,
+        processes=2,
+        parallel_min_items=4,
+        max_batch=4,
+    ) as tokenizer:
+        pairs = [("phone", f"+861390000{i:04d}") for i in range(16)]
+        first = tokenizer.tokenize(pairs)
+        workers = list(tokenizer._worker_pool()._processes)
+        assert workers
+        for pid in workers:
+            os.kill(pid, signal.SIGINT)
+        time.sleep(0.5)
+        assert tokenizer.tokenize(pairs) == first

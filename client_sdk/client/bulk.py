@@ -203,6 +203,7 @@ def _run_windows(
             outcome = by_row[row.row]
             output.write(row, outcome)
             summary.add(outcome)
+        output.flush()
         bar.advance(len(batch))
 
     with _Pipeline[list[RowOutcome]]() as pipeline:
@@ -261,7 +262,10 @@ class _Output:
         record["status"] = outcome.status
         record["reasons"] = ";".join(outcome.reasons)
         self._writer.writerow(record)
-        self._out.flush()
+
+    def flush(self) -> None:
+        if self._out is not None:
+            self._out.flush()
 
 
 # --- the institution's jobs -----------------------------------------------------------------
