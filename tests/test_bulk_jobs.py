@@ -324,3 +324,38 @@ def test_a_contribution_stopped_part_way_says_which_rows_were_stored(tmp_path: P
         ("6", "stored"),
     ]  # fmt: skip
     assert list(rows[0]) == ["row", "kind", "status", "reasons"]  # no value, no label
+
+
+def test_the_progress_bar_counts_answered_rows_with_total_rate_and_eta(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "in.csv"
+    write_rows(source, 12)
+    run_job(CsvSource(source), job(FakeScreening()), window=5, progress=True)
+    err = capsys.readouterr().err
+    assert "12/12" in err and "100%" in err and "rows/s" in err and "ETA" in err
+    assert PHONE.format(3) not in err
+
+
+def test_a_crash_stops_the_job_with_its_cause_and_keeps_the_journal(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    write_rows(source, 6)
+    journal = tmp_path / "j"
+    calls: list[int] = []
+
+    def screening(
+        pairs: Sequence[tuple[str, str]],
+    ) -> Callable[[], list[MatchResult | ItemFailure]]:
+        def send() -> list[MatchResult | ItemFailure]:
+            calls.append(len(pairs))
+            if len(calls) == 2:
+                raise RuntimeError("a worker process terminated abruptly")
+            return [MatchResult(i, "phone", False, "none") for i in range(len(pairs))]
+
+        return send
+
+    with pytest.raises(JobStopped, match=r"^3 of 6 rows done \(RuntimeError") as stopped:
+        run_job(CsvSource(source), screening_job("x", screening), journal=journal, window=3,
+                progress=False)  # fmt: skip
+    assert isinstance(stopped.value.__cause__, RuntimeError)
+    assert len(journal.read_text().splitlines()) == 1 + 3

@@ -233,7 +233,42 @@ def test_crypto_workers_leave_ctrl_c_to_the_job(world: LocalDeployment) -> None:
         first = tokenizer.tokenize(pairs)
         workers = list(tokenizer._worker_pool()._processes)
         assert workers
+        deadline = time.monotonic() + 20
+        while not all(_ignores_sigint(pid) for pid in workers):  # started up
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         for pid in workers:
             os.kill(pid, signal.SIGINT)
         time.sleep(0.5)
         assert tokenizer.tokenize(pairs) == first
+
+
+def test_contribute_reads_stdin(
+    world: LocalDeployment,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import io
+
+    from hub.cli import main
+
+    rows = "".join(f"phone,{phone(9000 + i)},scam_phone\n" for i in range(3))
+    stdin = io.TextIOWrapper(io.BytesIO(("kind,value,category\n" + rows).encode()))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    out = tmp_path / "stored.csv"
+    config = world.client_config("bank-a")
+    status = main(["contribute", "-", "--config", str(config), "--purpose", REPORT,
+                   "--no-progress", "--out", str(out)])  # fmt: skip
+    assert status == 0
+    captured = capsys.readouterr()
+    assert "3 of 3 rows stored" in captured.out and "3 rows: 3 stored" in captured.err
+    assert [r.split(",")[2] for r in data_rows(out)] == ["stored"] * 3
+
+
+def _ignores_sigint(pid: int) -> bool:
+    """Whether process ``pid`` ignores SIGINT (Linux: the SigIgn mask in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    return False

@@ -18,7 +18,8 @@ command (revocation too) runs the same way.  Guarantees:
   disk before they are written or counted.  A stop (the ``stop`` event, e.g.
   the CLI's first SIGINT, after the window in flight is answered; a
   KeyboardInterrupt at once; a whole-call error such as Unavailable after the
-  retry deadline) raises :class:`JobStopped` saying how many rows are done.
+  retry deadline; a crash such as a killed worker process) raises
+  :class:`JobStopped` saying how many rows are done.
   Run again with ``resume=True``: done rows are not sent again (no quota
   spent twice) and the output is written again whole, from the input and
   the journal, so it has exactly one row per input row.
@@ -144,7 +145,8 @@ def run_job(
     """Run ``spec`` over every row of ``source``; write the result CSV to ``out``.
 
     Raises ConfigurationError (bad window, source, header or journal; nothing
-    was sent), JobStopped (see the module docstring).  The journal is deleted
+    was sent), JobStopped (see the module docstring; any other error stops
+    the job too, chained as its cause).  The journal is deleted
     when every row is done.
     """
     if not 1 <= window <= MAX_WINDOW:
@@ -164,13 +166,19 @@ def run_job(
             RowProgress(spec.name, summary.total, enabled=progress) as bar,
         ):
             _run_windows(rows, spec, window, done, book, output, summary, bar, stop)
-    except (FraudhubError, KeyboardInterrupt, _Stop) as exc:
+    except (Exception, KeyboardInterrupt) as exc:
         if book is not None:
             book.close()
         if isinstance(exc, ConfigurationError):
             raise
-        cause = exc if isinstance(exc, FraudhubError) else None
-        raise JobStopped(summary.rows, summary.total, cause) from None
+        if isinstance(exc, KeyboardInterrupt | _Stop):
+            raise JobStopped(summary.rows, summary.total, None) from None
+        # A hub outage past the retry deadline, a refusal of the whole call, or a
+        # crash (a worker process killed...): what is journaled stays done.
+        stopped = JobStopped(summary.rows, summary.total, exc)
+        if isinstance(exc, FraudhubError):
+            raise stopped from None
+        raise stopped from exc
     if book is not None:
         book.finish()
     return summary
