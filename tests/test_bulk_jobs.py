@@ -19,9 +19,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client_sdk.client.bulk import JobSpec, JobStopped, contribution_job, run_job, screening_job
+from client_sdk.client.bulk import (
+    JobSpec,
+    JobStopped,
+    contribution_job,
+    revocation_job,
+    run_job,
+    screening_job,
+)
 from client_sdk.client.csvrows import MAX_FIELD, CsvSource
-from client_sdk.client.results import BulkSummary, Contributed, Indicator, ItemFailure, MatchResult
+from client_sdk.client.results import (
+    BulkSummary,
+    Contributed,
+    Indicator,
+    ItemFailure,
+    MatchResult,
+    RevokeResult,
+)
 from client_sdk.core.errors import ConfigurationError, InvalidRequest, PolicyDenied, Unavailable
 
 PHONE = "+86 139 0000 {:04d}"
@@ -359,3 +373,40 @@ def test_a_crash_stops_the_job_with_its_cause_and_keeps_the_journal(tmp_path: Pa
                 progress=False)  # fmt: skip
     assert isinstance(stopped.value.__cause__, RuntimeError)
     assert len(journal.read_text().splitlines()) == 1 + 3
+
+
+def test_a_revocation_resumes_and_still_adds_up_the_hubs_counts(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text(
+        "kind,value\n" + "".join(f"phone,{PHONE.format(i)}\n" for i in range(5)) + "phone,12\n"
+    )
+    sent: list[int] = []
+    stop = threading.Event()
+
+    def revocation(pairs: Sequence[tuple[str, str]]) -> Callable[[], RevokeResult]:
+        stop.set()  # the first run stops once this window is answered
+
+        def send() -> RevokeResult:
+            sent.append(len(pairs))
+            bad = [i for i, (_, v) in enumerate(pairs) if v == "12"]
+            failures = tuple(ItemFailure(i, "phone", InvalidRequest("too short")) for i in bad)
+            return RevokeResult(len(pairs) - len(bad) - 1, 1, failures)
+
+        return send
+
+    spec = revocation_job("false_positive", revocation)
+    journal = tmp_path / "j"
+    with pytest.raises(JobStopped, match=r"^3 of 6 rows done"):
+        run_job(CsvSource(source), spec, journal=journal, window=3, stop=stop, progress=False)
+    out = io.StringIO()
+    summary = run_job(CsvSource(source), spec, out=out, journal=journal, resume=True, window=3,
+                      progress=False)  # fmt: skip
+    assert sent == [3, 3]
+    assert (summary.revoked, summary.not_found, summary.counts) == (
+        3,
+        2,
+        {"revoked": 5, "error": 1},
+    )
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert [r["status"] for r in rows] == ["revoked"] * 5 + ["error"]
+    assert list(rows[0]) == ["row", "kind", "status", "reasons"]  # the counts stay in the journal

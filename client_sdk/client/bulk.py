@@ -37,7 +37,7 @@ import csv
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -54,6 +54,7 @@ from client_sdk.client.results import (
     Indicator,
     ItemFailure,
     MatchResult,
+    RevokeResult,
     RowOutcome,
 )
 from client_sdk.core import indicators
@@ -68,10 +69,12 @@ __all__ = [
     "Contribution",
     "JobSpec",
     "JobStopped",
+    "Revocation",
     "Screening",
     "WindowSender",
     "contribution_job",
     "failure_outcome",
+    "revocation_job",
     "run_job",
     "screening_job",
 ]
@@ -250,7 +253,12 @@ class _Output:
         self._copy = spec.copy_input
         first = [c for c in header if c != "value"] if self._copy else ["row", "kind"]
         columns = [*first, "status", "reasons", *spec.result_columns]
-        self._writer = csv.DictWriter(out, fieldnames=columns) if out is not None else None
+        self._writer = (
+            # A revocation's window counts are the journal's, not the output's.
+            csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+            if out is not None
+            else None
+        )
         self._out = out
         self._input = first
         if self._writer is not None:
@@ -280,8 +288,11 @@ class _Output:
 
 #: Tokenizes and seals one window now; returns the call that sends it to the hub.
 Contribution = Callable[[Sequence[Indicator]], Callable[[], list[Contributed | ItemFailure]]]
-#: Withdraws one window of ``(kind, value)`` (this institution's own contributions).
-Revocation = Callable[[Sequence[tuple[str, str]]], RevokeResult]
+#: Returns the call that withdraws one window of ``(kind, value)`` (this
+#: institution's own contributions).
+Revocation = Callable[[Sequence[tuple[str, str]]], Callable[[], RevokeResult]]
+#: Where a revocation row keeps its window's hub counts (journaled, never written).
+_WINDOW_COUNTS = ("window_revoked", "window_not_found")
 #: Tokenizes one window of ``(kind, value)`` now; returns the call that asks the hub.
 Screening = Callable[[Sequence[tuple[str, str]]], Callable[[], list[MatchResult | ItemFailure]]]
 
@@ -350,6 +361,40 @@ def screening_job(purpose: str, screening: Screening) -> JobSpec:
     return JobSpec("match", purpose, send, MATCH_COLUMNS, copy_input=True)
 
 
+def revocation_job(reason: str, revocation: Revocation) -> JobSpec:
+    """Withdraw the contributions named by rows with columns ``kind`` and ``value``.
+
+    Statuses ``revoked`` (no contribution of the value by this institution
+    remains), ``error`` (an invalid value).  The hub counts per request how many
+    it found and how many it did not (never contributed, or withdrawn already),
+    not per item: each window's counts ride on its last revoked row, so a
+    resumed job still adds them up (BulkSummary ``revoked``, ``not_found``).
+    """
+
+    def send(rows: Sequence[CsvRow]) -> Callable[[], list[RowOutcome]]:
+        call = revocation([(row.get("kind").strip(), row.get("value")) for row in rows])
+
+        def answer() -> list[RowOutcome]:
+            result = call()
+            failed = {f.index: f for f in result.failures}
+            outcomes = [
+                failure_outcome(row.row, failed[i])
+                if i in failed
+                else RowOutcome(row.row, _kind(row), "revoked")
+                for i, row in enumerate(rows)
+            ]
+            done = [i for i in range(len(rows)) if i not in failed]
+            if done:
+                revoked, not_found = _WINDOW_COUNTS
+                counts = {revoked: str(result.revoked), not_found: str(result.not_found)}
+                outcomes[done[-1]] = replace(outcomes[done[-1]], result=counts)
+            return outcomes
+
+        return answer
+
+    return JobSpec("revoke", reason, send)
+
+
 def _parse_time(text: str, name: str) -> datetime | None:
     if not text:
         return None
@@ -398,30 +443,6 @@ def _result_columns(result: MatchResult) -> dict[str, str]:
         "max_confidence": str(result.max_confidence) if _at_least(result, "summary") else "",
         "labels": " | ".join(f"{lb.contributor}: {lb.text}" for lb in result.labels),
     }
-
-
-def revoke_csv(
-    path: Path, revocation: Revocation, *, window: int = DEFAULT_WINDOW, progress: bool = True
-) -> BulkSummary:
-    """Withdraw the contributions named by the rows (``kind``, ``value``) of a CSV.
-
-    Each window goes through ``revocation``; a row whose value is invalid is a
-    failure of that row (numbered from 1, header excluded, never quoted); the
-    others are counted as revoked or not found (never contributed by this
-    institution, or already withdrawn).  Raises as :func:`contribute_csv`.
-    """
-    summary = BulkSummary()
-    for rows, offset in _windows(path, window, progress, "revoke"):
-        pairs = [((row.get("kind") or "").strip(), row.get("value") or "") for row in rows]
-        result = revocation(pairs)
-        summary.rows += len(rows)
-        summary.revoked += result.revoked
-        summary.not_found += result.not_found
-        summary.failures.extend(
-            ItemFailure(offset + failure.index + 1, failure.kind, failure.error)
-            for failure in result.failures
-        )
-    return summary
 
 
 class _Pipeline(Generic[_T]):

@@ -53,9 +53,9 @@ from google.protobuf.message import Message
 from client_sdk.client import bulk
 from client_sdk.client.bulk import DEFAULT_WINDOW
 from client_sdk.client.config import ClientConfig, check_separate_pins
+from client_sdk.client.csvrows import CsvSource
 from client_sdk.client.disputes import DisputeClient
 from client_sdk.client.epochs import combine
-from client_sdk.client.csvrows import CsvSource
 from client_sdk.client.messages import (
     contribute_outcomes,
     indicator_message,
@@ -404,15 +404,21 @@ class HubClient:
         return RevokeResult(revoked, not_found, tuple(failures))
 
     def revoke_csv(
-        self, path: Path, *, reason: str, window: int = DEFAULT_WINDOW, progress: bool = True
+        self,
+        path: Path | str,
+        *,
+        reason: str,
+        window: int = DEFAULT_WINDOW,
+        progress: bool = True,
+        **job: Any,
     ) -> BulkSummary:
-        """Withdraw the contributions named by a CSV's ``kind``, ``value`` rows
-        (:func:`client_sdk.client.bulk.revoke_csv`); ``reason`` as :meth:`revoke`."""
+        """Withdraw the contributions named by a CSV's ``kind``, ``value`` rows as a bulk
+        job (:func:`client_sdk.client.bulk.revocation_job`; ``job`` as contribute_csv);
+        ``reason`` as :meth:`revoke`."""
         if reason not in REVOKE_REASONS:  # before the file is read or a holder asked
             raise InvalidRequest("reason must be one of " + ", ".join(REVOKE_REASONS))
-        return bulk.revoke_csv(
-            path, lambda pairs: self.revoke(pairs, reason=reason), window=window, progress=progress
-        )
+        spec = bulk.revocation_job(reason, lambda pairs: lambda: self.revoke(pairs, reason=reason))
+        return self._bulk(path, spec, window, progress, job)
 
     # --- match --------------------------------------------------------------------------------
 

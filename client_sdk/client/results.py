@@ -140,6 +140,10 @@ class BulkSummary:
         self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
         if outcome.status == "stored":
             self.stored += 1
+        elif outcome.status == "revoked":
+            # The hub counts per window; the window's last revoked row carries them.
+            self.revoked += int(outcome.result.get("window_revoked", 0))
+            self.not_found += int(outcome.result.get("window_not_found", 0))
         elif outcome.status == "match":
             self.matched += 1
         elif outcome.status == "refused":

@@ -1,9 +1,10 @@
 """``fraudhub contribute``, ``match`` and ``revoke``: an institution's bulk jobs.
 
-``contribute FILE`` and ``match FILE`` (``-``: stdin) run an institution's
-bulk job with the SDK (``client_sdk.client.bulk``) from a client JSON file.
-Every row ends with a status (contribute: ``stored``, ``refused``,
-``error``; match: ``match``, ``no_match``, ``refused``, ``error``), in the
+``contribute FILE``, ``match FILE`` and ``revoke FILE`` (``-``: stdin) run
+an institution's bulk job with the SDK (``client_sdk.client.bulk``) from a
+client JSON file.  Every row ends with a status (contribute: ``stored``,
+``refused``, ``error``; match: ``match``, ``no_match``, ``refused``,
+``error``; revoke: ``revoked``, ``error``), in the
 result CSV (``--out``) and, for each refused or failed row, on stderr by row
 number and kind, never by value; the end-of-run summary counts each status.
 
@@ -35,6 +36,7 @@ from client_sdk.client.hub import HubClient
 from client_sdk.client.journal import JOURNAL_SUFFIX
 from client_sdk.client.results import BulkSummary
 from client_sdk.core.errors import ConfigurationError
+from client_sdk.core.vocabulary import REVOKE_REASONS
 from hub.infra.argtypes import positive_int
 
 __all__ = ["EXIT_CODES", "register"]
@@ -94,7 +96,6 @@ def _run(args: argparse.Namespace, job: _Job) -> int:
         "stop": stop,
         "window": args.window,
         "progress": not args.no_progress,
-        "case_reference": args.case_reference,
     }
     try:
         with _client(args) as client, _first_interrupt_stops(stop):
@@ -132,6 +133,12 @@ def _report(command: str, summary: BulkSummary) -> int:
     line = f"{summary.rows} rows: {counts or 'none'}"
     if command == "contribute":
         print(f"{summary.stored} of {summary.rows} rows stored, {len(summary.failures)} failed")
+    elif command == "revoke":
+        print(
+            f"{summary.revoked} of {summary.rows} rows revoked, {summary.not_found} not found "
+            f"(not contributed by this institution, or withdrawn already), "
+            f"{len(summary.failures)} failed"
+        )
     print(line, file=sys.stderr)
     everything = all(status in ANSWERED for status in summary.counts)
     return EXIT_CODES["answered"] if everything else EXIT_CODES["refused_or_failed"]
@@ -139,28 +146,39 @@ def _report(command: str, summary: BulkSummary) -> int:
 
 def _cmd_contribute(args: argparse.Namespace) -> int:
     def job(client: HubClient, out: IO[str] | None, options: dict[str, Any]) -> BulkSummary:
-        return client.contribute_csv(args.file, purpose=args.purpose, out=out, **options)
+        return client.contribute_csv(
+            args.file, purpose=args.purpose, case_reference=args.case_reference, out=out, **options
+        )
 
     return _run(args, job)
 
 
 def _cmd_match(args: argparse.Namespace) -> int:
     def job(client: HubClient, out: IO[str] | None, options: dict[str, Any]) -> BulkSummary:
-        return client.match_csv(args.file, out, purpose=args.purpose, **options)
+        return client.match_csv(
+            args.file, out, purpose=args.purpose, case_reference=args.case_reference, **options
+        )
 
     return _run(args, job)
 
 
-def _add_client_arguments(parser: argparse.ArgumentParser, purpose_help: str) -> None:
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    def job(client: HubClient, out: IO[str] | None, options: dict[str, Any]) -> BulkSummary:
+        return client.revoke_csv(args.file, reason=args.reason, out=out, **options)
+
+    return _run(args, job)
+
+
+def _add_client_arguments(parser: argparse.ArgumentParser, purpose_help: str | None) -> None:
     parser.add_argument("file", help="CSV file with a header (kind, value, ...); - for stdin")
     parser.add_argument(
         "--config", type=Path, required=True, help="client JSON (institution, key, hub, holders)"
     )
-    if purpose_help is None:  # revocation has a reason, not a purpose
-        parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-        return
-    parser.add_argument("--purpose", required=True, help=purpose_help)
-    parser.add_argument("--case-reference", help="case or ticket reference (audited as a digest)")
+    if purpose_help is not None:  # revocation has a reason, not a purpose
+        parser.add_argument("--purpose", required=True, help=purpose_help)
+        parser.add_argument(
+            "--case-reference", help="case or ticket reference (audited as a digest)"
+        )
     parser.add_argument(
         "--encoding", default="utf-8", help="of the CSV (default utf-8, BOM or not; e.g. gb18030)"
     )
@@ -198,4 +216,7 @@ def register(sub: Any) -> None:
     )
     _add_client_arguments(revoke, None)
     revoke.add_argument("--reason", required=True, choices=REVOKE_REASONS, help="audited code")
+    revoke.add_argument(
+        "--out", type=Path, help="result CSV: row, kind, status, reasons (no values)"
+    )
     revoke.set_defaults(func=_cmd_revoke)
