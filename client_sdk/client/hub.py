@@ -51,7 +51,6 @@ from fraudhub.v1 import exchange_pb2, exchange_pb2_grpc
 from google.protobuf.message import Message
 
 from client_sdk.client import bulk
-from client_sdk.client.bulk import DEFAULT_WINDOW
 from client_sdk.client.config import ClientConfig, check_separate_pins
 from client_sdk.client.csvrows import CsvSource
 from client_sdk.client.disputes import DisputeClient
@@ -403,22 +402,14 @@ class HubClient:
             revoked, not_found = revoked + older.revoked, not_found + older.not_found
         return RevokeResult(revoked, not_found, tuple(failures))
 
-    def revoke_csv(
-        self,
-        path: Path | str,
-        *,
-        reason: str,
-        window: int = DEFAULT_WINDOW,
-        progress: bool = True,
-        **job: Any,
-    ) -> BulkSummary:
+    def revoke_csv(self, path: Path | str, *, reason: str, **job: Any) -> BulkSummary:
         """Withdraw the contributions named by a CSV's ``kind``, ``value`` rows as a bulk
         job (:func:`client_sdk.client.bulk.revocation_job`; ``job`` as contribute_csv);
         ``reason`` as :meth:`revoke`."""
         if reason not in REVOKE_REASONS:  # before the file is read or a holder asked
             raise InvalidRequest("reason must be one of " + ", ".join(REVOKE_REASONS))
         spec = bulk.revocation_job(reason, lambda pairs: lambda: self.revoke(pairs, reason=reason))
-        return self._bulk(path, spec, window, progress, job)
+        return self._bulk(path, spec, job)
 
     # --- match --------------------------------------------------------------------------------
 
@@ -542,14 +533,7 @@ class HubClient:
     # --- bulk (client_sdk.client.bulk) -------------------------------------------------------
 
     def contribute_csv(
-        self,
-        path: Path | str,
-        *,
-        purpose: str,
-        case_reference: str | None = None,
-        window: int = DEFAULT_WINDOW,
-        progress: bool = True,
-        **job: Any,
+        self, path: Path | str, *, purpose: str, case_reference: str | None = None, **job: Any
     ) -> BulkSummary:
         """Contribute every row of a CSV (``-``: stdin) as a bulk job (``client_sdk.client.bulk``).
 
@@ -557,19 +541,14 @@ class HubClient:
         ``observed_at``, ``expires_at`` (ISO 8601 with a zone), ``label``.  Every
         row ends ``stored``, ``refused`` or ``error`` (numbered from 1, header
         excluded); ``job`` takes :func:`bulk.run_job`'s ``out``, ``journal``,
-        ``resume`` and ``stop``, and ``encoding``.  Raises ConfigurationError,
-        :class:`~client_sdk.client.bulk.JobStopped`.
+        ``resume``, ``stop``, ``window`` and ``progress``, and ``encoding``.
+        Raises ConfigurationError, :class:`~client_sdk.client.bulk.JobStopped`.
         """
-        return self._bulk(
-            path,
-            bulk.contribution_job(
-                purpose,
-                lambda items: self._contribution(items, purpose, case_reference, streaming=True),
-            ),
-            window,
-            progress,
-            job,
+        spec = bulk.contribution_job(
+            purpose,
+            lambda items: self._contribution(items, purpose, case_reference, streaming=True),
         )
+        return self._bulk(path, spec, job)
 
     def match_csv(
         self,
@@ -578,8 +557,6 @@ class HubClient:
         *,
         purpose: str,
         case_reference: str | None = None,
-        window: int = DEFAULT_WINDOW,
-        progress: bool = True,
         **job: Any,
     ) -> BulkSummary:
         """Screen every row of a CSV with columns ``kind`` and ``value`` (as contribute_csv).
@@ -589,20 +566,12 @@ class HubClient:
         values), ``status`` (``match``, ``no_match``, ``refused``, ``error``),
         ``reasons``, then the result.
         """
-        return self._bulk(
-            path,
-            bulk.screening_job(
-                purpose,
-                lambda pairs: self._screening(pairs, purpose, case_reference, streaming=True),
-            ),
-            window,
-            progress,
-            {**job, "out": out},
+        spec = bulk.screening_job(
+            purpose, lambda pairs: self._screening(pairs, purpose, case_reference, streaming=True)
         )
+        return self._bulk(path, spec, {**job, "out": out})
 
     @staticmethod
-    def _bulk(
-        path: Path | str, spec: bulk.JobSpec, window: int, progress: bool, job: dict[str, Any]
-    ) -> BulkSummary:
+    def _bulk(path: Path | str, spec: bulk.JobSpec, job: dict[str, Any]) -> BulkSummary:
         source = CsvSource.of(path, job.pop("encoding", "utf-8"))
-        return bulk.run_job(source, spec, window=window, progress=progress, **job)
+        return bulk.run_job(source, spec, **job)
