@@ -14,9 +14,11 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -26,6 +28,8 @@ from test_demo import ROOT, run_fraudhub
 
 from client_sdk import Indicator
 from client_sdk.client.alerts import RefMap
+from client_sdk.client.bulk import JobStopped, run_job, screening_job
+from client_sdk.client.csvrows import CsvSource
 from client_sdk.client.results import ItemFailure
 from client_sdk.core.errors import InvalidRequest, PermissionDenied, PolicyDenied
 from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth, mint_jwt
@@ -66,7 +70,8 @@ def all_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()]
 
 
-def scenario(world: LocalDeployment, tmp_path: Path) -> None:
+def scenario(world: LocalDeployment, tmp_path: Path) -> list[Path]:
+    """Drive every flow; return the client-side files a bulk job wrote (journal, output)."""
     for institution, role in (("bank-a", "bank"), ("bank-b", "bank"), ("carrier-x", "carrier")):
         world.register(institution, role)
     items = [
@@ -119,6 +124,26 @@ def scenario(world: LocalDeployment, tmp_path: Path) -> None:
         )
     disputes_of(world, pairs)
     stream_ended_by_a_disable(world, pairs)
+    return stopped_bulk_job(world, bulk, tmp_path)
+
+
+def stopped_bulk_job(world: LocalDeployment, bulk: Path, tmp_path: Path) -> list[Path]:
+    """A screening stopped after its first window leaves a journal; it and the output
+    are the client-side files a bulk job writes (tests/test_bulk_jobs.py: resume)."""
+    client = world.client("bank-b")
+    stop = threading.Event()
+
+    def screening(pairs: Sequence[tuple[str, str]]) -> Callable[[], list[Any]]:
+        stop.set()  # the job stops once this window is answered and journaled
+        return client._screening(pairs, "payment_screening", None, streaming=True)
+
+    out, journal = tmp_path / "stopped.csv", tmp_path / "stopped.csv.journal"
+    with out.open("w", newline="") as handle, pytest.raises(JobStopped):
+        spec = screening_job("payment_screening", screening)
+        run_job(CsvSource(bulk), spec, out=handle, journal=journal, window=3, stop=stop,
+                progress=False)  # fmt: skip
+    assert len(journal.read_text().splitlines()) == 1 + 3
+    return [out, journal]
 
 
 def disputes_of(world: LocalDeployment, pairs: list[tuple[str, str]]) -> None:
@@ -208,7 +233,7 @@ def test_no_raw_value_in_databases_wal_or_logs(tmp_path: Path) -> None:
     try:
         with LocalDeployment(hub_dir, tmp_path / "clients", holders_dir=holders_dir) as world:
             world.start()
-            scenario(world, tmp_path)
+            client_files = scenario(world, tmp_path)
             # Read the WAL before shutdown checkpoints it into the database.
             live = {p: p.read_bytes() for p in all_files(hub_dir) + all_files(holders_dir)}
     finally:
@@ -243,6 +268,12 @@ def test_no_raw_value_in_databases_wal_or_logs(tmp_path: Path) -> None:
             assert_no_leak(text, secrets)
         except AssertionError:
             raise AssertionError(f"a raw value leaked into {path}") from None
+    # A bulk job's journal and output hold row numbers and the hub's answers: no raw
+    # value; a label text only where the policy disclosed it, as in the output itself.
+    values = [v for vs in SCENARIO.values() for v in vs] + example_values()
+    output, journal = (p.read_text(encoding="utf-8") for p in client_files)
+    assert_no_leak(output + journal, values)
+    assert all(label in output for label in LABELS if label in journal)
     # The check itself sees a value when there is one.
     with pytest.raises(AssertionError):
         assert_no_leak("x" + digits_of(SCENARIO["phone"][0]) + "x", secrets)

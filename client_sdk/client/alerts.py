@@ -19,6 +19,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sqlite3
 import time
@@ -32,8 +33,9 @@ import grpc
 from fraudhub.v1 import alerts_pb2, alerts_pb2_grpc
 from google.protobuf.message import Message
 
-from client_sdk.client.bulk import DEFAULT_WINDOW
-from client_sdk.client.bulk import _windows as csv_windows
+from client_sdk.client.bulk import DEFAULT_WINDOW, MAX_WINDOW
+from client_sdk.client.csvrows import CsvRow, CsvSource, count_rows, read_rows
+from client_sdk.client.progress import RowProgress
 from client_sdk.client.results import BulkSummary, ItemFailure
 from client_sdk.core.errors import (
     ConfigurationError,
@@ -274,7 +276,7 @@ class AlertsClient:
 
     def watch_csv(
         self,
-        path: Path,
+        path: Path | str,
         *,
         purpose: str,
         ref_map: RefMap,
@@ -282,37 +284,75 @@ class AlertsClient:
         initial: bool = False,
         window: int = DEFAULT_WINDOW,
         progress: bool = True,
+        encoding: str = "utf-8",
     ) -> tuple[BulkSummary, WatchResult]:
-        """Watch (with ``remove``: unwatch) every row of a CSV, a window at a time.
+        """Watch (with ``remove``: unwatch) every row of a CSV (``-``: stdin), a window at a time.
 
         Columns ``kind``, ``value`` and optional ``ref`` (the institution's own
         row reference, kept in ``ref_map`` only); other columns are ignored.
-        Row failures are numbered from 1, header excluded.  Re-running a file
-        is safe (idempotent).  Raises ConfigurationError for an unreadable file
-        or a header without ``kind`` and ``value``.
+        The file is read as the bulk jobs read it (``client_sdk.client.csvrows``):
+        a row that cannot be read is a failure naming its number (from 1,
+        header excluded) and the problem, and every other row is still sent.
+        Re-running a file is safe (idempotent).  Raises ConfigurationError for
+        an unreadable file or a header without ``kind`` and ``value``.
         """
+        if not 1 <= window <= MAX_WINDOW:
+            raise ConfigurationError(f"window must be 1..{MAX_WINDOW} rows (one stream each)")
+        source = CsvSource.of(path, encoding)
+        _, rows = read_rows(source)
         summary = BulkSummary()
         total = WatchResult()
-        for rows, offset in csv_windows(path, window, progress, "unwatch" if remove else "watch"):
-            pairs = [((row.get("kind") or "").strip(), row.get("value") or "") for row in rows]
-            summary.rows += len(rows)
-            if remove:
-                total.removed += self.unwatch(pairs, ref_map=ref_map)
-                continue
-            refs = [(row.get("ref") or "").strip() or None for row in rows]
-            result = self.watch(
-                pairs, purpose=purpose, reference=refs, ref_map=ref_map, initial=initial
-            )
-            total.added += result.added
-            total.refreshed += result.refreshed
-            total.alerts += result.alerts
-            if result.expires_at is not None:
-                total.expires_at = min(total.expires_at or result.expires_at, result.expires_at)
-            summary.failures.extend(
-                ItemFailure(offset + f.index + 1, f.kind, f.error) for f in result.failures
-            )
+        batch: list[CsvRow] = []
+        what = "unwatch" if remove else "watch"
+        with (
+            contextlib.closing(rows),
+            RowProgress(what, count_rows(source), enabled=progress) as bar,
+        ):
+            for row in rows:
+                summary.rows += 1
+                if row.problem is not None:
+                    summary.failures.append(
+                        ItemFailure(row.row, "unknown", InvalidRequest(row.problem))
+                    )
+                    bar.advance(1)
+                    continue
+                batch.append(row)
+                if len(batch) == window:
+                    self._watch_window(batch, purpose, ref_map, remove, initial, summary, total)
+                    bar.advance(len(batch))
+                    batch = []
+            if batch:
+                self._watch_window(batch, purpose, ref_map, remove, initial, summary, total)
+                bar.advance(len(batch))
         summary.stored = total.added + total.refreshed
         return summary, total
+
+    def _watch_window(
+        self,
+        rows: list[CsvRow],
+        purpose: str,
+        ref_map: RefMap,
+        remove: bool,
+        initial: bool,
+        summary: BulkSummary,
+        total: WatchResult,
+    ) -> None:
+        pairs = [(row.get("kind").strip(), row.get("value")) for row in rows]
+        if remove:
+            total.removed += self.unwatch(pairs, ref_map=ref_map)
+            return
+        refs = [row.get("ref").strip() or None for row in rows]
+        result = self.watch(
+            pairs, purpose=purpose, reference=refs, ref_map=ref_map, initial=initial
+        )
+        total.added += result.added
+        total.refreshed += result.refreshed
+        total.alerts += result.alerts
+        if result.expires_at is not None:
+            total.expires_at = min(total.expires_at or result.expires_at, result.expires_at)
+        summary.failures.extend(
+            ItemFailure(rows[f.index].row, f.kind, f.error) for f in result.failures
+        )
 
     def counts(self) -> list[WatchCount]:
         """The caller's active watches counted by kind and purpose."""
