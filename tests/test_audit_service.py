@@ -346,3 +346,39 @@ def test_each_policy_that_starts_running_is_reported(tmp_path: Path) -> None:
     with pytest.raises(StorageError):
         failing.reload()
     assert failing.current.version == running  # not recorded, so not running
+
+
+def test_list_events_rechecks_the_caller_per_page(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A regulator disabled mid-stream gets no further page (issue 10, finding 5)."""
+    monkeypatch.setattr("hub.services.audit.PAGE_SIZE", 5)
+    running = RunningHub(tmp_path, capsys)
+    try:
+        with running.server.store.session() as session:
+            for i in range(2000):
+                auditlog.append(session, event(i))
+            session.commit()
+        with running.channel("reg-1") as channel:
+            stream = audit_pb2_grpc.AuditStub(channel).ListEvents(audit_pb2.ListEventsRequest())
+            first = next(stream)
+            assert first.leaf_index == 0
+            with running.sql() as db:
+                db.execute("UPDATE institution SET enabled = 0 WHERE id = 'reg-1'")
+            running.server.registry.invalidate()
+            received = 1
+            with pytest.raises(grpc.RpcError) as info:
+                for _ in stream:
+                    received += 1
+            assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "disabled during the stream" in (info.value.details() or "")
+            # What was already in flight arrived; the rest of the 2,000 did not.
+            assert received < 2000, received
+        with running.sql() as db:
+            (outcome,) = db.execute(
+                "SELECT outcome FROM audit_event WHERE action = 'Audit.ListEvents' "
+                "ORDER BY leaf_index DESC LIMIT 1"
+            ).fetchone()
+        assert outcome == "denied"
+    finally:
+        running.stop()

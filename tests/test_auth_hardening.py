@@ -380,10 +380,17 @@ def test_an_audience_array_is_unauthenticated_at_the_hub(world: LocalDeployment)
 
 
 def _short_lived(world: LocalDeployment, institution: str, seconds_left: float) -> BearerAuth:
-    """Auth whose tokens expire (leeway included) ``seconds_left`` after now."""
+    """Auth whose tokens, stream tokens included, expire (leeway included) ``seconds_left``
+    after now."""
     ttl = 5
     shift = LEEWAY + ttl - seconds_left
-    return BearerAuth(world.keys[institution], HUB_AUDIENCE, ttl, clock=lambda: time.time() - shift)
+    return BearerAuth(
+        world.keys[institution],
+        HUB_AUDIENCE,
+        ttl,
+        clock=lambda: time.time() - shift,
+        stream_ttl=ttl,
+    )
 
 
 class _Feed:

@@ -479,8 +479,12 @@ def test_purpose_not_allowed_is_refused(world: LocalDeployment) -> None:
         [("bank_card", "6222029015443425"), ("phone", phone(1951))], purpose=SIM
     )
     assert isinstance(mixed[1], MatchResult)
-    assert isinstance(mixed[0], MatchResult) and mixed[0].disclosure == "none"
-    assert not mixed[0].matched and "DENY_NO_RULE" in mixed[0].reasons
+    # The same typed outcome as a batch of one (issue 13): never a clean "no match".
+    assert isinstance(mixed[0], ItemFailure) and isinstance(mixed[0].error, PolicyDenied)
+    assert "DENY_NO_RULE" in mixed[0].error.reasons
+    [alone] = world.client("carrier-x").match([("bank_card", "6222029015443425")], purpose=SIM)
+    assert isinstance(alone, ItemFailure) and isinstance(alone.error, PolicyDenied)
+    assert alone.error.reasons == mixed[0].error.reasons
 
 
 # --- bulk, admin, policy reload ------------------------------------------------------------
@@ -592,9 +596,10 @@ def test_contribute_and_match_commands(
     )
     config = world.client_config("bank-a")
     args = ["--config", str(config), "--no-progress"]
-    assert main(["contribute", str(source), *args, "--purpose", REPORT]) == 1
+    assert main(["contribute", str(source), *args, "--purpose", REPORT]) == 3  # some failed
     captured = capsys.readouterr()
     assert "1 of 3 rows stored" in captured.out
+    assert "3 rows: 2 error, 1 stored" in captured.err
     assert "row 2 (phone): " in captured.err and "row 3 (unknown): unknown kind" in captured.err
     assert "not-a-phone" not in captured.err and "13987654325" not in captured.err
     assert "item " not in captured.err  # one position per line, the row's
@@ -605,12 +610,14 @@ def test_contribute_and_match_commands(
     out = tmp_path / "out.csv"
     carrier = world.client_config("carrier-x")
     assert main(["match", str(queries), "--config", str(carrier), "--no-progress",
-                 "--purpose", SIM, "--out", str(out)]) == 1  # fmt: skip
+                 "--purpose", SIM, "--out", str(out)]) == 3  # fmt: skip
     text = out.read_text()
     lines = text.splitlines()
-    assert lines[0].startswith("ref,kind,matched,disclosure")
-    assert lines[1].startswith("q1,phone,yes,summary") and lines[2].startswith("q2,phone,no")
-    assert lines[3].startswith("q3,unknown,,") and "13987654325" not in text
+    assert lines[0].startswith("ref,kind,status,reasons,matched,disclosure")
+    assert lines[1].startswith("q1,phone,match,,yes,summary")
+    assert lines[2].startswith("q2,phone,no_match,,no")
+    assert lines[3].startswith('q3,unknown,error,"unknown kind') and "13987654325" not in text
+    assert not (tmp_path / "out.csv.journal").exists()  # done: the journal is deleted
 
 
 def test_quota_is_counted_with_the_work_and_refusal_writes_nothing(

@@ -32,6 +32,10 @@ pytestmark = pytest.mark.e2e
 def test_init_and_keygen(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["init", "--data-dir", str(tmp_path)]) == 0
     assert sorted(p.name for p in (tmp_path / "tls").iterdir()) == ["ca.pem", "hub.key", "hub.pem"]
+    # The hub's log key too, so witnesses and regulators can pin it before the hub starts.
+    assert stat.S_IMODE((tmp_path / "log-key.pem").stat().st_mode) == 0o600
+    assert main(["audit", "log-key", "--data-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("fraudhub/audit-log+")
     assert main(["init", "--data-dir", str(tmp_path)]) == 2  # refuses to re-initialise
     holder = tmp_path / "holder-2"
     name = "holder-2.fraudhub.internal"

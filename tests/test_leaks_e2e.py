@@ -14,9 +14,11 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -26,6 +28,9 @@ from test_demo import ROOT, run_fraudhub
 
 from client_sdk import Indicator
 from client_sdk.client import feedback
+from client_sdk.client.alerts import RefMap
+from client_sdk.client.bulk import JobStopped, run_job, screening_job
+from client_sdk.client.csvrows import CsvSource
 from client_sdk.client.feedback import Sighting
 from client_sdk.client.results import ItemFailure
 from client_sdk.core.errors import InvalidRequest, PermissionDenied, PolicyDenied
@@ -46,6 +51,8 @@ SCENARIO = {
     "url": ["https://leak-check.example-phish.cn/pay?id=77"],
 }
 LABELS = ["victim paid 12000 yuan on 3 Oct", "contact officer Wang 021-5550199"]
+# An institution's own references of watched rows: they never leave it.
+WATCH_REFS = ["LEAKREF-Zhang-San-0417", "LEAKREF-acct-holder-9931"]
 
 
 def example_values() -> list[str]:
@@ -56,6 +63,8 @@ def example_values() -> list[str]:
                 values.append(row["value"])
                 if row.get("label"):
                     values.append(row["label"])
+                if row.get("ref"):  # a watcher's own reference stays on its side
+                    values.append(row["ref"])
     return values
 
 
@@ -63,7 +72,8 @@ def all_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()]
 
 
-def scenario(world: LocalDeployment, tmp_path: Path) -> None:
+def scenario(world: LocalDeployment, tmp_path: Path) -> list[Path]:
+    """Drive every flow; return the client-side files a bulk job wrote (journal, output)."""
     for institution, role in (("bank-a", "bank"), ("bank-b", "bank"), ("carrier-x", "carrier")):
         world.register(institution, role)
     items = [
@@ -106,6 +116,7 @@ def scenario(world: LocalDeployment, tmp_path: Path) -> None:
     world.register("shadow-bank", "bank", admitted_by=())
     with pytest.raises(PermissionDenied):
         world.client("shadow-bank").match(pairs, purpose="payment_screening")
+    watch_scenario(world, tmp_path, pairs)
     exchange = exchange_pb2_grpc.ExchangeStub(open_channel(world.hub_address, world.security))
     token = mint_jwt(world.keys["carrier-x"].private_key, "carrier-x", "wrong-audience")
     with pytest.raises(grpc.RpcError):
@@ -116,6 +127,7 @@ def scenario(world: LocalDeployment, tmp_path: Path) -> None:
     disputes_of(world, pairs)
     stream_ended_by_a_disable(world, pairs)
     feedback_flows(world, pairs)
+    return stopped_bulk_job(world, bulk, tmp_path)
 
 
 def feedback_flows(world: LocalDeployment, pairs: list[tuple[str, str]]) -> None:
@@ -144,6 +156,25 @@ def feedback_flows(world: LocalDeployment, pairs: list[tuple[str, str]]) -> None
         [Indicator(*pairs[4], "money_mule")], purpose="fraud_reporting"
     )
     assert isinstance(refused[0], ItemFailure)
+
+
+def stopped_bulk_job(world: LocalDeployment, bulk: Path, tmp_path: Path) -> list[Path]:
+    """A screening stopped after its first window leaves a journal; it and the output
+    are the client-side files a bulk job writes (tests/test_bulk_jobs.py: resume)."""
+    client = world.client("bank-b")
+    stop = threading.Event()
+
+    def screening(pairs: Sequence[tuple[str, str]]) -> Callable[[], list[Any]]:
+        stop.set()  # the job stops once this window is answered and journaled
+        return client._screening(pairs, "payment_screening", None, streaming=True)
+
+    out, journal = tmp_path / "stopped.csv", tmp_path / "stopped.csv.journal"
+    with out.open("w", newline="") as handle, pytest.raises(JobStopped):
+        spec = screening_job("payment_screening", screening)
+        run_job(CsvSource(bulk), spec, out=handle, journal=journal, window=3, stop=stop,
+                progress=False)  # fmt: skip
+    assert len(journal.read_text().splitlines()) == 1 + 3
+    return [out, journal]
 
 
 def disputes_of(world: LocalDeployment, pairs: list[tuple[str, str]]) -> None:
@@ -192,6 +223,37 @@ def stream_ended_by_a_disable(world: LocalDeployment, pairs: list[tuple[str, str
     assert ended.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+def watch_scenario(world: LocalDeployment, tmp_path: Path, pairs: list[tuple[str, str]]) -> None:
+    """Watches with references, alerts raised, delivered and acknowledged, a refusal."""
+    refs = RefMap(tmp_path / "clients-refs.sqlite3")
+    try:
+        carrier = world.client("carrier-x")
+        watched = carrier.watch(
+            pairs,
+            purpose="customer_monitoring",
+            reference=(WATCH_REFS * len(pairs))[: len(pairs)],
+            ref_map=refs,
+        )
+        assert any(isinstance(f.error, PolicyDenied) for f in watched.failures)  # bank_card
+        assert watched.added > 0
+        world.client("bank-b").contribute(
+            [Indicator(k, v, "scam_phone", 60) for k, v in pairs], purpose="fraud_reporting"
+        )
+        world.client("bank-a").watch(
+            pairs, purpose="customer_monitoring", ref_map=refs, initial=True
+        )
+        page = carrier.alerts.list(ref_map=refs, limit=1000)
+        assert page.alerts and {a.ref for a in page.alerts} <= set(WATCH_REFS)
+        carrier.alerts.ack(page.alerts[-1].sequence)
+        stream = carrier.alerts.follow(start=0, timeout=5, ref_map=refs)
+        assert next(stream).ref in WATCH_REFS
+        stream.close()
+        world.client("bank-b").revoke(pairs[:1], reason="false_positive")  # a withdrawn alert
+        assert carrier.unwatch(pairs, ref_map=refs) > 0
+    finally:
+        refs.close()
+
+
 @pytest.mark.e2e
 def test_no_raw_value_in_databases_wal_or_logs(tmp_path: Path) -> None:
     hub_dir, holders_dir = tmp_path / "e2e", tmp_path / "e2e-holders"
@@ -202,7 +264,7 @@ def test_no_raw_value_in_databases_wal_or_logs(tmp_path: Path) -> None:
     try:
         with LocalDeployment(hub_dir, tmp_path / "clients", holders_dir=holders_dir) as world:
             world.start()
-            scenario(world, tmp_path)
+            client_files = scenario(world, tmp_path)
             # Read the WAL before shutdown checkpoints it into the database.
             live = {p: p.read_bytes() for p in all_files(hub_dir) + all_files(holders_dir)}
     finally:
@@ -227,7 +289,9 @@ def test_no_raw_value_in_databases_wal_or_logs(tmp_path: Path) -> None:
     expected = {"hub.sqlite3", "hub.sqlite3-wal", "servers.log", "servers.jsonl", "quota.sqlite3"}
     assert expected <= names
     assert {"admitted.json", "seen-tokens.sqlite3", "holder.json"} <= names
-    secrets = [v for vs in SCENARIO.values() for v in vs] + LABELS + example_values()
+    # The demo's key came from the DKG: its state and round files are read too.
+    assert {"dkg-state.json", "deal-holder-1.json", "reveal-holder-3.json", "share-2.json"} <= names
+    secrets = [v for vs in SCENARIO.values() for v in vs] + LABELS + WATCH_REFS + example_values()
     assert len(secrets) > 30
     for path, data in files.items():
         text = data.decode("latin-1")
@@ -235,6 +299,12 @@ def test_no_raw_value_in_databases_wal_or_logs(tmp_path: Path) -> None:
             assert_no_leak(text, secrets)
         except AssertionError:
             raise AssertionError(f"a raw value leaked into {path}") from None
+    # A bulk job's journal and output hold row numbers and the hub's answers: no raw
+    # value; a label text only where the policy disclosed it, as in the output itself.
+    values = [v for vs in SCENARIO.values() for v in vs] + example_values()
+    output, journal = (p.read_text(encoding="utf-8") for p in client_files)
+    assert_no_leak(output + journal, values)
+    assert all(label in output for label in LABELS if label in journal)
     # The check itself sees a value when there is one.
     with pytest.raises(AssertionError):
         assert_no_leak("x" + digits_of(SCENARIO["phone"][0]) + "x", secrets)

@@ -191,6 +191,7 @@ def test_module_level_decide_and_version(default_policy: Policy) -> None:
         "audit",
         "redress",
         "warninglist",
+        "customer_monitoring",
     }
 
 

@@ -60,7 +60,7 @@ def test_test_runs_the_default_scenarios(capsys: pytest.CaptureFixture[str]) -> 
     status, out, _ = run(capsys, "test", DEFAULT, SCENARIOS)
     assert status == 0
     last = out.strip().splitlines()[-1]
-    assert last.startswith("74 scenarios, 74 passed, 0 failed; policy version ")
+    assert last.startswith("82 scenarios, 82 passed, 0 failed; policy version ")
     assert "FAIL" not in out
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import postgres_schema_url
+from test_cli_pipe import run_into_closed_pipe
 from test_demo import ROOT, run_fraudhub
 
 from client_sdk.core.errors import ConfigurationError
@@ -120,6 +121,15 @@ def test_sandbox_serves_its_configurations_and_stops_on_sigterm_then_sigint(
         )  # fmt: skip
         assert matched.returncode == 0, matched.stderr
         assert _matched_rows(out) >= 3
+        # 'fraudhub match ... | head': the reader left; no traceback.  A copy of the
+        # input: the stopped job leaves its journal next to it (not in examples/).
+        subscribers = tmp_path / "carrier_subscribers.csv"
+        subscribers.write_bytes((ROOT / "examples" / "carrier_subscribers.csv").read_bytes())
+        status, err = run_into_closed_pipe(
+            "match", "--config", str(clients / "carrier-c.json"), "--no-progress",
+            "--purpose", "sim_activation_screening", str(subscribers),
+        )  # fmt: skip
+        assert status == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
         assert "13800138000" not in out.read_text()
         # The regulator drives the audit commands from what the sandbox wrote.
         verified = run_fraudhub(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 
 from client_sdk.client import bulk
 from client_sdk.client.config import ClientConfig
+from client_sdk.client.csvrows import CsvSource
 from client_sdk.client.hub import HubClient
 from client_sdk.client.messages import contribute_outcomes, match_result
-from client_sdk.client.results import Contributed, MatchResult
+from client_sdk.client.results import Contributed, ItemFailure, MatchResult
 from client_sdk.core.errors import (
     ConfigurationError,
     FraudhubError,
@@ -106,25 +107,32 @@ def test_public_key_file_raises_only_configuration_error(text: str) -> None:
         PublicKeyInfo.from_json(text)
 
 
-def _contribution(items: Sequence[object]) -> object:
+def _contribution(items: Sequence[object]) -> Callable[[], list[Contributed | ItemFailure]]:
     return lambda: [Contributed(i, "phone") for i in range(len(items))]
 
 
 @pytest.mark.parametrize(
-    ("body", "message"),
+    ("body", "row", "message"),
     [
-        (b"kind,value,category\nphone,\xff\xfe,scam_phone\n", "row 1: not UTF-8"),
-        (b"kind,value\n" + b"phone,13800138000\n" * 3 + b'phone,"' + b"x" * 200_000, "not CSV"),
+        (b"kind,value,category\nphone,\xff\xfe,scam_phone\n", 1, "not valid utf-8"),
+        (
+            b"kind,value\n" + b"phone,13800138000\n" * 3 + b'phone,"' + b"x" * 200_000,
+            4,
+            "a field is longer than 131072 characters",
+        ),
     ],
     ids=["not-utf8", "field-over-the-csv-limit"],
 )
-def test_unreadable_csv_rows_are_configuration_errors(
-    tmp_path: Path, body: bytes, message: str
+def test_unreadable_csv_rows_are_row_errors_and_the_others_go(
+    tmp_path: Path, body: bytes, row: int, message: str
 ) -> None:
+    """Issue 13: these aborted the run (ConfigurationError); now the row fails alone."""
     path = tmp_path / "in.csv"
     path.write_bytes(body)
-    with pytest.raises(ConfigurationError, match=message):
-        bulk.contribute_csv(path, _contribution, progress=False)  # type: ignore[arg-type]
+    spec = bulk.contribution_job("fraud_reporting", _contribution)
+    summary = bulk.run_job(CsvSource(path), spec, progress=False)
+    assert [(f.index, f.reason) for f in summary.failures] == [(row, message)]
+    assert summary.stored == summary.rows - 1
 
 
 _KEYS = TokenKeys(match_token=b"\x01" * 32, label_key=b"\x02" * 32)

@@ -30,6 +30,7 @@ from client_sdk.core.errors import (
     PolicyError,
     QuotaExhausted,
     ServerError,
+    StorageError,
     Unavailable,
 )
 from client_sdk.wire.channels import ChannelSecurity, RetryPolicy, call_with_retry, open_channel
@@ -270,3 +271,51 @@ def test_retries_stop_at_the_deadline() -> None:
 def test_field_violations_round_trip(index: int, kind: str, reason: str, field: str) -> None:
     item = ItemError(index, kind, reason, field)
     assert decode_field_violation(encode_field_violation(item)) == item
+
+
+def test_an_outage_shorter_than_the_deadline_is_invisible() -> None:
+    """Issue 13: eight attempts gave up after ~6 s of backoff; the deadline is 30 s."""
+    clock = FakeClock()
+
+    def call(timeout: float) -> str:
+        clock.now += 0.01  # a refused connection answers at once
+        if clock.now < 25.0:
+            raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused")
+        return "ok"
+
+    result = call_with_retry(call, clock=clock, sleep=clock.sleep, rng=random.Random(5))
+    assert result == "ok" and clock.now < 30
+    assert max(clock.sleeps) <= RetryPolicy().max_backoff
+
+
+def test_the_final_error_says_what_was_tried_for_how_long() -> None:
+    clock = FakeClock()
+
+    def call(timeout: float) -> str:
+        clock.now += 0.5
+        raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused")
+
+    with pytest.raises(Unavailable) as error:
+        call_with_retry(
+            call, RetryPolicy(deadline=10), clock=clock, sleep=clock.sleep, rng=random.Random(2)
+        )
+    message = str(error.value)
+    assert message.startswith("gave up after ") and "attempt(s) over " in message
+    # Retried until the next pause would pass the deadline (pauses are at most 2 s;
+    # the last attempt may still take its 0.5 s).
+    assert "(retry deadline 10s); last: " in message and 8 <= clock.now <= 10.5
+
+
+def test_a_storage_error_given_up_on_keeps_its_class_and_cause() -> None:
+    clock = FakeClock()
+
+    def call(timeout: float) -> str:
+        clock.now += 1.0
+        raise StorageError("the hub's database failed: disk full", cause="disk full")
+
+    with pytest.raises(StorageError) as error:
+        call_with_retry(
+            call, RetryPolicy(deadline=5), retry_if=lambda e: True, clock=clock, sleep=clock.sleep
+        )
+    assert error.value.cause == "disk full"
+    assert str(error.value).startswith("the hub's database failed: disk full; gave up after ")

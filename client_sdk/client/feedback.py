@@ -47,6 +47,7 @@ class HubClient(Protocol):
 __all__ = [
     "WARNINGLIST_PURPOSE",
     "Sighting",
+    "SightingMethods",
     "SightingReview",
     "SightingsFiled",
     "WarningListChange",
@@ -101,6 +102,26 @@ class WarningListChange:
     changed: int
     unchanged: int
     failures: tuple[ItemFailure, ...] = ()
+
+
+class SightingMethods:
+    """:class:`client_sdk.client.hub.HubClient`'s sighting methods (mixed in there)."""
+
+    def file_sightings(
+        self: HubClient,
+        items: Sequence[Sighting],
+        *,
+        purpose: str,
+        case_reference: str | None = None,
+    ) -> SightingsFiled:
+        """File sightings (confirmed, false_positive, expired) on values this institution holds."""
+        return file_sightings(self, items, purpose=purpose, case_reference=case_reference)
+
+    def review_sightings(
+        self: HubClient, items: Sequence[tuple[str, str]], *, purpose: str
+    ) -> list[SightingReview | ItemFailure]:
+        """Other institutions' sightings on this institution's own contributions."""
+        return review_sightings(self, items, purpose=purpose)
 
 
 def _with_timeout(method: Callable[..., _R], request: Message) -> Callable[[float], _R]:

@@ -25,7 +25,9 @@ and non-personal metadata to the hub.  Guarantees:
   windows of ``window`` rows, so memory stays flat whatever the file size; the
   tokenizer spreads the crypto of large windows over all cores; each window
   travels as one client stream (ContributeStream) or bidirectional stream
-  (MatchStream) of batches and is retried as a whole; a tqdm progress bar counts rows.
+  (MatchStream) of batches and is retried as a whole; every row ends answered,
+  refused or failed, a stopped job resumes from its journal, and a progress bar
+  counts answered rows.
 
 - During an OPRF key change (ADR 0013) a client given ``previous`` (a client of
   the previous key epoch) screens, revokes and disputes under both epochs and
@@ -48,16 +50,18 @@ import grpc
 from fraudhub.v1 import exchange_pb2, exchange_pb2_grpc
 from google.protobuf.message import Message
 
-from client_sdk.client import bulk, feedback
-from client_sdk.client.bulk import DEFAULT_WINDOW
+from client_sdk.client import bulk
+from client_sdk.client.alerts import AlertsClient, RefMap, WatchResult
 from client_sdk.client.config import ClientConfig, check_separate_pins
+from client_sdk.client.csvrows import CsvSource
 from client_sdk.client.disputes import DisputeClient
 from client_sdk.client.epochs import combine
+from client_sdk.client.feedback import SightingMethods
 from client_sdk.client.messages import (
     contribute_outcomes,
     indicator_message,
     malformed,
-    match_result,
+    match_outcome,
     partial_response,
 )
 from client_sdk.client.results import (
@@ -105,7 +109,7 @@ def _with_timeout(method: Callable[..., _R], request: _Q) -> Callable[[float], _
     return call
 
 
-class HubClient:
+class HubClient(SightingMethods):
     """One institution's connection to a hub and its key holders.
 
     Use as a context manager or call :meth:`close`.
@@ -134,6 +138,9 @@ class HubClient:
         self._retry = retry or RetryPolicy()
         self._batch = batch_size
         self._region = default_region
+        self.alerts = AlertsClient(
+            self._channel, key_epoch, self._retry, self._tokenize, batch_size
+        )
         # The previous key epoch's client during a key change (ADR 0013), else None.
         self._previous = previous
 
@@ -400,34 +407,14 @@ class HubClient:
             revoked, not_found = revoked + older.revoked, not_found + older.not_found
         return RevokeResult(revoked, not_found, tuple(failures))
 
-    def revoke_csv(
-        self, path: Path, *, reason: str, window: int = DEFAULT_WINDOW, progress: bool = True
-    ) -> BulkSummary:
-        """Withdraw the contributions named by a CSV's ``kind``, ``value`` rows
-        (:func:`client_sdk.client.bulk.revoke_csv`); ``reason`` as :meth:`revoke`."""
+    def revoke_csv(self, path: Path | str, *, reason: str, **job: Any) -> BulkSummary:
+        """Withdraw the contributions named by a CSV's ``kind``, ``value`` rows as a bulk
+        job (:func:`client_sdk.client.bulk.revocation_job`; ``job`` as contribute_csv);
+        ``reason`` as :meth:`revoke`."""
         if reason not in REVOKE_REASONS:  # before the file is read or a holder asked
             raise InvalidRequest("reason must be one of " + ", ".join(REVOKE_REASONS))
-        return bulk.revoke_csv(
-            path, lambda pairs: self.revoke(pairs, reason=reason), window=window, progress=progress
-        )
-
-    # --- feedback (issue 12; client_sdk.client.feedback) ----------------------------------
-
-    def file_sightings(
-        self,
-        items: Sequence[feedback.Sighting],
-        *,
-        purpose: str,
-        case_reference: str | None = None,
-    ) -> feedback.SightingsFiled:
-        """File sightings (confirmed, false_positive, expired) on values this institution holds."""
-        return feedback.file_sightings(self, items, purpose=purpose, case_reference=case_reference)
-
-    def review_sightings(
-        self, items: Sequence[tuple[str, str]], *, purpose: str
-    ) -> list[feedback.SightingReview | ItemFailure]:
-        """Other institutions' sightings on this institution's own contributions."""
-        return feedback.review_sightings(self, items, purpose=purpose)
+        spec = bulk.revocation_job(reason, lambda pairs: lambda: self.revoke(pairs, reason=reason))
+        return self._bulk(path, spec, job)
 
     # --- match --------------------------------------------------------------------------------
 
@@ -545,54 +532,64 @@ class HubClient:
             out[index] = ItemFailure(index, kind, InvalidRequest(reason))
         for result in response.results:
             index, (kind, keys) = batch[result.index]
-            out[index] = match_result(index, kind, keys, result)
+            out[index] = match_outcome(index, kind, keys, result)
         return out
 
     # --- bulk (client_sdk.client.bulk) -------------------------------------------------------
 
     def contribute_csv(
-        self,
-        path: Path,
-        *,
-        purpose: str,
-        case_reference: str | None = None,
-        window: int = DEFAULT_WINDOW,
-        progress: bool = True,
+        self, path: Path | str, *, purpose: str, case_reference: str | None = None, **job: Any
     ) -> BulkSummary:
-        """Contribute every row of a CSV (:func:`client_sdk.client.bulk.contribute_csv`).
+        """Contribute every row of a CSV (``-``: stdin) as a bulk job (``client_sdk.client.bulk``).
 
         Columns ``kind``, ``value``, ``category`` and optional ``confidence``,
-        ``observed_at``, ``expires_at`` (ISO 8601 with a zone), ``label``.  A
-        row that cannot be parsed is a failure of that row (numbered from 1,
-        header excluded); the others are still contributed.
+        ``observed_at``, ``expires_at`` (ISO 8601 with a zone), ``label``.  Every
+        row ends ``stored``, ``refused`` or ``error`` (numbered from 1, header
+        excluded); ``job`` takes :func:`bulk.run_job`'s ``out``, ``journal``,
+        ``resume``, ``stop``, ``window`` and ``progress``, and ``encoding``.
+        Raises ConfigurationError, :class:`~client_sdk.client.bulk.JobStopped`.
         """
-        return bulk.contribute_csv(
-            path,
+        spec = bulk.contribution_job(
+            purpose,
             lambda items: self._contribution(items, purpose, case_reference, streaming=True),
-            window=window,
-            progress=progress,
         )
+        return self._bulk(path, spec, job)
 
     def match_csv(
         self,
-        path: Path,
-        out: IO[str],
+        path: Path | str,
+        out: IO[str] | None,
         *,
         purpose: str,
         case_reference: str | None = None,
-        window: int = DEFAULT_WINDOW,
-        progress: bool = True,
+        **job: Any,
     ) -> BulkSummary:
-        """Screen every row of a CSV with columns ``kind`` and ``value`` (:func:`bulk.match_csv`).
+        """Screen every row of a CSV with columns ``kind`` and ``value`` (as contribute_csv).
 
         Writes one CSV row per input row to ``out``: the input's other columns
         (the value column is left out, so the result file does not copy raw
-        values), then the result.
+        values), ``status`` (``match``, ``no_match``, ``refused``, ``error``),
+        ``reasons``, then the result.
         """
-        return bulk.match_csv(
-            path,
-            out,
-            lambda pairs: self._screening(pairs, purpose, case_reference, streaming=True),
-            window=window,
-            progress=progress,
+        spec = bulk.screening_job(
+            purpose, lambda pairs: self._screening(pairs, purpose, case_reference, streaming=True)
         )
+        return self._bulk(path, spec, {**job, "out": out})
+
+    @staticmethod
+    def _bulk(path: Path | str, spec: bulk.JobSpec, job: dict[str, Any]) -> BulkSummary:
+        source = CsvSource.of(path, job.pop("encoding", "utf-8"))
+        return bulk.run_job(source, spec, **job)
+
+    # --- watchlists (client_sdk.client.alerts; alerts: self.alerts.follow, .list, .ack) -----
+
+    def watch(
+        self, values: Sequence[tuple[str, str]], *, purpose: str, **options: Any
+    ) -> WatchResult:
+        """Watch ``(kind, value)`` pairs: :meth:`AlertsClient.watch` (``reference``,
+        this institution's own row references, go only to its ``ref_map``)."""
+        return self.alerts.watch(values, purpose=purpose, **options)
+
+    def unwatch(self, values: Sequence[tuple[str, str]], *, ref_map: RefMap | None = None) -> int:
+        """Stop watching ``(kind, value)`` pairs; returns how many watches were removed."""
+        return self.alerts.unwatch(values, ref_map=ref_map)

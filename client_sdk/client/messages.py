@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TypeVar
 
 import grpc
-from fraudhub.v1 import exchange_pb2
+from fraudhub.v1 import common_pb2, exchange_pb2
 from google.protobuf.message import Message
 from grpc_status import rpc_status
 
@@ -37,6 +37,7 @@ __all__ = [
     "contribute_outcomes",
     "indicator_message",
     "malformed",
+    "match_outcome",
     "match_result",
     "partial_response",
 ]
@@ -117,6 +118,22 @@ def match_result(
         sightings_false_positive=result.sightings_false_positive,
         sightings_expired=result.sightings_expired,
     )
+
+
+def match_outcome(
+    index: int, kind: str, keys: TokenKeys, result: exchange_pb2.MatchResult
+) -> MatchResult | ItemFailure:
+    """One query's outcome: a refused query is an ItemFailure(PolicyDenied), as it is
+    when the policy refuses a whole request, so the caller gets the same type for
+    an item whatever else was in its batch (issue 13)."""
+    refused = result.disclosure == common_pb2.DISCLOSURE_NONE and any(
+        reason.startswith("DENY_") for reason in result.reasons
+    )
+    if refused and not result.matched:
+        return ItemFailure(
+            index, kind, PolicyDenied("the policy refuses this query", tuple(result.reasons))
+        )
+    return match_result(index, kind, keys, result)
 
 
 def malformed(

@@ -10,11 +10,13 @@ holds the value.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from client_sdk.core import indicators
-from client_sdk.core.errors import FraudhubError, InvalidIndicator
+from client_sdk.core.errors import FraudhubError, InvalidIndicator, InvalidRequest, PolicyDenied
 
 __all__ = [
     "DEFAULT_CONFIDENCE",
@@ -25,6 +27,7 @@ __all__ = [
     "Label",
     "MatchResult",
     "RevokeResult",
+    "RowOutcome",
 ]
 
 DEFAULT_CONFIDENCE = 50
@@ -132,7 +135,9 @@ class RevokeResult:
 
 @dataclass
 class BulkSummary:
-    """Counts of a bulk run; ``failures`` lists each failed row (1-based data row)."""
+    """Counts of a bulk run: ``rows`` done of ``total`` (None: not known, stdin),
+    ``counts`` by status, and each refused or failed row in ``failures`` (its
+    1-based data row number, kind and reason)."""
 
     rows: int = 0
     stored: int = 0
@@ -141,3 +146,69 @@ class BulkSummary:
     revoked: int = 0
     not_found: int = 0
     failures: list[ItemFailure] = field(default_factory=list)
+    total: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, outcome: RowOutcome) -> None:
+        """Count one row's outcome (a refused or failed row joins ``failures``)."""
+        self.rows += 1
+        self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
+        if outcome.status == "stored":
+            self.stored += 1
+        elif outcome.status == "revoked":
+            # The hub counts per window; the window's last revoked row carries them.
+            self.revoked += int(outcome.result.get("window_revoked", 0))
+            self.not_found += int(outcome.result.get("window_not_found", 0))
+        elif outcome.status == "match":
+            self.matched += 1
+        elif outcome.status == "refused":
+            denied = PolicyDenied("refused by the policy", tuple(outcome.reasons))
+            self.failures.append(ItemFailure(outcome.row, outcome.kind, denied))
+        elif outcome.status == "error":
+            error = InvalidRequest("; ".join(outcome.reasons))
+            self.failures.append(ItemFailure(outcome.row, outcome.kind, error))
+
+    @property
+    def complete(self) -> bool:
+        """Whether every row was answered (none refused or failed)."""
+        return not self.failures
+
+
+@dataclass(frozen=True)
+class RowOutcome:
+    """How one data row of a bulk job ended.
+
+    ``status`` is a word of the job (``match``, ``no_match``, ``stored``,
+    ``refused``, ``error``...); ``reasons`` the policy's codes for a refusal or
+    the one-line problem of an error (never the value); ``result`` the output
+    columns a screening filled.
+    """
+
+    row: int
+    kind: str
+    status: str
+    reasons: tuple[str, ...] = ()
+    result: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "row": self.row,
+            "kind": self.kind,
+            "status": self.status,
+            "reasons": list(self.reasons),
+            "result": dict(self.result),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RowOutcome:
+        """Raises KeyError/TypeError/ValueError for a line that is not an outcome."""
+        result = data["result"]
+        if not isinstance(result, dict):
+            raise TypeError("result")
+        return cls(
+            int(data["row"]),
+            str(data["kind"]),
+            str(data["status"]),
+            tuple(str(r) for r in data["reasons"]),
+            {str(k): str(v) for k, v in result.items()},
+        )

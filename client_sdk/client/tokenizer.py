@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections import deque
@@ -107,6 +108,13 @@ class _Refused(Exception):
 
 
 # --- work done in pool processes (top-level so it pickles) ---------------------------
+
+
+def _leave_interrupts_to_parent() -> None:
+    """A crypto worker ignores SIGINT: a terminal's Ctrl-C reaches the whole process
+    group, and a bulk job's first Ctrl-C means "stop after the rows in flight",
+    which needs the workers alive to finish them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _blind_chunk(inputs: tuple[bytes, ...]) -> BlindedBatch:
@@ -352,7 +360,9 @@ class Tokenizer:
             if self._pool is None:
                 # spawn, not fork: forking a process that runs gRPC threads is unsafe.
                 context = multiprocessing.get_context("spawn")
-                self._pool = ProcessPoolExecutor(self._processes, mp_context=context)
+                self._pool = ProcessPoolExecutor(
+                    self._processes, mp_context=context, initializer=_leave_interrupts_to_parent
+                )
             return self._pool
 
     def _tokenize_parallel(self, chunks: list[tuple[bytes, ...]]) -> list[TokenKeys]:

@@ -11,7 +11,8 @@ Every call to the hub or a key holder carries ``authorization: Bearer <jwt>``
   (at most :data:`MAX_TOKEN_TTL` seconds later) and ``jti``, 128 random bits,
   so every token is single-use at a server that keeps a replay cache.
 - :class:`BearerAuth` mints a fresh token for every call, so a retried call
-  never reuses a ``jti``.
+  never reuses a ``jti``; a streaming call's token lives :data:`MAX_TOKEN_TTL`
+  seconds (servers end a stream when its token expires).
 - :func:`check_public_key` refuses Ed25519 public keys anyone could sign for
   (small-order and non-canonical points); every registry applies it.
 
@@ -37,8 +38,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from client_sdk.core import _sodium as sodium
 from client_sdk.core.errors import ConfigurationError, InvalidRequest
+from client_sdk.core.pinned_keys import check_public_key
 
 __all__ = [
     "HUB_AUDIENCE",
@@ -68,27 +69,6 @@ PRIVATE_KEY_MODE = 0o600
 def keyholder_audience(index: int) -> str:
     """The JWT audience of key holder ``index`` (its share index)."""
     return f"fraudhub:keyholder:{index}"
-
-
-def check_public_key(raw: bytes) -> None:
-    """Refuse a raw Ed25519 public key that would let anyone sign as its owner.
-
-    A key must be 32 bytes encoding a point of the prime-order subgroup, in
-    its canonical encoding (RFC 8032 section 5.1.3: ``y < p``).  A small-order
-    key such as ``01 00..00`` (the identity) verifies the signature
-    ``01 00..00 || 00..00`` on every message with RFC 8032's cofactorless
-    check, which OpenSSL and so ``cryptography`` implement; the check itself is
-    libsodium's (``client_sdk.core._sodium.is_strong_ed25519_public_key``).
-    The key is public, so the message may name the problem but the caller
-    names the owner.  Raises ConfigurationError.
-    """
-    if len(raw) != 32:
-        raise ConfigurationError("public key must be 32 bytes")
-    if not sodium.is_strong_ed25519_public_key(raw):
-        raise ConfigurationError(
-            "public key is a weak Ed25519 key (small-order, non-canonical or off the "
-            "prime-order subgroup); generate one with 'fraudhub institution keygen'"
-        )
 
 
 def generate_key() -> Ed25519PrivateKey:
@@ -196,15 +176,27 @@ class InstitutionKey:
 
 @dataclass(frozen=True)
 class BearerAuth:
-    """Per-call ``authorization`` metadata: a fresh token for every call."""
+    """Per-call ``authorization`` metadata: a fresh token for every call.
+
+    A unary call's token lives ``ttl`` seconds; a streaming call's lives
+    ``stream_ttl`` (default :data:`MAX_TOKEN_TTL`), because servers end a
+    stream when its token expires and one bulk window (up to 200,000 items)
+    is one stream: it must not be cut off by a token minted for a single call.
+    """
 
     key: InstitutionKey
     audience: str
     ttl: int = DEFAULT_TOKEN_TTL
     clock: Callable[[], float] = field(default=time.time, repr=False)
+    stream_ttl: int = MAX_TOKEN_TTL
 
-    def metadata(self) -> tuple[tuple[str, str], ...]:
+    def metadata(self, *, streaming: bool = False) -> tuple[tuple[str, str], ...]:
+        """The header for one call; ``streaming`` for a call with a request or response stream."""
         token = mint_jwt(
-            self.key.private_key, self.key.institution_id, self.audience, self.ttl, now=self.clock()
+            self.key.private_key,
+            self.key.institution_id,
+            self.audience,
+            self.stream_ttl if streaming else self.ttl,
+            now=self.clock(),
         )
         return (("authorization", f"Bearer {token}"),)

@@ -11,11 +11,14 @@ Guarantees:
   and that name (``ChannelSecurity.server_name``), so the TLS handshake, which
   completes before any call metadata is sent, fails against a server of
   another role (ADR 0012).
-- :func:`call_with_retry` is the SDK's one retry loop: exponential backoff
-  with full jitter within one overall deadline, for UNAVAILABLE statuses and
-  for the errors its caller names retryable (the key holders' Unavailable).
-  A failed call raises the FraudhubError of its status
-  (``client_sdk.wire.status.errors_from_status``).
+- :func:`call_with_retry` is the SDK's one retry loop: capped exponential
+  backoff with jitter until one overall deadline (not an attempt count), for
+  UNAVAILABLE statuses and for the errors its caller names retryable (the key
+  holders' Unavailable).  A failed call raises the FraudhubError of its status
+  (``client_sdk.wire.status.errors_from_status``); running out of time raises
+  Unavailable naming the attempts, the seconds spent and the last failure.
+- Channels redial a lost server within about a second (gRPC's own reconnect
+  backoff would otherwise grow past the retry deadline).
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Trailing metadata accepted: an INVALID_ARGUMENT status carries the answer for
 # a batch's valid items (the hub attaches at most 1 MiB); gRPC's default is 16 KiB.
 MAX_METADATA_BYTES = 2 * 1024 * 1024
+# A dropped connection is redialled after 0.2 s, then at most every second.
+RECONNECT_BACKOFF_MS = (200, 1000)
 #: The TLS server name of the hub; key holder ``i`` is :func:`holder_server_name`.
 HUB_SERVER_NAME = "hub.fraudhub.internal"
 
@@ -91,14 +96,19 @@ class BearerInterceptor(
     grpc.StreamUnaryClientInterceptor,
     grpc.StreamStreamClientInterceptor,
 ):
-    """Adds a fresh ``authorization: Bearer <jwt>`` to every outgoing call."""
+    """Adds a fresh ``authorization: Bearer <jwt>`` to every outgoing call.
+
+    Streaming calls get a stream token (``BearerAuth.stream_ttl``), unary calls a short one.
+    """
 
     def __init__(self, auth: BearerAuth) -> None:
         self._auth = auth
 
-    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+    def _details(
+        self, details: grpc.ClientCallDetails, *, streaming: bool = True
+    ) -> grpc.ClientCallDetails:
         metadata = [(k, v) for k, v in (details.metadata or ()) if k.lower() != "authorization"]
-        metadata.extend(self._auth.metadata())
+        metadata.extend(self._auth.metadata(streaming=streaming))
         return _CallDetails(
             details.method,
             details.timeout,
@@ -109,7 +119,7 @@ class BearerInterceptor(
         )
 
     def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return continuation(self._details(details), request)
+        return continuation(self._details(details, streaming=False), request)
 
     def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return continuation(self._details(details), request)
@@ -144,6 +154,11 @@ def open_channel(
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_metadata_size", MAX_METADATA_BYTES),
         ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+        # gRPC's reconnect backoff grows to 120 s by default: a server back after
+        # a restart would stay unreachable long after call_with_retry's deadline.
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+        ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[1]),
         *options,
     ]
     if security.insecure:
@@ -168,20 +183,32 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter for UNAVAILABLE, within ``deadline`` seconds."""
+    """Capped exponential backoff with jitter, until ``deadline`` seconds have passed.
+
+    The deadline bounds a call, not an attempt count: a server restart that
+    finishes within it is invisible to the caller (issue 13).  ``max_attempts``
+    None (the default) means "as many as fit"; a number caps them as well.
+    """
 
     deadline: float = 30.0
     initial_backoff: float = 0.1
-    max_backoff: float = 5.0
+    max_backoff: float = 2.0
     multiplier: float = 2.0
-    max_attempts: int = 8
+    max_attempts: int | None = None
 
     def backoffs(self, rng: random.Random) -> Iterator[float]:
-        """Sleep before attempt 2, 3, ...: uniform in [0, min(max, initial * mult^n)]."""
+        """Sleep before attempt 2, 3, ...: uniform in [cap/2, cap], cap = min(max, initial*mult^n).
+
+        Half the cap at least, so a long outage is polled every ``max_backoff``
+        seconds or so rather than in bursts; the jitter spreads many clients.
+        """
         ceiling = self.initial_backoff
-        for _ in range(self.max_attempts - 1):
-            yield rng.uniform(0.0, min(self.max_backoff, ceiling))
+        attempts = 1
+        while self.max_attempts is None or attempts < self.max_attempts:
+            cap = min(self.max_backoff, ceiling)
+            yield rng.uniform(cap / 2, cap)
             ceiling *= self.multiplier
+            attempts += 1
 
 
 def _never(error: FraudhubError) -> bool:
@@ -197,7 +224,7 @@ def call_with_retry(
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
 ) -> T:
-    """Run ``call(timeout)`` until it succeeds, retrying UNAVAILABLE.
+    """Run ``call(timeout)`` until it succeeds or the policy's deadline passes.
 
     ``call`` gets the seconds left until the overall deadline and should pass
     them as the gRPC timeout.  A ``grpc.RpcError`` is retried only when its
@@ -205,21 +232,23 @@ def call_with_retry(
     asked to retry); a FraudhubError ``call`` raises itself is retried when
     ``retry_if`` says so (default: never).  fraudhub's write calls are
     idempotent (duplicates are counted, revocations repeat), so a retry after
-    a lost response is safe.  Raises the FraudhubError of the last failure
-    (``errors_from_status`` for statuses); :class:`Unavailable` when the
-    deadline passes before an attempt.
+    a lost response is safe.  Raises a non-retryable failure's FraudhubError
+    at once (``errors_from_status`` for statuses); when retrying runs out of
+    time, :class:`Unavailable` saying how many attempts over how many seconds
+    and the last failure (or that failure's own class, e.g. StorageError,
+    with the same account added to its message).
     """
     rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
-    end = clock() + policy.deadline
+    start = clock()
+    end = start + policy.deadline
     backoffs = policy.backoffs(rng)
     attempt = 0
+    last: FraudhubError | None = None
     while True:
-        attempt += 1
         remaining = end - clock()
         if remaining <= 0:
-            raise Unavailable(
-                f"deadline of {policy.deadline:g}s passed after {attempt - 1} attempt(s)"
-            )
+            raise _gave_up(policy, attempt, clock() - start, last)
+        attempt += 1
         try:
             return call(remaining)
         except grpc.RpcError as exc:
@@ -229,8 +258,29 @@ def call_with_retry(
             if not retry_if(exc):
                 raise
             error, retryable = exc, True
-        pause = next(backoffs, None) if retryable else None
-        if pause is None or clock() + pause >= end:
+        if not retryable:
             raise error from None
+        last = error
+        pause = next(backoffs, None)
+        if pause is None or clock() + pause >= end:
+            raise _gave_up(policy, attempt, clock() - start, last) from None
         log.info("attempt %d: %s; retrying in %.2fs", attempt, type(error).__name__, pause)
         sleep(pause)
+
+
+def _gave_up(
+    policy: RetryPolicy, attempts: int, elapsed: float, last: FraudhubError | None
+) -> FraudhubError:
+    """What the caller finally gets: what was tried, for how long, and the last failure.
+
+    A failure more specific than Unavailable (a StorageError naming its cause)
+    keeps its class and fields; its message gains the same account.
+    """
+    tried = (
+        f"gave up after {attempts} attempt(s) over {elapsed:.1f}s "
+        f"(retry deadline {policy.deadline:g}s)"
+    )
+    if last is None or type(last) is Unavailable:
+        return Unavailable(f"{tried}; last: {last}" if last is not None else tried)
+    last.args = (f"{last}; {tried}",)
+    return last

@@ -36,8 +36,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from client_sdk.core import _sodium as sodium
 from client_sdk.core.errors import CheckpointError, ConfigurationError
+from client_sdk.core.pinned_keys import check_public_key
 
 __all__ = [
     "Checkpoint",
@@ -45,6 +45,7 @@ __all__ = [
     "LogVerifier",
     "NoteSignature",
     "check_key_name",
+    "check_pinned_key",
     "key_id",
     "open_checkpoint",
     "parse_checkpoint_body",
@@ -149,6 +150,14 @@ def parse_checkpoint_body(text: str) -> Checkpoint:
     return Checkpoint(origin, int(size_text), root)
 
 
+def check_pinned_key(name: str, public_key: bytes) -> None:
+    """The shared weak-key check (a small-order key "verifies" forged signatures, ADR 0011)."""
+    try:
+        check_public_key(public_key)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"the key of {name}: {exc}") from None
+
+
 def verifier_key(name: str, public_key: bytes, signature_type: int = _ALG_ED25519) -> str:
     """The signed-note verifier key string ``name+keyid+base64(type || key)``."""
     encoded = base64.b64encode(bytes([signature_type]) + public_key).decode()
@@ -213,11 +222,7 @@ class LogVerifier:
 
     def __init__(self, name: str, public_key: bytes) -> None:
         check_key_name(name)
-        if len(public_key) != 32:
-            raise ConfigurationError("an Ed25519 public key is 32 bytes")
-        if not sodium.is_strong_ed25519_public_key(public_key):
-            # A small-order key "verifies" forged signatures (ADR 0011).
-            raise ConfigurationError(f"the key of {name} is a weak Ed25519 key (small-order)")
+        check_pinned_key(name, public_key)
         self.name = name
         self.public_key = public_key
         self.key_id = key_id(name, public_key)

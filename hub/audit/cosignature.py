@@ -34,11 +34,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from client_sdk.core import _sodium as sodium
 from client_sdk.core.errors import CheckpointError, ConfigurationError
 from hub.audit.checkpoint import (
     NoteSignature,
     check_key_name,
+    check_pinned_key,
     key_id,
     parse_verifier_key,
     split_note,
@@ -106,15 +106,9 @@ class CosignatureVerifier:
 
     def __init__(self, name: str, public_key: bytes) -> None:
         check_key_name(name)
-        if len(public_key) != 32:
-            raise ConfigurationError("an Ed25519 public key is 32 bytes")
-        if not sodium.is_strong_ed25519_public_key(public_key):
-            # A small-order key "verifies" a cosignature anyone can forge, so a
-            # regulator pinning one would count the hub's own forgeries (ADR 0011).
-            raise ConfigurationError(
-                f"the witness key of {name} is a weak Ed25519 key (small-order or "
-                "non-canonical); ask the witness for its real verifier key"
-            )
+        # A small-order key "verifies" a cosignature anyone can forge, so a
+        # regulator pinning one would count the hub's own forgeries (ADR 0011).
+        check_pinned_key(name, public_key)
         self.name = name
         self.public_key = public_key
         self.key_id = key_id(name, public_key, COSIGNATURE_TYPE)

@@ -6,13 +6,16 @@ its sub-parser(s) and sets ``func`` (``(args) -> int``, the exit status) on
 them.  This module only assembles them, maps fraudhub errors to a one-line
 message and exit status 2 (for an unreachable or refusing peer, followed by
 which endpoint of the ``--config`` file failed and which field to fix), and
-never prints a traceback for a caller error.
+never prints a traceback for a caller error.  When the reader of stdout goes
+away (``fraudhub match ... | head``) it stops quietly with status 141
+(128 + SIGPIPE, as a shell pipeline expects).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from importlib import metadata
@@ -32,6 +35,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hub.cli.dispute",
     "hub.cli.sighting",
     "hub.cli.warninglist",
+    "hub.cli.alerts",
     "hub.cli.serve",
     "hub.cli.database",
     "hub.cli.backup",
@@ -97,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.verbose, args.log_format, server=args.command in SERVER_COMMANDS)
     try:
         status: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        _discard_stdout()
+        return 141
     except FraudhubError as exc:
         print(f"fraudhub {args.command}: error: {exc}", file=sys.stderr)
         for line in _diagnosis(args, exc):
@@ -105,3 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return status
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null: the interpreter's last flush must not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

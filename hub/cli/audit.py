@@ -59,6 +59,7 @@ from client_sdk.core.errors import AuditLogError, ConfigurationError
 from client_sdk.wire.codecs import optional_datetime, timestamp, to_datetime
 from hub.audit.anomalies import Thresholds, detect
 from hub.audit.checkpoint import LogVerifier
+from hub.audit.cosignature import CosignatureVerifier
 from hub.audit.dispute_report import DisputeLedger, DisputeReport, render_disputes
 from hub.audit.events import AuditEvent, decode
 from hub.audit.report import FORMATS, InstitutionReport, aggregate, render
@@ -171,6 +172,8 @@ def _witness_policy(
     """
     if args.witness:
         witnesses = tuple(_read_log_key(w) for w in args.witness)
+        for vkey in witnesses:  # malformed or weak keys are refused before any connection
+            CosignatureVerifier.from_verifier_key(vkey)
     else:
         witnesses = previous.witnesses if previous else ()
     if args.witness_quorum is not None:

@@ -11,7 +11,15 @@ separate organisations would (ADR 0012, docs/ONBOARDING.md):
   TLS identity (``fraudhub keyholder init``, server name
   ``holder-<i>.fraudhub.internal``), its own registry of admitted institutions
   with their quotas, its quota, token-id and witness files.
-  ``holders_dir/keys`` holds the key ceremony's output (shares, ``public.json``).
+  With ``key="deal"`` (the default, fast: test fixtures) a trusted dealer
+  writes every share to ``holders_dir/keys``; with ``key="dkg"`` (the demo
+  and the sandbox) the holders run the dealerless key generation (ADR 0009),
+  each in its own process per round, and each share lands in its holder's
+  own directory (``holder-<i>/share-<i>.json``); no process ever holds the
+  key.  The public file every holder wrote (they must agree) is copied to
+  ``data_dir`` for the hub and to ``client_dir`` for the clients;
+  :attr:`LocalDeployment.dkg_stats` has the session fingerprint and each
+  holder's CPU and wall time.
 - Institution private keys and client configurations go to ``client_dir``;
   a client pins the hub and each holder by that party's own CA and name.
 - :meth:`LocalDeployment.register` onboards an institution as the three
@@ -42,7 +50,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -64,6 +72,7 @@ from hub.audit.cosignature import Cosigner
 from hub.keyholder.admission import HolderRegistry, admit, load_admissions
 from hub.keyholder.ceremony import deal_to_directory
 from hub.keyholder.cli import init_holder
+from hub.keyholder.dkg_local import RunStats, run_dkg_locally
 from hub.keyholder.keyfiles import PUBLIC_NAME, SHARE_NAME, load_public, load_share
 from hub.keyholder.server import KeyHolderServer, KeyHolderServicer, QuotaLedger, SeenTokenFile
 from hub.keyholder.witness import (
@@ -146,6 +155,7 @@ class LocalDeployment:
         witnesses: bool = True,
         epoch: int = 1,
         previous_epochs: tuple[int, ...] = (),
+        key: Literal["deal", "dkg"] = "deal",
     ) -> None:
         self.data_dir = data_dir
         self.client_dir = client_dir
@@ -157,7 +167,11 @@ class LocalDeployment:
         if not (reuse and tls_files(data_dir, HUB_STEM).ca.exists()):
             init_tls(data_dir)
         self.holder_dirs = {i: self.holders_dir / holder_dir_name(i) for i in range(1, holders + 1)}
-        public_path = self._prepare_holders(threshold, reuse, epoch)
+        self.dkg_stats: RunStats | None = None
+        if key == "dkg":
+            public_path = self._generate_by_dkg(threshold, reuse, epoch)
+        else:
+            public_path = self._prepare_holders(threshold, reuse, epoch)
         self.holders: dict[int, RunningHolder] = {}
         self.holder_ports: dict[int, int] = {}
         self.witness_keys: list[str] = []
@@ -231,6 +245,50 @@ class LocalDeployment:
             share = load_share(path)
             self.shares[share.index] = share
         return public_path
+
+    def _generate_by_dkg(self, threshold: int, reuse: bool, epoch: int) -> Path:
+        """Each holder's identity, then a DKG among them; return the hub's ``public.json``.
+
+        With ``reuse`` and every share already in place, the shares are loaded
+        (and a key dealt earlier to ``holders_dir/keys`` is kept).
+        Raises ConfigurationError if a holder's share is missing on reuse, a
+        holder's directory already has a share without ``reuse``, or the
+        holders' public files differ.
+        """
+        if reuse and (self.holders_dir / "keys" / PUBLIC_NAME).exists():
+            return self._prepare_holders(threshold, reuse, epoch)  # a dealt key is kept
+        for index, directory in self.holder_dirs.items():
+            if not (reuse and tls_files(directory, HOLDER_STEM).ca.exists()):
+                init_holder(directory, holder_server_name(index))
+        share_paths = {i: d / SHARE_NAME.format(index=i) for i, d in self.holder_dirs.items()}
+        existing = [i for i, p in share_paths.items() if p.exists()]
+        if existing and not reuse:
+            raise ConfigurationError(f"key holders {existing} already have a key share")
+        if not existing:
+            exchange = self.holders_dir / "dkg-exchange"
+            exchange.mkdir(parents=True, exist_ok=reuse)
+            self.dkg_stats = run_dkg_locally(
+                list(self.holder_dirs.values()),
+                threshold,
+                len(self.holder_dirs),
+                exchange,
+                epoch=epoch,
+            )
+        publics = {(d / PUBLIC_NAME).read_text() for d in self.holder_dirs.values()}
+        if len(publics) != 1:
+            raise ConfigurationError("the key holders' public files differ")
+        text = publics.pop()
+        hub_public, client_public = self.data_dir / PUBLIC_NAME, self.client_dir / PUBLIC_NAME
+        hub_public.write_text(text)
+        client_public.write_text(text)
+        self.public_path = client_public
+        self.public = load_public(hub_public)
+        self.shares = {}
+        for index, path in share_paths.items():
+            if not path.exists():
+                raise ConfigurationError(f"key holder {index} has no key share at {path}")
+            self.shares[index] = load_share(path)
+        return hub_public
 
     # --- servers ------------------------------------------------------------------
 

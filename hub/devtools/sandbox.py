@@ -2,15 +2,17 @@
 
 Starts what ``fraudhub demo`` starts (``hub.devtools.deployment.LocalDeployment``:
 the hub and three key holders of a 2-of-3 key on loopback, TLS, the default
-policy) and registers :data:`SANDBOX_INSTITUTIONS`, then waits for SIGINT or
-SIGTERM.  ``DIR`` holds:
+policy; the holders generate the key by DKG, ADR 0009) and registers
+:data:`SANDBOX_INSTITUTIONS`, then waits for SIGINT or SIGTERM.  ``DIR`` holds:
 
 - ``DIR/state/``: the hub's directory (its own TLS identity, its database
   unless ``--database-url``, the audit log key, ``logs/servers.log``); it
   holds no key of any key holder;
 - ``DIR/holders/holder-<i>/``: key holder ``i``'s own directory (its TLS
   identity, its registry of the institutions it admitted, its quota and
-  token-id files), and ``DIR/holders/keys/`` the key ceremony's output;
+  token-id files, its DKG state and its own key share ``share-<i>.json``),
+  and ``DIR/holders/dkg-exchange/`` the DKG's public round files (with
+  ``--key-ceremony deal``, a dealer's ``DIR/holders/keys/`` instead);
 - ``DIR/clients/<id>.pem`` and ``DIR/clients/<id>.json``: each institution's
   private key and its client configuration, in the format
   ``fraudhub contribute|match --config`` reads (``ClientConfig``; paths in it
@@ -46,7 +48,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -167,6 +169,7 @@ def run_sandbox(
     stop: threading.Event,
     *,
     database_url: str | None = None,
+    key: Literal["deal", "dkg"] = "dkg",
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
     grace: float = 1.0,
@@ -188,6 +191,7 @@ def run_sandbox(
                 database_url=database_url,
                 grace=grace,
                 reuse=True,
+                key=key,
             ) as world,
         ):
             world.start()
@@ -218,7 +222,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     # right after it is up, through the same clean path.
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    run_sandbox(args.data_dir, stop, database_url=args.database_url)
+    run_sandbox(args.data_dir, stop, database_url=args.database_url, key=args.key_ceremony)
     return 0
 
 
@@ -235,5 +239,11 @@ def register(sub: Any) -> None:
     )
     sandbox.add_argument(
         "--database-url", help="PostgreSQL URL (default: SQLite file in DIR/state)"
+    )
+    sandbox.add_argument(
+        "--key-ceremony",
+        choices=("dkg", "deal"),
+        default="dkg",
+        help="how a new sandbox's key is made: DKG among the holders (default) or a dealer",
     )
     sandbox.set_defaults(func=_cmd_sandbox)

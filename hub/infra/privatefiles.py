@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from client_sdk.core.errors import ConfigurationError
 
 __all__ = [
+    "LOG_KEY_FILENAME",
     "create_private_file",
     "load_or_create_log_key",
     "private_directory",
@@ -53,6 +54,10 @@ def create_private_file(path: Path) -> None:
     """
     private_directory(path.parent)
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
+
+
+#: The hub's audit log signing key in its data directory.
+LOG_KEY_FILENAME = "log-key.pem"
 
 
 def load_or_create_log_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:

@@ -36,6 +36,7 @@ from client_sdk.core.errors import ConfigurationError
 from client_sdk.wire.auth import keyholder_audience
 from hub.infra.argtypes import port_number, positive_int
 from hub.infra.configfile import Setting, add_settings, render, resolve
+from hub.infra.privatefiles import LOG_KEY_FILENAME, load_or_create_log_key
 from hub.infra.process import exit_leaving_stuck_calls
 from hub.keyholder.admission import HolderRegistry
 from hub.keyholder.admission_cli import register_admission_actions
@@ -101,6 +102,10 @@ def _cmd_init(args: argparse.Namespace) -> int:
     for path in written:
         print(f"  {path}")
     print("clients pin tls/ca.pem for the hub; hub.key is private (mode 0600)")
+    # The log key too, so its verifier key can go to witnesses and regulators
+    # before the hub first starts ('fraudhub audit log-key' prints it).
+    load_or_create_log_key(args.data_dir / LOG_KEY_FILENAME)
+    print(f"audit log key in {args.data_dir / LOG_KEY_FILENAME} (private, mode 0600)")
     return 0
 
 

@@ -44,6 +44,7 @@ from client_sdk.core import _sodium as sodium
 from client_sdk.core import dkg
 from client_sdk.core.envelope import EnvelopeError, open_envelope, seal_envelope
 from client_sdk.core.errors import ConfigurationError
+from client_sdk.core.pinned_keys import check_public_key
 from client_sdk.core.threshold import KeyShare, PublicKeyInfo
 from hub.keyholder import dkg_transcript as transcript
 from hub.keyholder.keyfiles import PUBLIC_NAME, SHARE_NAME, load_public, write_private
@@ -87,8 +88,11 @@ class Identity:
         except (KeyError, TypeError, ValueError):
             raise ConfigurationError(f"{where}: not a DKG identity file") from None
         # A small-order signing key would let anyone sign as this participant.
-        strong = sodium.is_strong_ed25519_public_key(ident.signing_key)
-        if not strong or not sodium.is_valid_element(ident.envelope_key):
+        try:
+            check_public_key(ident.signing_key)
+        except ConfigurationError:
+            raise ConfigurationError(f"{where}: identity keys are malformed or weak") from None
+        if not sodium.is_valid_element(ident.envelope_key):
             raise ConfigurationError(f"{where}: identity keys are malformed or weak")
         return ident
 

@@ -13,17 +13,18 @@ any subprocess fails or a round takes longer than two minutes.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from client_sdk.core.errors import ConfigurationError
-from hub.keyholder.dkg_files import ROUNDS
+from hub.keyholder.dkg_files import ROUNDS, STATE_NAME
 
 __all__ = ["Participant", "RunStats", "run_dkg_locally", "run_refresh_locally"]
 
@@ -41,10 +42,13 @@ class Participant:
 
 @dataclass(frozen=True)
 class RunStats:
-    """Wall time of the whole run, and CPU seconds (user + system) per participant."""
+    """Wall time of the whole run, CPU seconds (user + system) per participant,
+    and the session fingerprint every participant printed (operators compare it).
+    """
 
     wall_seconds: float
     cpu_seconds: dict[str, float]
+    session_fingerprint: str = ""
 
 
 def _wait(pid: int, deadline: float) -> tuple[int, float]:
@@ -132,7 +136,7 @@ def run_dkg_locally(
     )
     for name, seconds in _all_rounds("dkg", states, exchange, threshold, holders, epoch).items():
         cpu[name] += seconds
-    return RunStats(time.monotonic() - start, cpu)
+    return RunStats(time.monotonic() - start, cpu, _agreed_fingerprint(states.values()))
 
 
 def run_refresh_locally(
@@ -164,4 +168,21 @@ def run_refresh_locally(
     _run_parallel(init, cpu)
     for name, seconds in _all_rounds("refresh", states, exchange, threshold, holders, 1).items():
         cpu[name] += seconds
-    return RunStats(time.monotonic() - start, cpu)
+    return RunStats(time.monotonic() - start, cpu, _agreed_fingerprint(states.values()))
+
+
+def _agreed_fingerprint(state_dirs: Iterable[Path]) -> str:
+    """The session fingerprint all participants ran under; ConfigurationError if they differ."""
+    seen = {_session_fingerprint(d) for d in state_dirs}
+    if len(seen) != 1:
+        raise ConfigurationError(f"participants ran different sessions: {sorted(seen)}")
+    return seen.pop()
+
+
+def _session_fingerprint(state_dir: Path) -> str:
+    """What ``round`` prints as the session: the start of the session id in the state."""
+    try:
+        state = json.loads((state_dir / STATE_NAME).read_text())
+        return str(state["session_id"])[:16]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigurationError(f"{state_dir} has no DKG session") from None

@@ -33,6 +33,9 @@ Actions:
 
 - ``match``: screen values; the grant carries a disclosure level.
 - ``contribute``: upload indicators; the grant carries a retention cap.
+- ``watch``: a standing match (watchlists, alerts); the grant carries a
+  disclosure level and k-threshold like ``match`` (what alerts may say) and a
+  retention cap (how long a watch lives).
 - ``revoke``: withdraw one's own indicators.  Not written as rules: a role may
   revoke a kind whenever the composed policy lets it contribute that kind under
   at least one declared purpose (without a case reference or quota, because
@@ -222,7 +225,7 @@ class Policy:
                 tier=tier,
                 rules=grant.rules,
             )
-        disclosure = grant.disclosure if action == "match" else Disclosure.NONE
+        disclosure = grant.disclosure if action in ("match", "watch") else Disclosure.NONE
         reasons = grant.reasons
         obligations = grant.obligations
         if action == "contribute" and tier == "sensitive":

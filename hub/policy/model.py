@@ -50,12 +50,14 @@ __all__ = [
     "explain_reason",
 ]
 
-#: Every action a caller may ask about (``dispute``: opening a data subject's dispute of a
-#: listed value under a redress purpose; ``sighting``: file feedback on a token;
-#: ``warninglist``: maintain the known-good lists; issue 12).
+#: Every action a caller may ask about (``watch``: watchlists and alerts, issue 11;
+#: ``dispute``: opening a data subject's dispute of a listed value under a redress purpose;
+#: ``sighting``: file feedback on a token; ``warninglist``: maintain the known-good lists;
+#: issue 12).
 ACTIONS: Final[tuple[str, ...]] = (
     "contribute",
     "match",
+    "watch",
     "revoke",
     "audit",
     "dispute",
@@ -66,6 +68,7 @@ ACTIONS: Final[tuple[str, ...]] = (
 RULE_ACTIONS: Final[tuple[str, ...]] = (
     "contribute",
     "match",
+    "watch",
     "audit",
     "dispute",
     "sighting",
@@ -195,7 +198,7 @@ REASON_TEXT: Final[Mapping[str, str]] = {
     "DENY_PROHIBITED_KIND": "refused: the kind is in the prohibited tier and is never stored "
     "or matched",
     "DENY_UNKNOWN_ACTION": "refused: the action is not one the policy knows (contribute, "
-    "match, revoke, audit, dispute, sighting, warninglist)",
+    "match, watch, revoke, audit, dispute, sighting, warninglist)",
     "DENY_UNKNOWN_ROLE": "refused: the role is not declared by the policy",
     "DENY_UNKNOWN_PURPOSE": "refused: the purpose is not declared by the policy",
     "DENY_UNKNOWN_KIND": "refused: the kind is not in the policy's tier table",

@@ -80,6 +80,9 @@ _ALLOW_KEYS: Final[dict[str, frozenset[str]]] = {
     "contribute": frozenset(
         {"retention_days", "case_reference_required", "daily_quota", "min_evidence"}
     ),
+    "watch": frozenset(
+        {"disclosure", "min_contributors", "daily_quota", "retention_days", "attribution"}
+    ),
     "audit": frozenset({"case_reference_required", "daily_quota", "attribution"}),
     "dispute": frozenset({"dispute_response_days", "case_reference_required", "daily_quota"}),
     "sighting": frozenset({"case_reference_required", "daily_quota"}),
@@ -91,6 +94,10 @@ _ALL_RULE_KEYS: Final[frozenset[str]] = _COMMON_RULE_KEYS.union(*_ALLOW_KEYS.val
 _ALLOW_REQUIRES: Final[Mapping[str, Mapping[str, str]]] = {
     "match": {"disclosure": "a match rule must set its disclosure level"},
     "contribute": {"retention_days": "a contribute rule must cap retention"},
+    "watch": {
+        "disclosure": "a watch rule must set its disclosure level",
+        "retention_days": "a watch rule must cap retention",
+    },
     "audit": {},
     "dispute": {"dispute_response_days": "a dispute rule must give contributors a time to answer"},
     "sighting": {},

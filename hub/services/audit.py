@@ -51,7 +51,7 @@ from hub.audit.checkpoint import LogSigner
 from hub.audit.dispute_report import DisputeLedger, DisputeReport
 from hub.audit.events import AuditEvent, decode, request_digest
 from hub.audit.report import InstitutionReport, aggregate
-from hub.infra.privatefiles import load_or_create_log_key
+from hub.infra.privatefiles import LOG_KEY_FILENAME, load_or_create_log_key
 from hub.services.audited import audit_alone, audit_outcome, run_audited
 from hub.services.config import (
     CHECKPOINT_EVERY_EVENTS,
@@ -63,7 +63,7 @@ from hub.services.witnesses import CosignatureCollector
 from hub.storage import auditlog, store
 from hub.storage.models import utcnow
 from hub.storage.store import StorageError, Store
-from hub.wire.auth import current_principal
+from hub.wire.auth import current_principal, current_principal_still_valid
 
 __all__ = [
     "AUDIT_ROLES",
@@ -86,7 +86,6 @@ _T = TypeVar("_T")
 SERVICE = "fraudhub.v1.Audit"
 #: The log's origin line and the key name of its signatures.
 DEFAULT_ORIGIN = "fraudhub/audit-log"
-LOG_KEY_FILENAME = "log-key.pem"
 PAGE_SIZE = 1000
 
 #: The Audit service's rows of the hub's per-method role table: regulators only.
@@ -119,7 +118,7 @@ class AuditService(audit_pb2_grpc.AuditServicer):
         origin: str = DEFAULT_ORIGIN,
         policy: LivePolicy | None = None,
         clock: Callable[[], datetime] = utcnow,
-        page_size: int = PAGE_SIZE,
+        page_size: int | None = None,
         collector: CosignatureCollector | None = None,
     ) -> None:
         self._store = store
@@ -127,7 +126,7 @@ class AuditService(audit_pb2_grpc.AuditServicer):
         self._origin = origin
         self._policy = policy
         self._clock = clock
-        self._page_size = page_size
+        self._page_size = page_size or PAGE_SIZE
         self._collector = collector
 
     # --- auditing the auditor --------------------------------------------------
@@ -224,6 +223,9 @@ class AuditService(audit_pb2_grpc.AuditServicer):
             remaining = request.limit or None
             position = request.start
             while remaining is None or remaining > 0:
+                # Re-checked per page, as Match and Contribute streams do per
+                # message: an expired token or a disabled institution ends the stream.
+                current_principal_still_valid()
                 page = min(self._page_size, remaining or self._page_size)
                 with self._store.session() as session:
                     rows = auditlog.list_events(session, position, end, event_filter, limit=page)

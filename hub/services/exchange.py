@@ -72,6 +72,7 @@ from hub.audit.events import request_digest
 from hub.core import matching
 from hub.core.matching import Contribution
 from hub.policy.engine import Context, Decision, Policy, Principal
+from hub.services.alerts import AlertRecorder, alerting
 from hub.services.audited import audit_alone, audit_outcome, run_audited
 from hub.services.config import LivePolicy
 from hub.services.exchange_audit import UNDECLARED_PURPOSE, AuditDraft
@@ -165,12 +166,16 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         *,
         previous_epochs: Collection[int] = (),
         clock: Callable[[], datetime] = utcnow,
+        alerts: AlertRecorder | None = None,
     ) -> None:
         self._store = store
         self._policy = policy
         self._key_epoch = key_epoch
         self._previous_epochs = frozenset(previous_epochs) - {key_epoch}
         self._clock = clock
+        #: Records watchers' alerts in the transaction of each change.  None: no
+        #: alerts are recorded (the path before watchlists; bench/alerts.py compares).
+        self.alerts = alerts
 
     # --- the audited transaction ---------------------------------------------
 
@@ -355,7 +360,14 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                     "the policy refuses every item of this request", tuple(draft.reasons)
                 )
             _consume(session, principal, quota, now, "contribute")
-            counts = upsert_contributions(session, principal.institution, accepted, now)
+            counts = alerting(
+                self.alerts,
+                session,
+                [(c.kind, c.token, c.key_epoch) for c in accepted],
+                now,
+                principal.institution,
+                lambda: upsert_contributions(session, principal.institution, accepted, now),
+            )
             if invalid:
                 draft.reasons.append("INVALID_ITEMS")
             draft.reasons.extend(item_count_codes(accepted, rejected, invalid))
@@ -394,7 +406,14 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 else:
                     draft.kinds.add(item.kind)
                     keys.append((item.kind, item.token, item.key_epoch))
-            revoked = revoke(session, principal.institution, keys, request.reason, now)
+            revoked = alerting(
+                self.alerts,
+                session,
+                keys,
+                now,
+                principal.institution,
+                lambda: revoke(session, principal.institution, keys, request.reason, now),
+            )
             if invalid:
                 draft.reasons.append("INVALID_ITEMS")
             draft.match_count = 0

@@ -66,6 +66,7 @@ from client_sdk.wire.channels import MAX_MESSAGE_BYTES
 from hub.audit.events import AuditEvent
 from hub.keyholder.keyfiles import load_public
 from hub.policy.engine import Policy
+from hub.services import alerts as alerts_service
 from hub.services import audit as audit_service
 from hub.services import disputes as disputes_service
 from hub.services import feedback
@@ -74,6 +75,7 @@ from hub.services.audited import audit_alone, audit_outcome
 from hub.services.config import HubConfig, LivePolicy
 from hub.services.exchange import ExchangeService
 from hub.services.refusals import RefusalTally
+from hub.storage import alerts as alert_storage
 from hub.storage import auditlog
 from hub.storage.models import utcnow
 from hub.storage.registry import DatabaseRegistry, DatabaseReplayGuard
@@ -272,9 +274,23 @@ class HubServer:
         self.metrics = ServerMetrics("hub")
         self.metrics.add_gauges(self._audit_gauges)
         self.metrics_port: int | None = None
-        roles = {**HUB_METHOD_ROLES, **audit_service.METHOD_ROLES, **feedback.METHOD_ROLES}
+        roles = {
+            **HUB_METHOD_ROLES,
+            **audit_service.METHOD_ROLES,
+            **feedback.METHOD_ROLES,
+            **alerts_service.METHOD_ROLES,
+        }
         self.in_flight = InFlight()
         self.refusals = RefusalAuditInterceptor(self.store, self.policy, roles, self.registry)
+        self.alert_notifier = alerts_service.AlertNotifier()
+        self.alerts = alerts_service.AlertRecorder(self.policy, self.alert_notifier)
+        self.exchange = ExchangeService(
+            self.store,
+            self.policy,
+            self.key_info.epoch,
+            previous_epochs=config.previous_epochs,
+            alerts=self.alerts,
+        )
         verifier = TokenVerifier(
             self.registry, HUB_AUDIENCE, replay=DatabaseReplayGuard(self.store)
         )
@@ -297,12 +313,7 @@ class HubServer:
             ],
         )
         exchange_pb2_grpc.add_ExchangeServicer_to_server(
-            ExchangeService(
-                self.store,
-                self.policy,
-                self.key_info.epoch,
-                previous_epochs=config.previous_epochs,
-            ),
+            self.exchange,
             self.server,
         )
         admin_pb2_grpc.add_AdminServicer_to_server(
@@ -320,6 +331,14 @@ class HubServer:
                 self.server, self.store, self.policy, config, on_holder_error=self._holder_error
             ),
             *feedback.register(self.server, self.store, self.policy, self.key_info.epoch),
+            alerts_service.register(
+                self.server,
+                self.store,
+                self.policy,
+                self.key_info.epoch,
+                self.alerts,
+                self.alert_notifier,
+            ),
             health.SERVICE_NAME,
             reflection.SERVICE_NAME,
         ]
@@ -356,12 +375,37 @@ class HubServer:
         """Delete expired indicators and audit how many; return the count.
 
         The retention cap takes effect here: an expired indicator already never
-        matches, the sweep removes its token from the database.  Then dispute
-        items past their deadline lapse (their own transaction and events).
+        matches, the sweep removes its token from the database.  Watchers of an
+        indicator whose expiry withdraws what they saw get a ``withdrawn``
+        alert in the same transaction; expired watches and their alerts go too.
+        Then dispute items past their deadline lapse (their own transaction and
+        events).
         """
         now = utcnow()
         with self.store.session() as session:
+            change = self.alerts.begin(
+                session,
+                alert_storage.expiring_watched_keys(session, now),
+                now,
+                exclude=None,
+                include_expired=True,
+            )
             deleted = delete_expired(session, now)
+            self.alerts.finish(session, change, now)
+            watches = alert_storage.delete_expired_watches(session, now)
+            watches += alert_storage.delete_expired_alerts(session, now)
+            if watches:
+                auditlog.append(
+                    session,
+                    AuditEvent.housekeeping(
+                        time=now,
+                        institution=HUB_INSTITUTION,
+                        action="Hub.WatchExpirySweep",
+                        item_count=watches,
+                        reasons=("RETENTION_EXPIRED",),
+                        policy_version=self.policy.current.version,
+                    ),
+                )
             if deleted:
                 # Same transaction: the deletion and its record commit together.
                 auditlog.append(

@@ -16,11 +16,12 @@ import sqlalchemy as sa
 from alembic import context
 from sqlmodel import SQLModel
 
+import hub.storage.alerts
 import hub.storage.auditlog
 import hub.storage.models
 
 # Imported for their table definitions only.
-_TABLE_MODULES = (hub.storage.models, hub.storage.auditlog)
+_TABLE_MODULES = (hub.storage.models, hub.storage.auditlog, hub.storage.alerts)
 
 target_metadata = SQLModel.metadata
 
