@@ -55,7 +55,9 @@ class RunningHub:
     ) -> None:
         self.root = root
         self.capsys = capsys
-        shares, public = deal_to_directory(1, max(1, witnesses), root / "keys")
+        shares, public = deal_to_directory(
+            min(2, max(1, witnesses)), max(1, witnesses), root / "keys"
+        )
         self.witness_servers: list[KeyHolderServer] = []
         self._witness_files: list[WitnessStateFile | QuotaLedger] = []
         self.witness_keys: list[str] = []
