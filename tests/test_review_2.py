@@ -3,6 +3,11 @@
 Each test reproduces one way the promises of docs/TRUST.md still failed, and
 failed before its fix:
 
+- S3: a :class:`Tokenizer` used on its own (not through ``HubClient.connect``)
+  reached a holder without a pin of its own under the shared pin it was given
+  (the hub's, in practice), so whoever held that certificate could pose as the
+  holder and collect holder JWTs, each good for one evaluation at the real
+  holder;
 - S4: ``keys deal -t 1 -n 3`` (and a 1-of-n DKG) gave every holder the whole
   OPRF key ``k``: with a degree-0 polynomial each share equals ``k``, so any
   one holder alone could tokenize values of its choice.
@@ -10,15 +15,34 @@ failed before its fix:
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
 
+from client_sdk.client.tokenizer import HolderEndpoint, Tokenizer
 from client_sdk.core import dkg, threshold
 from client_sdk.core.errors import ConfigurationError
 from hub.cli import main
 from hub.keyholder import dkg_cli
 from hub.keyholder.dkg_files import init_participant
+
+# --- S3 -------------------------------------------------------------------------
+
+
+def test_s3_a_tokenizer_has_no_shared_pin_to_fall_back_on() -> None:
+    # Before: Tokenizer(holders, public, key, security) used ``security`` for
+    # every holder whose endpoint had no pin of its own.
+    assert "security" not in inspect.signature(Tokenizer).parameters
+
+
+def test_s3_a_holder_endpoint_without_its_own_pin_cannot_be_made() -> None:
+    with pytest.raises(TypeError, match="security"):
+        HolderEndpoint(2, "127.0.0.1:7502")  # type: ignore[call-arg]
+    # Untyped callers passing None get the reason, before any channel exists.
+    with pytest.raises(ConfigurationError, match="key holder 2 has no TLS pin of its own"):
+        HolderEndpoint(2, "127.0.0.1:7502", security=None)  # type: ignore[arg-type]
+
 
 # --- S4 -------------------------------------------------------------------------
 
