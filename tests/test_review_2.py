@@ -3,6 +3,10 @@
 Each test reproduces one way the promises of docs/TRUST.md still failed, and
 failed before its fix:
 
+- S2: the default holder quota (5,000,000 elements per institution per holder
+  per day, applied by ``import-proposal --yes`` to everything it admitted) let
+  one admitted bank enumerate the CN mobile numbers (~1.8e9) in under a year;
+  there was no cap over a longer window;
 - S3: a :class:`Tokenizer` used on its own (not through ``HubClient.connect``)
   reached a holder without a pin of its own under the shared pin it was given
   (the hub's, in practice), so whoever held that certificate could pose as the
@@ -15,17 +19,154 @@ failed before its fix:
 
 from __future__ import annotations
 
+import datetime as dt
 import inspect
+import json
 from pathlib import Path
 
 import pytest
 
 from client_sdk.client.tokenizer import HolderEndpoint, Tokenizer
 from client_sdk.core import dkg, threshold
-from client_sdk.core.errors import ConfigurationError
+from client_sdk.core.errors import ConfigurationError, QuotaExhausted
+from client_sdk.wire.auth import generate_key, public_key_bytes
 from hub.cli import main
 from hub.keyholder import dkg_cli
+from hub.keyholder.admission import (
+    DEFAULT_DAILY_QUOTA,
+    DEFAULT_MONTHLY_QUOTA,
+    QUOTA_WINDOW_DAYS,
+    REGISTRY_FILENAME,
+    HolderRegistry,
+    admit,
+    load_admissions,
+)
 from hub.keyholder.dkg_files import init_participant
+from hub.keyholder.server import QuotaLedger
+from hub.wire.auth import Institution, dump_registry
+
+#: CN mobile numbers: 11 digits starting with 1 (about 1.8e9 in use).
+CN_MOBILE_NUMBERS = 1.8e9
+HOLDER = "holder-1.fraudhub.internal"
+
+# --- S2 -------------------------------------------------------------------------
+
+
+def _days_to_enumerate(daily: int, monthly: int, holders: int, needed: int) -> float:
+    """Days one institution needs at a holder's caps (n/t of a holder's cap, TRUST.md)."""
+    per_day = min(daily, monthly / QUOTA_WINDOW_DAYS) * holders / needed
+    return CN_MOBILE_NUMBERS / per_day
+
+
+def test_s2_one_admitted_institution_needs_decades_at_the_defaults() -> None:
+    # Before: 5,000,000 a day and no longer window: 240 days at 2-of-3.
+    days = _days_to_enumerate(DEFAULT_DAILY_QUOTA, DEFAULT_MONTHLY_QUOTA, 3, 2)
+    assert days == pytest.approx(18_000)  # the figure docs/TRUST.md gives
+    assert days / 365 > 40
+    assert _days_to_enumerate(DEFAULT_DAILY_QUOTA, DEFAULT_MONTHLY_QUOTA, 3, 3) == (
+        pytest.approx(27_000)
+    )
+    # Ten colluding admitted institutions still need years.
+    assert days / 10 / 365 > 4
+    assert DEFAULT_DAILY_QUOTA == 200_000  # docs/ONBOARDING.md's example
+
+
+def _day(offset: int) -> str:
+    return (dt.date(2026, 3, 1) + dt.timedelta(days=offset)).isoformat()
+
+
+def test_s2_a_rolling_30_day_cap_applies_besides_the_daily_one(tmp_path: Path) -> None:
+    path = tmp_path / "quota.sqlite3"
+    today = [_day(0)]
+    ledger = QuotaLedger(path, 100, monthly_quota=250, today=lambda: today[0])
+    for offset in (0, 1):
+        today[0] = _day(offset)
+        ledger.charge("bank-a", 100)  # each day's quota, in full
+    today[0] = _day(2)
+    ledger.charge("bank-a", 50)
+    with pytest.raises(QuotaExhausted, match=r"30-day evaluation quota spent \(250 of 250"):
+        ledger.charge("bank-a", 1)
+    ledger.charge("carrier-b", 100)  # another institution has its own window
+    ledger.close()
+    # Persisted: a restarted holder still counts the window.
+    reopened = QuotaLedger(path, 100, monthly_quota=250, today=lambda: today[0])
+    assert reopened.used_in_window("bank-a") == 250
+    with pytest.raises(QuotaExhausted, match="30-day"):
+        reopened.charge("bank-a", 1)
+    # Day 30 is the first day outside the window of day 0: its 100 are free again.
+    today[0] = _day(QUOTA_WINDOW_DAYS - 1)
+    with pytest.raises(QuotaExhausted, match="30-day"):
+        reopened.charge("bank-a", 1)
+    today[0] = _day(QUOTA_WINDOW_DAYS)
+    assert reopened.used_in_window("bank-a") == 150
+    reopened.charge("bank-a", 100)
+    with pytest.raises(QuotaExhausted, match="daily evaluation quota spent"):
+        reopened.charge("bank-a", 1)
+    reopened.close()
+
+
+def test_s2_each_institution_gets_the_holders_own_30_day_cap(tmp_path: Path) -> None:
+    bank = Institution("bank-a", "Bank A", "bank", public_key_bytes(generate_key()))
+    admit(tmp_path, bank, daily_quota=10, monthly_quota=15)
+    registry = HolderRegistry(tmp_path, HOLDER)
+    today = [_day(0)]
+    ledger = QuotaLedger(
+        tmp_path / "quota.sqlite3", 10**9, limits=registry.quota_limits, today=lambda: today[0]
+    )
+    ledger.charge("bank-a", 10)
+    today[0] = _day(1)
+    with pytest.raises(QuotaExhausted, match=r"30-day evaluation quota spent \(10 of 15"):
+        ledger.charge("bank-a", 6)
+    ledger.charge("bank-a", 5)
+    ledger.close()
+
+
+def test_s2_a_registry_from_before_the_30_day_cap_gets_the_default_one(tmp_path: Path) -> None:
+    bank = Institution("bank-a", "Bank A", "bank", public_key_bytes(generate_key()))
+    admit(tmp_path, bank, daily_quota=5_000_000)
+    path = tmp_path / REGISTRY_FILENAME
+    data = json.loads(path.read_text())
+    for entry in data["institutions"]:
+        del entry["monthly_quota"]
+    path.write_text(json.dumps(data))
+    (admission,) = load_admissions(tmp_path)
+    assert (admission.daily_quota, admission.monthly_quota) == (5_000_000, DEFAULT_MONTHLY_QUOTA)
+
+
+def test_s2_add_and_import_proposal_take_explicit_quotas(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "holder"
+    export = tmp_path / "export.json"
+    banks = [
+        Institution(i, i, "bank", public_key_bytes(generate_key())) for i in ("bank-n", "bank-m")
+    ]
+    export.write_text(dump_registry(banks))
+    command = ["keyholder", "institution", "import-proposal", "--state-dir", str(state)]
+    quotas = ["--daily-quota", "1000", "--monthly-quota", "9000"]
+    assert main([*command, str(export), *quotas]) == 0
+    out = capsys.readouterr().out
+    assert "would admit  bank-n (bank)" in out and "daily quota 1000, 30-day quota 9000" in out
+    (line,) = [x for x in out.splitlines() if x.startswith("proposal fingerprint ")]
+    reviewed = line.split()[-1]
+    assert main([*command, str(export), "--yes", "--reviewed", reviewed, *quotas]) == 0
+    assert {(a.daily_quota, a.monthly_quota) for a in load_admissions(state)} == {(1000, 9000)}
+    # Without flags, the low defaults (not 5,000,000 a day).
+    key = tmp_path / "bank-x.pem"
+    assert main(["institution", "keygen", "--out", str(key)]) == 0
+    add = ["keyholder", "institution", "add", "--state-dir", str(state), "--role", "bank"]
+    assert main([*add, "--id", "bank-x", "--public-key-file", f"{key}.pub"]) == 0
+    assert main([*add, "--id", "bank-y", "--public-key-file", f"{key}.pub", *quotas]) == 0
+    limits = {a.institution.id: (a.daily_quota, a.monthly_quota) for a in load_admissions(state)}
+    assert limits["bank-x"] == (200_000, 2_000_000)
+    assert limits["bank-y"] == (1000, 9000)
+    # `quota` changes one cap and keeps the other.
+    quota = ["keyholder", "institution", "quota", "--state-dir", str(state), "--id", "bank-x"]
+    assert main([*quota, "--monthly-quota", "500000"]) == 0
+    assert main(quota) == 2
+    (bank_x,) = [a for a in load_admissions(state) if a.institution.id == "bank-x"]
+    assert (bank_x.daily_quota, bank_x.monthly_quota) == (200_000, 500_000)
+
 
 # --- S3 -------------------------------------------------------------------------
 
