@@ -3,6 +3,10 @@
 Each test reproduces one way the promises of docs/TRUST.md still failed, and
 failed before its fix:
 
+- S1: a frozen view: the hub could keep serving one regulator an old, validly
+  cosigned checkpoint and hide every later event from it, since cosignature
+  timestamps were never checked and the hub never asked witnesses again for an
+  unchanged head;
 - S2: the default holder quota (5,000,000 elements per institution per holder
   per day, applied by ``import-proposal --yes`` to everything it admitted) let
   one admitted bank enumerate the CN mobile numbers (~1.8e9) in under a year;
@@ -22,15 +26,31 @@ from __future__ import annotations
 import datetime as dt
 import inspect
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _audit_hub import RunningHub
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fraudhub.v1 import audit_pb2, audit_pb2_grpc
 
+from client_sdk.client.audit import AuditLogClient
 from client_sdk.client.tokenizer import HolderEndpoint, Tokenizer
 from client_sdk.core import dkg, threshold
-from client_sdk.core.errors import ConfigurationError, QuotaExhausted
+from client_sdk.core.errors import CheckpointError, ConfigurationError, QuotaExhausted
 from client_sdk.wire.auth import generate_key, public_key_bytes
+from hub.audit.checkpoint import Checkpoint, LogSigner, LogVerifier
+from hub.audit.cosignature import (
+    DEFAULT_MAX_AGE,
+    CosignatureVerifier,
+    Cosigner,
+    check_quorum,
+    with_cosignatures,
+)
+from hub.audit.verify import verify_log
 from hub.cli import main
+from hub.cli.audit import load_verified_state
 from hub.keyholder import dkg_cli
 from hub.keyholder.admission import (
     DEFAULT_DAILY_QUOTA,
@@ -43,11 +63,198 @@ from hub.keyholder.admission import (
 )
 from hub.keyholder.dkg_files import init_participant
 from hub.keyholder.server import QuotaLedger
+from hub.services.audit import Checkpointer, log_signer
+from hub.services.witnesses import CosignatureCollector
+from hub.storage import auditlog
+from hub.storage.store import Store, alembic_config, sqlite_url
 from hub.wire.auth import Institution, dump_registry
 
 #: CN mobile numbers: 11 digits starting with 1 (about 1.8e9 in use).
 CN_MOBILE_NUMBERS = 1.8e9
 HOLDER = "holder-1.fraudhub.internal"
+
+# --- S1 -------------------------------------------------------------------------
+
+ORIGIN = "fraudhub.test/audit"
+DAY = 86_400
+
+
+def _cosigned(*stamps: tuple[int, int]) -> tuple[str, list[CosignatureVerifier]]:
+    """A checkpoint cosigned by witness ``i`` at each ``(i, timestamp)``."""
+    signer = LogSigner(ORIGIN, Ed25519PrivateKey.from_private_bytes(b"\x07" * 32))
+    note = signer.sign_checkpoint(Checkpoint(ORIGIN, 7, b"\x11" * 32))
+    body = note.split("\n\n", 1)[0] + "\n"
+    witnesses = {
+        i: Cosigner(f"w{i}.test", Ed25519PrivateKey.from_private_bytes(bytes([i]) * 32))
+        for i in sorted({i for i, _ in stamps})
+    }
+    lines = [witnesses[i].cosign(body, at) for i, at in stamps]
+    pinned = [CosignatureVerifier.from_verifier_key(w.verifier_key()) for w in witnesses.values()]
+    return with_cosignatures(note, lines), pinned
+
+
+def test_s1_a_stale_cosignature_does_not_count_and_is_named() -> None:
+    now = 1_800_000_000
+    note, pinned = _cosigned((1, now - 2 * DAY), (2, now - 60))
+    # Without a max age (before the fix) both counted, however old.
+    assert len(check_quorum(note, pinned, 2).cosigned) == 2
+    with pytest.raises(CheckpointError) as info:
+        check_quorum(note, pinned, 2, now=now, max_age=DAY)
+    message = str(info.value)
+    assert message.startswith("missing witness quorum: 1 of the required 2")
+    assert f"witness {pinned[0].label()}: stale cosignature" in message
+    assert f"{2 * DAY} s old; max age {DAY} s" in message
+    assert pinned[1].label() not in message
+    result = check_quorum(note, pinned, 1, now=now, max_age=DAY)
+    assert result.cosigned == (pinned[1].label(),)
+    assert "stale cosignature" in result.problems[0]
+
+
+def test_s1_the_newest_valid_line_of_a_witness_counts() -> None:
+    now = 1_800_000_000
+    note, pinned = _cosigned((1, now - 3 * DAY), (1, now - 10))
+    assert check_quorum(note, pinned, 1, now=now, max_age=DAY).cosigned == (pinned[0].label(),)
+
+
+def _hub_at(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], clock: Callable[[], float]
+) -> RunningHub:
+    return RunningHub(tmp_path, capsys, witnesses=2, witness_clock=clock)
+
+
+@pytest.mark.e2e
+def test_s1_a_stale_but_valid_cosigned_checkpoint_fails_verify_with_max_age(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The witnesses last cosigned two days ago (the hub froze this regulator's
+    # view then): each cosignature is valid, but old.
+    hub = _hub_at(tmp_path, capsys, lambda: time.time() - 2 * DAY)
+    try:
+        pins = [arg for key in hub.witness_keys for arg in ("--witness", key)]
+        status, out = hub.verify(*pins)
+        assert status == 1, out
+        assert "missing witness quorum: 0 of the required 2" in out
+        for key in hub.witness_keys:
+            name, key_id, _ = key.split("+", 2)
+            assert f"witness {name} ({key_id}): stale cosignature" in out
+            assert f"max age {DEFAULT_MAX_AGE} s" in out
+        assert load_verified_state(hub.state) is None  # nothing accepted
+        # A regulator that accepts three days verifies; the state file keeps it.
+        status, out = hub.verify(*pins, "--max-age", str(3 * DAY))
+        assert status == 0, out
+        assert f"none older than {3 * DAY} s" in out
+        state = load_verified_state(hub.state)
+        assert state is not None and state.max_age == 3 * DAY
+        assert hub.verify()[0] == 0
+        status, out = hub.verify("--max-age", str(DAY))
+        assert status == 1 and "stale cosignature" in out
+    finally:
+        hub.stop()
+
+
+@pytest.mark.e2e
+def test_s1_the_hub_refreshes_cosignatures_of_an_unchanged_head(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    t0 = time.time()
+    clock = [t0]
+    hub = _hub_at(tmp_path, capsys, lambda: clock[0])
+    collector = CosignatureCollector(
+        hub.server.store,
+        hub.config.witnesses,
+        hub.config.witness_identity,  # type: ignore[arg-type]
+        default_ca=None,
+        clock=lambda: dt.datetime.fromtimestamp(clock[0], dt.UTC),
+        refresh_after=DAY / 2,
+    )
+    # Never due for a new checkpoint: only the refresh of the current head runs.
+    checkpointer = Checkpointer(
+        hub.server.store,
+        log_signer(hub.config.data_dir),
+        every_events=10**9,
+        every_seconds=10.0**9,
+        clock=lambda: dt.datetime.fromtimestamp(clock[0], dt.UTC),
+        collector=collector,
+    )
+    try:
+        hub.traffic(2)
+        with hub.channel("reg-1") as channel:
+            audit_pb2_grpc.AuditStub(channel).GetCheckpoint(
+                audit_pb2.GetCheckpointRequest(fresh=True), timeout=30
+            )
+        with hub.server.store.session() as session:
+            latest = auditlog.latest_checkpoint(session)
+            assert latest is not None
+            note = latest.note
+            assert set(auditlog.cosignature_times(session, note).values()) == {int(t0)}
+
+        verifier = LogVerifier.from_verifier_key(hub.log_key)
+
+        def verify_at(now: float) -> None:
+            with hub.channel("reg-1") as channel:
+                verify_log(
+                    AuditLogClient(channel),
+                    verifier,
+                    None,
+                    fresh=False,
+                    witnesses=tuple(hub.witness_keys),
+                    witness_quorum=2,
+                    max_age=DAY,
+                    now=int(now),
+                )
+
+        # Six hours on: still fresh, nobody is asked again.
+        clock[0] = t0 + 6 * 3600
+        assert checkpointer.run_once() is None
+        with hub.server.store.session() as session:
+            assert set(auditlog.cosignature_times(session, note).values()) == {int(t0)}
+        # Without a refresh, a regulator a day and more later sees them stale.
+        with pytest.raises(CheckpointError, match="stale cosignature"):
+            verify_at(t0 + DAY + 3600)
+        # Half a day on: the checkpoint thread asks both witnesses again for the
+        # same head; the newer line replaces the stored one.
+        clock[0] = t0 + DAY / 2 + 1
+        assert checkpointer.run_once() is None
+        with hub.server.store.session() as session:
+            times = auditlog.cosignature_times(session, note)
+            assert set(times.values()) == {int(t0 + DAY / 2 + 1)}
+            assert len(times) == 2
+        with hub.sql() as conn:
+            (rows,) = conn.execute("SELECT COUNT(*) FROM audit_cosignature").fetchone()
+            (bodies,) = conn.execute(
+                "SELECT COUNT(DISTINCT checkpoint_digest) FROM audit_cosignature"
+            ).fetchone()
+        assert rows == 2 * bodies  # one line per checkpoint and witness
+        verify_at(t0 + DAY + 3600)  # fresh again for that regulator
+    finally:
+        collector.close()
+        hub.stop()
+
+
+def test_s1_migration_0008_backfills_the_time_of_stored_lines(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+    from alembic import command
+
+    note, _ = _cosigned((1, 1_700_000_123))
+    line = note.rstrip("\n").rsplit("\n", 1)[-1] + "\n"
+    store = Store(sqlite_url(tmp_path))
+    try:
+        with store.engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0007_disputes")
+            conn.execute(
+                sa.text(
+                    "INSERT INTO audit_cosignature (checkpoint_digest, witness, tree_size, line, "
+                    "created_at) VALUES ('d', 'w1', 7, :line, '2026-12-01 00:00:00.000000')"
+                ),
+                {"line": line},
+            )
+        store.migrate()
+        with store.engine.connect() as conn:
+            value = conn.execute(sa.text("SELECT cosigned_at FROM audit_cosignature")).scalar()
+        assert value == 1_700_000_123
+    finally:
+        store.dispose()
+
 
 # --- S2 -------------------------------------------------------------------------
 
