@@ -406,13 +406,6 @@ def test_s4_threshold_one_with_several_holders_is_refused(holders: int) -> None:
     assert len(shares) == 1
 
 
-def test_s4_the_share_of_a_one_of_n_key_was_the_key_itself() -> None:
-    """Why: every share of a 1-of-n sharing is f(i) = k (what the refusal prevents)."""
-    shares, public = threshold.deal(2, 3)
-    assert len({s.secret for s in shares}) == 3
-    assert public.threshold == 2
-
-
 def test_s4_keys_deal_refuses_one_of_n_before_writing_a_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
