@@ -240,7 +240,7 @@ def test_s1_migration_0008_backfills_the_time_of_stored_lines(tmp_path: Path) ->
     store = Store(sqlite_url(tmp_path))
     try:
         with store.engine.begin() as conn:
-            command.upgrade(alembic_config(conn), "0007_disputes")
+            command.upgrade(alembic_config(conn), "0005_watchlists")
             conn.execute(
                 sa.text(
                     "INSERT INTO audit_cosignature (checkpoint_digest, witness, tree_size, line, "

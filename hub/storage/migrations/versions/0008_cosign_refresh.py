@@ -8,7 +8,7 @@ that.  Existing rows are backfilled from their lines (C2SP tlog-cosignature:
 not parse keeps 0, which only makes the hub ask that witness again.
 
 Revision ID: 0008_cosign_refresh
-Revises: 0007_disputes
+Revises: 0005_watchlists
 Create Date: 2026-12-02
 """
 
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008_cosign_refresh"
-down_revision: str | None = "0007_disputes"
+down_revision: str | None = "0005_watchlists"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
