@@ -255,7 +255,11 @@ def witness_cost(witnesses: int, checkpoints: int, appends: int) -> dict[str, fl
     with tempfile.TemporaryDirectory(prefix="fraudhub-bench-") as tmp:
         root = Path(tmp)
         world = LocalDeployment(
-            root / "data", root / "clients", threshold=1, holders=witnesses, log_to_file=False
+            root / "data",
+            root / "clients",
+            threshold=min(2, witnesses),
+            holders=witnesses,
+            log_to_file=False,
         )
         try:
             for running in world.holders.values():

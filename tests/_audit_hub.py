@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -51,11 +53,19 @@ class RunningHub:
     """A real hub on loopback, its regulator and bank credentials, and its database."""
 
     def __init__(
-        self, root: Path, capsys: pytest.CaptureFixture[str], *, witnesses: int = 0
+        self,
+        root: Path,
+        capsys: pytest.CaptureFixture[str],
+        *,
+        witnesses: int = 0,
+        witness_clock: Callable[[], float] = time.time,
     ) -> None:
         self.root = root
+        self._witness_clock = witness_clock
         self.capsys = capsys
-        shares, public = deal_to_directory(1, max(1, witnesses), root / "keys")
+        shares, public = deal_to_directory(
+            min(2, max(1, witnesses)), max(1, witnesses), root / "keys"
+        )
         self.witness_servers: list[KeyHolderServer] = []
         self._witness_files: list[WitnessStateFile | QuotaLedger] = []
         self.witness_keys: list[str] = []
@@ -95,7 +105,9 @@ class RunningHub:
         share = load_share(share_path)
         state_dir = root / f"witness-{share.index}"
         log_key = log_signer(root / "data").verifier_key()  # the hub's, made before it starts
-        witness, state = open_witness(state_dir, f"w{share.index}.test/witness", [log_key])
+        witness, state = open_witness(
+            state_dir, f"w{share.index}.test/witness", [log_key], clock=self._witness_clock
+        )
         quota = QuotaLedger(state_dir / "quota.sqlite3", 10)
         server = KeyHolderServer.create(
             KeyHolderServicer(share, load_public(public), quota),

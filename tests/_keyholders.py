@@ -74,7 +74,7 @@ def make_world(root: Path, threshold: int = 2, holders: int = 3) -> World:
         init_holder(directory, holder_server_name(index))
         for i, (name, role, disabled) in INSTITUTIONS.items():
             admitted = Institution(i, name, role, public_key_bytes(keys[i].private_key), disabled)
-            admit(directory, admitted, daily_quota=10**9)
+            admit(directory, admitted, daily_quota=10**9, monthly_quota=10**9)
     shares, public = deal(threshold, holders, seed=SEED)
     return World(holder_dirs, keys, shares, public)
 

@@ -97,7 +97,7 @@ def test_quota_is_charged_against_each_institutions_own_limit(tmp_path: Path) ->
     admit(tmp_path, _institution("bank-a"), daily_quota=3)
     admit(tmp_path, _institution("bank-b"), daily_quota=10)
     registry = HolderRegistry(tmp_path, HOLDER)
-    ledger = QuotaLedger(tmp_path / "quota.sqlite3", 1, limits=registry.daily_quota)
+    ledger = QuotaLedger(tmp_path / "quota.sqlite3", 1, limits=registry.quota_limits)
     ledger.charge("bank-a", 3)
     ledger.charge("bank-b", 10)
     with pytest.raises(QuotaExhausted, match="of 3 elements"):
@@ -185,7 +185,7 @@ def test_cli_add_list_and_refusals(tmp_path: Path, capsys: pytest.CaptureFixture
     capsys.readouterr()
     assert main(["keyholder", "institution", "list", "--state-dir", state]) == 0
     (row,) = capsys.readouterr().out.splitlines()[1:]
-    assert row.split()[:4] == ["bank-a", "bank", "enabled", "5000000"]
+    assert row.split()[:5] == ["bank-a", "bank", "enabled", "200000", "2000000"]
     assert oct(os.stat(state).st_mode & 0o777) == oct(0o700)
 
 

@@ -224,7 +224,6 @@ def test_crypto_workers_leave_ctrl_c_to_the_job(world: LocalDeployment) -> None:
         world.holder_endpoints(),
         world.public,
         world.keys["carrier-x"],
-        world.security,
         processes=2,
         parallel_min_items=4,
         max_batch=4,

@@ -53,7 +53,7 @@ def test_check_refuses_a_share_from_another_ceremony(
 
 
 def test_world_readable_share_is_refused(tmp_path: Path) -> None:
-    paths, _ = ceremony.deal_to_directory(1, 2, tmp_path)
+    paths, _ = ceremony.deal_to_directory(2, 2, tmp_path)
     paths[0].chmod(0o644)
     with pytest.raises(Exception, match="chmod 600"):
         keyfiles.load_share(paths[0])

@@ -51,9 +51,7 @@ def load(dirs: list[Path]) -> tuple[list[KeyShare], PublicKeyInfo]:
 def tokens_from_holders(world: World, state: Path) -> list[TokenKeys]:
     with running_holders(world, state) as servers:
         endpoints = [world.endpoint(i, s.port) for i, s in sorted(servers.items())]
-        with Tokenizer(
-            endpoints, world.public, world.keys["bank-a"], world.security(1), timeout=10
-        ) as tokenizer:
+        with Tokenizer(endpoints, world.public, world.keys["bank-a"], timeout=10) as tokenizer:
             return tokenizer.tokenize(ITEMS)
 
 

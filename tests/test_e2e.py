@@ -247,9 +247,7 @@ def test_two_holders_down_fail_unavailable_and_write_nothing(world: LocalDeploym
 
 def test_lying_holder_is_detected_and_skipped(world: LocalDeployment) -> None:
     world.liar.lying = True  # type: ignore[attr-defined]
-    tokenizer = Tokenizer(
-        world.holder_endpoints(), world.public, world.keys["bank-a"], world.security
-    )
+    tokenizer = Tokenizer(world.holder_endpoints(), world.public, world.keys["bank-a"])
     client = HubClient(
         world.hub_address, world.keys["bank-a"], tokenizer, world.security, key_epoch=EPOCH
     )

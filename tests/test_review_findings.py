@@ -128,16 +128,13 @@ def test_r2_one_witness_pinned_twice_is_refused() -> None:
 # --- R3 -------------------------------------------------------------------------
 
 
-def test_r3_a_holder_without_its_own_pin_never_gets_the_hubs(tmp_path: Path) -> None:
-    init_tls(tmp_path / "hub")
-    hub_pin = ChannelSecurity.from_ca_file(
-        str(tls_files(tmp_path / "hub", HUB_STEM).ca), HUB_SERVER_NAME
-    )
-    _, public = deal(2, 3, seed=bytes(range(32)))
-    key = InstitutionKey("bank-a", generate_key())
-    holders = [HolderEndpoint(i, f"127.0.0.1:{7500 + i}") for i in (1, 2, 3)]
+def test_r3_a_holder_without_its_own_pin_never_gets_the_hubs() -> None:
+    # Since review-2 (S3) an endpoint cannot even be built without its own pin,
+    # so neither HubClient.connect nor a Tokenizer on its own has one to borrow.
+    with pytest.raises(TypeError, match="security"):
+        HolderEndpoint(1, "127.0.0.1:7501")  # type: ignore[call-arg]
     with pytest.raises(ConfigurationError, match="key holder 1 has no TLS pin of its own"):
-        HubClient.connect("127.0.0.1:7400", holders, public, key, hub_pin)
+        HolderEndpoint(1, "127.0.0.1:7501", security=None)  # type: ignore[arg-type]
 
 
 def test_r3_a_holder_pinned_with_the_hubs_ca_is_refused(tmp_path: Path) -> None:

@@ -114,20 +114,21 @@ def test_sandbox_serves_its_configurations_and_stops_on_sigterm_then_sigint(
         assert contributed.returncode == 0, contributed.stderr
         assert "7 of 7 rows stored, 0 failed" in contributed.stdout
         out = tmp_path / "matches.csv"
+        # A copy: a stopped job leaves its journal beside its input, never in the checkout.
+        subscribers = tmp_path / "carrier_subscribers.csv"
+        subscribers.write_bytes((ROOT / "examples" / "carrier_subscribers.csv").read_bytes())
         matched = run_fraudhub(
             "match", "--config", str(clients / "carrier-c.json"), "--no-progress",
             "--purpose", "sim_activation_screening", "--out", str(out),
-            str(ROOT / "examples" / "carrier_subscribers.csv"),
+            str(subscribers),
         )  # fmt: skip
         assert matched.returncode == 0, matched.stderr
         assert _matched_rows(out) >= 3
-        # 'fraudhub match ... | head': the reader left; no traceback.  A copy of the
-        # input: the stopped job leaves its journal next to it (not in examples/).
-        subscribers = tmp_path / "carrier_subscribers.csv"
-        subscribers.write_bytes((ROOT / "examples" / "carrier_subscribers.csv").read_bytes())
+        # 'fraudhub match ... | head': the reader left; no traceback.
         status, err = run_into_closed_pipe(
             "match", "--config", str(clients / "carrier-c.json"), "--no-progress",
-            "--purpose", "sim_activation_screening", str(subscribers),
+            "--purpose", "sim_activation_screening",
+            str(subscribers),
         )  # fmt: skip
         assert status == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
         assert "13800138000" not in out.read_text()
@@ -160,7 +161,7 @@ def test_sandbox_serves_its_configurations_and_stops_on_sigterm_then_sigint(
         rematched = run_fraudhub(
             "match", "--config", str(clients / "carrier-c.json"), "--no-progress",
             "--purpose", "sim_activation_screening", "--out", str(out),
-            str(ROOT / "examples" / "carrier_subscribers.csv"),
+            str(subscribers),
         )  # fmt: skip
         assert rematched.returncode == 0, rematched.stderr
         assert _matched_rows(out) >= 3  # bank-a's contribution survived the restart

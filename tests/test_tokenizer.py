@@ -44,9 +44,7 @@ def tokenizer(
     world: World, servers: dict[int, KeyHolderServer], caller: str = "bank-a", **options: int
 ) -> Tokenizer:
     endpoints = [world.endpoint(i, s.port) for i, s in sorted(servers.items())]
-    return Tokenizer(
-        endpoints, world.public, world.keys[caller], world.security(1), timeout=10, **options
-    )
+    return Tokenizer(endpoints, world.public, world.keys[caller], timeout=10, **options)
 
 
 class LyingServicer(KeyHolderServicer):
@@ -158,14 +156,15 @@ def test_large_inputs_use_the_process_pool(
 
 
 def test_configuration_is_checked(world: World) -> None:
-    key, security = world.keys["bank-a"], world.security(1)
-    one = [HolderEndpoint(1, "127.0.0.1:1")]
+    key = world.keys["bank-a"]
+    one = [HolderEndpoint(1, "127.0.0.1:1", security=world.security(1))]
     with pytest.raises(ConfigurationError, match="needs 2"):
-        Tokenizer(one, world.public, key, security)
+        Tokenizer(one, world.public, key)
     with pytest.raises(ConfigurationError, match="distinct"):
-        Tokenizer(one + one, world.public, key, security)
+        Tokenizer(one + one, world.public, key)
+    seven = HolderEndpoint(7, "127.0.0.1:1", security=world.security(1))
     with pytest.raises(ConfigurationError, match="not in the public key"):
-        Tokenizer([*one, HolderEndpoint(7, "127.0.0.1:1")], world.public, key, security)
+        Tokenizer([*one, seven], world.public, key)
 
 
 def test_a_refused_caller_gets_its_refusal_not_unavailable(

@@ -209,7 +209,7 @@ def test_another_party_posing_as_holder_1_gets_no_jwt(world: LocalDeployment, pa
             *world.holder_endpoints()[1:],
         ]
         with Tokenizer(
-            endpoints, world.public, world.keys["bank-a"], world.security, fanout=3, timeout=5
+            endpoints, world.public, world.keys["bank-a"], fanout=3, timeout=5
         ) as tokenizer:
             keys = tokenizer.tokenize([("phone", "8613987654321")])  # holders 2 and 3 suffice
             assert len(keys) == 1

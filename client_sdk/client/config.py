@@ -154,11 +154,6 @@ def check_separate_pins(hub: ChannelSecurity, holders: Sequence[HolderEndpoint])
     if hub.root_certificates is not None:
         owners[hub.root_certificates] = "the hub"
     for holder in holders:
-        if holder.security is None:
-            raise ConfigurationError(
-                f"key holder {holder.index} has no TLS pin of its own; the hub's pin is "
-                "never used for a key holder (pin its own CA and name, ADR 0012)"
-            )
         ca = holder.security.root_certificates
         if ca is None or holder.security.insecure:
             continue

@@ -164,7 +164,7 @@ class HubClient(SightingMethods):
         Raises ConfigurationError.
         """
         check_separate_pins(security, holders)
-        tokenizer = Tokenizer(holders, public, key, security)
+        tokenizer = Tokenizer(holders, public, key)
         return cls(hub, key, tokenizer, security, key_epoch=public.epoch, **options)
 
     @classmethod

@@ -5,6 +5,10 @@ blind locally, ask ``t`` key holders to evaluate, verify every DLEQ proof,
 combine, and derive the token keys (``client_sdk.core.tokens``).  Guarantees:
 
 - Raw values never leave the process: holders see blinded elements only.
+- Each holder is reached under its OWN TLS pin (``HolderEndpoint.security``,
+  required; ADR 0012): there is no shared or fallback pin, so no path sends a
+  holder JWT (good for one evaluation at that holder) to a server that
+  presents another party's certificate (the hub's, another holder's).
 - An output is used only if ``t`` distinct holders' proofs verified, so the
   tokens equal ``oprf.evaluate(k, oprf_input(kind, value), VOPRF)`` for the
   group key of ``public``, or :meth:`Tokenizer.tokenize` raises.
@@ -43,7 +47,7 @@ from concurrent.futures import (
     wait,
 )
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 import grpc
@@ -86,13 +90,23 @@ class HolderEndpoint:
     """Where key holder ``index`` listens, the JWT audience it expects, and how it is pinned.
 
     ``security`` is this holder's own TLS pin (its CA and its server name,
-    ADR 0012); None uses the tokenizer's shared ``security``.
+    ADR 0012), required and keyword-only: the tokenizer has no shared pin to
+    fall back on, so a holder JWT is only ever sent under this holder's pin.
     """
 
     index: int
     address: str
     audience: str = ""
-    security: ChannelSecurity | None = None
+    security: ChannelSecurity = field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        pin: object = self.security  # callers without type checking may pass None
+        if not isinstance(pin, ChannelSecurity):
+            raise ConfigurationError(
+                f"key holder {self.index} has no TLS pin of its own; no other party's pin "
+                "(the hub's, another holder's) is ever used for a key holder (pin its own "
+                "CA and name, ADR 0012)"
+            )
 
     @property
     def jwt_audience(self) -> str:
@@ -149,7 +163,6 @@ class Tokenizer:
         holders: Sequence[HolderEndpoint],
         public: PublicKeyInfo,
         key: InstitutionKey,
-        security: ChannelSecurity,
         *,
         timeout: float = DEFAULT_TIMEOUT,
         fanout: int | None = None,
@@ -172,7 +185,6 @@ class Tokenizer:
         self._holders = list(holders)
         self._public = public
         self._key = key
-        self._security = security
         self._timeout = timeout
         self._spare = max(0, min(len(holders), fanout or public.threshold) - public.threshold)
         self._max_batch = max_batch
@@ -253,8 +265,7 @@ class Tokenizer:
             holder_stub = self._stubs.get(holder.index)
             if holder_stub is None:
                 auth = BearerAuth(self._key, holder.jwt_audience)
-                security = holder.security or self._security
-                channel = open_channel(holder.address, security, auth)
+                channel = open_channel(holder.address, holder.security, auth)
                 self._channels.append(channel)
                 holder_stub = self._stubs[holder.index] = keyholder_pb2_grpc.KeyHolderStub(channel)
             return holder_stub

@@ -53,9 +53,9 @@ from dataclasses import dataclass, field
 from client_sdk.core import _sodium as sodium
 from client_sdk.core.errors import ConfigurationError, DkgError, InvalidElementError
 from client_sdk.core.threshold import (
-    MAX_HOLDERS,
     KeyShare,
     PublicKeyInfo,
+    check_params,
     evaluate_polynomial,
     lagrange_at,
     lagrange_at_zero,
@@ -105,11 +105,7 @@ class Session:
     old_public: PublicKeyInfo | None = None
 
     def __post_init__(self) -> None:
-        if not 1 <= self.threshold <= self.holders <= MAX_HOLDERS:
-            raise ConfigurationError(
-                f"need 1 <= threshold <= holders <= {MAX_HOLDERS}, "
-                f"got {self.threshold}-of-{self.holders}"
-            )
+        check_params(self.threshold, self.holders)  # also refuses 1-of-n, n > 1
         if len(set(self.dealers)) != len(self.dealers) or not self.dealers:
             raise ConfigurationError("dealers must be distinct and non-empty")
         old = self.old_public

@@ -46,6 +46,7 @@ __all__ = [
     "PublicKeyInfo",
     "VerifiedResponse",
     "blind_batch",
+    "check_params",
     "combine",
     "deal",
     "evaluate_polynomial",
@@ -63,10 +64,22 @@ def _scalar(n: int) -> bytes:
     return sodium.scalar_from_int(n)
 
 
-def _check_params(threshold: int, holders: int) -> None:
+def check_params(threshold: int, holders: int) -> None:
+    """Refuse a ``threshold``-of-``holders`` sharing that is malformed or gives k away.
+
+    Threshold 1 with more than one holder hands every holder the whole key
+    (a degree-0 polynomial: each share IS ``k``), so any one holder alone could
+    evaluate the OPRF; it is refused unless there is a single holder.
+    Raises ConfigurationError.
+    """
     if not 1 <= threshold <= holders <= MAX_HOLDERS:
         raise ConfigurationError(
             f"need 1 <= threshold <= holders <= {MAX_HOLDERS}, got {threshold}-of-{holders}"
+        )
+    if threshold == 1 and holders > 1:
+        raise ConfigurationError(
+            f"threshold 1 of {holders} holders gives every holder the whole key k "
+            "(each share equals k): use a threshold of at least 2, or a single holder"
         )
 
 
@@ -81,7 +94,7 @@ class KeyShare:
     holders: int
 
     def __post_init__(self) -> None:
-        _check_params(self.threshold, self.holders)
+        check_params(self.threshold, self.holders)
         if not 1 <= self.index <= self.holders:
             raise ConfigurationError(f"share index {self.index} outside 1..{self.holders}")
         if not sodium.scalar_is_canonical(self.secret) or self.secret == bytes(32):
@@ -167,7 +180,7 @@ class PublicKeyInfo:
     public_shares: dict[int, bytes]
 
     def __post_init__(self) -> None:
-        _check_params(self.threshold, self.holders)
+        check_params(self.threshold, self.holders)
         if sorted(self.public_shares) != list(range(1, self.holders + 1)):
             raise ConfigurationError(f"public shares must be given for holders 1..{self.holders}")
         for element in (self.group_public_key, *self.public_shares.values()):
@@ -277,7 +290,7 @@ def deal(
     shares and the public key only.  (Python cannot guarantee erasure of the
     dealer's memory; the dealer process should exit after the ceremony.)
     """
-    _check_params(threshold, holders)
+    check_params(threshold, holders)
     info = f"fraudhub/v1 key epoch {epoch}".encode()
     if seed is None:
         k = sodium.scalar_random()

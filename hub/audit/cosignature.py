@@ -19,6 +19,15 @@ than ``quorum`` valid ones raises :class:`~client_sdk.core.errors.CheckpointErro
 A witness key pinned twice (even under two names) is a ConfigurationError, so
 one witness never counts twice; a weak (small-order or non-canonical) witness
 key is refused when it is pinned, since anyone could forge its cosignatures.
+
+Freshness (review-2, S1): a checkpoint stays validly cosigned forever, so a hub
+could keep serving one regulator an old cosigned checkpoint and hide every
+later event from it.  With ``max_age``, :func:`check_quorum` counts a
+witness only if its newest valid cosignature's timestamp is at most
+``max_age`` seconds before ``now``; a stale one is named with its age.  The
+hub re-asks witnesses for the same head well before that
+(``hub.services.witnesses``), and witnesses re-cosign an unchanged head with a
+new timestamp, so an honest hub always has fresh cosignatures.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -47,6 +57,7 @@ from hub.audit.checkpoint import (
 
 __all__ = [
     "COSIGNATURE_TYPE",
+    "DEFAULT_MAX_AGE",
     "MAX_TIMESTAMP",
     "CosignatureVerifier",
     "Cosigner",
@@ -60,8 +71,18 @@ __all__ = [
 COSIGNATURE_TYPE = 0x04
 #: tlog-cosignature: the timestamp MUST NOT exceed 2^63 - 1.
 MAX_TIMESTAMP = 2**63 - 1
+#: How old (seconds) the cosignatures a regulator counts may be, by default:
+#: one day (``fraudhub audit verify --max-age``).
+DEFAULT_MAX_AGE = 86_400
 _TIMESTAMP_BYTES = 8
 _SIGNATURE_BYTES = 64
+
+
+def _when(timestamp: int) -> str:
+    try:
+        return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return f"time {timestamp}"
 
 
 def cosigned_message(body: str, timestamp: int) -> bytes:
@@ -166,13 +187,24 @@ class QuorumResult:
         return "; ".join(self.problems) if self.problems else "all witnesses cosigned"
 
 
-def check_quorum(note: str, witnesses: Sequence[CosignatureVerifier], quorum: int) -> QuorumResult:
+def check_quorum(
+    note: str,
+    witnesses: Sequence[CosignatureVerifier],
+    quorum: int,
+    *,
+    now: int | None = None,
+    max_age: int | None = None,
+) -> QuorumResult:
     """Count the valid cosignatures of ``note`` by the pinned ``witnesses``.
 
-    Lines by other keys are ignored (signed-note).  Raises CheckpointError if
-    fewer than ``quorum`` witnesses cosigned; the message names every witness
-    that is missing or whose cosignature is bad, and why.
+    Lines by other keys are ignored (signed-note).  With ``max_age`` (seconds;
+    ``now`` is POSIX time, required then) a witness counts only if its newest
+    valid cosignature is at most that old.  Raises CheckpointError if fewer
+    than ``quorum`` witnesses count; the message names every witness that is
+    missing, whose cosignature is bad, or whose newest one is stale, and why.
     """
+    if max_age is not None and (now is None or max_age < 1):
+        raise ConfigurationError("a cosignature max age needs the current time and >= 1 second")
     if not 0 <= quorum <= len(witnesses):
         raise ConfigurationError(
             f"a witness quorum of {quorum} cannot be met by {len(witnesses)} pinned witness(es)"
@@ -196,21 +228,29 @@ def check_quorum(note: str, witnesses: Sequence[CosignatureVerifier], quorum: in
             problems.append(f"witness {witness.label()}: no cosignature")
             continue
         errors: list[str] = []
+        newest: int | None = None
         for line in lines:
             try:
-                witness.verify(body, line)
+                timestamp = witness.verify(body, line)
             except CheckpointError as exc:
                 errors.append(str(exc))
                 continue
-            cosigned.append(witness.label())
-            break
-        else:
+            newest = timestamp if newest is None else max(newest, timestamp)
+        if newest is None:
             problems.append(f"witness {witness.label()}: bad cosignature ({errors[0]})")
+        elif max_age is not None and now is not None and now - newest > max_age:
+            problems.append(
+                f"witness {witness.label()}: stale cosignature (its newest is from "
+                f"{_when(newest)}, {now - newest} s old; max age {max_age} s)"
+            )
+        else:
+            cosigned.append(witness.label())
     result = QuorumResult(tuple(cosigned), tuple(problems))
     if len(cosigned) < quorum:
+        fresh = f" at most {max_age} s old" if max_age is not None else ""
         raise CheckpointError(
             f"missing witness quorum: {len(cosigned)} of the required {quorum} witness "
-            f"cosignature(s) verify ({result.describe()})"
+            f"cosignature(s) verify{fresh and ' and are' + fresh} ({result.describe()})"
         )
     return result
 

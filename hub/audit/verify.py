@@ -8,7 +8,10 @@
    ADR 0010): every missing or bad one is named.  Witnesses refuse to cosign
    a history inconsistent with one they cosigned, so a log rewritten after a
    checkpoint was served lacks the quorum even where this regulator saw none
-   of it (a split view);
+   of it (a split view).  A cosignature counts only if it is at most
+   ``max_age`` seconds old (default one day, kept in the state file): an old
+   but validly cosigned checkpoint served to hide later events (a frozen view)
+   fails, naming each stale witness;
 2. against the last checkpoint this regulator verified (:class:`VerifiedState`):
    a smaller tree is a truncated log, the same size with another root is a
    fork, a larger tree must come with a valid RFC 9162 consistency proof;
@@ -30,6 +33,7 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -43,7 +47,12 @@ from client_sdk.core.errors import (
 )
 from hub.audit import merkle
 from hub.audit.checkpoint import Checkpoint, LogVerifier, open_checkpoint
-from hub.audit.cosignature import CosignatureVerifier, QuorumResult, check_quorum
+from hub.audit.cosignature import (
+    DEFAULT_MAX_AGE,
+    CosignatureVerifier,
+    QuorumResult,
+    check_quorum,
+)
 from hub.audit.events import AuditEvent, decode
 
 __all__ = ["LogClient", "VerifiedState", "VerifyResult", "verified_events", "verify_log"]
@@ -82,6 +91,8 @@ class VerifiedState:
     # The pinned witness keys and how many must cosign (ADR 0010).
     witnesses: tuple[str, ...] = ()
     witness_quorum: int = 0
+    # How old (seconds) a counted cosignature may be (review-2, S1).
+    max_age: int = DEFAULT_MAX_AGE
 
     def to_json(self) -> str:
         return json.dumps(
@@ -95,6 +106,7 @@ class VerifiedState:
                 "note": self.note,
                 "witnesses": list(self.witnesses),
                 "witness_quorum": self.witness_quorum,
+                "max_age": self.max_age,
             },
             indent=2,
         )
@@ -117,6 +129,8 @@ class VerifiedState:
                 note=str(obj["note"]),
                 witnesses=tuple(str(w) for w in obj.get("witnesses", [])),
                 witness_quorum=int(obj.get("witness_quorum", 0)),
+                # State files from before the freshness check get the default.
+                max_age=int(obj.get("max_age", DEFAULT_MAX_AGE)),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigurationError(f"{source}: not a fraudhub audit state file") from exc
@@ -128,6 +142,8 @@ class VerifiedState:
             raise ConfigurationError(f"{source}: the compact range does not match its root")
         if not 0 <= state.witness_quorum <= len(state.witnesses):
             raise ConfigurationError(f"{source}: the witness quorum exceeds the pinned witnesses")
+        if state.max_age < 1:
+            raise ConfigurationError(f"{source}: the cosignature max age must be >= 1 second")
         return state
 
 
@@ -217,6 +233,8 @@ def verify_log(  # noqa: PLR0912 - the numbered checks of the module docstring, 
     deep: bool = False,
     witnesses: tuple[str, ...] = (),
     witness_quorum: int = 0,
+    max_age: int = DEFAULT_MAX_AGE,
+    now: int | None = None,
 ) -> VerifyResult:
     """Verify the hub's latest checkpoint and events against ``previous``.
 
@@ -227,7 +245,8 @@ def verify_log(  # noqa: PLR0912 - the numbered checks of the module docstring, 
     the inclusion proof of every fetched event, which exercises every stored
     node hash of the hub (one request per event: for investigations, not for
     routine runs).  ``witnesses`` (verifier keys) and ``witness_quorum``: at
-    least that many of them must have cosigned the checkpoint.  Raises
+    least that many of them must have cosigned the checkpoint, each at most
+    ``max_age`` seconds before ``now`` (POSIX seconds; default: the clock).  Raises
     AuditLogError (CheckpointError, ConsistencyProofError) naming what is
     wrong, ConfigurationError for a malformed witness key or quorum.
     """
@@ -235,7 +254,10 @@ def verify_log(  # noqa: PLR0912 - the numbered checks of the module docstring, 
     note = client.get_checkpoint(fresh)
     expected_origin = origin or (previous.origin if previous else None)
     checkpoint = open_checkpoint(note, verifier, origin=expected_origin)
-    quorum = check_quorum(note, pinned, witness_quorum) if pinned or witness_quorum else None
+    quorum = None
+    if pinned or witness_quorum:
+        current = int(time.time()) if now is None else now
+        quorum = check_quorum(note, pinned, witness_quorum, now=current, max_age=max_age)
     old_size = previous.size if previous else 0
     if previous is not None:
         if checkpoint.size < previous.size:
@@ -299,6 +321,7 @@ def verify_log(  # noqa: PLR0912 - the numbered checks of the module docstring, 
         note=note,
         witnesses=tuple(witnesses),
         witness_quorum=witness_quorum,
+        max_age=max_age,
     )
     return VerifyResult(state, old_size, checkpoint.size - old_size, quorum)
 

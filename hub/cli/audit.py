@@ -10,7 +10,10 @@
   forked or rewritten log, bad signature, unknown key, missing witness quorum
   naming each missing or bad cosignature); the state file is then left as it
   was.  ``--witness VKEY`` (repeatable) and ``--witness-quorum N`` pin the
-  witnesses that must cosign (ADR 0010); both are kept in the state file.
+  witnesses that must cosign (ADR 0010); ``--max-age SECONDS`` (default one
+  day) is how old a counted cosignature may be, so a hub serving this
+  regulator an old cosigned checkpoint (a frozen view) fails, naming each
+  stale witness; all three are kept in the state file.
   Other failures (hub unreachable, PERMISSION_DENIED) exit 2.
 - ``report --from --to [--format table|csv|json]``: per-institution requests,
   items, matches, match rate, refusals by reason, requests by tier and purpose.
@@ -59,7 +62,7 @@ from client_sdk.core.errors import AuditLogError, ConfigurationError
 from client_sdk.wire.codecs import optional_datetime, timestamp, to_datetime
 from hub.audit.anomalies import Thresholds, detect
 from hub.audit.checkpoint import LogVerifier
-from hub.audit.cosignature import CosignatureVerifier
+from hub.audit.cosignature import DEFAULT_MAX_AGE, CosignatureVerifier
 from hub.audit.dispute_report import DisputeLedger, DisputeReport, render_disputes
 from hub.audit.events import AuditEvent, decode
 from hub.audit.report import FORMATS, InstitutionReport, aggregate, render
@@ -130,6 +133,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         raise ConfigurationError("the first verification needs --log-key (the hub's log key)")
     verifier = LogVerifier.from_verifier_key(vkey)
     witnesses, quorum = _witness_policy(args, previous)
+    if args.max_age is not None:
+        max_age = int(args.max_age)
+    else:
+        max_age = previous.max_age if previous is not None else DEFAULT_MAX_AGE
     with _channel(args) as channel:
         try:
             result = verify_log(
@@ -142,6 +149,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 deep=args.deep,
                 witnesses=witnesses,
                 witness_quorum=quorum,
+                max_age=max_age,
             )
         except AuditLogError as exc:
             print(f"fraudhub audit verify: FAILED: {exc}", file=sys.stderr)
@@ -156,7 +164,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         cosigned = result.witnesses
         print(
             f"cosigned by {len(cosigned.cosigned)} of {len(witnesses)} pinned witness(es) "
-            f"(quorum {quorum}): {', '.join(cosigned.cosigned) or 'none'}"
+            f"(quorum {quorum}), none older than {max_age} s: "
+            f"{', '.join(cosigned.cosigned) or 'none'}"
         )
         for problem in cosigned.problems:
             print(f"warning: {problem}", file=sys.stderr)
@@ -409,6 +418,13 @@ def register(sub: Any) -> None:
         metavar="N",
         help="cosignatures by pinned witnesses the checkpoint needs "
         "(default: all --witness keys, else the state file's)",
+    )
+    verify.add_argument(
+        "--max-age",
+        type=positive_int(),
+        metavar="SECONDS",
+        help="count a witness only if its cosignature is at most this old "
+        f"(default: the state file's, else {DEFAULT_MAX_AGE}, one day)",
     )
     verify.set_defaults(func=_cmd_verify)
 

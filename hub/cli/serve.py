@@ -27,6 +27,7 @@ from hub.services.audit import log_signer
 from hub.services.config import (
     CHECKPOINT_EVERY_EVENTS,
     CHECKPOINT_EVERY_SECONDS,
+    COSIGNATURE_REFRESH_SECONDS,
     DEFAULT_LISTEN,
     HubConfig,
     WitnessEndpoint,
@@ -67,6 +68,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         checkpoint_every_seconds=args.checkpoint_seconds,
         witnesses=tuple(args.witness),
         witness_identity=_witness_identity(args),
+        cosignature_refresh_seconds=args.witness_refresh,
         previous_epochs=tuple(args.accept_epoch or ()),
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
@@ -175,6 +177,15 @@ def register(sub: Any) -> None:
         "--witness-institution", help="the operator institution id the hub calls witnesses as"
     )
     serve.add_argument("--witness-key", type=Path, help="that institution's Ed25519 key (PEM)")
+    serve.add_argument(
+        "--witness-refresh",
+        type=positive_float,
+        default=COSIGNATURE_REFRESH_SECONDS,
+        metavar="SECONDS",
+        help="ask the witnesses again for an unchanged head once its newest cosignature is "
+        f"this old (default {COSIGNATURE_REFRESH_SECONDS:g}; keep it at most half the "
+        "regulators' `audit verify --max-age`)",
+    )
     serve.add_argument(
         "--accept-epoch",
         type=positive_int(),

@@ -327,7 +327,7 @@ class LocalDeployment:
             witness_servicer = WitnessServicer(witness)
         registry = HolderRegistry(directory, holder_server_name(index))
         quota = QuotaLedger(
-            directory / "quota.sqlite3", LOCAL_DAILY_QUOTA, limits=registry.daily_quota
+            directory / "quota.sqlite3", LOCAL_DAILY_QUOTA, limits=registry.quota_limits
         )
         seen = SeenTokenFile(directory / "seen-tokens.sqlite3")
         verifier = TokenVerifier(registry, keyholder_audience(index), replay=seen)
@@ -382,7 +382,7 @@ class LocalDeployment:
     ) -> None:
         """Holder ``index``'s operator admits an institution (its own registry, own quota)."""
         institution = AdmittedInstitution(institution_id, name or institution_id, role, public_key)
-        admit(self.holder_dirs[index], institution, LOCAL_DAILY_QUOTA)
+        admit(self.holder_dirs[index], institution, LOCAL_DAILY_QUOTA, LOCAL_DAILY_QUOTA)
 
     def _admit_everywhere(
         self, institution_id: str, role: str, private: Ed25519PrivateKey, name: str = ""

@@ -12,8 +12,12 @@ Guarantees:
   caller learns where to ask).  The file is re-read when it changes, so an
   admission or a disable takes effect on the next call, without a restart; a
   file that stops parsing keeps the last good registry and logs an error.
-- Each entry carries the holder's own ``daily_quota`` for that institution
-  (``hub.keyholder.server.QuotaLedger`` charges against it).
+- Each entry carries the holder's own ``daily_quota`` (elements per UTC day)
+  and ``monthly_quota`` (elements per rolling 30 days) for that institution
+  (``hub.keyholder.server.QuotaLedger`` charges against both).  A registry
+  written before the 30-day cap existed gets :data:`DEFAULT_MONTHLY_QUOTA`.
+  The defaults are deliberately low: at them one admitted institution needs
+  decades to enumerate a kind of 1.8e9 values (docs/TRUST.md, "Enumeration").
 - The file holds ids, names, roles, public keys and quotas: never a raw value,
   token, element or secret.
 - :func:`review_proposal` compares the hub's export (``fraudhub institution
@@ -43,15 +47,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple, TypeGuard
 
 from client_sdk.core.errors import ConfigurationError, PermissionDenied
 from hub.wire.auth import Institution, parse_registry
 
 __all__ = [
+    "DEFAULT_DAILY_QUOTA",
+    "DEFAULT_MONTHLY_QUOTA",
+    "QUOTA_WINDOW_DAYS",
     "REGISTRY_FILENAME",
     "Admission",
     "HolderRegistry",
     "Proposal",
+    "QuotaLimits",
     "admit",
     "fingerprint",
     "load_admissions",
@@ -67,27 +76,55 @@ REGISTRY_FILENAME = "admitted.json"
 #: A registry changed this recently is re-read on every call (coarse file times).
 _RECENT_SECONDS = 5.0
 FORMAT = "fraudhub-holder-registry/1"
+#: Elements per institution per UTC day at one holder, unless its operator sets
+#: another (``keyholder institution add|import-proposal|quota --daily-quota``).
+DEFAULT_DAILY_QUOTA = 200_000
+#: Elements per institution per rolling :data:`QUOTA_WINDOW_DAYS` at one holder
+#: (``--monthly-quota``): bounds sustained use far below 30 full days.
+DEFAULT_MONTHLY_QUOTA = 2_000_000
+#: The rolling window of the monthly cap: today and the 29 UTC days before it.
+QUOTA_WINDOW_DAYS = 30
+
+
+class QuotaLimits(NamedTuple):
+    """What one holder lets one institution evaluate."""
+
+    daily: int
+    monthly: int
 
 
 @dataclass(frozen=True)
 class Admission:
-    """One institution this holder's operator admitted, with its daily quota."""
+    """One institution this holder's operator admitted, with its quotas."""
 
     institution: Institution
     daily_quota: int
     admitted_at: str
+    monthly_quota: int = DEFAULT_MONTHLY_QUOTA
 
     def __post_init__(self) -> None:
         if self.daily_quota < 1:
             raise ConfigurationError(
                 f"institution {self.institution.id}: daily quota must be at least 1 element"
             )
+        if self.monthly_quota < 1:
+            raise ConfigurationError(
+                f"institution {self.institution.id}: 30-day quota must be at least 1 element"
+            )
+
+    @property
+    def limits(self) -> QuotaLimits:
+        return QuotaLimits(self.daily_quota, self.monthly_quota)
 
 
 def fingerprint(public_key: bytes) -> str:
     """A short SHA-256 fingerprint of a public key, for operators to compare by phone."""
     digest = hashlib.sha256(public_key).hexdigest()[:32]
     return ":".join(digest[i : i + 4] for i in range(0, len(digest), 4))
+
+
+def _whole(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _parse(text: str, source: str) -> list[Admission]:
@@ -101,15 +138,18 @@ def _parse(text: str, source: str) -> list[Admission]:
         zip(institutions, data["institutions"], strict=True)
     ):
         quota = entry.get("daily_quota")
+        # Registries written before the 30-day cap get the default one.
+        monthly = entry.get("monthly_quota", DEFAULT_MONTHLY_QUOTA)
         admitted_at = entry.get("admitted_at", "")
-        if not isinstance(quota, int) or isinstance(quota, bool):
+        if not _whole(quota) or not _whole(monthly):
+            name = "daily_quota" if not _whole(quota) else "monthly_quota"
             raise ConfigurationError(
-                f"{source}: institutions[{position}].daily_quota: must be a whole number"
+                f"{source}: institutions[{position}].{name}: must be a whole number"
             )
         if not isinstance(admitted_at, str):
             raise ConfigurationError(f"{source}: institutions[{position}].admitted_at: not text")
         try:
-            admissions.append(Admission(institution, quota, admitted_at))
+            admissions.append(Admission(institution, quota, admitted_at, monthly))
         except ConfigurationError as exc:
             raise ConfigurationError(f"{source}: institutions[{position}]: {exc}") from None
     return admissions
@@ -127,6 +167,7 @@ def _dump(admissions: Sequence[Admission]) -> str:
                     "public_key": base64.b64encode(a.institution.public_key).decode("ascii"),
                     "disabled": a.institution.disabled,
                     "daily_quota": a.daily_quota,
+                    "monthly_quota": a.monthly_quota,
                     "admitted_at": a.admitted_at,
                 }
                 for a in sorted(admissions, key=lambda a: a.institution.id)
@@ -167,15 +208,21 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
 
-def admit(state_dir: Path, institution: Institution, daily_quota: int) -> Admission:
-    """Admit ``institution`` at this holder; raises ConfigurationError if its id is admitted."""
+def admit(
+    state_dir: Path,
+    institution: Institution,
+    daily_quota: int,
+    monthly_quota: int = DEFAULT_MONTHLY_QUOTA,
+) -> Admission:
+    """Admit ``institution`` at this holder with its quotas (elements per UTC day and
+    per rolling 30 days); raises ConfigurationError if its id is admitted."""
     admissions = load_admissions(state_dir)
     if any(a.institution.id == institution.id for a in admissions):
         raise ConfigurationError(
             f"{institution.id} is already admitted here; disable it and admit a new id "
             "to change its key or role"
         )
-    admission = Admission(institution, daily_quota, _now())
+    admission = Admission(institution, daily_quota, _now(), monthly_quota)
     save_admissions(state_dir, [*admissions, admission])
     return admission
 
@@ -201,9 +248,23 @@ def set_disabled(state_dir: Path, institution_id: str, disabled: bool) -> Admiss
     )
 
 
-def set_quota(state_dir: Path, institution_id: str, daily_quota: int) -> Admission:
-    """Change an admitted institution's daily quota; raises ConfigurationError if unknown."""
-    return _update(state_dir, institution_id, lambda a: replace(a, daily_quota=daily_quota))
+def set_quota(
+    state_dir: Path,
+    institution_id: str,
+    daily_quota: int | None = None,
+    monthly_quota: int | None = None,
+) -> Admission:
+    """Change an admitted institution's daily and/or 30-day quota (None keeps it);
+    raises ConfigurationError if unknown."""
+
+    def change(admission: Admission) -> Admission:
+        return replace(
+            admission,
+            daily_quota=admission.daily_quota if daily_quota is None else daily_quota,
+            monthly_quota=admission.monthly_quota if monthly_quota is None else monthly_quota,
+        )
+
+    return _update(state_dir, institution_id, change)
 
 
 # --- the hub's export as a proposal ------------------------------------------------
@@ -335,3 +396,11 @@ class HolderRegistry:
         Raises PermissionDenied if this holder did not admit it.
         """
         return self._admission(institution_id).daily_quota
+
+    def quota_limits(self, institution_id: str) -> QuotaLimits:
+        """The daily and rolling 30-day limits this holder sets for ``institution_id``
+        (what :class:`~hub.keyholder.server.QuotaLedger` charges against).
+
+        Raises PermissionDenied if this holder did not admit it.
+        """
+        return self._admission(institution_id).limits

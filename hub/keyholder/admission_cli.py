@@ -3,10 +3,13 @@
 Every action works on the holder's own state directory (``--state-dir``,
 ``hub.keyholder.admission``); a running holder picks a change up on its next
 call.  ``add`` admits one institution with its public key and this holder's
-daily quota for it; ``disable``/``enable`` and ``quota`` change an admitted one;
+quotas for it (``--daily-quota`` elements per UTC day, ``--monthly-quota`` per
+rolling 30 days; low defaults, docs/TRUST.md "Enumeration");
+``disable``/``enable`` and ``quota`` change an admitted one;
 ``list`` shows them with key fingerprints; ``import-proposal FILE`` shows what
 the hub's export (``fraudhub institution export``) would add, with the
-fingerprint of that proposal, and admits those only with ``--yes --reviewed
+fingerprint of that proposal and the quotas each would get (``--daily-quota``,
+``--monthly-quota``), and admits those only with ``--yes --reviewed
 FINGERPRINT``: an export that changed after the review (whoever can write the
 file) admits nothing.  Conflicting entries (another key or role for an id
 admitted here) are never imported.  Errors exit 2 with one line
@@ -32,7 +35,7 @@ from hub.keyholder.admission import (
     set_disabled,
     set_quota,
 )
-from hub.keyholder.server import DEFAULT_DAILY_QUOTA
+from hub.keyholder.server import DEFAULT_DAILY_QUOTA, DEFAULT_MONTHLY_QUOTA
 from hub.wire.auth import Institution
 
 __all__ = ["register_admission_actions"]
@@ -43,7 +46,8 @@ def _show(admission: Admission) -> str:
     status = "disabled" if institution.disabled else "enabled"
     return (
         f"{institution.id:<24} {institution.role:<10} {status:<9} "
-        f"{admission.daily_quota:>12} {fingerprint(institution.public_key)}"
+        f"{admission.daily_quota:>12} {admission.monthly_quota:>13} "
+        f"{fingerprint(institution.public_key)}"
     )
 
 
@@ -54,11 +58,14 @@ def _cmd_add(args: argparse.Namespace) -> int:
         role=args.role,
         public_key=public_key_option(args.public_key, args.public_key_file),
     )
-    admission = admit(args.state_dir, institution, args.daily_quota)
+    admission = admit(args.state_dir, institution, args.daily_quota, args.monthly_quota)
     print(f"admitted {institution.id} ({institution.role}) at this key holder")
     print(f"  key fingerprint {fingerprint(institution.public_key)} (the institution reads its own")
     print("  from `fraudhub institution keygen`; compare them over another channel)")
-    print(f"  daily quota {admission.daily_quota} elements")
+    print(
+        f"  daily quota {admission.daily_quota} elements, "
+        f"30-day quota {admission.monthly_quota} elements"
+    )
     return 0
 
 
@@ -75,13 +82,21 @@ def _cmd_enable(args: argparse.Namespace) -> int:
 
 
 def _cmd_quota(args: argparse.Namespace) -> int:
-    set_quota(args.state_dir, args.id, args.daily_quota)
-    print(f"{args.id}: daily quota {args.daily_quota} elements at this key holder")
+    if args.daily_quota is None and args.monthly_quota is None:
+        raise ConfigurationError("give --daily-quota, --monthly-quota or both")
+    admission = set_quota(args.state_dir, args.id, args.daily_quota, args.monthly_quota)
+    print(
+        f"{args.id}: daily quota {admission.daily_quota} elements, 30-day quota "
+        f"{admission.monthly_quota} elements at this key holder"
+    )
     return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    print(f"{'id':<24} {'role':<10} {'status':<9} {'daily quota':>12} key fingerprint")
+    print(
+        f"{'id':<24} {'role':<10} {'status':<9} {'daily quota':>12} {'30-day quota':>13} "
+        "key fingerprint"
+    )
     for admission in load_admissions(args.state_dir):
         print(_show(admission))
     return 0
@@ -97,7 +112,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
     for institution in proposal.new:
         print(
             f"would admit  {institution.id} ({institution.role}), "
-            f"key {fingerprint(institution.public_key)}, daily quota {args.daily_quota}"
+            f"key {fingerprint(institution.public_key)}, daily quota {args.daily_quota}, "
+            f"30-day quota {args.monthly_quota}"
         )
     for institution, reason in proposal.conflicts:
         print(f"conflict     {institution.id}: {reason}; not imported")
@@ -124,8 +140,11 @@ def _cmd_import(args: argparse.Namespace) -> int:
             "nothing admitted, run it without --yes and read it again"
         )
     for institution in proposal.new:
-        admit(args.state_dir, institution, args.daily_quota)
-    print(f"admitted {len(proposal.new)} institution(s) at this key holder")
+        admit(args.state_dir, institution, args.daily_quota, args.monthly_quota)
+    print(
+        f"admitted {len(proposal.new)} institution(s) at this key holder, each with a daily "
+        f"quota of {args.daily_quota} and a 30-day quota of {args.monthly_quota} elements"
+    )
     return 0
 
 
@@ -135,13 +154,22 @@ def _state_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _quota(parser: argparse.ArgumentParser, required: bool = False) -> None:
+def _quota(parser: argparse.ArgumentParser, change: bool = False) -> None:
+    """``--daily-quota`` and ``--monthly-quota``: defaults to admit with, or (``change``)
+    none, so ``quota`` keeps what is not given."""
     parser.add_argument(
         "--daily-quota",
         type=positive_int(),
-        required=required,
-        default=None if required else DEFAULT_DAILY_QUOTA,
-        help=f"elements per UTC day at this holder (default {DEFAULT_DAILY_QUOTA})",
+        default=None if change else DEFAULT_DAILY_QUOTA,
+        help="elements per UTC day at this holder"
+        + ("" if change else f" (default {DEFAULT_DAILY_QUOTA})"),
+    )
+    parser.add_argument(
+        "--monthly-quota",
+        type=positive_int(),
+        default=None if change else DEFAULT_MONTHLY_QUOTA,
+        help="elements per rolling 30 UTC days at this holder"
+        + ("" if change else f" (default {DEFAULT_MONTHLY_QUOTA})"),
     )
 
 
@@ -169,10 +197,10 @@ def register_admission_actions(actions: Any) -> None:
         action.add_argument("--id", required=True)
         action.set_defaults(func=func)
 
-    quota = sub.add_parser("quota", help="set an admitted institution's daily quota")
+    quota = sub.add_parser("quota", help="set an admitted institution's daily and 30-day quotas")
     _state_dir(quota)
     quota.add_argument("--id", required=True)
-    _quota(quota, required=True)
+    _quota(quota, change=True)
     quota.set_defaults(func=_cmd_quota)
 
     listing = sub.add_parser("list", help="list the institutions admitted here")

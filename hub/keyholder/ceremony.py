@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from client_sdk.core.errors import ConfigurationError
-from client_sdk.core.threshold import MAX_HOLDERS, deal
+from client_sdk.core.threshold import MAX_HOLDERS, check_params, deal
 from hub.infra.argtypes import positive_int
 from hub.infra.privatefiles import private_directory
 from hub.keyholder.keyfiles import (
@@ -99,6 +99,7 @@ _holders = positive_int(MAX_HOLDERS)
 def _cmd_deal(args: argparse.Namespace) -> int:
     if args.threshold > args.holders:
         raise ConfigurationError("--threshold cannot exceed --holders")
+    check_params(args.threshold, args.holders)  # refuses 1-of-n, n > 1, before any file
     paths, public = deal_to_directory(args.threshold, args.holders, args.out, epoch=args.epoch)
     print(f"dealt a {args.threshold}-of-{args.holders} key (epoch {args.epoch}):")
     for p in paths:

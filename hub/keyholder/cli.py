@@ -178,7 +178,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     seen = SeenTokenFile(args.state_dir / "seen-tokens.sqlite3")
     verifier = TokenVerifier(registry, audience, replay=seen)
     quota = QuotaLedger(
-        args.state_dir / "quota.sqlite3", DEFAULT_DAILY_QUOTA, limits=registry.daily_quota
+        args.state_dir / "quota.sqlite3", DEFAULT_DAILY_QUOTA, limits=registry.quota_limits
     )
     witness = None
     witness_state = None

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from client_sdk.core.errors import ConfigurationError, FraudhubError
-from client_sdk.core.threshold import MAX_HOLDERS
+from client_sdk.core.threshold import MAX_HOLDERS, check_params
 from hub.infra.argtypes import deprecated_alias, positive_int
 from hub.keyholder.dkg_files import ROUNDS, init_participant, run_round
 from hub.keyholder.keyfiles import load_public, load_share
@@ -52,6 +52,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
 def _cmd_round(args: argparse.Namespace) -> int:
     if args.round == "deal" and args.keys_command == "dkg" and args.threshold > args.holders:
         raise ConfigurationError("--threshold cannot exceed --holders")
+    if args.round == "deal" and args.keys_command == "dkg":
+        check_params(args.threshold, args.holders)  # refuses 1-of-n, n > 1
     result = run_round(
         args.round,
         args.state,

@@ -11,10 +11,12 @@ A thin adapter around ``client_sdk.core.threshold.holder_evaluate``.  Guarantees
 - Only institutions this holder's own operator admitted may call
   (``hub.keyholder.admission.HolderRegistry``; the hub's registry is never
   read).  Each may evaluate at most its own daily quota of elements per UTC
-  day, set per institution by the holder's operator.  The count lives in
-  SQLite in the holder's state directory, so a restart does not reset it;
-  it is charged before evaluating, and a spent quota answers
-  RESOURCE_EXHAUSTED.  (Evaluation counts are what a key holder is
+  day AND its own quota per rolling 30 UTC days (today and the 29 before),
+  both set per institution by the holder's operator (defaults
+  :data:`DEFAULT_DAILY_QUOTA`, :data:`DEFAULT_MONTHLY_QUOTA`).  The counts
+  live per day in SQLite in the holder's state directory, so a restart resets
+  neither; they are charged before evaluating, and a spent quota answers
+  RESOURCE_EXHAUSTED naming which one.  (Evaluation counts are what a key holder is
   allowed to learn, DESIGN.md "Parties".)
 - A token id is accepted once while its token lives, across restarts
   (:class:`SeenTokenFile`, in the state directory).
@@ -50,6 +52,12 @@ from client_sdk.core.errors import (
 )
 from client_sdk.core.threshold import KeyShare, PublicKeyInfo, holder_evaluate
 from hub.infra.sqlitefile import immediate, open_state_file
+from hub.keyholder.admission import (
+    DEFAULT_DAILY_QUOTA,
+    DEFAULT_MONTHLY_QUOTA,
+    QUOTA_WINDOW_DAYS,
+    QuotaLimits,
+)
 from hub.keyholder.witness import METHOD_ROLES as WITNESS_ROLES
 from hub.keyholder.witness import SERVICE_NAME as WITNESS_SERVICE
 from hub.keyholder.witness import WitnessServicer
@@ -62,6 +70,7 @@ from hub.wire.tls import SERVER_OPTIONS, bind
 
 __all__ = [
     "DEFAULT_DAILY_QUOTA",
+    "DEFAULT_MONTHLY_QUOTA",
     "MAX_BATCH",
     "MESSAGE_LIMITS",
     "METHOD_ROLES",
@@ -77,7 +86,6 @@ log = logging.getLogger(__name__)
 
 #: Largest batch of one BlindEvaluate (keyholder.proto).
 MAX_BATCH = 4096
-DEFAULT_DAILY_QUOTA = 5_000_000
 #: Seconds :meth:`KeyHolderServer.stop` waits past the grace period for cancelled calls.
 STOP_MARGIN = 2.0
 SERVICE_NAME: str = keyholder_pb2.DESCRIPTOR.services_by_name["KeyHolder"].full_name
@@ -112,14 +120,22 @@ def _utc_day() -> str:
     return dt.datetime.now(dt.UTC).date().isoformat()
 
 
-class QuotaLedger:
-    """Per-institution daily evaluation counts in a small SQLite file.
+def _window_start(day: str) -> str:
+    """The first UTC day (ISO) of the rolling quota window that ends on ``day``."""
+    first = dt.date.fromisoformat(day) - dt.timedelta(days=QUOTA_WINDOW_DAYS - 1)
+    return first.isoformat()
 
-    The limit of an institution is ``limits(institution)`` (the holder's own
-    registry, per institution) or, without ``limits``, ``daily_quota`` for all.
-    Thread-safe within a process (one lock) and across processes sharing the
-    file (``BEGIN IMMEDIATE``).  Raises ConfigurationError if the file cannot
-    be opened.
+
+class QuotaLedger:
+    """Per-institution, per-day evaluation counts in a small SQLite file.
+
+    The limits of an institution are ``limits(institution)`` (the holder's own
+    registry, per institution) or, without ``limits``, ``daily_quota`` and
+    ``monthly_quota`` for all.  A charge must fit both today's count and the
+    sum over the rolling window of :data:`QUOTA_WINDOW_DAYS` UTC days ending
+    today.  Thread-safe within a process (one lock) and across processes
+    sharing the file (``BEGIN IMMEDIATE``).  Raises ConfigurationError if the
+    file cannot be opened.
     """
 
     def __init__(
@@ -127,12 +143,14 @@ class QuotaLedger:
         path: Path,
         daily_quota: int,
         *,
-        limits: Callable[[str], int] | None = None,
+        monthly_quota: int = DEFAULT_MONTHLY_QUOTA,
+        limits: Callable[[str], QuotaLimits] | None = None,
         today: Callable[[], str] = _utc_day,
     ) -> None:
-        if daily_quota < 1:
-            raise ConfigurationError("daily quota must be at least 1 element")
+        if daily_quota < 1 or monthly_quota < 1:
+            raise ConfigurationError("daily and 30-day quotas must be at least 1 element")
         self.daily_quota = daily_quota
+        self.monthly_quota = monthly_quota
         self._limits = limits
         self._today = today
         self._lock = threading.Lock()
@@ -147,20 +165,44 @@ class QuotaLedger:
             ).fetchone()
         return int(row[0]) if row else 0
 
-    def charge(self, institution: str, elements: int) -> None:
-        """Count ``elements`` against today's quota; raise QuotaExhausted if it would overflow."""
+    def used_in_window(self, institution: str) -> int:
+        """Elements ``institution`` evaluated in the rolling 30-day window ending today."""
         day = self._today()
-        limit = self._limits(institution) if self._limits is not None else self.daily_quota
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COALESCE(SUM(elements), 0) FROM evaluations "
+                "WHERE institution = ? AND day >= ? AND day <= ?",
+                (institution, _window_start(day), day),
+            ).fetchone()
+        return int(row[0])
+
+    def charge(self, institution: str, elements: int) -> None:
+        """Count ``elements`` against today's and the rolling 30-day quota; raise
+        QuotaExhausted (naming which) if either would overflow."""
+        day = self._today()
+        if self._limits is not None:
+            daily, monthly = self._limits(institution)
+        else:
+            daily, monthly = self.daily_quota, self.monthly_quota
+        start = _window_start(day)
         with self._lock, immediate(self._db) as db:
             row = db.execute(
-                "SELECT elements FROM evaluations WHERE institution = ? AND day = ?",
-                (institution, day),
+                "SELECT COALESCE(SUM(CASE WHEN day = ? THEN elements END), 0), "
+                "COALESCE(SUM(elements), 0) FROM evaluations "
+                "WHERE institution = ? AND day >= ? AND day <= ?",
+                (day, institution, start, day),
             ).fetchone()
-            used = int(row[0]) if row else 0
-            if used + elements > limit:
+            used, window = int(row[0]), int(row[1])
+            if used + elements > daily:
                 raise QuotaExhausted(
-                    f"daily evaluation quota spent ({used} of {limit} elements "
+                    f"daily evaluation quota spent ({used} of {daily} elements "
                     f"used, {elements} asked); it resets at 00:00 UTC"
+                )
+            if window + elements > monthly:
+                raise QuotaExhausted(
+                    f"30-day evaluation quota spent ({window} of {monthly} elements used "
+                    f"from {start} to {day}, {elements} asked); each UTC day frees what "
+                    f"was used {QUOTA_WINDOW_DAYS} days before it"
                 )
             db.execute(
                 "INSERT INTO evaluations (institution, day, elements) VALUES (?, ?, ?) "

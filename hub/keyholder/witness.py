@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -117,15 +118,22 @@ def load_cosigner(state_dir: Path, name: str) -> Cosigner:
 
 
 def open_witness(
-    state_dir: Path, name: str, log_keys: list[str]
+    state_dir: Path,
+    name: str,
+    log_keys: list[str],
+    *,
+    clock: Callable[[], float] = time.time,
 ) -> tuple[Witness, WitnessStateFile]:
-    """A witness of the logs whose verifier keys are ``log_keys`` (origin = key name).
+    """A witness of the logs whose verifier keys are ``log_keys`` (origin = key name);
+    ``clock`` (POSIX seconds) stamps its cosignatures.
 
     Returns the witness and its state file (to close).  Raises ConfigurationError.
     """
     verifiers = [LogVerifier.from_verifier_key(vkey) for vkey in log_keys]
     state = WitnessStateFile(Path(state_dir) / WITNESS_STATE_FILENAME)
-    witness = Witness(load_cosigner(state_dir, name), {v.name: v for v in verifiers}, state)
+    witness = Witness(
+        load_cosigner(state_dir, name), {v.name: v for v in verifiers}, state, clock=clock
+    )
     return witness, state
 
 

@@ -39,6 +39,9 @@ DEFAULT_LISTEN = "127.0.0.1:7443"
 #: Default audit checkpoint cadence: sign one every N events or T seconds.
 CHECKPOINT_EVERY_EVENTS = 1000
 CHECKPOINT_EVERY_SECONDS = 60.0
+#: Ask the witnesses again for the current head once its newest cosignature is
+#: this old (seconds): half of ``audit verify --max-age``'s default day.
+COSIGNATURE_REFRESH_SECONDS = 43_200.0
 
 
 def default_policy() -> Path:
@@ -116,6 +119,9 @@ class HubConfig:
     # Witnesses asked to cosign each checkpoint (ADR 0010), and who the hub is to them.
     witnesses: tuple[WitnessEndpoint, ...] = ()
     witness_identity: WitnessIdentity | None = None
+    # Re-ask witnesses for an unchanged head once its newest cosignature is this old
+    # (seconds; at most half the regulators' --max-age).
+    cosignature_refresh_seconds: float = COSIGNATURE_REFRESH_SECONDS
     # Earlier OPRF key epochs still accepted (the overlap of a key change, ADR 0013).
     previous_epochs: tuple[int, ...] = ()
     # Prometheus endpoint (hub.wire.metrics): None serves none; 0 any free port.

@@ -17,6 +17,15 @@ Guarantees:
   regulators decide (``audit verify --witness-quorum``).
 - The hub authenticates to witnesses as its OPERATOR institution
   (``witness_identity``), with a fresh short-lived JWT per call.
+- Cosignatures are kept fresh (review-2, S1): regulators count a cosignature
+  only if it is at most ``max_age`` old (``audit verify --max-age``, default
+  one day), so a witness whose newest stored cosignature of the checkpoint is
+  older than ``refresh_after`` (default half a day) is asked again for the
+  same head (:meth:`CosignatureCollector.refresh`, on the checkpoint thread
+  when no new checkpoint is due; witnesses re-cosign an unchanged head with a
+  new timestamp); the newer line replaces the stored one.  A witness that
+  failed is asked again by :meth:`refresh` after ``retry_after`` at the
+  earliest, so an outage costs the checkpoint thread one timeout per minute.
 """
 
 from __future__ import annotations
@@ -32,12 +41,12 @@ from pathlib import Path
 import grpc
 from fraudhub.v1 import witness_pb2, witness_pb2_grpc
 
-from client_sdk.core.errors import CheckpointError, FraudhubError
+from client_sdk.core.errors import CheckpointError, ConfigurationError, FraudhubError
 from client_sdk.wire.auth import BearerAuth, InstitutionKey
 from client_sdk.wire.channels import ChannelSecurity, open_channel
 from client_sdk.wire.status import errors_from_status
 from hub.audit.checkpoint import parse_checkpoint_body, split_note
-from hub.audit.cosignature import CosignatureVerifier
+from hub.audit.cosignature import DEFAULT_MAX_AGE, CosignatureVerifier
 from hub.services.config import WitnessEndpoint, WitnessIdentity
 from hub.storage import auditlog
 from hub.storage.models import utcnow
@@ -48,6 +57,11 @@ __all__ = ["CosignatureCollector"]
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 5.0
+#: Ask again for a head once the newest cosignature is this old (seconds): half
+#: the regulators' default max age, so an honest hub's are always fresh enough.
+DEFAULT_REFRESH_AFTER = DEFAULT_MAX_AGE / 2
+#: :meth:`CosignatureCollector.refresh` asks a witness at most this often (seconds).
+DEFAULT_RETRY_AFTER = 60.0
 
 
 @dataclass
@@ -58,6 +72,8 @@ class _Witness:
     channel: grpc.Channel
     # The size we believe it last cosigned; corrected by its conflict answers.
     size: int | None = None
+    # When (POSIX seconds, the collector's clock) it was last asked.
+    asked_at: float | None = None
 
 
 class CosignatureCollector:
@@ -73,12 +89,18 @@ class CosignatureCollector:
         timeout: float = DEFAULT_TIMEOUT,
         clock: Callable[[], datetime] = utcnow,
         on_error: Callable[[str], None] | None = None,
+        refresh_after: float = DEFAULT_REFRESH_AFTER,
+        retry_after: float = DEFAULT_RETRY_AFTER,
     ) -> None:
+        if refresh_after <= 0 or retry_after < 0:
+            raise ConfigurationError("the cosignature refresh age must be > 0 seconds")
         self._store = store
         # Told the audience of a witness whose call failed (the holder-errors metric).
         self._on_error = on_error
         self._timeout = timeout
         self._clock = clock
+        self._refresh_after = refresh_after
+        self._retry_after = retry_after
         self._lock = threading.Lock()
         key = InstitutionKey.load(identity.institution, identity.key)
         self._witnesses: list[_Witness] = []
@@ -106,21 +128,42 @@ class CosignatureCollector:
         return [w.endpoint.verifier_key for w in self._witnesses]
 
     def collect(self, note: str) -> int:
-        """Ask every witness that has not cosigned checkpoint ``note`` yet; return how
-        many cosignatures it has now.  Never raises."""
+        """Ask every witness that has not cosigned checkpoint ``note`` yet, or whose
+        cosignature of it is ``refresh_after`` old; return how many fresh
+        cosignatures it has now.  Never raises."""
+        return self._collect(note, patient=False)
+
+    def refresh(self) -> int:
+        """:meth:`collect` for the latest checkpoint (the current head), asking each
+        witness at most once per ``retry_after``; 0 before the first checkpoint.
+        Never raises."""
         try:
             with self._store.session() as session:
-                have = auditlog.cosignatures(session, note)
+                latest = auditlog.latest_checkpoint(session)
+        except StorageError as exc:
+            log.error("cannot read the latest checkpoint (%s)", exc.cause)
+            return 0
+        return 0 if latest is None else self._collect(latest.note, patient=True)
+
+    def _collect(self, note: str, *, patient: bool) -> int:
+        now = self._clock().timestamp()
+        try:
+            with self._store.session() as session:
+                times = auditlog.cosignature_times(session, note)
         except StorageError as exc:
             log.error("cannot read cosignatures (%s)", exc.cause)
             return 0
-        missing = [w for w in self._witnesses if w.endpoint.verifier_key not in have]
+        fresh = {w for w, at in times.items() if now - at < self._refresh_after}
+        due = [w for w in self._witnesses if w.endpoint.verifier_key not in fresh]
+        if patient:
+            due = [w for w in due if w.asked_at is None or now - w.asked_at >= self._retry_after]
+        have = len(fresh & {w.endpoint.verifier_key for w in self._witnesses})
         try:
-            jobs = [self._pool.submit(self._ask, w, note) for w in missing]
+            jobs = [self._pool.submit(self._ask, w, note) for w in due]
         except RuntimeError:
-            return len(have)  # closed: the hub is stopping
+            return have  # closed: the hub is stopping
         done, _ = futures.wait(jobs, timeout=self._timeout * 2 + 1)
-        return len(have) + sum(1 for job in done if job.result())
+        return have + sum(1 for job in done if job.result())
 
     def _ask(self, witness: _Witness, note: str) -> bool:
         asked = self._ask_once(witness, note)
@@ -130,6 +173,7 @@ class CosignatureCollector:
 
     def _ask_once(self, witness: _Witness, note: str) -> bool:
         label = witness.verifier.label()
+        witness.asked_at = self._clock().timestamp()
         try:
             body, _ = split_note(note)
             checkpoint = parse_checkpoint_body(body)
@@ -156,7 +200,7 @@ class CosignatureCollector:
                 return False
             line = reply.cosignature
             _, signatures = split_note(note + line)
-            witness.verifier.verify(body, signatures[-1])
+            cosigned_at = witness.verifier.verify(body, signatures[-1])
             with self._store.session() as session:
                 auditlog.add_cosignature(
                     session,
@@ -165,6 +209,7 @@ class CosignatureCollector:
                     checkpoint.size,
                     line,
                     self._clock(),
+                    cosigned_at,
                 )
                 session.commit()
             witness.size = checkpoint.size

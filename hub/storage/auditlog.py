@@ -11,8 +11,11 @@ Tables (on ``SQLModel.metadata``, migrated by alembic with the rest of the hub):
   once, when the leaf that completes them is appended.
 - ``audit_checkpoint``: every signed checkpoint note the hub made.
 - ``audit_cosignature``: the witnesses' cosignature lines of those checkpoints
-  (C2SP tlog-cosignature; ADR 0010), at most one per checkpoint body and witness.
-  They are appended to the note when it is served (:func:`cosigned_note`).
+  (C2SP tlog-cosignature; ADR 0010), at most one per checkpoint body and witness:
+  the newest, since a witness re-cosigns an unchanged head with a new timestamp
+  and regulators count only recent cosignatures (``cosigned_at``, the line's
+  timestamp; review-2, S1).  They are appended to the note when it is served
+  (:func:`cosigned_note`).
 
 Guarantees:
 
@@ -67,6 +70,7 @@ __all__ = [
     "append",
     "checkpoint_due",
     "consistency_proof",
+    "cosignature_times",
     "cosignatures",
     "cosigned_note",
     "create_checkpoint",
@@ -143,6 +147,10 @@ class AuditCosignatureRow(SQLModel, table=True):
     tree_size: int = Field(sa_column=sa.Column(sa.BigInteger(), nullable=False))
     line: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
     created_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    # The witness's timestamp in the line (POSIX seconds; migration 0008_cosign_refresh).
+    cosigned_at: int = Field(
+        default=0, sa_column=sa.Column(sa.BigInteger(), nullable=False, server_default="0")
+    )
 
 
 @dataclass(frozen=True)
@@ -460,31 +468,55 @@ def _body_digest(note: str) -> str:
 
 
 def add_cosignature(
-    session: Session, note: str, witness: str, tree_size: int, line: str, now: datetime
+    session: Session,
+    note: str,
+    witness: str,
+    tree_size: int,
+    line: str,
+    now: datetime,
+    cosigned_at: int,
 ) -> None:
-    """Store ``witness``'s cosignature ``line`` of the checkpoint ``note``.
+    """Store ``witness``'s cosignature ``line`` (made at ``cosigned_at``, POSIX
+    seconds) of the checkpoint ``note``.
 
-    A second line by the same witness for the same body replaces nothing: the
-    first one stays (both verify; one is enough).  Does not commit.
+    One line per checkpoint body and witness: a newer line by the same witness
+    replaces the stored one (regulators count only recent cosignatures, so the
+    newest is the one to serve); an older one is ignored.  Does not commit.
     """
     digest = _body_digest(note)
-    exists = session.exec(
-        select(AuditCosignatureRow.id).where(
+    row = session.exec(
+        select(AuditCosignatureRow).where(
             AuditCosignatureRow.checkpoint_digest == digest,
             AuditCosignatureRow.witness == witness,
         )
     ).first()
-    if exists is None:
-        session.add(
-            AuditCosignatureRow(
-                checkpoint_digest=digest,
-                witness=witness,
-                tree_size=tree_size,
-                line=line,
-                created_at=now,
-            )
+    if row is None:
+        row = AuditCosignatureRow(
+            checkpoint_digest=digest,
+            witness=witness,
+            tree_size=tree_size,
+            line=line,
+            created_at=now,
+            cosigned_at=cosigned_at,
         )
-        session.flush()
+    elif row.cosigned_at > cosigned_at:
+        return
+    else:
+        row.tree_size, row.line, row.created_at = tree_size, line, now
+        row.cosigned_at = cosigned_at
+    session.add(row)
+    session.flush()
+
+
+def cosignature_times(session: Session, note: str) -> dict[str, int]:
+    """When each witness made its stored cosignature of ``note`` (POSIX seconds), by
+    witness verifier key."""
+    rows = session.exec(
+        select(AuditCosignatureRow.witness, AuditCosignatureRow.cosigned_at).where(
+            AuditCosignatureRow.checkpoint_digest == _body_digest(note)
+        )
+    ).all()
+    return {witness: int(cosigned_at) for witness, cosigned_at in rows}
 
 
 def cosignatures(session: Session, note: str) -> dict[str, str]:

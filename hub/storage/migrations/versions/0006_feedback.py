@@ -1,7 +1,7 @@
 """feedback: evidence classes on indicators, token sightings, warning lists (issue 12)
 
 Revision ID: 0006_feedback
-Revises: 0005_watchlists (chain: 0004_cosignatures -> 0007_disputes -> 0005_watchlists -> this)
+Revises: 0008_cosign_refresh (0004_cosignatures, 0007_disputes, 0005_watchlists, 0008, this)
 Create Date: 2026-12-02
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 import hub.storage.models
 
 revision: str = "0006_feedback"
-down_revision: str | None = "0005_watchlists"
+down_revision: str | None = "0008_cosign_refresh"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
