@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -176,3 +177,17 @@ def e2e_world(
         world.override_path = override_path  # type: ignore[attr-defined]
         world.liar = liar  # type: ignore[attr-defined]
         yield world
+
+
+@pytest.fixture
+def world(e2e_world: Any) -> Iterator[Any]:
+    """The shared end-to-end deployment (tests/test_e2e*.py), left as the next test expects it."""
+    from hub.devtools.deployment import LocalDeployment
+
+    assert isinstance(e2e_world, LocalDeployment)
+    yield e2e_world
+    # Leave the shared deployment as the next test expects it.
+    e2e_world.liar.lying = False  # type: ignore[attr-defined]
+    for index in e2e_world.shares:
+        if index not in e2e_world.holders:
+            e2e_world.start_holder(index)
