@@ -4,7 +4,7 @@ on a real SQLite file and a real PostgreSQL schema."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client_sdk.core.errors import InvalidRequest
-from hub.core.alerts import MAX_ALERT_DISCLOSURE, AlertEvent, AlertView, alert_event, view_for
-from hub.core.matching import Contribution, Sighting
+from hub.core.alerts import (
+    MAX_ALERT_DISCLOSURE,
+    AlertEvent,
+    AlertView,
+    alert_disclosure,
+    alert_event,
+)
+from hub.core.matching import Contribution, Sighting, aggregate
 from hub.policy.engine import Disclosure
 from hub.storage import alerts as alert_store
 from hub.storage import store
@@ -129,8 +135,23 @@ def watch(s: store.Store, who: str, numbers: range, days: int = 30) -> alert_sto
     return counts
 
 
-def grant(_watcher: str, _role: str, kind: str, _purpose: str) -> tuple[Disclosure, int] | None:
-    return (Disclosure.SUMMARY, 1) if kind == "phone" else None
+def view_for(
+    watcher: str, seen: Sequence[Sighting], *, disclosure: Disclosure, min_contributors: int
+) -> AlertView:
+    """An alert's view as the hub computes it: the match aggregate at the capped level
+    (the hub adds the lifecycle facts through MatchFacts.summary, tested end to end)."""
+    level = alert_disclosure(disclosure)
+    return AlertView.of(
+        aggregate(watcher, seen, disclosure=level, min_contributors=min_contributors)
+    )
+
+
+def judge(
+    watcher: str, _role: str, _purpose: str, key: alert_store.Key, seen: Sequence[Sighting]
+) -> AlertView | None:
+    if key[0] != "phone":
+        return None
+    return view_for(watcher, seen, disclosure=Disclosure.SUMMARY, min_contributors=1)
 
 
 def contribute(s: store.Store, who: str, numbers: list[int]) -> alert_store.RecordedAlerts:
@@ -151,7 +172,7 @@ def contribute(s: store.Store, who: str, numbers: list[int]) -> alert_store.Reco
             session, [(c.kind, c.token, 1) for c in items], NOW, exclude=who
         )
         store.upsert_contributions(session, who, items, NOW)
-        recorded = alert_store.finish_change(session, change, NOW, grant, "v1")
+        recorded = alert_store.finish_change(session, change, NOW, judge, "v1")
         session.commit()
     return recorded
 

@@ -3,9 +3,13 @@
 A watch is a standing match query: the watcher holds a value whose token it
 registered.  When the aggregate of that token changes (a contribution, a
 revocation, an expiry), the hub compares what the watcher could see before
-and after, each computed by :func:`hub.core.matching.aggregate` for the
-watcher with the disclosure level and k-threshold the policy grants it for
-the action ``watch`` under the watch's purpose.
+and after, each computed exactly as a match of that token by the watcher
+would be (``hub.services.lifecycle.MatchFacts.summary``: the matchable
+indicators of :func:`hub.storage.store.matchable`, evidence classes,
+``min_evidence``, warning lists, decayed scores and the threshold) under the
+decision the policy gives the watcher for the action ``watch`` under the
+watch's purpose, its level capped by :func:`alert_disclosure`.  An alert
+therefore never reports an indicator a match would not.
 
 Guarantees:
 
@@ -23,20 +27,19 @@ Guarantees:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from hub.core.matching import MatchSummary, Sighting, aggregate
+from hub.core.matching import MatchSummary
 from hub.policy.engine import Disclosure
 
 __all__ = [
     "MAX_ALERT_DISCLOSURE",
     "AlertEvent",
     "AlertView",
+    "alert_disclosure",
     "alert_event",
-    "view_for",
 ]
 
 #: Alerts stop at SUMMARY: LABELS would name contributors to a pushed message.
@@ -65,6 +68,7 @@ class AlertView:
 
     @classmethod
     def of(cls, summary: MatchSummary) -> AlertView:
+        """The alert fields of a match summary (never its labels)."""
         if not summary.matched:
             return cls(visible=False)
         return cls(
@@ -78,18 +82,9 @@ class AlertView:
         )
 
 
-def view_for(
-    watcher: str,
-    sightings: Sequence[Sighting],
-    *,
-    disclosure: Disclosure,
-    min_contributors: int,
-) -> AlertView:
-    """What ``watcher`` may see of ``sightings`` under the granted level and k."""
-    level = Disclosure(min(disclosure, MAX_ALERT_DISCLOSURE))
-    summary = aggregate(watcher, sightings, disclosure=level, min_contributors=min_contributors)
-    # aggregate never fills labels below LABELS; drop them anyway, defensively.
-    return AlertView.of(replace(summary, labels=()))
+def alert_disclosure(granted: Disclosure) -> Disclosure:
+    """The level an alert is computed at: what was granted, at most SUMMARY."""
+    return Disclosure(min(granted, MAX_ALERT_DISCLOSURE))
 
 
 def alert_event(before: AlertView, after: AlertView) -> AlertEvent | None:

@@ -1,6 +1,6 @@
 """Policy parts of the indicator lifecycle (issue 12): decay models and evidence classes.
 
-``min_evidence`` (contribute and match rules) is one of the evidence ladder's
+``min_evidence`` (contribute, match and watch rules) is one of the evidence ladder's
 classes (``client_sdk.core.vocabulary.EVIDENCE_CLASSES`` without
 ``impersonation_victim``, which accuses nobody).  A contribute rule for a
 sensitive tier or kind may not set ``suspected``; without ``min_evidence`` the

@@ -80,8 +80,16 @@ _ALLOW_KEYS: Final[dict[str, frozenset[str]]] = {
     "contribute": frozenset(
         {"retention_days", "case_reference_required", "daily_quota", "min_evidence"}
     ),
+    # A watch is a standing match: the same evidence floor applies to what it alerts.
     "watch": frozenset(
-        {"disclosure", "min_contributors", "daily_quota", "retention_days", "attribution"}
+        {
+            "disclosure",
+            "min_contributors",
+            "daily_quota",
+            "retention_days",
+            "attribution",
+            "min_evidence",
+        }
     ),
     "audit": frozenset({"case_reference_required", "daily_quota", "attribution"}),
     "dispute": frozenset({"dispute_response_days", "case_reference_required", "daily_quota"}),

@@ -12,9 +12,15 @@ Guarantees:
   readable explanation of those codes (nothing is stored).  The watch's
   expiry is clipped to the rule's retention cap; items count against the
   rule's daily quota.
+- **An alert reports exactly what a match would** (issue 12 lifecycle rules:
+  disputed indicators, impersonation victims, ``min_evidence``, warning lists,
+  decayed scores below the threshold): the watcher's view is the match path's
+  own summary (:meth:`hub.services.lifecycle.MatchFacts.summary`) under the
+  ``watch`` decision, at most SUMMARY.
 - **Alerts are recorded in the transaction of the change** (contribution,
-  revocation, expiry sweep) by :class:`AlertRecorder`, which the Exchange
-  servicer and the sweep call: one watch lookup per batch, then, for watched
+  revocation, dispute opening and resolution, expiry sweep) by
+  :class:`AlertRecorder`, which the Exchange and Disputes servicers and the
+  sweep call: one watch lookup per batch, then, for watched
   tokens only, the watcher's view before and after.  Each recording appends
   one ``Alerts.Raise`` audit event per (watcher, purpose): counts, kinds and
   event counts, never a token.  Live subscribers are woken after the commit.
@@ -31,7 +37,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -46,12 +52,14 @@ from client_sdk.core.errors import InvalidItems, InvalidRequest, ItemError, Poli
 from client_sdk.core.tokens import TOKEN_BYTES
 from client_sdk.wire.codecs import category_value, optional_datetime, timestamp
 from hub.audit.events import AuditEvent, request_digest
-from hub.core.matching import DEFAULT_RETENTION_DAYS, clip_expiry
+from hub.core.alerts import AlertView, alert_disclosure
+from hub.core.matching import DEFAULT_RETENTION_DAYS, Sighting, clip_expiry
 from hub.policy.engine import Decision, Disclosure, Policy, Principal, explain_reason
 from hub.services.audited import audit_alone, run_audited
 from hub.services.config import LivePolicy
 from hub.services.exchange_audit import AuditDraft
 from hub.services.exchange_codecs import malformed_items
+from hub.services.lifecycle import MatchFacts
 from hub.storage import alerts as alert_store
 from hub.storage import auditlog
 from hub.storage.alerts import Key, PendingChange, RecordedAlerts, WatchItem, WatchRef
@@ -148,7 +156,12 @@ class AlertRecorder:
     def finish(self, session: Session, change: PendingChange, now: datetime) -> RecordedAlerts:
         """Record the alerts, audit them, and wake subscribers once committed."""
         policy = self._policy.current
-        recorded = alert_store.finish_change(session, change, now, _grant(policy), policy.version)
+        if not change.watched:
+            return RecordedAlerts()
+        facts = MatchFacts.load(session, policy, change.keys, now, with_indicators=False)
+        recorded = alert_store.finish_change(
+            session, change, now, _judge(policy, facts), policy.version
+        )
         for group in recorded.groups:
             auditlog.append(
                 session,
@@ -189,21 +202,32 @@ def alerting(
     return result
 
 
-def _grant(policy: Policy) -> alert_store.Grant:
-    cache: dict[tuple[str, str, str, str], tuple[Disclosure, int] | None] = {}
+def _judge(policy: Policy, facts: MatchFacts) -> alert_store.Judge:
+    """What a watcher may see: the match path's summary (:class:`MatchFacts`) under
+    the policy's ``watch`` decision, at most SUMMARY."""
+    decisions: dict[tuple[str, str, str, str], Decision | None] = {}
 
-    def grant(watcher: str, role: str, kind: str, purpose: str) -> tuple[Disclosure, int] | None:
-        key = (watcher, role, kind, purpose)
-        if key not in cache:
-            decision = policy.decide(Principal(watcher, role), "watch", kind, purpose)
-            cache[key] = (
-                (decision.disclosure, decision.obligations.min_contributors)
-                if decision.allow and decision.disclosure > Disclosure.NONE
-                else None
-            )
-        return cache[key]
+    def judge(
+        watcher: str, role: str, purpose: str, key: Key, sightings: Sequence[Sighting]
+    ) -> AlertView | None:
+        cached = (watcher, role, key[0], purpose)
+        if cached not in decisions:
+            decided = policy.decide(Principal(watcher, role), "watch", key[0], purpose)
+            granted = decided.allow and decided.disclosure > Disclosure.NONE
+            decisions[cached] = decided if granted else None
+        decision = decisions[cached]
+        if decision is None:
+            return None
+        summary = facts.summary(
+            watcher,
+            key,
+            decision,
+            indicators=sightings,
+            disclosure=alert_disclosure(decision.disclosure),
+        )
+        return AlertView.of(summary)
 
-    return grant
+    return judge
 
 
 class AlertsService(alerts_pb2_grpc.AlertsServicer):

@@ -18,6 +18,12 @@ Guarantees:
 - The event that closes a dispute carries ``DISPUTE_OUTCOME:<outcome>``
   (:data:`hub.core.disputes.OUTCOMES`), so the regulator's report reads every
   dispute's outcome and time to resolution from the log alone.
+- **Watchers are told** (:func:`hub.services.alerts.alerting`, in the same
+  transaction): opening a dispute suspends the indicators, so a watcher who
+  could see them gets ``withdrawn``; an upheld item that lifts the last
+  suspension raises ``new`` again.  A lapse or withdrawal deletes an indicator
+  that is already suspended, whose ``withdrawn`` was raised at the opening:
+  the watcher sees no further change (an alert never repeats).
 - Resolve answers only the caller's own items; evidence is a code of
   :data:`~client_sdk.core.vocabulary.UPHOLD_EVIDENCE`, never free text.
 """
@@ -41,12 +47,14 @@ from client_sdk.wire.codecs import timestamp
 from hub.audit.events import AuditEvent, case_ref_digest, request_digest
 from hub.core import disputes as core
 from hub.policy.engine import Context, Principal
+from hub.services.alerts import AlertRecorder, alerting
 from hub.services.audited import run_audited
 from hub.services.config import LivePolicy
 from hub.services.exchange_audit import AuditDraft
 from hub.storage import auditlog, store
 from hub.storage import disputes as queries
-from hub.storage.models import Dispute, DisputeItem, utcnow
+from hub.storage.alerts import Key
+from hub.storage.models import Dispute, DisputeItem, Indicator, utcnow
 from hub.wire.auth import current_principal_still_valid
 
 __all__ = ["DISPUTE_STEPS", "MAX_TOKENS", "METHOD_ROLES", "DisputesService", "sweep_lapsed"]
@@ -102,7 +110,9 @@ class DisputesService(disputes_pb2_grpc.DisputesServicer):
         accepted_epochs: Callable[[], Collection[int]],
         *,
         clock: Callable[[], datetime] = utcnow,
+        alerts: AlertRecorder | None = None,
     ) -> None:
+        self._alerts = alerts
         self._store = hub_store
         self._policy = policy
         self._epochs = accepted_epochs
@@ -175,7 +185,14 @@ class DisputesService(disputes_pb2_grpc.DisputesServicer):
                 opened_at=now,
             )
             tokens = [(t.token, t.key_epoch) for t in request.tokens]
-            items = queries.open_dispute(session, dispute, tokens, days)
+            items = alerting(
+                self._alerts,
+                session,
+                [(request.kind, token, epoch) for token, epoch in tokens],
+                now,
+                principal.institution,
+                lambda: queries.open_dispute(session, dispute, tokens, days),
+            )
             draft.item_count = len(items)
             draft.reasons.append(f"DISPUTE:{dispute.id}")
             if not items:
@@ -256,8 +273,20 @@ class DisputesService(disputes_pb2_grpc.DisputesServicer):
         ) -> Message:
             if request.step not in DISPUTE_STEPS:
                 raise InvalidRequest(f"step must be one of {', '.join(DISPUTE_STEPS)}")
-            answered = queries.answer_item(
-                session, request.item_id, principal.institution, request.step, request.evidence, now
+            answered = alerting(
+                self._alerts,
+                session,
+                _indicator_keys(session, request.item_id, principal.institution),
+                now,
+                principal.institution,
+                lambda: queries.answer_item(
+                    session,
+                    request.item_id,
+                    principal.institution,
+                    request.step,
+                    request.evidence,
+                    now,
+                ),
             )
             item = answered.item
             draft.kinds.add(item.kind)
@@ -271,6 +300,17 @@ class DisputesService(disputes_pb2_grpc.DisputesServicer):
         result = self._run("Disputes.Resolve", request, lambda _draft: None, work)
         assert isinstance(result, disputes_pb2.DisputeItem)
         return result
+
+
+def _indicator_keys(session: Session, item_id: int, contributor: str) -> list[Key]:
+    """The key of ``contributor``'s disputed indicator behind item ``item_id`` (if any)."""
+    item = session.get(DisputeItem, item_id)
+    if item is None or item.contributor != contributor:
+        return []  # answer_item refuses it
+    indicator = session.get(Indicator, item.indicator_id)
+    if indicator is None:
+        return []
+    return [(indicator.kind, bytes(indicator.token), indicator.key_epoch)]
 
 
 def sweep_lapsed(hub_store: store.Store, policy_version: str, now: datetime) -> int:

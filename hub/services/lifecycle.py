@@ -32,7 +32,7 @@ from sqlmodel import Session
 from client_sdk.core.errors import ItemError
 from client_sdk.core.vocabulary import INNOCENT_EVIDENCE, evidence_rank
 from hub.core import matching, scores
-from hub.policy.engine import Decision, Policy
+from hub.policy.engine import Decision, Disclosure, Policy
 from hub.storage.feedback import Key, SightingRow, find_sightings, find_warninglisted
 from hub.storage.store import find_active
 
@@ -99,18 +99,42 @@ class MatchFacts:
 
     @classmethod
     def load(
-        cls, session: Session, policy: Policy, keys: Sequence[Key], now: datetime
+        cls,
+        session: Session,
+        policy: Policy,
+        keys: Sequence[Key],
+        now: datetime,
+        *,
+        with_indicators: bool = True,
     ) -> MatchFacts:
+        """The facts of ``keys``; ``with_indicators`` False: the caller brings its own
+        (:meth:`summary`'s ``indicators``)."""
         return cls(
             policy=policy,
             now=now,
-            indicators=find_active(session, keys, now),
+            indicators=find_active(session, keys, now) if with_indicators else {},
             warninglisted=find_warninglisted(session, keys),
             sightings=find_sightings(session, keys),
         )
 
-    def summary(self, requester: str, key: Key, decision: Decision) -> matching.MatchSummary:
-        """The trimmed aggregate of ``key`` for ``requester`` under ``decision``."""
+    def summary(
+        self,
+        requester: str,
+        key: Key,
+        decision: Decision,
+        *,
+        indicators: Sequence[matching.Sighting] | None = None,
+        disclosure: Disclosure | None = None,
+    ) -> matching.MatchSummary:
+        """The trimmed aggregate of ``key`` for ``requester`` under ``decision``.
+
+        ``indicators`` replaces the loaded ones (an alert compares the key's
+        indicators before and after a change); ``disclosure`` lowers the
+        decided level (an alert stops at SUMMARY).  A warning-listed key never
+        matches.
+        """
+        if key in self.warninglisted:
+            return matching.MatchSummary()
         kind = key[0]
         model = self.policy.decay_model(kind)
         rows = self.sightings.get(key, [])
@@ -127,12 +151,12 @@ class MatchFacts:
             )
             if model is not None
             else indicator
-            for indicator in self.indicators.get(key, [])
+            for indicator in (self.indicators.get(key, []) if indicators is None else indicators)
         ]
         return matching.aggregate(
             requester,
             scored,
-            disclosure=decision.disclosure,
+            disclosure=decision.disclosure if disclosure is None else disclosure,
             min_contributors=decision.obligations.min_contributors,
             min_evidence=decision.obligations.min_evidence,
             threshold=model.threshold if model is not None else 0,

@@ -320,7 +320,9 @@ class HubServer:
             AdminService(self.store, self.policy, self.registry), self.server
         )
         disputes_pb2_grpc.add_DisputesServicer_to_server(
-            disputes_service.DisputesService(self.store, self.policy, lambda: self.accepted_epochs),
+            disputes_service.DisputesService(
+                self.store, self.policy, lambda: self.accepted_epochs, alerts=self.alerts
+            ),
             self.server,
         )
         names = [

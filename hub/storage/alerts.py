@@ -34,9 +34,8 @@ import sqlalchemy as sa
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from client_sdk.core.errors import InvalidRequest
-from hub.core.alerts import AlertEvent, AlertView, alert_event, view_for
+from hub.core.alerts import AlertEvent, AlertView, alert_event
 from hub.core.matching import Sighting
-from hub.policy.engine import Disclosure
 from hub.storage.models import Indicator, Institution, UTCDateTime
 from hub.storage.store import _insert, find_active
 
@@ -45,7 +44,7 @@ __all__ = [
     "Alert",
     "AlertCursor",
     "AlertGroup",
-    "Grant",
+    "Judge",
     "Key",
     "PendingChange",
     "RecordedAlerts",
@@ -164,9 +163,11 @@ class WatchRef:
     expires_at: datetime
 
 
-#: ``grant(watcher, role, kind, purpose)``: the disclosure level and k the policy
-#: grants that watcher now, or None if it grants nothing (then no alert).
-Grant = Callable[[str, str, str, str], tuple[Disclosure, int] | None]
+#: ``judge(watcher, role, purpose, key, sightings)``: what that watcher may see of
+#: ``sightings`` (the key's matchable indicators at one moment), computed by the
+#: match path's own rules (``hub.services.lifecycle.MatchFacts``), or None if the
+#: policy grants it nothing for this kind and purpose (then no alert).
+Judge = Callable[[str, str, str, Key, Sequence[Sighting]], AlertView | None]
 
 
 def _table(model: type[SQLModel]) -> sa.Table:
@@ -377,14 +378,14 @@ def finish_change(
     session: Session,
     change: PendingChange,
     now: datetime,
-    grant: Grant,
+    judge: Judge,
     policy_version: str,
 ) -> RecordedAlerts:
     """After the change: record an alert for every watcher whose view changed.
 
-    Reads the sightings after the change (watched keys only), asks ``grant``
-    what each enabled watcher may see, compares with before, and inserts the
-    alerts with the watchers' next sequence numbers.  Does not commit.
+    Reads the sightings after the change (watched keys only), asks ``judge``
+    what each enabled watcher may see before and after, and inserts the alerts
+    with the watchers' next sequence numbers.  Does not commit.
     """
     if not change.watched:
         return RecordedAlerts()
@@ -395,20 +396,18 @@ def finish_change(
         kind, token, epoch = key
         for ref in refs:
             role = roles.get(ref.watcher)
-            granted = grant(ref.watcher, role, kind, ref.purpose) if role else None
-            if granted is None:
+            if role is None:
                 continue
-            level, k = granted
-            old = view_for(
-                ref.watcher, change.before.get(key, []), disclosure=level, min_contributors=k
-            )
-            new = view_for(ref.watcher, after.get(key, []), disclosure=level, min_contributors=k)
+            old = judge(ref.watcher, role, ref.purpose, key, change.before.get(key, []))
+            new = judge(ref.watcher, role, ref.purpose, key, after.get(key, []))
+            if old is None or new is None:
+                continue
             event = alert_event(old, new)
             if event is None:
                 continue
             shown = old if event is AlertEvent.WITHDRAWN else new
             rows.append(
-                _alert_row(ref, key, event, shown, level, now, policy_version)
+                _alert_row(ref, event, shown, now, policy_version)
                 | {"token": token, "kind": kind, "key_epoch": epoch}
             )
     _insert_alerts(session, rows)
@@ -417,10 +416,8 @@ def finish_change(
 
 def _alert_row(
     ref: WatchRef,
-    key: Key,
     event: AlertEvent,
     view: AlertView,
-    level: Disclosure,
     now: datetime,
     policy_version: str,
 ) -> dict[str, object]:
@@ -430,7 +427,7 @@ def _alert_row(
         "watcher": ref.watcher,
         "event": event.value,
         "purpose": ref.purpose,
-        "disclosure": int(view.disclosure or level),
+        "disclosure": int(view.disclosure),
         "contributors": shown.contributors,
         "categories": ",".join(shown.categories),
         "first_seen": shown.first_seen,
