@@ -89,6 +89,7 @@ def _targets(server: str, roles: dict[str, frozenset[str]]) -> list[Target]:
 @contextmanager
 def running_targets(root: Path) -> Iterator[Targets]:
     """A hub and one key holder, started, with channels for every role and none."""
+    from hub.services import alerts as alerts_service
     from hub.services import audit as audit_service
     from hub.services import feedback
     from hub.services.server import HUB_METHOD_ROLES
@@ -153,7 +154,12 @@ def running_targets(root: Path) -> Iterator[Targets]:
             "holder": world.channel(1, holder.port, None, keyholder_audience(1)),
         }
         channels = [*authorized.values(), *anonymous.values()]
-        hub_roles = {**HUB_METHOD_ROLES, **audit_service.METHOD_ROLES, **feedback.METHOD_ROLES}
+        hub_roles = {
+            **HUB_METHOD_ROLES,
+            **audit_service.METHOD_ROLES,
+            **feedback.METHOD_ROLES,
+            **alerts_service.METHOD_ROLES,
+        }
         holder_roles = {**METHOD_ROLES, **WITNESS_ROLES}
         targets = _targets("hub", hub_roles) + _targets("holder", holder_roles)
         # Every method the hub decodes has a target, and nothing else.

@@ -102,6 +102,7 @@ def test_a_dispute_withdraws_the_alert_and_an_upheld_item_raises_it_again(
     assert opened.suspended == 1
     [withdrawn] = drain(world, "bank-a", refs)
     assert (withdrawn.event, withdrawn.ref, withdrawn.contributors) == ("withdrawn", "CUST-D1", 0)
+    assert withdrawn.score == 0
     assert not match(world, value).matched
     # Watching it again while it is suspended raises no "new": a match would not report it.
     assert watch(world, refs, value, "CUST-D1", initial=True) == 0
@@ -193,6 +194,11 @@ def test_below_the_decay_threshold_no_alert(world: LocalDeployment, refs: RefMap
     [alert] = drain(world, "bank-a", refs)
     assert (alert.event, alert.contributors, alert.categories) == ("new", 1, ("money_mule",))
     assert alert.max_confidence == 90
+    # The score is the counted indicator's (fresh: about its confidence), never bank-b's 20.
+    assert 30 <= alert.score <= 90
+    [result] = world.client("bank-a").match([("phone", value)], purpose=PAYMENT)
+    assert isinstance(result, MatchResult)
+    assert alert.score - 1 <= result.score <= alert.score  # decay only lowers it
 
 
 def test_below_the_watch_rules_min_evidence_no_alert(world: LocalDeployment, refs: RefMap) -> None:

@@ -84,7 +84,16 @@ def _details(error: grpc.RpcError) -> tuple[list[str], list[Any]]:
     return fields, others
 
 
-@pytest.mark.parametrize("suffix", ["Exchange/Match", "Audit/GetReport", "KeyHolder/BlindEvaluate"])
+@pytest.mark.parametrize(
+    "suffix",
+    [
+        "Exchange/Match",
+        "Audit/GetReport",
+        "KeyHolder/BlindEvaluate",
+        "Alerts/Watch",
+        "Alerts/Subscribe",
+    ],
+)
 def test_undecodable_requests_are_invalid_argument_after_authentication(
     running: Targets, suffix: str
 ) -> None:
@@ -97,8 +106,11 @@ def test_undecodable_requests_are_invalid_argument_after_authentication(
     assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
-def test_a_message_over_its_method_s_limit_is_invalid_argument(running: Targets) -> None:
-    target = _target(running, "Admin/ListInstitutions")
+@pytest.mark.parametrize("suffix", ["Admin/ListInstitutions", "Alerts/Ack"])
+def test_a_message_over_its_method_s_limit_is_invalid_argument(
+    running: Targets, suffix: str
+) -> None:
+    target = _target(running, suffix)
     code, details = call_raw(
         running.channel(target, authenticated=True), target, [b"\x0a" * (70 * 1024)]
     )

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from _wire_targets import Target, Targets, call_raw, running_targets
-from fraudhub.v1 import audit_pb2, exchange_pb2, keyholder_pb2
+from fraudhub.v1 import alerts_pb2, audit_pb2, exchange_pb2, keyholder_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
@@ -129,6 +129,11 @@ def _samples() -> list[bytes]:
             purpose="payment_screening",
             queries=[exchange_pb2.MatchQuery(token=token, kind="url", key_epoch=1)],
         ).SerializeToString(),
+        alerts_pb2.WatchRequest(
+            purpose="customer_monitoring",
+            items=[alerts_pb2.WatchItem(token=token, kind="url", key_epoch=1)],
+            expires_at=bad_stamp,
+        ).SerializeToString(),
         audit_pb2.ListEventsRequest(start=2**63, end=2**64 - 1).SerializeToString(),
         audit_pb2.GetReportRequest(**{"from": _stamp(0, -1)}).SerializeToString(),
         keyholder_pb2.BlindEvaluateRequest(
@@ -176,7 +181,11 @@ def test_every_rpc_answers_only_documented_codes(
     targets: tuple[Targets, _Records], data: st.DataObject
 ) -> None:
     running, _ = targets
-    target: Target = data.draw(st.sampled_from(running.targets), label="target")
+    # Alerts.Subscribe is a standing stream: a request that decodes holds a hub worker
+    # until the caller's deadline, which would starve this loop; its decoding is
+    # covered by test_wire_bad_input (undecodable bytes, INVALID_ARGUMENT).
+    fuzzed = [t for t in running.targets if not t.method.endswith("/Alerts/Subscribe")]
+    target: Target = data.draw(st.sampled_from(fuzzed), label="target")
     authenticated = data.draw(st.booleans(), label="authenticated")
     messages = data.draw(st.lists(_PAYLOAD, min_size=1, max_size=3), label="messages")
     code, details = call_raw(running.channel(target, authenticated), target, messages)
@@ -212,4 +221,5 @@ def test_fuzz_targets_cover_both_servers(targets: tuple[Targets, _Records]) -> N
     assert servers == {"hub", "holder"}
     services = {t.method.split("/")[1] for t in running.targets}
     assert {"fraudhub.v1.Exchange", "fraudhub.v1.Admin", "fraudhub.v1.Audit"} <= services
+    assert "fraudhub.v1.Alerts" in services
     assert {"fraudhub.v1.KeyHolder", "fraudhub.v1.Witness"} <= services

@@ -75,6 +75,8 @@ class Alert:
     max_confidence: int
     raised_at: datetime
     policy_version: str
+    #: SUMMARY and above: the highest current score (0..100) when it was raised.
+    score: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of ``fraudhub alerts follow --format jsonl`` (no token)."""
@@ -90,6 +92,7 @@ class Alert:
             "first_seen": self.first_seen.isoformat() if self.first_seen else None,
             "last_seen": self.last_seen.isoformat() if self.last_seen else None,
             "max_confidence": self.max_confidence,
+            "score": self.score,
             "raised_at": self.raised_at.isoformat(),
         }
 
@@ -453,6 +456,7 @@ def decode_alert(message: alerts_pb2.Alert, ref_map: RefMap | None) -> Alert:
             to_datetime(message.last_seen, "last_seen") if message.HasField("last_seen") else None
         ),
         max_confidence=message.max_confidence,
+        score=message.score,
         raised_at=to_datetime(message.raised_at, "raised_at"),
         policy_version=message.policy_version,
     )

@@ -27,7 +27,7 @@ Guarantees:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -65,6 +65,9 @@ class AlertView:
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     max_confidence: int = 0
+    #: The highest current score of the counted indicators (SUMMARY).  Not compared:
+    #: a score decays by the minute, and decay alone is no change to alert about.
+    score: int = field(default=0, compare=False)
 
     @classmethod
     def of(cls, summary: MatchSummary) -> AlertView:
@@ -79,6 +82,7 @@ class AlertView:
             first_seen=summary.first_seen,
             last_seen=summary.last_seen,
             max_confidence=summary.max_confidence,
+            score=summary.score,
         )
 
 

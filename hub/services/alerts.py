@@ -68,6 +68,7 @@ from hub.storage.store import Store, consume_quota
 from hub.wire.auth import current_principal
 
 __all__ = [
+    "LIMIT_OVERRIDES",
     "MAX_LIST",
     "METHOD_ROLES",
     "SERVICE",
@@ -94,6 +95,11 @@ _R = TypeVar("_R")
 METHOD_ROLES: dict[str, frozenset[str]] = {
     f"/{SERVICE}/{name}": frozenset({"bank", "carrier"})
     for name in ("Watch", "Unwatch", "ListWatches", "Subscribe", "List", "Ack")
+}
+#: Request bytes per message (hub.wire.decode): 10,000 watch items of a 32-byte token,
+#: a kind and an epoch fit well under 2 MiB; the other methods take the default.
+LIMIT_OVERRIDES: dict[str, int] = {
+    f"/{SERVICE}/{name}": 2 * 1024 * 1024 for name in ("Watch", "Unwatch")
 }
 
 _EVENTS = {
@@ -539,6 +545,7 @@ def _encode(row: alert_store.Alert) -> alerts_pb2.Alert:
         contributors=row.contributors,
         categories=[category_value(c) for c in row.categories.split(",") if c],
         max_confidence=row.max_confidence,
+        score=row.score,
         policy_version=row.policy_version,
     )
     alert.raised_at.CopyFrom(timestamp(row.raised_at))

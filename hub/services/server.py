@@ -167,8 +167,13 @@ _LIMIT_OVERRIDES = {
 }
 #: Request bytes per message of each hub method (decoded after authentication).
 HUB_MESSAGE_LIMITS: dict[str, int] = message_limits(
-    {**HUB_METHOD_ROLES, **audit_service.METHOD_ROLES, **feedback.METHOD_ROLES},
-    {**_LIMIT_OVERRIDES, **feedback.LIMIT_OVERRIDES},
+    {
+        **HUB_METHOD_ROLES,
+        **audit_service.METHOD_ROLES,
+        **feedback.METHOD_ROLES,
+        **alerts_service.METHOD_ROLES,
+    },
+    {**_LIMIT_OVERRIDES, **feedback.LIMIT_OVERRIDES, **alerts_service.LIMIT_OVERRIDES},
 )
 
 

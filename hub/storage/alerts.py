@@ -122,6 +122,10 @@ class Alert(SQLModel, table=True):
         default=None, sa_column=sa.Column(UTCDateTime(), nullable=True)
     )
     max_confidence: int = 0
+    # The highest current (decayed) score of the counted indicators, 0..100.
+    score: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer(), nullable=False, server_default="0")
+    )
     raised_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
     # An alert lives as long as the watch that raised it (its retention cap).
     expires_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
@@ -433,6 +437,7 @@ def _alert_row(
         "first_seen": shown.first_seen,
         "last_seen": shown.last_seen,
         "max_confidence": shown.max_confidence,
+        "score": shown.score,
         "raised_at": now,
         "expires_at": ref.expires_at,
         "policy_version": policy_version,

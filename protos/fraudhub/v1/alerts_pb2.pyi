@@ -331,6 +331,7 @@ class Alert(_message.Message):
     MAX_CONFIDENCE_FIELD_NUMBER: _builtins.int
     RAISED_AT_FIELD_NUMBER: _builtins.int
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """The watcher's sequence number: 1, 2, 3, ... with no gaps."""
     event: Global___AlertEvent.ValueType
@@ -344,6 +345,10 @@ class Alert(_message.Message):
     """COUNT and above: distinct contributing institutions (never who)."""
     max_confidence: _builtins.int
     policy_version: _builtins.str
+    score: _builtins.int
+    """SUMMARY and above: the highest current (decayed) score, 0..100, of the
+    indicators the alert counts (as MatchResult's score), when it was raised.
+    """
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Category.ValueType]:
         """SUMMARY and above."""
@@ -371,10 +376,11 @@ class Alert(_message.Message):
         max_confidence: _builtins.int = ...,
         raised_at: _timestamp_pb2.Timestamp | None = ...,
         policy_version: _builtins.str = ...,
+        score: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen", b"first_seen", "last_seen", b"last_seen", "raised_at", b"raised_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "contributors", b"contributors", "disclosure", b"disclosure", "event", b"event", "first_seen", b"first_seen", "key_epoch", b"key_epoch", "kind", b"kind", "last_seen", b"last_seen", "max_confidence", b"max_confidence", "policy_version", b"policy_version", "purpose", b"purpose", "raised_at", b"raised_at", "sequence", b"sequence", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "contributors", b"contributors", "disclosure", b"disclosure", "event", b"event", "first_seen", b"first_seen", "key_epoch", b"key_epoch", "kind", b"kind", "last_seen", b"last_seen", "max_confidence", b"max_confidence", "policy_version", b"policy_version", "purpose", b"purpose", "raised_at", b"raised_at", "score", b"score", "sequence", b"sequence", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
