@@ -52,7 +52,12 @@ from client_sdk.wire.status import errors_from_status
 __all__ = ["Alert", "AlertPage", "AlertsClient", "RefMap", "WatchCount", "WatchResult"]
 
 #: Alert events as the SDK and the CLI spell them.
-EVENTS = {alerts_pb2.NEW: "new", alerts_pb2.CHANGED: "changed", alerts_pb2.WITHDRAWN: "withdrawn"}
+EVENTS = {
+    alerts_pb2.NEW: "new",
+    alerts_pb2.CHANGED: "changed",
+    alerts_pb2.WITHDRAWN: "withdrawn",
+    alerts_pb2.DISPUTED: "disputed",
+}
 _R = TypeVar("_R")
 _STARTS = {"ack": alerts_pb2.START_AFTER_ACK, "now": alerts_pb2.START_NOW}
 
@@ -77,6 +82,11 @@ class Alert:
     policy_version: str
     #: SUMMARY and above: the highest current score (0..100) when it was raised.
     score: int = 0
+    #: ``disputed`` only: a dispute suspended this institution's OWN contribution
+    #: (``ref`` is its reference if the ref map has the token); answer it with
+    #: ``fraudhub dispute resolve`` by ``respond_by``.
+    dispute: str | None = None
+    respond_by: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of ``fraudhub alerts follow --format jsonl`` (no token)."""
@@ -94,6 +104,8 @@ class Alert:
             "max_confidence": self.max_confidence,
             "score": self.score,
             "raised_at": self.raised_at.isoformat(),
+            "dispute": self.dispute,
+            "respond_by": self.respond_by.isoformat() if self.respond_by else None,
         }
 
 
@@ -458,5 +470,11 @@ def decode_alert(message: alerts_pb2.Alert, ref_map: RefMap | None) -> Alert:
         max_confidence=message.max_confidence,
         score=message.score,
         raised_at=to_datetime(message.raised_at, "raised_at"),
+        dispute=message.dispute_id or None,
+        respond_by=(
+            to_datetime(message.respond_by, "respond_by")
+            if message.HasField("respond_by")
+            else None
+        ),
         policy_version=message.policy_version,
     )

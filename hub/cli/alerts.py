@@ -80,15 +80,17 @@ def _cmd_watch_list(args: argparse.Namespace) -> int:
 def _line(alert: Alert, fmt: str) -> str:
     if fmt == "jsonl":
         return json.dumps(alert.to_json(), sort_keys=True)
+    # A disputed alert shows its response deadline where the others show last_seen.
+    when = alert.respond_by or alert.last_seen
     return _TABLE.format(
         alert.sequence,
         alert.event,
-        alert.ref or "-",
+        alert.ref or (f"dispute:{alert.dispute}" if alert.dispute else "-"),
         alert.kind,
         alert.disclosure,
         alert.contributors if alert.disclosure in ("count", "summary") else "",
         ",".join(alert.categories) or "-",
-        alert.last_seen.isoformat(timespec="seconds") if alert.last_seen else "",
+        when.isoformat(timespec="seconds") if when else "",
     )
 
 

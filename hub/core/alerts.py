@@ -52,6 +52,8 @@ class AlertEvent(StrEnum):
     NEW = "new"
     CHANGED = "changed"
     WITHDRAWN = "withdrawn"
+    #: A dispute suspended the recipient's own contribution (no watch behind it).
+    DISPUTED = "disputed"
 
 
 @dataclass(frozen=True)

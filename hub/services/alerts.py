@@ -106,6 +106,7 @@ _EVENTS = {
     "new": alerts_pb2.NEW,
     "changed": alerts_pb2.CHANGED,
     "withdrawn": alerts_pb2.WITHDRAWN,
+    "disputed": alerts_pb2.DISPUTED,
 }
 
 
@@ -168,6 +169,20 @@ class AlertRecorder:
         recorded = alert_store.finish_change(
             session, change, now, _judge(policy, facts), policy.version
         )
+        return self._audit(session, policy, recorded, now)
+
+    def disputed(
+        self, session: Session, notes: Sequence[alert_store.DisputeNote], now: datetime
+    ) -> RecordedAlerts:
+        """A ``disputed`` alert per contributor of a suspended indicator (audited)."""
+        policy = self._policy.current
+        recorded = alert_store.record_disputed(session, notes, now, policy.version)
+        return self._audit(session, policy, recorded, now)
+
+    def _audit(
+        self, session: Session, policy: Policy, recorded: RecordedAlerts, now: datetime
+    ) -> RecordedAlerts:
+        """One ``Alerts.Raise`` event per (recipient, purpose): counts, never a token."""
         for group in recorded.groups:
             auditlog.append(
                 session,
@@ -547,8 +562,11 @@ def _encode(row: alert_store.Alert) -> alerts_pb2.Alert:
         max_confidence=row.max_confidence,
         score=row.score,
         policy_version=row.policy_version,
+        dispute_id=row.dispute_id,
     )
     alert.raised_at.CopyFrom(timestamp(row.raised_at))
+    if row.respond_by is not None:
+        alert.respond_by.CopyFrom(timestamp(row.respond_by))
     if row.first_seen is not None:
         alert.first_seen.CopyFrom(timestamp(row.first_seen))
     if row.last_seen is not None:

@@ -24,6 +24,11 @@ Guarantees:
   suspension raises ``new`` again.  A lapse or withdrawal deletes an indicator
   that is already suspended, whose ``withdrawn`` was raised at the opening:
   the watcher sees no further change (an alert never repeats).
+- **Contributors are told** (issue 12): opening a dispute that suspends
+  indicators records, in the same transaction, one ``disputed`` alert per
+  contributor (watching or not) naming the dispute, its kind and the response
+  deadline, with the token of the contributor's own indicator only; audited as
+  ``Alerts.Raise`` (counts, no token) under the purpose ``dispute``.
 - Resolve answers only the caller's own items; evidence is a code of
   :data:`~client_sdk.core.vocabulary.UPHOLD_EVIDENCE`, never free text.
 """
@@ -53,7 +58,7 @@ from hub.services.config import LivePolicy
 from hub.services.exchange_audit import AuditDraft
 from hub.storage import auditlog, store
 from hub.storage import disputes as queries
-from hub.storage.alerts import Key
+from hub.storage.alerts import DisputeNote, Key
 from hub.storage.models import Dispute, DisputeItem, Indicator, utcnow
 from hub.wire.auth import current_principal_still_valid
 
@@ -193,6 +198,8 @@ class DisputesService(disputes_pb2_grpc.DisputesServicer):
                 principal.institution,
                 lambda: queries.open_dispute(session, dispute, tokens, days),
             )
+            if self._alerts is not None and items:
+                self._alerts.disputed(session, _dispute_notes(session, dispute.id, items), now)
             draft.item_count = len(items)
             draft.reasons.append(f"DISPUTE:{dispute.id}")
             if not items:
@@ -300,6 +307,32 @@ class DisputesService(disputes_pb2_grpc.DisputesServicer):
         result = self._run("Disputes.Resolve", request, lambda _draft: None, work)
         assert isinstance(result, disputes_pb2.DisputeItem)
         return result
+
+
+def _dispute_notes(
+    session: Session, dispute_id: str, items: list[DisputeItem]
+) -> list[DisputeNote]:
+    """One note per contributor: its own first suspended indicator (newest key epoch)."""
+    mine: dict[str, tuple[Indicator, DisputeItem]] = {}
+    for item in items:
+        indicator = session.get(Indicator, item.indicator_id)
+        if indicator is None:
+            continue
+        held = mine.get(item.contributor)
+        if held is None or indicator.key_epoch > held[0].key_epoch:
+            mine[item.contributor] = (indicator, item)
+    return [
+        DisputeNote(
+            contributor=contributor,
+            kind=indicator.kind,
+            token=bytes(indicator.token),
+            key_epoch=indicator.key_epoch,
+            dispute_id=dispute_id,
+            respond_by=item.due_at,
+            expires_at=max(indicator.expires_at, item.due_at),
+        )
+        for contributor, (indicator, item) in sorted(mine.items())
+    ]
 
 
 def _indicator_keys(session: Session, item_id: int, contributor: str) -> list[Key]:

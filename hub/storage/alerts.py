@@ -40,10 +40,12 @@ from hub.storage.models import Indicator, Institution, UTCDateTime
 from hub.storage.store import _insert, find_active
 
 __all__ = [
+    "DISPUTE_PURPOSE",
     "WATCH_LOOKUP_CHUNK",
     "Alert",
     "AlertCursor",
     "AlertGroup",
+    "DisputeNote",
     "Judge",
     "Key",
     "PendingChange",
@@ -60,6 +62,7 @@ __all__ = [
     "delete_expired_watches",
     "expiring_watched_keys",
     "finish_change",
+    "record_disputed",
     "remove_watches",
     "upsert_watches",
     "watch_counts",
@@ -125,6 +128,13 @@ class Alert(SQLModel, table=True):
     # The highest current (decayed) score of the counted indicators, 0..100.
     score: int = Field(
         default=0, sa_column=sa.Column(sa.Integer(), nullable=False, server_default="0")
+    )
+    # "disputed" alerts only: the dispute and its response deadline.
+    dispute_id: str = Field(
+        default="", sa_column=sa.Column(sa.String(32), nullable=False, server_default="")
+    )
+    respond_by: datetime | None = Field(
+        default=None, sa_column=sa.Column(UTCDateTime(), nullable=True)
     )
     raised_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
     # An alert lives as long as the watch that raised it (its retention cap).
@@ -355,6 +365,23 @@ def begin_change(
     return PendingChange(watched, before)
 
 
+#: The purpose of a ``disputed`` alert (no watch, hence no watch purpose, behind it).
+DISPUTE_PURPOSE = "dispute"
+
+
+@dataclass(frozen=True)
+class DisputeNote:
+    """A ``disputed`` alert to record: the contributor's own indicator, no more."""
+
+    contributor: str
+    kind: str
+    token: bytes
+    key_epoch: int
+    dispute_id: str
+    respond_by: datetime
+    expires_at: datetime  # the later of the indicator's expiry and the deadline
+
+
 @dataclass(frozen=True)
 class AlertGroup:
     """The alerts recorded for one watcher under one purpose (an audit event's worth)."""
@@ -414,6 +441,37 @@ def finish_change(
                 _alert_row(ref, event, shown, now, policy_version)
                 | {"token": token, "kind": kind, "key_epoch": epoch}
             )
+    _insert_alerts(session, rows)
+    return _grouped(rows, roles)
+
+
+def record_disputed(
+    session: Session, notes: Sequence[DisputeNote], now: datetime, policy_version: str
+) -> RecordedAlerts:
+    """One ``disputed`` alert per note (per contributor), watching or not.  No commit."""
+    table = _table(Institution)
+    wanted = sorted({n.contributor for n in notes})
+    roles = dict(
+        session.execute(sa.select(table.c.id, table.c.role).where(table.c.id.in_(wanted))).all()
+    )
+    rows: list[dict[str, object]] = [
+        {
+            "watcher": n.contributor,
+            "event": AlertEvent.DISPUTED.value,
+            "purpose": DISPUTE_PURPOSE,
+            "disclosure": 0,
+            "kind": n.kind,
+            "token": n.token,
+            "key_epoch": n.key_epoch,
+            "dispute_id": n.dispute_id,
+            "respond_by": n.respond_by,
+            "raised_at": now,
+            "expires_at": n.expires_at,
+            "policy_version": policy_version,
+        }
+        for n in notes
+        if n.contributor in roles
+    ]
     _insert_alerts(session, rows)
     return _grouped(rows, roles)
 

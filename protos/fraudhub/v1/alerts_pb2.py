@@ -27,17 +27,17 @@ from fraudhub.v1 import exchange_pb2 as fraudhub_dot_v1_dot_exchange__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66raudhub/v1/alerts.proto\x12\x0b\x66raudhub.v1\x1a\x18\x66raudhub/v1/common.proto\x1a\x1a\x66raudhub/v1/exchange.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\tWatchItem\x12\r\n\x05token\x18\x01 \x01(\x0c\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tkey_epoch\x18\x03 \x01(\r\"\x87\x01\n\x0cWatchRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12%\n\x05items\x18\x02 \x03(\x0b\x32\x16.fraudhub.v1.WatchItem\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07initial\x18\x04 \x01(\x08\"\xfd\x01\n\rWatchResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\r\x12\x11\n\trefreshed\x18\x02 \x01(\r\x12\x10\n\x08rejected\x18\x03 \x01(\r\x12\x31\n\x0erejected_items\x18\x04 \x03(\x0b\x32\x19.fraudhub.v1.RejectedItem\x12-\n\tmalformed\x18\x05 \x03(\x0b\x32\x1a.fraudhub.v1.MalformedItem\x12\x0e\n\x06\x61lerts\x18\x06 \x01(\r\x12\x16\n\x0epolicy_version\x18\x07 \x01(\t\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x0eUnwatchRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.fraudhub.v1.WatchItem\"d\n\x0fUnwatchResponse\x12\x0f\n\x07removed\x18\x01 \x01(\r\x12\x11\n\tnot_found\x18\x02 \x01(\r\x12-\n\tmalformed\x18\x03 \x03(\x0b\x32\x1a.fraudhub.v1.MalformedItem\"\x14\n\x12ListWatchesRequest\":\n\nWatchCount\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\">\n\x13ListWatchesResponse\x12\'\n\x06\x63ounts\x18\x01 \x03(\x0b\x32\x17.fraudhub.v1.WatchCount\"\xbd\x03\n\x05\x41lert\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12&\n\x05\x65vent\x18\x02 \x01(\x0e\x32\x17.fraudhub.v1.AlertEvent\x12\r\n\x05token\x18\x03 \x01(\x0c\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x11\n\tkey_epoch\x18\x05 \x01(\r\x12\x0f\n\x07purpose\x18\x06 \x01(\t\x12+\n\ndisclosure\x18\x07 \x01(\x0e\x32\x17.fraudhub.v1.Disclosure\x12\x14\n\x0c\x63ontributors\x18\x08 \x01(\r\x12)\n\ncategories\x18\t \x03(\x0e\x32\x15.fraudhub.v1.Category\x12.\n\nfirst_seen\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0emax_confidence\x18\x0c \x01(\r\x12-\n\traised_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epolicy_version\x18\x0e \x01(\t\x12\r\n\x05score\x18\x0f \x01(\r\"M\n\x10SubscribeRequest\x12*\n\x05start\x18\x01 \x01(\x0e\x32\x1b.fraudhub.v1.SubscribeStart\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x04\"]\n\x11ListAlertsRequest\x12*\n\x05start\x18\x01 \x01(\x0e\x32\x1b.fraudhub.v1.SubscribeStart\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\"W\n\x12ListAlertsResponse\x12\"\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x12.fraudhub.v1.Alert\x12\r\n\x05\x61\x63ked\x18\x02 \x01(\x04\x12\x0e\n\x06latest\x18\x03 \x01(\x04\"\x1c\n\nAckRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\"\x1c\n\x0b\x41\x63kResponse\x12\r\n\x05\x61\x63ked\x18\x01 \x01(\x04*N\n\nAlertEvent\x12\x1b\n\x17\x41LERT_EVENT_UNSPECIFIED\x10\x00\x12\x07\n\x03NEW\x10\x01\x12\x0b\n\x07\x43HANGED\x10\x02\x12\r\n\tWITHDRAWN\x10\x03*E\n\x0eSubscribeStart\x12\x13\n\x0fSTART_AFTER_ACK\x10\x00\x12\x0f\n\x0bSTART_AFTER\x10\x01\x12\r\n\tSTART_NOW\x10\x02\x32\xa5\x03\n\x06\x41lerts\x12>\n\x05Watch\x12\x19.fraudhub.v1.WatchRequest\x1a\x1a.fraudhub.v1.WatchResponse\x12\x44\n\x07Unwatch\x12\x1b.fraudhub.v1.UnwatchRequest\x1a\x1c.fraudhub.v1.UnwatchResponse\x12P\n\x0bListWatches\x12\x1f.fraudhub.v1.ListWatchesRequest\x1a .fraudhub.v1.ListWatchesResponse\x12@\n\tSubscribe\x12\x1d.fraudhub.v1.SubscribeRequest\x1a\x12.fraudhub.v1.Alert0\x01\x12G\n\x04List\x12\x1e.fraudhub.v1.ListAlertsRequest\x1a\x1f.fraudhub.v1.ListAlertsResponse\x12\x38\n\x03\x41\x63k\x12\x17.fraudhub.v1.AckRequest\x1a\x18.fraudhub.v1.AckResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66raudhub/v1/alerts.proto\x12\x0b\x66raudhub.v1\x1a\x18\x66raudhub/v1/common.proto\x1a\x1a\x66raudhub/v1/exchange.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\tWatchItem\x12\r\n\x05token\x18\x01 \x01(\x0c\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tkey_epoch\x18\x03 \x01(\r\"\x87\x01\n\x0cWatchRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12%\n\x05items\x18\x02 \x03(\x0b\x32\x16.fraudhub.v1.WatchItem\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07initial\x18\x04 \x01(\x08\"\xfd\x01\n\rWatchResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\r\x12\x11\n\trefreshed\x18\x02 \x01(\r\x12\x10\n\x08rejected\x18\x03 \x01(\r\x12\x31\n\x0erejected_items\x18\x04 \x03(\x0b\x32\x19.fraudhub.v1.RejectedItem\x12-\n\tmalformed\x18\x05 \x03(\x0b\x32\x1a.fraudhub.v1.MalformedItem\x12\x0e\n\x06\x61lerts\x18\x06 \x01(\r\x12\x16\n\x0epolicy_version\x18\x07 \x01(\t\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x0eUnwatchRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.fraudhub.v1.WatchItem\"d\n\x0fUnwatchResponse\x12\x0f\n\x07removed\x18\x01 \x01(\r\x12\x11\n\tnot_found\x18\x02 \x01(\r\x12-\n\tmalformed\x18\x03 \x03(\x0b\x32\x1a.fraudhub.v1.MalformedItem\"\x14\n\x12ListWatchesRequest\":\n\nWatchCount\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\">\n\x13ListWatchesResponse\x12\'\n\x06\x63ounts\x18\x01 \x03(\x0b\x32\x17.fraudhub.v1.WatchCount\"\x81\x04\n\x05\x41lert\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12&\n\x05\x65vent\x18\x02 \x01(\x0e\x32\x17.fraudhub.v1.AlertEvent\x12\r\n\x05token\x18\x03 \x01(\x0c\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x11\n\tkey_epoch\x18\x05 \x01(\r\x12\x0f\n\x07purpose\x18\x06 \x01(\t\x12+\n\ndisclosure\x18\x07 \x01(\x0e\x32\x17.fraudhub.v1.Disclosure\x12\x14\n\x0c\x63ontributors\x18\x08 \x01(\r\x12)\n\ncategories\x18\t \x03(\x0e\x32\x15.fraudhub.v1.Category\x12.\n\nfirst_seen\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0emax_confidence\x18\x0c \x01(\r\x12-\n\traised_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epolicy_version\x18\x0e \x01(\t\x12\r\n\x05score\x18\x0f \x01(\r\x12\x12\n\ndispute_id\x18\x10 \x01(\t\x12.\n\nrespond_by\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x10SubscribeRequest\x12*\n\x05start\x18\x01 \x01(\x0e\x32\x1b.fraudhub.v1.SubscribeStart\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x04\"]\n\x11ListAlertsRequest\x12*\n\x05start\x18\x01 \x01(\x0e\x32\x1b.fraudhub.v1.SubscribeStart\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\"W\n\x12ListAlertsResponse\x12\"\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x12.fraudhub.v1.Alert\x12\r\n\x05\x61\x63ked\x18\x02 \x01(\x04\x12\x0e\n\x06latest\x18\x03 \x01(\x04\"\x1c\n\nAckRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\"\x1c\n\x0b\x41\x63kResponse\x12\r\n\x05\x61\x63ked\x18\x01 \x01(\x04*\\\n\nAlertEvent\x12\x1b\n\x17\x41LERT_EVENT_UNSPECIFIED\x10\x00\x12\x07\n\x03NEW\x10\x01\x12\x0b\n\x07\x43HANGED\x10\x02\x12\r\n\tWITHDRAWN\x10\x03\x12\x0c\n\x08\x44ISPUTED\x10\x04*E\n\x0eSubscribeStart\x12\x13\n\x0fSTART_AFTER_ACK\x10\x00\x12\x0f\n\x0bSTART_AFTER\x10\x01\x12\r\n\tSTART_NOW\x10\x02\x32\xa5\x03\n\x06\x41lerts\x12>\n\x05Watch\x12\x19.fraudhub.v1.WatchRequest\x1a\x1a.fraudhub.v1.WatchResponse\x12\x44\n\x07Unwatch\x12\x1b.fraudhub.v1.UnwatchRequest\x1a\x1c.fraudhub.v1.UnwatchResponse\x12P\n\x0bListWatches\x12\x1f.fraudhub.v1.ListWatchesRequest\x1a .fraudhub.v1.ListWatchesResponse\x12@\n\tSubscribe\x12\x1d.fraudhub.v1.SubscribeRequest\x1a\x12.fraudhub.v1.Alert0\x01\x12G\n\x04List\x12\x1e.fraudhub.v1.ListAlertsRequest\x1a\x1f.fraudhub.v1.ListAlertsResponse\x12\x38\n\x03\x41\x63k\x12\x17.fraudhub.v1.AckRequest\x1a\x18.fraudhub.v1.AckResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fraudhub.v1.alerts_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ALERTEVENT']._serialized_start=1659
-  _globals['_ALERTEVENT']._serialized_end=1737
-  _globals['_SUBSCRIBESTART']._serialized_start=1739
-  _globals['_SUBSCRIBESTART']._serialized_end=1808
+  _globals['_ALERTEVENT']._serialized_start=1727
+  _globals['_ALERTEVENT']._serialized_end=1819
+  _globals['_SUBSCRIBESTART']._serialized_start=1821
+  _globals['_SUBSCRIBESTART']._serialized_end=1890
   _globals['_WATCHITEM']._serialized_start=128
   _globals['_WATCHITEM']._serialized_end=187
   _globals['_WATCHREQUEST']._serialized_start=190
@@ -55,17 +55,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTWATCHESRESPONSE']._serialized_start=824
   _globals['_LISTWATCHESRESPONSE']._serialized_end=886
   _globals['_ALERT']._serialized_start=889
-  _globals['_ALERT']._serialized_end=1334
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=1336
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1413
-  _globals['_LISTALERTSREQUEST']._serialized_start=1415
-  _globals['_LISTALERTSREQUEST']._serialized_end=1508
-  _globals['_LISTALERTSRESPONSE']._serialized_start=1510
-  _globals['_LISTALERTSRESPONSE']._serialized_end=1597
-  _globals['_ACKREQUEST']._serialized_start=1599
-  _globals['_ACKREQUEST']._serialized_end=1627
-  _globals['_ACKRESPONSE']._serialized_start=1629
-  _globals['_ACKRESPONSE']._serialized_end=1657
-  _globals['_ALERTS']._serialized_start=1811
-  _globals['_ALERTS']._serialized_end=2232
+  _globals['_ALERT']._serialized_end=1402
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=1404
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1481
+  _globals['_LISTALERTSREQUEST']._serialized_start=1483
+  _globals['_LISTALERTSREQUEST']._serialized_end=1576
+  _globals['_LISTALERTSRESPONSE']._serialized_start=1578
+  _globals['_LISTALERTSRESPONSE']._serialized_end=1665
+  _globals['_ACKREQUEST']._serialized_start=1667
+  _globals['_ACKREQUEST']._serialized_end=1695
+  _globals['_ACKRESPONSE']._serialized_start=1697
+  _globals['_ACKRESPONSE']._serialized_end=1725
+  _globals['_ALERTS']._serialized_start=1893
+  _globals['_ALERTS']._serialized_end=2314
 # @@protoc_insertion_point(module_scope)

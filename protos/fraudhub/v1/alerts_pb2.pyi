@@ -54,6 +54,13 @@ class _AlertEventEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AlertEvent
     """What the watcher may see changed (contributors, categories, times...)."""
     WITHDRAWN: _AlertEvent.ValueType  # 3
     """It is no longer visible (revoked, expired, or below k again)."""
+    DISPUTED: _AlertEvent.ValueType  # 4
+    """A dispute suspended the recipient's OWN contribution (issue 12): raised for
+    every contributor of a suspended indicator, watching or not.  `token`,
+    `kind` and `key_epoch` are those of the recipient's own indicator (nothing
+    it did not send); `dispute_id` and `respond_by` say what to answer, by when
+    (`fraudhub dispute resolve`).  Disclosure NONE, no aggregate fields.
+    """
 
 class AlertEvent(_AlertEvent, metaclass=_AlertEventEnumTypeWrapper): ...
 
@@ -64,6 +71,13 @@ CHANGED: AlertEvent.ValueType  # 2
 """What the watcher may see changed (contributors, categories, times...)."""
 WITHDRAWN: AlertEvent.ValueType  # 3
 """It is no longer visible (revoked, expired, or below k again)."""
+DISPUTED: AlertEvent.ValueType  # 4
+"""A dispute suspended the recipient's OWN contribution (issue 12): raised for
+every contributor of a suspended indicator, watching or not.  `token`,
+`kind` and `key_epoch` are those of the recipient's own indicator (nothing
+it did not send); `dispute_id` and `respond_by` say what to answer, by when
+(`fraudhub dispute resolve`).  Disclosure NONE, no aggregate fields.
+"""
 Global___AlertEvent: _TypeAlias = AlertEvent  # noqa: Y015
 
 class _SubscribeStart:
@@ -312,7 +326,8 @@ Global___ListWatchesResponse: _TypeAlias = ListWatchesResponse  # noqa: Y015
 @_typing.final
 class Alert(_message.Message):
     """One alert.  Fields above `disclosure` are left at their defaults; alerts
-    disclose at most SUMMARY (no sealed labels).
+    disclose at most SUMMARY (no sealed labels).  A DISPUTED alert has purpose
+    "dispute" and no watch behind it.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -332,6 +347,8 @@ class Alert(_message.Message):
     RAISED_AT_FIELD_NUMBER: _builtins.int
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
+    DISPUTE_ID_FIELD_NUMBER: _builtins.int
+    RESPOND_BY_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """The watcher's sequence number: 1, 2, 3, ... with no gaps."""
     event: Global___AlertEvent.ValueType
@@ -349,6 +366,8 @@ class Alert(_message.Message):
     """SUMMARY and above: the highest current (decayed) score, 0..100, of the
     indicators the alert counts (as MatchResult's score), when it was raised.
     """
+    dispute_id: _builtins.str
+    """DISPUTED only: the dispute (as in Disputes.List) and its response deadline."""
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Category.ValueType]:
         """SUMMARY and above."""
@@ -359,6 +378,8 @@ class Alert(_message.Message):
     def last_seen(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def raised_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def respond_by(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -377,10 +398,12 @@ class Alert(_message.Message):
         raised_at: _timestamp_pb2.Timestamp | None = ...,
         policy_version: _builtins.str = ...,
         score: _builtins.int = ...,
+        dispute_id: _builtins.str = ...,
+        respond_by: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen", b"first_seen", "last_seen", b"last_seen", "raised_at", b"raised_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen", b"first_seen", "last_seen", b"last_seen", "raised_at", b"raised_at", "respond_by", b"respond_by"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "contributors", b"contributors", "disclosure", b"disclosure", "event", b"event", "first_seen", b"first_seen", "key_epoch", b"key_epoch", "kind", b"kind", "last_seen", b"last_seen", "max_confidence", b"max_confidence", "policy_version", b"policy_version", "purpose", b"purpose", "raised_at", b"raised_at", "score", b"score", "sequence", b"sequence", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "contributors", b"contributors", "disclosure", b"disclosure", "dispute_id", b"dispute_id", "event", b"event", "first_seen", b"first_seen", "key_epoch", b"key_epoch", "kind", b"kind", "last_seen", b"last_seen", "max_confidence", b"max_confidence", "policy_version", b"policy_version", "purpose", b"purpose", "raised_at", b"raised_at", "respond_by", b"respond_by", "score", b"score", "sequence", b"sequence", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
