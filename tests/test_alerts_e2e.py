@@ -357,3 +357,27 @@ def test_only_banks_and_carriers_call_alerts(world: LocalDeployment) -> None:
         assert streamed.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         channel.close()
+
+
+def test_a_sequence_past_the_signed_64_bit_range_is_invalid_argument(
+    world: LocalDeployment,
+) -> None:
+    # Found by the wire fuzz: after >= 2^63 overflowed the database driver (INTERNAL).
+    channel = open_channel(
+        world.hub_address, world.security, BearerAuth(world.keys["bank-a"], HUB_AUDIENCE)
+    )
+    try:
+        stub = alerts_pb2_grpc.AlertsStub(channel)
+        request = alerts_pb2.ListAlertsRequest(start=alerts_pb2.START_AFTER, after=2**63, limit=1)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.List(request, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "after must be a sequence number" in str(refused.value.details())
+        stream = stub.Subscribe(
+            alerts_pb2.SubscribeRequest(start=alerts_pb2.START_AFTER, after=2**64 - 1), timeout=10
+        )
+        with pytest.raises(grpc.RpcError) as streamed:
+            list(stream)
+        assert streamed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        channel.close()

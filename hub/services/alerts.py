@@ -110,6 +110,9 @@ _EVENTS = {
 }
 
 
+_MAX_SEQUENCE = 2**63 - 1
+
+
 class AlertNotifier:
     """Wakes this process's subscribers when alerts commit (a generation counter)."""
 
@@ -477,6 +480,9 @@ class AlertsService(alerts_pb2_grpc.AlertsServicer):
     def _start(self, session: Session, institution: str, start: int, after: int) -> int:
         latest, acked = alert_store.cursor_of(session, institution)
         if start == alerts_pb2.START_AFTER:
+            # uint64 on the wire; the sequence column is a signed 64-bit integer.
+            if not 0 <= after <= _MAX_SEQUENCE:
+                raise InvalidRequest(f"after must be a sequence number 0..{_MAX_SEQUENCE}")
             return after
         if start == alerts_pb2.START_NOW:
             return latest
