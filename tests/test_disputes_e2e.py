@@ -327,3 +327,22 @@ def test_regulators_see_every_dispute_in_the_report(
     rows = {line.split(",")[0]: line.split(",") for line in capsys.readouterr().out.splitlines()}
     assert rows["dispute"][8] == "outcome" and rows[opened.dispute_id][8] == "partly_upheld"
     assert rows[nothing.dispute_id][8] == "not_listed" and rows[opened.dispute_id][10] != ""
+
+
+def test_an_item_number_past_the_signed_64_bit_range_is_invalid_argument(
+    world: LocalDeployment,
+) -> None:
+    channel = open_channel(
+        world.hub_address, world.security, BearerAuth(world.keys["bank-a"], HUB_AUDIENCE)
+    )
+    try:
+        stub = disputes_pb2_grpc.DisputesStub(channel)
+        request = disputes_pb2.ResolveDisputeRequest(
+            item_id=2**64 - 1, step="withdraw", evidence=""
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Resolve(request, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "item_id must be" in str(refused.value.details())
+    finally:
+        channel.close()

@@ -280,6 +280,9 @@ class DisputesService(disputes_pb2_grpc.DisputesServicer):
         ) -> Message:
             if request.step not in DISPUTE_STEPS:
                 raise InvalidRequest(f"step must be one of {', '.join(DISPUTE_STEPS)}")
+            # uint64 on the wire; the id column is a signed 64-bit integer.
+            if not 0 < request.item_id < 2**63:
+                raise InvalidRequest("item_id must be a dispute item number 1..2^63-1")
             answered = alerting(
                 self._alerts,
                 session,
