@@ -51,13 +51,13 @@ from client_sdk.core import indicators
 from client_sdk.core.errors import InvalidItems, InvalidRequest, ItemError, PolicyDenied
 from client_sdk.core.tokens import TOKEN_BYTES
 from client_sdk.wire.codecs import category_value, optional_datetime, timestamp
-from hub.audit.events import AuditEvent, request_digest
+from hub.audit.events import AuditEvent
 from hub.core.alerts import AlertView, alert_disclosure
 from hub.core.matching import DEFAULT_RETENTION_DAYS, Sighting, clip_expiry
 from hub.policy.engine import Decision, Disclosure, Policy, Principal, explain_reason
-from hub.services.audited import audit_alone, run_audited
+from hub.services.audited import audit_alone
 from hub.services.config import LivePolicy
-from hub.services.exchange_audit import AuditDraft
+from hub.services.exchange_audit import AuditDraft, begin_draft, run_drafted
 from hub.services.exchange_codecs import malformed_items
 from hub.services.lifecycle import MatchFacts
 from hub.storage import alerts as alert_store
@@ -65,7 +65,6 @@ from hub.storage import auditlog
 from hub.storage.alerts import Key, PendingChange, RecordedAlerts, WatchItem, WatchRef
 from hub.storage.models import utcnow
 from hub.storage.store import Store, consume_quota
-from hub.wire.auth import current_principal
 
 __all__ = [
     "LIMIT_OVERRIDES",
@@ -277,26 +276,14 @@ class AlertsService(alerts_pb2_grpc.AlertsServicer):
         self._poll = poll_seconds
 
     def _begin(self, action: str, request: Message) -> tuple[Principal, Policy, AuditDraft]:
-        who = current_principal()
         policy = self._policy.current
-        draft = AuditDraft(
-            action=action,
-            request_digest=request_digest(request.SerializeToString(deterministic=True)),
-            policy_version=policy.version,
-            declared_purposes=policy.purposes,
-        )
-        return Principal(who.institution, who.role), policy, draft
+        principal, draft = begin_draft(action, request, policy)
+        return principal, policy, draft
 
     def _audited(
         self, principal: Principal, draft: AuditDraft, work: Callable[[Session, datetime], _R]
     ) -> _R:
-        now = self._clock()
-        return run_audited(
-            self._store,
-            lambda session: work(session, now),
-            lambda _result: draft.event(principal, "ok", now),
-            lambda exc: draft.failed(principal, exc, now),
-        )
+        return run_drafted(self._store, principal, draft, self._clock(), work)
 
     # --- watches ---------------------------------------------------------------------
 

@@ -68,14 +68,13 @@ from client_sdk.core.errors import (
 from client_sdk.core.tokens import TOKEN_BYTES
 from client_sdk.core.vocabulary import REVOKE_REASONS
 from client_sdk.wire.codecs import optional_datetime, timestamp
-from hub.audit.events import request_digest
 from hub.core import matching
 from hub.core.matching import Contribution
 from hub.policy.engine import Context, Decision, Policy, Principal
 from hub.services.alerts import AlertRecorder, alerting
-from hub.services.audited import audit_alone, audit_outcome, run_audited
+from hub.services.audited import audit_alone, audit_outcome
 from hub.services.config import LivePolicy
-from hub.services.exchange_audit import UNDECLARED_PURPOSE, AuditDraft
+from hub.services.exchange_audit import UNDECLARED_PURPOSE, AuditDraft, begin_draft, run_drafted
 from hub.services.exchange_codecs import (
     MAX_PARTIAL_BYTES,
     abort_partial,
@@ -94,7 +93,6 @@ from hub.storage.store import (
     revoke,
     upsert_contributions,
 )
-from hub.wire.auth import current_principal_still_valid
 
 __all__ = [
     "MAX_CASE_REFERENCE",
@@ -185,18 +183,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         draft: AuditDraft,
         work: Callable[[Session, datetime], _T],
     ) -> _T:
-        """Run ``work`` and append the audit event in one transaction (ADR 0007).
-
-        On failure the work is rolled back, the failure is audited on its own
-        and the original error is re-raised (database errors as StorageError).
-        """
-        now = self._clock()
-        return run_audited(
-            self._store,
-            lambda session: work(session, now),
-            lambda _result: draft.event(principal, "ok", now),
-            lambda exc: draft.failed(principal, exc, now),
-        )
+        return run_drafted(self._store, principal, draft, self._clock(), work)
 
     def _stream_limit(
         self,
@@ -227,17 +214,8 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         return error
 
     def _begin(self, action: str, request: Message) -> tuple[Principal, Policy, AuditDraft]:
-        # Re-checked per stream message: an expired token or a disabled
-        # institution ends the stream (hub.wire.auth).
-        who = current_principal_still_valid()
-        principal = Principal(who.institution, who.role)
         policy = self._policy.current
-        draft = AuditDraft(
-            action=action,
-            request_digest=request_digest(request.SerializeToString(deterministic=True)),
-            policy_version=policy.version,
-            declared_purposes=policy.purposes,
-        )
+        principal, draft = begin_draft(action, request, policy)
         return principal, policy, draft
 
     # --- Contribute ----------------------------------------------------------

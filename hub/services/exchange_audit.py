@@ -11,17 +11,25 @@ ever a digest; no token, label or raw value reaches the draft.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
+
+from google.protobuf.message import Message
+from sqlmodel import Session
 
 from client_sdk.core.errors import FraudhubError, PolicyDenied
 from client_sdk.core.vocabulary import Principal
-from hub.audit.events import AuditEvent, case_ref_digest
-from hub.policy.engine import Decision
-from hub.services.audited import audit_outcome
+from hub.audit.events import AuditEvent, case_ref_digest, request_digest
+from hub.policy.engine import Decision, Policy
+from hub.services.audited import audit_outcome, run_audited
+from hub.storage.store import Store
+from hub.wire.auth import current_principal_still_valid
 
-__all__ = ["UNDECLARED_PURPOSE", "AuditDraft", "legal_basis"]
+__all__ = ["UNDECLARED_PURPOSE", "AuditDraft", "begin_draft", "legal_basis", "run_drafted"]
+
+_T = TypeVar("_T")
 
 #: What the audit log records for a purpose the policy does not declare.
 UNDECLARED_PURPOSE = "undeclared"
@@ -102,3 +110,39 @@ def legal_basis(rules: Iterable[str]) -> str:
             break
         basis = candidate
     return basis
+
+
+def begin_draft(action: str, request: Message, policy: Policy) -> tuple[Principal, AuditDraft]:
+    """Who asks and the audit draft of ``request`` under ``policy``.
+
+    The caller is re-checked (hub.wire.auth): on every message of a stream, an
+    expired token or a disabled institution ends the stream.
+    """
+    who = current_principal_still_valid()
+    draft = AuditDraft(
+        action=action,
+        request_digest=request_digest(request.SerializeToString(deterministic=True)),
+        policy_version=policy.version,
+        declared_purposes=policy.purposes,
+    )
+    return Principal(who.institution, who.role), draft
+
+
+def run_drafted(
+    store: Store,
+    principal: Principal,
+    draft: AuditDraft,
+    now: datetime,
+    work: Callable[[Session, datetime], _T],
+) -> _T:
+    """Run ``work`` and append the draft's event in one transaction (ADR 0007).
+
+    On failure the work is rolled back, the failure is audited on its own and
+    the original error is re-raised (database errors as StorageError).
+    """
+    return run_audited(
+        store,
+        lambda session: work(session, now),
+        lambda _result: draft.event(principal, "ok", now),
+        lambda exc: draft.failed(principal, exc, now),
+    )

@@ -43,13 +43,12 @@ from client_sdk.core.errors import InvalidRequest, ItemError, PolicyDenied
 from client_sdk.core.tokens import TOKEN_BYTES
 from client_sdk.core.vocabulary import KINDS, SIGHTING_TYPES
 from client_sdk.wire.codecs import optional_datetime
-from hub.audit.events import AuditEvent, request_digest
+from hub.audit.events import AuditEvent
 from hub.core.matching import MAX_CLOCK_SKEW
 from hub.policy.engine import AUDIT_KIND, Context, Decision, Policy, Principal
-from hub.services.audited import run_audited
 from hub.services.config import LivePolicy
 from hub.services.exchange import _check_envelope, _consume, _count_quota
-from hub.services.exchange_audit import AuditDraft
+from hub.services.exchange_audit import AuditDraft, begin_draft, run_drafted
 from hub.services.exchange_codecs import abort_partial, invalid_message, malformed_items
 from hub.services.lifecycle import sighting_counts
 from hub.storage import auditlog
@@ -63,7 +62,6 @@ from hub.storage.feedback import (
 )
 from hub.storage.models import utcnow
 from hub.storage.store import Store, find_active, get_institution
-from hub.wire.auth import current_principal_still_valid
 
 __all__ = ["LIMIT_OVERRIDES", "METHOD_ROLES", "FeedbackService", "WarningListService", "register"]
 
@@ -99,26 +97,14 @@ class _Audited:
         self._clock = clock
 
     def _begin(self, action: str, request: Message) -> tuple[Principal, Policy, AuditDraft]:
-        who = current_principal_still_valid()
         policy = self._policy.current
-        draft = AuditDraft(
-            action=action,
-            request_digest=request_digest(request.SerializeToString(deterministic=True)),
-            policy_version=policy.version,
-            declared_purposes=policy.purposes,
-        )
-        return Principal(who.institution, who.role), policy, draft
+        principal, draft = begin_draft(action, request, policy)
+        return principal, policy, draft
 
     def _transact(
         self, principal: Principal, draft: AuditDraft, work: Callable[[Session, datetime], _T]
     ) -> _T:
-        now = self._clock()
-        return run_audited(
-            self._store,
-            lambda session: work(session, now),
-            lambda _result: draft.event(principal, "ok", now),
-            lambda exc: draft.failed(principal, exc, now),
-        )
+        return run_drafted(self._store, principal, draft, self._clock(), work)
 
     def _key_error(
         self, index: int, kind: str, token: bytes, epoch: int, field: str
