@@ -24,7 +24,7 @@ from hub.core.alerts import (
     alert_event,
 )
 from hub.core.matching import Contribution, Sighting, aggregate
-from hub.policy.engine import Disclosure
+from hub.policy.model import Disclosure
 from hub.storage import alerts as alert_store
 from hub.storage import store
 from hub.storage.alerts import WatchItem

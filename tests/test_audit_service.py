@@ -21,12 +21,13 @@ from _audit_hub import RunningHub
 from fraudhub.v1 import audit_pb2, audit_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from client_sdk.core.errors import StorageError
 from hub.audit import merkle
 from hub.audit.checkpoint import LogVerifier, open_checkpoint
 from hub.audit.events import AuditEvent, decode
 from hub.services.audit import METHOD_ROLES, Checkpointer, log_signer
 from hub.storage import auditlog
-from hub.storage.store import StorageError, Store, sqlite_url
+from hub.storage.store import Store, sqlite_url
 
 pytestmark = pytest.mark.e2e
 

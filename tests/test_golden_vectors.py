@@ -24,13 +24,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from client_sdk.core.tokens import (
-    NONCE_BYTES,
-    LabelError,
-    derive_token_keys,
-    open_label,
-    seal_label,
-)
+from client_sdk.core.errors import LabelError
+from client_sdk.core.tokens import NONCE_BYTES, derive_token_keys, open_label, seal_label
 from hub.audit import merkle
 from hub.audit.events import AuditEvent, decode
 

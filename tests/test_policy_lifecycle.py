@@ -11,7 +11,8 @@ import pytest
 from client_sdk.core.errors import PolicyError
 from hub.core import matching
 from hub.core.matching import Sighting
-from hub.policy.engine import Disclosure, Policy, Principal
+from hub.policy.engine import Policy
+from hub.policy.model import Disclosure, Principal
 from hub.policy.reader import load_policy, parse_layer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client_sdk.core.errors import CheckpointError, ConfigurationError
+from client_sdk.core.errors import (
+    CheckpointError,
+    CheckpointRefused,
+    ConfigurationError,
+    InconsistentCheckpoint,
+    UnknownLog,
+    WitnessConflict,
+)
 from hub.audit import merkle
 from hub.audit.checkpoint import Checkpoint, LogSigner, LogVerifier, NoteSignature, split_note
 from hub.audit.cosignature import (
@@ -28,14 +35,7 @@ from hub.audit.cosignature import (
     cosigned_message,
     with_cosignatures,
 )
-from hub.audit.witness import (
-    CheckpointRefused,
-    InconsistentCheckpoint,
-    MemoryWitnessState,
-    UnknownLog,
-    Witness,
-    WitnessConflict,
-)
+from hub.audit.witness import MemoryWitnessState, Witness
 from hub.cli import main
 from hub.keyholder.witness import WITNESS_KEY_FILENAME, open_witness
 from hub.services.config import WitnessEndpoint

@@ -44,13 +44,9 @@ from hub.audit.checkpoint import LogVerifier, NoteSignature, open_checkpoint, sp
 from hub.audit.cosignature import MAX_TIMESTAMP, Cosigner
 
 __all__ = [
-    "CheckpointRefused",
-    "InconsistentCheckpoint",
     "MemoryWitnessState",
     "TreeHead",
-    "UnknownLog",
     "Witness",
-    "WitnessConflict",
     "WitnessState",
     "WitnessTransaction",
 ]

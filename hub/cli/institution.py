@@ -33,9 +33,9 @@ from hub.services.admin import (
     disable_institution_locally,
     enable_institution_locally,
     rotate_institution_key_locally,
-    to_registered,
 )
 from hub.storage.models import Institution, utcnow
+from hub.storage.registry import to_registered
 from hub.storage.store import list_institutions
 from hub.wire.auth import ROLES, dump_registry
 

@@ -32,7 +32,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from hub.core.matching import MatchSummary
-from hub.policy.engine import Disclosure
+from hub.policy.model import Disclosure
 
 __all__ = [
     "MAX_ALERT_DISCLOSURE",

@@ -27,9 +27,10 @@ from pathlib import Path
 import grpc
 from fraudhub.v1 import witness_pb2, witness_pb2_grpc
 
+from client_sdk.core.errors import WitnessConflict
 from hub.audit.checkpoint import LogVerifier
 from hub.audit.cosignature import Cosigner
-from hub.audit.witness import TreeHead, Witness, WitnessConflict, WitnessTransaction
+from hub.audit.witness import TreeHead, Witness, WitnessTransaction
 from hub.infra.privatefiles import load_or_create_log_key
 from hub.infra.sqlitefile import immediate, open_state_file
 from hub.wire.auth import current_principal

@@ -60,8 +60,6 @@ from hub.policy.model import (
     DENIED_OBLIGATIONS,
     KINDLESS_ACTIONS,
     POLICY_FORMAT,
-    REASON_TEXT,
-    RULE_ACTIONS,
     SENSITIVE_MIN_EVIDENCE,
     TIERS,
     Context,
@@ -72,27 +70,12 @@ from hub.policy.model import (
     PolicyLayer,
     Principal,
     Rule,
-    explain_reason,
 )
 
 # The model's names stay importable from here, where callers found them first.
 __all__ = [
-    "ACTIONS",
-    "AUDIT_KIND",
-    "DENIED_OBLIGATIONS",
-    "REASON_TEXT",
-    "RULE_ACTIONS",
-    "TIERS",
-    "Context",
-    "Decision",
-    "Disclosure",
-    "Obligations",
     "Policy",
-    "PolicyLayer",
-    "Principal",
-    "Rule",
     "decide",
-    "explain_reason",
 ]
 
 _STRICTNESS: Final[Mapping[str, int]] = {tier: i for i, tier in enumerate(TIERS)}

@@ -23,7 +23,7 @@ Guarantees:
   file, line and field) and the running policy stays.
 
 The registry and replay guard the auth layer reads live in
-:mod:`hub.storage.registry` (re-exported here).
+:mod:`hub.storage.registry`.
 """
 
 from __future__ import annotations
@@ -45,25 +45,19 @@ from hub.services.config import LivePolicy
 from hub.storage import store
 from hub.storage.models import Institution, utcnow
 from hub.storage.registry import (
-    REGISTRY_TTL,
     DatabaseRegistry,
-    DatabaseReplayGuard,
     to_registered,
 )
 from hub.wire.auth import ROLES, current_principal, is_institution_id
 
 __all__ = [
     "LOCAL_OPERATOR",
-    "REGISTRY_TTL",
     "AdminService",
-    "DatabaseRegistry",
-    "DatabaseReplayGuard",
     "add_institution_locally",
     "disable_institution_locally",
     "enable_institution_locally",
     "local_operator_event",
     "rotate_institution_key_locally",
-    "to_registered",
 ]
 
 MAX_REASON = 256

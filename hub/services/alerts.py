@@ -54,7 +54,8 @@ from client_sdk.wire.codecs import category_value, optional_datetime, timestamp
 from hub.audit.events import AuditEvent
 from hub.core.alerts import AlertView, alert_disclosure
 from hub.core.matching import DEFAULT_RETENTION_DAYS, Sighting, clip_expiry
-from hub.policy.engine import Decision, Disclosure, Policy, Principal, explain_reason
+from hub.policy.engine import Policy
+from hub.policy.model import Decision, Disclosure, Principal, explain_reason
 from hub.services.audited import audit_alone
 from hub.services.config import LivePolicy
 from hub.services.exchange_audit import AuditDraft, begin_draft, run_drafted

@@ -48,7 +48,7 @@ from google.protobuf.message import Message
 from sqlmodel import Session
 from typing_extensions import override
 
-from client_sdk.core.errors import ConfigurationError, FraudhubError, InvalidRequest
+from client_sdk.core.errors import ConfigurationError, FraudhubError, InvalidRequest, StorageError
 from client_sdk.core.vocabulary import Principal
 from client_sdk.wire.codecs import optional_datetime, timestamp
 from hub.audit.checkpoint import LogSigner
@@ -66,7 +66,7 @@ from hub.services.config import (
 from hub.services.witnesses import CosignatureCollector
 from hub.storage import auditlog, store
 from hub.storage.models import utcnow
-from hub.storage.store import StorageError, Store
+from hub.storage.store import Store
 from hub.wire.auth import current_principal, current_principal_still_valid
 
 __all__ = [

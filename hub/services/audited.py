@@ -24,10 +24,16 @@ from typing import TypeVar
 
 from sqlmodel import Session
 
-from client_sdk.core.errors import CallerError, FraudhubError, InvalidRequest, PermissionDenied
+from client_sdk.core.errors import (
+    CallerError,
+    FraudhubError,
+    InvalidRequest,
+    PermissionDenied,
+    StorageError,
+)
 from hub.audit.events import AuditEvent
 from hub.storage import auditlog
-from hub.storage.store import StorageError, Store
+from hub.storage.store import Store
 from hub.wire.metrics import note_call
 
 __all__ = ["audit_alone", "audit_outcome", "run_audited"]

@@ -51,7 +51,7 @@ from client_sdk.core.tokens import TOKEN_BYTES
 from client_sdk.wire.codecs import timestamp
 from hub.audit.events import AuditEvent, case_ref_digest, request_digest
 from hub.core import disputes as core
-from hub.policy.engine import Context, Principal
+from hub.policy.model import Context, Principal
 from hub.services.alerts import AlertRecorder, alerting
 from hub.services.audited import run_audited
 from hub.services.config import LivePolicy

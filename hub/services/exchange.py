@@ -70,7 +70,8 @@ from client_sdk.core.vocabulary import REVOKE_REASONS
 from client_sdk.wire.codecs import optional_datetime, timestamp
 from hub.core import matching
 from hub.core.matching import Contribution
-from hub.policy.engine import Context, Decision, Policy, Principal
+from hub.policy.engine import Policy
+from hub.policy.model import Context, Decision, Principal
 from hub.services.alerts import AlertRecorder, alerting
 from hub.services.audited import audit_alone, audit_outcome
 from hub.services.config import LivePolicy

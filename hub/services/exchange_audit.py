@@ -22,7 +22,8 @@ from sqlmodel import Session
 from client_sdk.core.errors import FraudhubError, PolicyDenied
 from client_sdk.core.vocabulary import Principal
 from hub.audit.events import AuditEvent, case_ref_digest, request_digest
-from hub.policy.engine import Decision, Policy
+from hub.policy.engine import Policy
+from hub.policy.model import Decision
 from hub.services.audited import audit_outcome, run_audited
 from hub.storage.store import Store
 from hub.wire.auth import current_principal_still_valid

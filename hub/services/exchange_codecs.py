@@ -22,7 +22,7 @@ from grpc_status import rpc_status
 from client_sdk.core.errors import InvalidItems, ItemError
 from client_sdk.wire.codecs import category_value, category_word, optional_datetime, timestamp
 from hub.core.matching import ContributionItem, MatchSummary
-from hub.policy.engine import Disclosure
+from hub.policy.model import Disclosure
 from hub.wire.status import to_rpc_status
 
 __all__ = [

@@ -45,7 +45,8 @@ from client_sdk.core.vocabulary import KINDS, SIGHTING_TYPES
 from client_sdk.wire.codecs import optional_datetime
 from hub.audit.events import AuditEvent
 from hub.core.matching import MAX_CLOCK_SKEW
-from hub.policy.engine import AUDIT_KIND, Context, Decision, Policy, Principal
+from hub.policy.engine import Policy
+from hub.policy.model import AUDIT_KIND, Context, Decision, Principal
 from hub.services.config import LivePolicy
 from hub.services.exchange import _check_envelope, _consume, _count_quota
 from hub.services.exchange_audit import AuditDraft, begin_draft, run_drafted

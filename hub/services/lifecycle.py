@@ -32,7 +32,8 @@ from sqlmodel import Session
 from client_sdk.core.errors import ItemError
 from client_sdk.core.vocabulary import INNOCENT_EVIDENCE, evidence_rank
 from hub.core import matching, scores
-from hub.policy.engine import Decision, Disclosure, Policy
+from hub.policy.engine import Policy
+from hub.policy.model import Decision, Disclosure
 from hub.storage.feedback import Key, SightingRow, find_sightings, find_warninglisted
 from hub.storage.store import find_active
 

@@ -60,6 +60,7 @@ from client_sdk.core.errors import (
     FraudhubError,
     PermissionDenied,
     PolicyDenied,
+    StorageError,
 )
 from client_sdk.wire.auth import HUB_AUDIENCE
 from client_sdk.wire.channels import MAX_MESSAGE_BYTES
@@ -79,7 +80,7 @@ from hub.storage import alerts as alert_storage
 from hub.storage import auditlog
 from hub.storage.models import utcnow
 from hub.storage.registry import DatabaseRegistry, DatabaseReplayGuard
-from hub.storage.store import StorageError, Store, delete_expired, record_policy_text
+from hub.storage.store import Store, delete_expired, record_policy_text
 from hub.wire import tls
 from hub.wire.auth import AuthInterceptor, TokenVerifier
 from hub.wire.decode import DecodeInterceptor, message_limits, receive_limit

@@ -41,7 +41,7 @@ from pathlib import Path
 import grpc
 from fraudhub.v1 import witness_pb2, witness_pb2_grpc
 
-from client_sdk.core.errors import CheckpointError, ConfigurationError, FraudhubError
+from client_sdk.core.errors import CheckpointError, ConfigurationError, FraudhubError, StorageError
 from client_sdk.wire.auth import BearerAuth, InstitutionKey
 from client_sdk.wire.channels import ChannelSecurity, open_channel
 from client_sdk.wire.status import errors_from_status
@@ -50,7 +50,7 @@ from hub.audit.cosignature import DEFAULT_MAX_AGE, CosignatureVerifier
 from hub.services.config import WitnessEndpoint, WitnessIdentity
 from hub.storage import auditlog
 from hub.storage.models import utcnow
-from hub.storage.store import StorageError, Store
+from hub.storage.store import Store
 
 __all__ = ["CosignatureCollector"]
 

@@ -24,15 +24,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from client_sdk.core.errors import AuthenticationError, Unavailable
+from client_sdk.core.errors import AuthenticationError, StorageError, Unavailable
 from hub.storage.models import Institution
-from hub.storage.store import (
-    StorageError,
-    Store,
-    forget_expired_tokens,
-    remember_token,
-    token_remembered,
-)
+from hub.storage.store import Store, forget_expired_tokens, remember_token, token_remembered
 from hub.wire.auth import LEEWAY, ReplayCache, read_only_call
 from hub.wire.auth import Institution as RegisteredInstitution
 

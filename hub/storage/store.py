@@ -58,8 +58,7 @@ __all__ = [
     "SQLITE_FILENAME",
     "STORAGE_CAUSES",
     "ContributionCounts",
-    "StorageCorruption",  # defined in client_sdk.core.errors (the wire registry)
-    "StorageError",  # defined in client_sdk.core.errors (the wire registry)
+    "StorageError",
     "Store",
     "add_institution",
     "consume_quota",
