@@ -25,6 +25,7 @@ from client_sdk.client.results import ItemFailure
 from client_sdk.core.errors import InvalidItems, InvalidRequest, PolicyDenied
 from client_sdk.core.tokens import TokenKeys
 from client_sdk.core.vocabulary import SIGHTING_TYPES
+from client_sdk.wire.channels import with_timeout
 from client_sdk.wire.codecs import timestamp
 
 
@@ -124,11 +125,6 @@ class SightingMethods:
         return review_sightings(self, items, purpose=purpose)
 
 
-def _with_timeout(method: Callable[..., _R], request: Message) -> Callable[[float], _R]:
-    """``method(request, timeout=...)`` as a function of the timeout (for retries)."""
-    return lambda timeout: method(request, timeout=timeout)
-
-
 def file_sightings(
     client: HubClient,
     items: Sequence[Sighting],
@@ -162,7 +158,7 @@ def file_sightings(
                 message.seen_at.CopyFrom(timestamp(seen_at))
         try:
             response, invalid = client._unary(
-                _with_timeout(stub.FileSightings, request),
+                with_timeout(stub.FileSightings, request),
                 feedback_pb2.FileSightingsResponse,
             )
         except PolicyDenied as refused:
@@ -203,7 +199,7 @@ def review_sightings(
         )
         try:
             response, _ = client._unary(
-                _with_timeout(stub.ReviewSightings, request),
+                with_timeout(stub.ReviewSightings, request),
                 feedback_pb2.ReviewSightingsResponse,
             )
         except PolicyDenied as refused:
@@ -254,7 +250,7 @@ def warninglist_change(
             ],
         )
         response, _ = client._unary(
-            _with_timeout(method, request),
+            with_timeout(method, request),
             feedback_pb2.WarningListResponse,
         )
         changed += response.changed
@@ -270,7 +266,7 @@ def warninglist_counts(client: HubClient) -> list[tuple[str, str, int]]:
     stub = feedback_pb2_grpc.WarningListStub(client._channel)
     request = feedback_pb2.ListWarningListRequest(purpose=WARNINGLIST_PURPOSE)
     response, _ = client._unary(
-        _with_timeout(stub.ListEntries, request),
+        with_timeout(stub.ListEntries, request),
         feedback_pb2.ListWarningListResponse,
     )
     return [(c.list, c.kind, c.entries) for c in response.counts]

@@ -86,7 +86,13 @@ from client_sdk.core.threshold import PublicKeyInfo
 from client_sdk.core.tokens import TokenKeys
 from client_sdk.core.vocabulary import REVOKE_REASONS
 from client_sdk.wire.auth import HUB_AUDIENCE, BearerAuth, InstitutionKey
-from client_sdk.wire.channels import ChannelSecurity, RetryPolicy, call_with_retry, open_channel
+from client_sdk.wire.channels import (
+    ChannelSecurity,
+    RetryPolicy,
+    call_with_retry,
+    open_channel,
+    with_timeout,
+)
 
 __all__ = ["DEFAULT_BATCH", "HubClient"]
 
@@ -98,15 +104,6 @@ _B = TypeVar("_B")
 _O = TypeVar("_O")
 
 _Q = TypeVar("_Q", bound=Message)
-
-
-def _with_timeout(method: Callable[..., _R], request: _Q) -> Callable[[float], _R]:
-    """``method(request, timeout=...)`` as a function of the timeout (for retries)."""
-
-    def call(timeout: float) -> _R:
-        return method(request, timeout=timeout)
-
-    return call
 
 
 class HubClient(SightingMethods):
@@ -363,7 +360,7 @@ class HubClient(SightingMethods):
                     self._batch_by_batch(
                         batches,
                         lambda batch: self._unary(
-                            _with_timeout(self._stub.Contribute, request(batch)),
+                            with_timeout(self._stub.Contribute, request(batch)),
                             exchange_pb2.ContributeResponse,
                         ),
                         contribute_outcomes,
@@ -396,7 +393,7 @@ class HubClient(SightingMethods):
                 ],
             )
             response, _ = self._unary(
-                _with_timeout(self._stub.Revoke, request),
+                with_timeout(self._stub.Revoke, request),
                 exchange_pb2.RevokeResponse,
             )
             revoked += response.revoked
@@ -489,7 +486,7 @@ class HubClient(SightingMethods):
                     self._batch_by_batch(
                         batches,
                         lambda batch: self._unary(
-                            _with_timeout(self._stub.Match, request(batch)),
+                            with_timeout(self._stub.Match, request(batch)),
                             exchange_pb2.MatchResponse,
                         ),
                         self._match_results,

@@ -45,6 +45,7 @@ __all__ = [
     "call_with_retry",
     "holder_server_name",
     "open_channel",
+    "with_timeout",
 ]
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,7 @@ def open_channel(
 # --- retries -------------------------------------------------------------------
 
 T = TypeVar("T")
+_W = TypeVar("_W")
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,12 @@ class RetryPolicy:
 
 def _never(error: FraudhubError) -> bool:
     return False
+
+
+def with_timeout(method: Callable[..., _W], request: object) -> Callable[[float], _W]:
+    """``method(request, timeout=...)`` as a function of the timeout: what :func:`call_with_retry`
+    calls once per attempt with the time left."""
+    return lambda timeout: method(request, timeout=timeout)
 
 
 def call_with_retry(

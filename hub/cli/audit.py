@@ -210,7 +210,7 @@ def _cmd_policy(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    first_used = text.first_used.ToDatetime(tzinfo=UTC).isoformat()
+    first_used = to_datetime(text.first_used, "first_used").isoformat()
     if args.out is not None:
         args.out.write_text(text.canonical_text, encoding="utf-8")  # the exact hashed text
         print(f"policy {args.version} (first used {first_used}) written to {args.out}")

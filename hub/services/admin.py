@@ -34,11 +34,11 @@ from datetime import datetime
 import grpc
 from fraudhub.v1 import admin_pb2, admin_pb2_grpc, common_pb2
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlmodel import Session
 
 from client_sdk.core.errors import ConfigurationError, InvalidRequest
 from client_sdk.wire.auth import check_public_key
+from client_sdk.wire.codecs import timestamp
 from hub.audit.events import AuditEvent, request_digest
 from hub.services.audited import audit_outcome, run_audited
 from hub.services.config import LivePolicy
@@ -168,15 +168,13 @@ def rotate_institution_key_locally(
 
 
 def _institution_message(row: Institution) -> admin_pb2.Institution:
-    created = Timestamp()
-    created.FromDatetime(row.created_at)
     return admin_pb2.Institution(
         id=row.id,
         name=row.display_name,
         role=common_pb2.Role.Value(row.role.upper()),
         public_key=bytes(row.public_key),
         disabled=not row.enabled,
-        created_at=created,
+        created_at=timestamp(row.created_at),
     )
 
 
