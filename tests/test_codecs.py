@@ -67,3 +67,12 @@ def test_disclosure_numbers_are_the_wire_enum() -> None:
         assert codecs.disclosure_word(int(level)) == level.word
     with pytest.raises(InvalidRequest):
         codecs.disclosure_word(len(Disclosure))
+
+
+def test_bigint_bounds_name_the_field() -> None:
+    assert codecs.bigint(codecs.MAX_BIGINT, "start") == 2**63 - 1
+    assert codecs.bigint(0, "start") == 0
+    with pytest.raises(InvalidRequest, match=r"start must be 0\.\."):
+        codecs.bigint(2**63, "start")
+    with pytest.raises(InvalidRequest, match=r"item_id must be 1\.\."):
+        codecs.bigint(0, "item_id", low=1)

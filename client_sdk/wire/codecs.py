@@ -19,8 +19,10 @@ from client_sdk.core.errors import InvalidRequest
 from client_sdk.core.vocabulary import CATEGORIES, DISCLOSURE_LEVELS, Disclosure
 
 __all__ = [
+    "MAX_BIGINT",
     "MAX_SECONDS",
     "MIN_SECONDS",
+    "bigint",
     "category_value",
     "category_word",
     "disclosure_word",
@@ -34,6 +36,8 @@ __all__ = [
 MIN_SECONDS = -62_135_596_800
 MAX_SECONDS = 253_402_300_799
 _NANOS = 1_000_000_000
+#: The largest number the hub's SQL BIGINT columns (ids, sequences, leaf indices) hold.
+MAX_BIGINT = 2**63 - 1
 
 
 def timestamp(value: datetime) -> Timestamp:
@@ -81,3 +85,14 @@ def disclosure_word(value: int) -> str:
     if not 0 <= value < len(DISCLOSURE_LEVELS):
         raise InvalidRequest(f"unknown disclosure level {value}")
     return Disclosure(value).word
+
+
+def bigint(value: int, name: str, *, low: int = 0) -> int:
+    """``value`` (a uint64 field) if it fits a SQL BIGINT and is at least ``low``.
+
+    Raises InvalidRequest naming ``name``: a larger number would reach the
+    database driver as an OverflowError (gRPC's INTERNAL).
+    """
+    if not low <= value <= MAX_BIGINT:
+        raise InvalidRequest(f"{name} must be {low}..{MAX_BIGINT}")
+    return value

@@ -50,7 +50,7 @@ from sqlmodel import Session
 from client_sdk.core import indicators
 from client_sdk.core.errors import InvalidItems, InvalidRequest, ItemError, PolicyDenied
 from client_sdk.core.tokens import TOKEN_BYTES
-from client_sdk.wire.codecs import category_value, optional_datetime, timestamp
+from client_sdk.wire.codecs import bigint, category_value, optional_datetime, timestamp
 from hub.audit.events import AuditEvent
 from hub.core.alerts import AlertView, alert_disclosure
 from hub.core.matching import DEFAULT_RETENTION_DAYS, Sighting, clip_expiry
@@ -108,9 +108,6 @@ _EVENTS = {
     "withdrawn": alerts_pb2.WITHDRAWN,
     "disputed": alerts_pb2.DISPUTED,
 }
-
-
-_MAX_SEQUENCE = 2**63 - 1
 
 
 class AlertNotifier:
@@ -468,10 +465,7 @@ class AlertsService(alerts_pb2_grpc.AlertsServicer):
     def _start(self, session: Session, institution: str, start: int, after: int) -> int:
         latest, acked = alert_store.cursor_of(session, institution)
         if start == alerts_pb2.START_AFTER:
-            # uint64 on the wire; the sequence column is a signed 64-bit integer.
-            if not 0 <= after <= _MAX_SEQUENCE:
-                raise InvalidRequest(f"after must be a sequence number 0..{_MAX_SEQUENCE}")
-            return after
+            return bigint(after, "after")
         if start == alerts_pb2.START_NOW:
             return latest
         if start == alerts_pb2.START_AFTER_ACK:

@@ -50,7 +50,7 @@ from typing_extensions import override
 
 from client_sdk.core.errors import ConfigurationError, FraudhubError, InvalidRequest, StorageError
 from client_sdk.core.vocabulary import Principal
-from client_sdk.wire.codecs import optional_datetime, timestamp
+from client_sdk.wire.codecs import bigint, optional_datetime, timestamp
 from hub.audit.checkpoint import LogSigner
 from hub.audit.dispute_report import DisputeLedger, DisputeReport
 from hub.audit.events import AuditEvent, decode, request_digest
@@ -220,9 +220,7 @@ class AuditService(audit_pb2_grpc.AuditServicer):
         try:
             event_filter = _event_filter(request.filter)
             for name in ("start", "end", "limit"):
-                if getattr(request, name) > MAX_LEAF_INDEX:
-                    # The log's leaf indices are SQL BIGINTs.
-                    raise InvalidRequest(f"{name} must be at most {MAX_LEAF_INDEX}")
+                bigint(getattr(request, name), name)
             end = request.end or None
             remaining = request.limit or None
             position = request.start
@@ -331,8 +329,6 @@ class AuditService(audit_pb2_grpc.AuditServicer):
 
 
 _POLICY_VERSION = re.compile(r"[0-9a-f]{64}")
-#: The largest leaf index, size or count a request may name (SQL BIGINT).
-MAX_LEAF_INDEX = 2**63 - 1
 
 
 def _event_filter(f: audit_pb2.EventFilter) -> auditlog.EventFilter:

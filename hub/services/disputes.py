@@ -48,7 +48,7 @@ from sqlmodel import Session
 from client_sdk.core import indicators
 from client_sdk.core.errors import InvalidRequest, PolicyDenied
 from client_sdk.core.tokens import TOKEN_BYTES
-from client_sdk.wire.codecs import timestamp
+from client_sdk.wire.codecs import bigint, timestamp
 from hub.audit.events import AuditEvent, case_ref_digest, request_digest
 from hub.core import disputes as core
 from hub.policy.model import Context, Principal
@@ -280,9 +280,7 @@ class DisputesService(disputes_pb2_grpc.DisputesServicer):
         ) -> Message:
             if request.step not in DISPUTE_STEPS:
                 raise InvalidRequest(f"step must be one of {', '.join(DISPUTE_STEPS)}")
-            # uint64 on the wire; the id column is a signed 64-bit integer.
-            if not 0 < request.item_id < 2**63:
-                raise InvalidRequest("item_id must be a dispute item number 1..2^63-1")
+            bigint(request.item_id, "item_id", low=1)
             answered = alerting(
                 self._alerts,
                 session,
