@@ -35,7 +35,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
@@ -56,6 +55,7 @@ from hub.services.alerts import AlertRecorder, alerting
 from hub.services.audited import run_audited
 from hub.services.config import LivePolicy
 from hub.services.exchange_audit import AuditDraft
+from hub.services.quotas import MAX_CASE_REFERENCE, PURPOSE_CODE
 from hub.storage import auditlog, store
 from hub.storage import disputes as queries
 from hub.storage.alerts import DisputeNote, Key
@@ -66,7 +66,6 @@ __all__ = ["DISPUTE_STEPS", "MAX_TOKENS", "METHOD_ROLES", "DisputesService", "sw
 
 #: Tokens of one value per request: one per key epoch the hub accepts (ADR 0013).
 MAX_TOKENS = 4
-MAX_CASE_REFERENCE = 256
 #: The steps a contributor may take (the hub's sweep takes ``lapse``).
 DISPUTE_STEPS = ("uphold", "withdraw")
 #: Which roles may call which Disputes method (the hub's role table joins it).
@@ -75,7 +74,6 @@ METHOD_ROLES: dict[str, tuple[str, ...]] = {
     "List": ("bank", "carrier", "operator"),
     "Resolve": ("bank", "carrier"),
 }
-_CODE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 #: Institution id of the hub's own work in the audit log (as hub.services.server).
 HUB_INSTITUTION = "hub"
 
@@ -217,7 +215,7 @@ class DisputesService(disputes_pb2_grpc.DisputesServicer):
 
     def _check_open(self, request: disputes_pb2.OpenDisputeRequest) -> None:
         """Request bounds; raises InvalidRequest (never echoing a kind, token or purpose)."""
-        if not _CODE.fullmatch(request.purpose):
+        if not PURPOSE_CODE.fullmatch(request.purpose):
             raise InvalidRequest("purpose must be a purpose code of the policy")
         if len(request.case_reference) > MAX_CASE_REFERENCE:
             raise InvalidRequest(f"case_reference is longer than {MAX_CASE_REFERENCE} characters")

@@ -47,10 +47,9 @@ Documented behaviour (the SDK relies on it):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeVar
 
 import grpc
@@ -86,11 +85,17 @@ from hub.services.exchange_codecs import (
     replace_field,
 )
 from hub.services.lifecycle import MatchFacts, item_count_codes, lifecycle_refusal
+from hub.services.quotas import (
+    MAX_CASE_REFERENCE,
+    MAX_ITEMS,
+    check_envelope,
+    consume_quotas,
+    count_quota,
+)
 from hub.storage.feedback import find_warninglisted
 from hub.storage.models import utcnow
 from hub.storage.store import (
     Store,
-    consume_quota,
     revoke,
     upsert_contributions,
 )
@@ -108,13 +113,10 @@ __all__ = [
     "replace_field",
 ]
 
-MAX_ITEMS = 10_000
 # Items per ContributeStream / MatchStream: the hub keeps a stream's per-item
 # outcomes until it ends, so a stream is bounded; open another for more.
 MAX_STREAM_ITEMS = 200_000
-MAX_CASE_REFERENCE = 256
 # Purposes and revocation reasons are codes, never free text: they are audited.
-_CODE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _T = TypeVar("_T")
 
 
@@ -274,7 +276,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         draft.item_count = len(request.indicators)
 
         def work(session: Session, now: datetime) -> _ContributeTally:
-            _check_envelope(request.purpose, request.case_reference, len(request.indicators))
+            check_envelope(request.purpose, request.case_reference, len(request.indicators))
             context = Context(case_reference=request.case_reference or None)
             decisions: dict[str, Decision] = {}
             accepted: list[Contribution] = []
@@ -327,7 +329,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                             index=index, expires_at=timestamp(checked.expires_at)
                         )
                     )
-                _count_quota(quota, decision)
+                count_quota(quota, decision)
             # Only the policy's own refusals fail a request whole; an item refused for
             # its evidence or a warning list is answered per item (issue 12).
             if (
@@ -338,7 +340,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                 raise PolicyDenied(
                     "the policy refuses every item of this request", tuple(draft.reasons)
                 )
-            _consume(session, principal, quota, now, "contribute")
+            consume_quotas(session, principal, quota, now, "contribute")
             counts = alerting(
                 self.alerts,
                 session,
@@ -452,7 +454,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
         invalid: list[ItemError] = []
 
         def work(session: Session, now: datetime) -> exchange_pb2.MatchResponse:
-            _check_envelope(request.purpose, request.case_reference, len(request.queries))
+            check_envelope(request.purpose, request.case_reference, len(request.queries))
             context = Context(case_reference=request.case_reference or None)
             decisions: dict[str, Decision] = {}
             valid: list[tuple[int, tuple[str, bytes, int], Decision]] = []
@@ -489,12 +491,12 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
                     draft.note(decision)
                 valid.append((index, (query.kind, query.token, query.key_epoch), decision))
                 if decision.allow:
-                    _count_quota(quota, decision)
+                    count_quota(quota, decision)
             if whole_refusal_fails and valid and not any(d.allow for _, _, d in valid):
                 raise PolicyDenied(
                     "the policy refuses every query of this request", tuple(draft.reasons)
                 )
-            _consume(session, principal, quota, now, "match")
+            consume_quotas(session, principal, quota, now, "match")
             allowed_keys = [key for _, key, decision in valid if decision.allow]
             facts = MatchFacts.load(session, policy, allowed_keys, now)
             results: list[exchange_pb2.MatchResult] = []
@@ -511,40 +513,8 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):
 # --- helpers ---------------------------------------------------------------------
 
 
-def _check_envelope(purpose: str, case_reference: str, count: int) -> None:
-    """Request-level bounds; raises InvalidRequest."""
-    if not 1 <= count <= MAX_ITEMS:
-        raise InvalidRequest(f"a request holds 1 to {MAX_ITEMS} items")
-    if not _CODE.fullmatch(purpose):
-        raise InvalidRequest("purpose must be a purpose code of the policy")
-    if len(case_reference) > MAX_CASE_REFERENCE:
-        raise InvalidRequest(f"case_reference is longer than {MAX_CASE_REFERENCE} characters")
-
-
 def _keys(items: Iterable[exchange_pb2.Indicator]) -> list[tuple[str, bytes, int]]:
     return [(i.kind, i.token, i.key_epoch) for i in items if len(i.token) == TOKEN_BYTES]
-
-
-def _count_quota(quota: dict[tuple[str, int], int], decision: Decision) -> None:
-    limit = decision.obligations.daily_quota
-    if limit is None:
-        return
-    # The policy names the bucket (ACTION/PURPOSE/TIER); a rule id stands in otherwise.
-    bucket = decision.obligations.quota_bucket or "/".join(decision.rules[:1])
-    key = (bucket, limit)
-    quota[key] = quota.get(key, 0) + 1
-
-
-def _consume(
-    session: Session,
-    principal: Principal,
-    quota: dict[tuple[str, int], int],
-    now: datetime,
-    action: str,
-) -> None:
-    day = now.astimezone(UTC).date().isoformat()
-    for (bucket, limit), amount in sorted(quota.items()):
-        consume_quota(session, principal.institution, bucket or action, day, amount, limit)
 
 
 def _match_result(

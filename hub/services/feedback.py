@@ -48,10 +48,10 @@ from hub.core.matching import MAX_CLOCK_SKEW
 from hub.policy.engine import Policy
 from hub.policy.model import AUDIT_KIND, Context, Decision, Principal
 from hub.services.config import LivePolicy
-from hub.services.exchange import _check_envelope, _consume, _count_quota
 from hub.services.exchange_audit import AuditDraft, begin_draft, run_drafted
 from hub.services.exchange_codecs import abort_partial, invalid_message, malformed_items
 from hub.services.lifecycle import sighting_counts
+from hub.services.quotas import check_envelope, consume_quotas, count_quota
 from hub.storage import auditlog
 from hub.storage.feedback import (
     Key,
@@ -134,7 +134,7 @@ class FeedbackService(_Audited, feedback_pb2_grpc.FeedbackServicer):
         invalid: list[ItemError] = []
 
         def work(session: Session, now: datetime) -> feedback_pb2.FileSightingsResponse:
-            _check_envelope(request.purpose, request.case_reference, len(request.items))
+            check_envelope(request.purpose, request.case_reference, len(request.items))
             ctx = Context(case_reference=request.case_reference or None)
             decisions: dict[str, Decision] = {}
             quota: dict[tuple[str, int], int] = {}
@@ -160,13 +160,13 @@ class FeedbackService(_Audited, feedback_pb2_grpc.FeedbackServicer):
                     reason = ",".join(decision.reasons)
                     rejected.append(exchange_pb2.RejectedItem(index=index, reason=reason))
                     continue
-                _count_quota(quota, decision)
+                count_quota(quota, decision)
                 valid.append(((item.kind, item.token, item.key_epoch), item.type, seen_at))
             if not valid and rejected and not invalid:
                 raise PolicyDenied(
                     "the policy refuses every item of this request", tuple(draft.reasons)
                 )
-            _consume(session, principal, quota, now, "sighting")
+            consume_quotas(session, principal, quota, now, "sighting")
             recorded = record_sightings(session, principal.institution, valid, now)
             by_type = Counter(type_ for _, type_, _ in valid)
             draft.reasons.extend(f"SIGHTING:{t}/{n}" for t, n in sorted(by_type.items()))
@@ -231,7 +231,7 @@ class FeedbackService(_Audited, feedback_pb2_grpc.FeedbackServicer):
         invalid: list[ItemError] = []
 
         def work(session: Session, now: datetime) -> feedback_pb2.ReviewSightingsResponse:
-            _check_envelope(request.purpose, "", len(request.queries))
+            check_envelope(request.purpose, "", len(request.queries))
             decisions: dict[str, Decision] = {}
             valid: list[tuple[int, Key, Decision]] = []
             for index, query in enumerate(request.queries):
@@ -302,7 +302,7 @@ class WarningListService(_Audited, feedback_pb2_grpc.WarningListServicer):
         invalid: list[ItemError] = []
 
         def work(session: Session, now: datetime) -> feedback_pb2.WarningListResponse:
-            _check_envelope(request.purpose, "", len(request.items))
+            check_envelope(request.purpose, "", len(request.items))
             if not _LIST_NAME.fullmatch(request.list):
                 # A code, never free text: the name is written to the audit log.
                 raise InvalidRequest("list must be a code such as customer-service")
