@@ -37,7 +37,7 @@ from client_sdk.core.errors import InvalidRequest
 from hub.core.alerts import AlertEvent, AlertView, alert_event
 from hub.core.matching import Sighting
 from hub.storage.models import Indicator, Institution, UTCDateTime
-from hub.storage.store import _insert, find_active
+from hub.storage.store import find_active, upsert_statement
 
 __all__ = [
     "DISPUTE_PURPOSE",
@@ -225,7 +225,7 @@ def upsert_watches(
         }
         for i in latest.values()
     ]
-    statement = _insert(session, table)
+    statement = upsert_statement(session, table)
     statement = statement.on_conflict_do_update(
         index_elements=["watcher", "kind", "token", "key_epoch"],
         set_={"purpose": statement.excluded.purpose, "expires_at": statement.excluded.expires_at},
@@ -550,7 +550,7 @@ def _grouped(rows: list[dict[str, object]], roles: Mapping[str, str]) -> Recorde
 def _allocate(session: Session, watcher: str, count: int) -> int:
     """Reserve ``count`` sequence numbers for ``watcher``; return the last one."""
     table = _table(AlertCursor)
-    statement = _insert(session, table).values(watcher=watcher, latest=count, acked=0)
+    statement = upsert_statement(session, table).values(watcher=watcher, latest=count, acked=0)
     statement = statement.on_conflict_do_update(
         index_elements=["watcher"], set_={"latest": table.c.latest + count}
     ).returning(table.c.latest)

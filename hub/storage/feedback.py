@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from hub.storage.models import TokenSighting, WarningListEntry
-from hub.storage.store import _insert
+from hub.storage.store import upsert_statement
 
 __all__ = [
     "Key",
@@ -82,7 +82,7 @@ def record_sightings(
         for (kind, token, epoch), (type_, seen_at) in latest.items()
     ]
     table = TokenSighting.__table__  # type: ignore[attr-defined]
-    statement = _insert(session, table)
+    statement = upsert_statement(session, table)
     statement = statement.on_conflict_do_update(
         index_elements=["reporter", "kind", "token", "key_epoch"],
         set_={name: statement.excluded[name] for name in ("type", "seen_at", "created_at")},
@@ -156,7 +156,7 @@ def add_warninglist_entries(
     ]
     if rows:
         table = WarningListEntry.__table__  # type: ignore[attr-defined]
-        statement = _insert(session, table).on_conflict_do_nothing(
+        statement = upsert_statement(session, table).on_conflict_do_nothing(
             index_elements=["list_name", "kind", "token", "key_epoch"]
         )
         session.execute(statement, rows)

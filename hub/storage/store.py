@@ -80,6 +80,7 @@ __all__ = [
     "storage_error",
     "token_remembered",
     "upsert_contributions",
+    "upsert_statement",
 ]
 
 log = logging.getLogger(__name__)
@@ -237,7 +238,7 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _insert(session: Session, table: Any) -> Any:
+def upsert_statement(session: Session, table: Any) -> Any:
     """A dialect ``INSERT`` that supports ``on_conflict_do_update``."""
     name = session.get_bind().dialect.name
     if name == "postgresql":
@@ -289,7 +290,7 @@ def upsert_contributions(
         for c in latest.values()
     ]
     table = Indicator.__table__  # type: ignore[attr-defined]
-    statement = _insert(session, table)
+    statement = upsert_statement(session, table)
     statement = statement.on_conflict_do_update(
         index_elements=["contributor", "kind", "token", "key_epoch"],
         set_={
@@ -438,7 +439,7 @@ def record_policy_text(session: Session, version: str, text: str, now: datetime)
     changes, it is its hash).  Does not commit."""
     table = PolicyText.__table__  # type: ignore[attr-defined]
     statement = (
-        _insert(session, table)
+        upsert_statement(session, table)
         .values(version=version, first_used=now, canonical_text=text)
         .on_conflict_do_nothing(index_elements=["version"])
     )
@@ -466,7 +467,9 @@ def remember_token(
     ``forget_after`` (not yet swept) counts as forgotten.  Does not commit.
     """
     table = SeenToken.__table__  # type: ignore[attr-defined]
-    insert = _insert(session, table).values(issuer=issuer, jti=jti, forget_after=forget_after)
+    insert = upsert_statement(session, table).values(
+        issuer=issuer, jti=jti, forget_after=forget_after
+    )
     statement = insert.on_conflict_do_update(
         index_elements=["issuer", "jti"],
         set_={"forget_after": insert.excluded.forget_after},
@@ -505,7 +508,7 @@ def consume_quota(
     if amount <= 0:
         return 0
     table = QuotaUsage.__table__  # type: ignore[attr-defined]
-    statement = _insert(session, table).values(
+    statement = upsert_statement(session, table).values(
         institution=institution, bucket=bucket, day=day, used=amount
     )
     statement = statement.on_conflict_do_update(
